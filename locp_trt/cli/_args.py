@@ -1,0 +1,62 @@
+"""Argument groups shared by commands (runtime, benchmark settings, latency store)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..latency.timing import BenchConfig
+
+__all__ = ["add_runtime_args", "add_bench_args", "bench_config_from", "add_store_args", "default_store_path"]
+
+
+def default_store_path() -> Path:
+    """The shared latency database: $LOCP_TRT_STORE, else ~/.cache/locp_trt/latency.sqlite."""
+    env = os.environ.get("LOCP_TRT_STORE")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "locp_trt" / "latency.sqlite"
+
+
+def add_runtime_args(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--runtime and --precision."""
+    g = p.add_argument_group("runtime")
+    g.add_argument("--runtime", default=default,
+                   help="auto | tensorrt | onnxruntime-cuda | torch | torch-cpu | onnxruntime "
+                        f"(default: {default}; auto picks TensorRT, ORT-CUDA, torch-CUDA, ORT-CPU)")
+    g.add_argument("--precision", default=None, help="fp32 | fp16 (default: the device profile's)")
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    """Timing discipline knobs, with BenchConfig's defaults."""
+    d = BenchConfig()
+    g = p.add_argument_group("timing")
+    g.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed runs first (default {d.warmup})")
+    g.add_argument("--iters", type=int, default=d.iters, help=f"timed samples (default {d.iters})")
+    g.add_argument("--max-spread", type=float, default=d.max_rel_spread,
+                   help=f"re-measure when IQR/median exceeds this (default {d.max_rel_spread})")
+    g.add_argument("--threads", type=int, default=d.threads,
+                   help=f"CPU threads for CPU runtimes (default {d.threads})")
+
+
+def bench_config_from(args: argparse.Namespace) -> BenchConfig:
+    """BenchConfig from the parsed --warmup/--iters/--max-spread/--threads."""
+    from ..errors import InvalidConfigError
+
+    if args.iters < 3:
+        raise InvalidConfigError(f"--iters must be at least 3 to estimate a spread, got {args.iters}")
+    if args.warmup < 0 or args.threads < 1:
+        raise InvalidConfigError("--warmup must be >= 0 and --threads >= 1")
+    return BenchConfig(warmup=args.warmup, iters=args.iters, max_rel_spread=args.max_spread,
+                       threads=args.threads)
+
+
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    """--store and --no-store."""
+    g = p.add_argument_group("latency store")
+    g.add_argument("--store", type=Path, default=None,
+                   help="SQLite latency database shared across runs (default: $LOCP_TRT_STORE or "
+                        "~/.cache/locp_trt/latency.sqlite)")
+    g.add_argument("--no-store", action="store_true", help="measure everything afresh, store nothing")

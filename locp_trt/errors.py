@@ -1,0 +1,55 @@
+"""One error hierarchy for everything a user can cause.
+
+`LocpError` and its subclasses are user errors: the CLI prints their message on one line and
+exits 1. Anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LocpError",
+    "BackendUnavailableError",
+    "InvalidConfigError",
+    "UnsupportedLayerError",
+    "UnstableMeasurementError",
+    "ModelLoadError",
+    "DatasetError",
+    "PlanError",
+    "StoreError",
+]
+
+
+class LocpError(Exception):
+    """Root of all user-facing errors. The message says what failed, the values seen, and the fix."""
+
+
+class BackendUnavailableError(LocpError):
+    """A runtime (TensorRT, ONNX Runtime CUDA, torch CUDA) is not installed or has no device."""
+
+
+class InvalidConfigError(LocpError, ValueError):
+    """A layer configuration, CLI value or option combination is impossible."""
+
+
+class UnsupportedLayerError(LocpError):
+    """A layer kind the latency model or the pruner cannot handle."""
+
+
+class UnstableMeasurementError(LocpError):
+    """Timings stayed noisier than allowed after every re-measurement."""
+
+
+class ModelLoadError(LocpError):
+    """model.pt (or a plan, or a checkpoint) could not be loaded safely."""
+
+
+class DatasetError(LocpError):
+    """A dataset path is missing, malformed, or of an unknown kind."""
+
+
+class PlanError(LocpError):
+    """A pruning plan does not fit the model it is applied to."""
+
+
+class StoreError(LocpError):
+    """The latency store or a lookup table file is unreadable or of another schema."""

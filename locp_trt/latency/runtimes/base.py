@@ -1,0 +1,127 @@
+"""The `Runtime` contract: turn a model into something runnable and time it honestly.
+
+Backends override only the `_impl` hooks; the public methods here do the shared bookkeeping:
+warm-up and sampling settings come from `BenchConfig`, noisy attempts are re-measured, and every
+result carries the samples so callers can report median and spread.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from ...errors import UnstableMeasurementError
+from ..config import LayerConfig, Precision
+from ..fingerprint import DeviceFingerprint
+from ..timing import BenchConfig, Timing
+
+if TYPE_CHECKING:  # torch is optional at import time
+    import torch
+
+__all__ = ["Runtime"]
+
+
+class Runtime(abc.ABC):
+    """One deployment runtime on one device.
+
+    Use as a context manager (`with get_runtime("onnxruntime") as rt: rt.time_layer(cfg)`) so
+    device resources are released; runtimes that hold none make that a no-op.
+    """
+
+    #: Registry name, e.g. "onnxruntime", "torch", "tensorrt".
+    name: ClassVar[str] = ""
+    #: Precisions this runtime can time.
+    precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32,)
+
+    def __init__(self, bench: BenchConfig | None = None, *, strict: bool = False) -> None:
+        self.bench = bench or BenchConfig()
+        # strict: raise UnstableMeasurementError instead of returning an unstable Timing.
+        self.strict = strict
+
+    # ---- availability ---------------------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when usable here; otherwise one line saying what is missing and how to install it."""
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release device resources (default: nothing held)."""
+
+    # ---- identity ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def fingerprint(self, precision: Precision) -> DeviceFingerprint:
+        """What this runtime runs on: the key measurements are shared under."""
+
+    @property
+    def label(self) -> str:
+        """Human-readable name including the execution provider / device, for output lines."""
+        return self.name
+
+    # ---- timing -----------------------------------------------------------------------------
+    def time_layer(self, cfg: LayerConfig) -> Timing:
+        """Latency of one layer. Default: build its one-layer ONNX graph and time that."""
+        from ..onnx_graph import build_layer_onnx
+
+        self.check_precision(cfg.precision)
+        return self.time_onnx(build_layer_onnx(cfg), cfg.input_shape, cfg.precision)
+
+    def time_onnx(self, onnx_bytes: bytes, input_shape: Sequence[int], precision: Precision) -> Timing:
+        """End-to-end latency of an ONNX model with one input of `input_shape`."""
+        self.check_precision(precision)
+        sampler = self._prepare_onnx_impl(onnx_bytes, tuple(input_shape), Precision.parse(precision))
+        return self._measure(sampler)
+
+    def time_module(self, module: torch.nn.Module, input_shape: Sequence[int], precision: Precision) -> Timing:
+        """End-to-end latency of a torch module. Default: export it to ONNX and time that."""
+        from ...export import onnx_bytes_from_module
+
+        precision = Precision.parse(precision)
+        return self.time_onnx(onnx_bytes_from_module(module, tuple(input_shape), precision), input_shape, precision)
+
+    def check_precision(self, precision: Precision) -> None:
+        """Raise a clear error for a precision this runtime cannot time."""
+        from ...errors import InvalidConfigError
+
+        precision = Precision.parse(precision)
+        if precision not in self.precisions:
+            raise InvalidConfigError(
+                f"runtime {self.label!r} cannot time {precision.value}; it supports "
+                f"{', '.join(p.value for p in self.precisions)}"
+            )
+
+    # ---- backend hooks ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _prepare_onnx_impl(
+        self, onnx_bytes: bytes, input_shape: tuple[int, ...], precision: Precision
+    ) -> Callable[[int, int], list[float]]:
+        """Build the model; return `sample(warmup, iters) -> per-iteration latencies in µs`."""
+
+    # ---- shared bookkeeping -------------------------------------------------------------------
+    def _measure(self, sample: Callable[[int, int], list[float]]) -> Timing:
+        """Warm up once, sample, and re-measure while the spread exceeds the configured limit."""
+        b = self.bench
+        best: Timing | None = None
+        for attempt in range(1, b.max_attempts + 1):
+            samples = sample(b.warmup if attempt == 1 else max(1, b.warmup // 2), b.iters)
+            t = Timing.from_samples(samples, attempts=attempt, max_rel_spread=b.max_rel_spread)
+            if best is None or t.rel_spread < best.rel_spread:
+                best = Timing.from_samples(t.samples_us, attempts=attempt, max_rel_spread=b.max_rel_spread)
+            if t.stable:
+                return Timing.from_samples(t.samples_us, attempts=attempt, max_rel_spread=b.max_rel_spread)
+        assert best is not None
+        if self.strict:
+            raise UnstableMeasurementError(
+                f"{self.label}: spread (IQR/median) stayed at {best.rel_spread:.0%} after "
+                f"{b.max_attempts} attempts, above the {b.max_rel_spread:.0%} limit; close other "
+                "programs using the device, raise --iters, or loosen --max-spread"
+            )
+        object.__setattr__(best, "attempts", b.max_attempts)
+        return best
