@@ -1,0 +1,74 @@
+"""Small NVIDIA-host facts for fingerprints: GPU name, driver version, Jetson power mode.
+
+Every helper returns "" when the fact cannot be read here (no nvidia-smi, not a Jetson); none
+imports torch or any GPU library.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+__all__ = ["nvidia_smi_query", "driver_version", "gpu_name", "jetson_power_mode"]
+
+
+def _run(cmd: list[str], timeout_s: float = 10.0) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout if out.returncode == 0 else ""
+
+
+def nvidia_smi_query(field: str, index: int = 0) -> str:
+    """One `nvidia-smi --query-gpu=<field>` value for GPU `index`, or "" without nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return ""
+    lines = _run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"]).strip().splitlines()
+    return lines[index].strip() if 0 <= index < len(lines) else ""
+
+
+def driver_version(index: int = 0) -> str:
+    """NVIDIA driver version (e.g. "580.95.05"), or "" where nvidia-smi is absent (e.g. Jetson)."""
+    return nvidia_smi_query("driver_version", index)
+
+
+def gpu_name(index: int = 0) -> str:
+    """GPU model name from nvidia-smi, else from torch (Jetsons have no nvidia-smi); "" if neither."""
+    name = nvidia_smi_query("name", index)
+    if name:
+        return name
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return str(torch.cuda.get_device_name(index))
+    except Exception:  # torch missing or its CUDA init failed: the name is only informative
+        pass
+    return ""
+
+
+def jetson_power_mode() -> str:
+    """The Jetson nvpmodel mode, e.g. "MAXN (0)"; "" off a Jetson.
+
+    Power modes change clocks and core counts, so latencies measured under one never stand for
+    another: the mode is part of the device fingerprint.
+    """
+    if shutil.which("nvpmodel") is not None:
+        text = _run(["nvpmodel", "-q"])
+        m = re.search(r"NV Power Mode:\s*(\S.*?)\s*$\s*(\d+)?", text, re.MULTILINE)
+        if m:
+            name, num = m.group(1), m.group(2)
+            return f"{name} ({num})" if num is not None else name
+    # nvpmodel records the active mode here even when the tool itself is not on PATH.
+    status = Path("/var/lib/nvpmodel/status")
+    if Path("/etc/nvpmodel.conf").exists() and status.exists():
+        try:
+            m = re.search(r"pmode:(\d+)", status.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return ""
+        if m:
+            return f"mode {int(m.group(1))}"
+    return ""

@@ -1,0 +1,233 @@
+"""ONNX Runtime backends: CPU (`onnxruntime`) and CUDA (`onnxruntime-cuda`).
+
+onnxruntime is imported inside methods, so importing this module needs nothing but numpy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ...errors import BackendUnavailableError, InvalidConfigError
+from ..config import Precision
+from ..fingerprint import DeviceFingerprint, cpu_name
+from ._nvidia import driver_version, gpu_name, jetson_power_mode
+from .base import Runtime
+
+__all__ = ["OrtCpuRuntime", "OrtCudaRuntime"]
+
+_ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+                 "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def _ort():
+    import onnxruntime
+
+    return onnxruntime
+
+
+def _ort_version() -> str:
+    return str(_ort().__version__)
+
+
+class _OrtRuntime(Runtime):
+    """Shared session set-up: one provider, sequential execution, all graph optimisations."""
+
+    provider = "CPUExecutionProvider"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        try:
+            ort = _ort()
+        except ImportError:
+            return "onnxruntime is not installed: pip install onnxruntime"
+        if cls.provider not in ort.get_available_providers():
+            return (f"{cls.provider} missing from onnxruntime {ort.__version__} "
+                    f"(has {', '.join(ort.get_available_providers())})")
+        return None
+
+    def _session_options(self):
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(self.bench.threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only: ORT's warnings would drown progress output
+        return so
+
+    def _provider_options(self) -> dict:
+        return {}
+
+    def _session(self, onnx_bytes: bytes):
+        """An InferenceSession on this provider; unreadable models raise `InvalidConfigError`."""
+        ort = _ort()
+        try:
+            sess = ort.InferenceSession(
+                onnx_bytes, sess_options=self._session_options(),
+                providers=[(self.provider, self._provider_options())],
+            )
+        except Exception as exc:  # ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
+            raise InvalidConfigError(
+                f"onnxruntime {ort.__version__} ({self.provider}) could not load the ONNX model "
+                f"({len(onnx_bytes)} bytes): {exc}; check the model with onnx.checker.check_model"
+            ) from exc
+        if self.provider not in sess.get_providers():
+            raise BackendUnavailableError(
+                f"onnxruntime fell back to {sess.get_providers()} instead of {self.provider}; "
+                "check the CUDA / cuDNN libraries onnxruntime-gpu needs"
+            )
+        return sess
+
+    @staticmethod
+    def _single_input(sess, input_shape: tuple[int, ...], seed: int = 0) -> tuple[str, np.ndarray]:
+        """The model's one input name and a pre-generated random array of `input_shape`."""
+        inputs = sess.get_inputs()
+        if len(inputs) != 1:
+            raise InvalidConfigError(
+                f"the ONNX model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                "latency timing feeds exactly one input tensor"
+            )
+        inp = inputs[0]
+        dtype = _ORT_TO_NUMPY.get(inp.type)
+        if dtype is None:
+            raise InvalidConfigError(f"input {inp.name!r} has type {inp.type}; expected a float tensor")
+        declared = [d if isinstance(d, int) else None for d in inp.shape]
+        if len(declared) != len(input_shape) or any(
+            d is not None and d != s for d, s in zip(declared, input_shape, strict=False)
+        ):
+            raise InvalidConfigError(
+                f"input_shape {tuple(input_shape)} does not fit the model's input {inp.name!r} "
+                f"of shape {inp.shape}"
+            )
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(input_shape).astype(dtype)
+        return inp.name, x
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.provider}, {self.bench.threads} thread(s))"
+
+
+class OrtCpuRuntime(_OrtRuntime):
+    """ONNX Runtime on the CPU, fp32, with `bench.threads` intra-op threads.
+
+    The default of one thread is deliberate: on shared CI runners and laptops other processes
+    steal cores unpredictably, and a multi-threaded run then adds scheduling jitter that is larger
+    than the steps of the staircase being measured. One thread gives stable, sharp stairs; raise
+    `--threads` only on a quiet machine, to see the multi-core staircase.
+    """
+
+    name = "onnxruntime"
+    precisions = (Precision.FP32,)
+    provider = "CPUExecutionProvider"
+
+    def fingerprint(self, precision: Precision) -> DeviceFingerprint:
+        return DeviceFingerprint(
+            device=cpu_name(), runtime=self.name, runtime_version=_ort_version(),
+            precision=Precision.parse(precision).value, provider=self.provider,
+            threads=int(self.bench.threads),
+        )
+
+    def _prepare_onnx_impl(
+        self, onnx_bytes: bytes, input_shape: tuple[int, ...], precision: Precision
+    ) -> Callable[[int, int], list[float]]:
+        sess = self._session(onnx_bytes)
+        name, x = self._single_input(sess, input_shape)
+        feed = {name: x}
+        outputs = [o.name for o in sess.get_outputs()]
+        run = sess.run
+
+        def sample(warmup: int, iters: int) -> list[float]:
+            for _ in range(warmup):
+                run(outputs, feed)
+            out = []
+            for _ in range(iters):
+                t0 = time.perf_counter_ns()
+                run(outputs, feed)
+                out.append((time.perf_counter_ns() - t0) / 1e3)
+            return out
+
+        return sample
+
+
+class OrtCudaRuntime(_OrtRuntime):
+    """ONNX Runtime's CUDA execution provider (onnxruntime-gpu), fp32 and fp16.
+
+    Input and outputs are bound on the device with IO binding, so host-device copies are not
+    part of the timed region: what is timed is the session run (kernel launches and the
+    provider's end-of-run stream synchronisation), per iteration, with `perf_counter_ns`.
+    """
+
+    name = "onnxruntime-cuda"
+    precisions = (Precision.FP32, Precision.FP16)
+    provider = "CUDAExecutionProvider"
+
+    def __init__(self, bench=None, *, strict: bool = False, device_id: int = 0) -> None:
+        super().__init__(bench, strict=strict)
+        self.device_id = int(device_id)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        try:
+            ort = _ort()
+        except ImportError:
+            return "onnxruntime is not installed: pip install 'locp_trt[gpu]' (onnxruntime-gpu)"
+        if cls.provider not in ort.get_available_providers():
+            return (f"CUDAExecutionProvider missing (onnxruntime {ort.__version__} has "
+                    f"{', '.join(ort.get_available_providers())}): pip install 'locp_trt[gpu]' "
+                    "(onnxruntime-gpu, in place of onnxruntime)")
+        return None
+
+    def _provider_options(self) -> dict:
+        return {"device_id": self.device_id}
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (GPU {self.device_id})"
+
+    def fingerprint(self, precision: Precision) -> DeviceFingerprint:
+        return DeviceFingerprint(
+            device=gpu_name(self.device_id) or "unknown NVIDIA GPU",
+            runtime=self.name, runtime_version=_ort_version(),
+            precision=Precision.parse(precision).value, provider=self.provider,
+            driver=driver_version(self.device_id), power_mode=jetson_power_mode(),
+        )
+
+    def _prepare_onnx_impl(
+        self, onnx_bytes: bytes, input_shape: tuple[int, ...], precision: Precision
+    ) -> Callable[[int, int], list[float]]:
+        ort = _ort()
+        sess = self._session(onnx_bytes)
+        name, x = self._single_input(sess, input_shape)
+        binding = sess.io_binding()
+        x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", self.device_id)
+        binding.bind_ortvalue_input(name, x_dev)
+        keep = [x_dev]  # the bound OrtValues must outlive the binding
+        for o in sess.get_outputs():
+            dtype = _ORT_TO_NUMPY.get(o.type)
+            if dtype is not None and all(isinstance(d, int) for d in o.shape):
+                y_dev = ort.OrtValue.ortvalue_from_shape_and_type(list(o.shape), dtype, "cuda", self.device_id)
+                binding.bind_ortvalue_output(o.name, y_dev)
+                keep.append(y_dev)
+            else:  # dynamic output shape: let ORT allocate on the device each run
+                binding.bind_output(o.name, "cuda", self.device_id)
+
+        def run() -> None:
+            sess.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+
+        def sample(warmup: int, iters: int) -> list[float]:
+            _ = keep
+            for _i in range(warmup):
+                run()
+            out = []
+            for _i in range(iters):
+                t0 = time.perf_counter_ns()
+                run()
+                out.append((time.perf_counter_ns() - t0) / 1e3)
+            return out
+
+        return sample

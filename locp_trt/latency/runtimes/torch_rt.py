@@ -1,0 +1,248 @@
+"""torch backends: CUDA (`torch`, cuDNN with CUDA-graph replays) and CPU (`torch-cpu`, eager).
+
+These time torch modules directly (a layer config becomes an `nn.Conv2d` / `nn.Linear`), not ONNX
+files. torch is imported inside methods only, so importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ...errors import InvalidConfigError
+from ..config import LayerConfig, Op, Precision
+from ..fingerprint import DeviceFingerprint, cpu_name
+from ..timing import Timing
+from ._nvidia import driver_version, jetson_power_mode
+from .base import Runtime
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TorchCudaRuntime", "TorchCpuRuntime", "OnnxNotSupportedError", "layer_module"]
+
+
+class OnnxNotSupportedError(InvalidConfigError):
+    """A torch runtime was asked to time an ONNX model."""
+
+
+def layer_module(cfg: LayerConfig) -> torch.nn.Module:
+    """The `nn.Conv2d` or `nn.Linear` a `LayerConfig` describes (fp32, on the CPU, eval mode)."""
+    from torch import nn
+
+    if cfg.op is Op.LINEAR:
+        m = nn.Linear(cfg.in_channels, cfg.out_channels, bias=cfg.bias)
+    else:
+        m = nn.Conv2d(
+            cfg.in_channels, cfg.out_channels, cfg.kernel, stride=cfg.stride,
+            padding=cfg.padding, groups=cfg.groups, bias=cfg.bias,
+        )
+    return m.eval()
+
+
+def _torch_dtype(precision: Precision):
+    import torch
+
+    return torch.float16 if Precision.parse(precision) is Precision.FP16 else torch.float32
+
+
+class _TorchRuntime(Runtime):
+    """Shared parts: layer configs and modules in, ONNX refused."""
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return "torch is not installed: pip install torch"
+        return None
+
+    def time_layer(self, cfg: LayerConfig) -> Timing:
+        """Latency of one layer, run as the torch module it describes."""
+        self.check_precision(cfg.precision)
+        return self._time_torch(layer_module(cfg), cfg.input_shape, cfg.precision)
+
+    def time_module(self, module: torch.nn.Module, input_shape: Sequence[int], precision: Precision) -> Timing:
+        """Latency of a copy of `module` (in eval mode) on an input of `input_shape`."""
+        precision = Precision.parse(precision)
+        self.check_precision(precision)
+        return self._time_torch(copy.deepcopy(module).eval(), tuple(input_shape), precision)
+
+    def _prepare_onnx_impl(self, onnx_bytes, input_shape, precision):
+        raise OnnxNotSupportedError(
+            f"runtime {self.name!r} times torch modules and layer configs, not ONNX files "
+            f"(got a {len(onnx_bytes)}-byte ONNX model); use --runtime onnxruntime, "
+            "onnxruntime-cuda or tensorrt for .onnx"
+        )
+
+    def _time_torch(self, module, input_shape: tuple[int, ...], precision: Precision) -> Timing:
+        raise NotImplementedError
+
+
+class TorchCudaRuntime(_TorchRuntime):
+    """torch on one CUDA GPU: cuDNN autotuning, channels-last, CUDA-graph replays timed with events.
+
+    Per sample, a captured CUDA graph of the forward pass is replayed `bench.graph_replays` times
+    between two CUDA events; the sample is the elapsed time over the replay count (µs). Graph
+    replays remove the Python launch overhead, which otherwise hides small layers' stairs.
+    """
+
+    name = "torch"
+    precisions = (Precision.FP32, Precision.FP16)
+
+    def __init__(self, bench=None, *, strict: bool = False, device_index: int = 0) -> None:
+        super().__init__(bench, strict=strict)
+        self.device_index = int(device_index)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        reason = super().unavailable_reason()
+        if reason is not None:
+            return reason
+        import torch
+
+        if not torch.cuda.is_available():
+            return (f"torch {torch.__version__} sees no CUDA GPU (built for CUDA "
+                    f"{torch.version.cuda or 'none: a CPU-only build'}): install a CUDA build of "
+                    "torch on a machine with an NVIDIA GPU, or use --runtime torch-cpu")
+        return None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (cuda:{self.device_index})"
+
+    def fingerprint(self, precision: Precision) -> DeviceFingerprint:
+        import torch
+
+        return DeviceFingerprint(
+            device=str(torch.cuda.get_device_name(self.device_index)),
+            runtime=self.name, runtime_version=str(torch.__version__),
+            precision=Precision.parse(precision).value, driver=driver_version(self.device_index),
+            provider="cuda",
+            libraries={"cuda": str(torch.version.cuda), "cudnn": str(torch.backends.cudnn.version())},
+            power_mode=jetson_power_mode(),
+        )
+
+    def _time_torch(self, module, input_shape: tuple[int, ...], precision: Precision) -> Timing:
+        import torch
+
+        device = torch.device("cuda", self.device_index)
+        dtype = _torch_dtype(precision)
+        # cuDNN autotuning: the deployment runtime (TensorRT) autotunes too, and without it the
+        # heuristic algorithm choice blurs the staircase.
+        torch.backends.cudnn.benchmark = True
+        with torch.cuda.device(device):
+            module = module.to(device=device, dtype=dtype)
+            x = torch.randn(tuple(input_shape), device=device, dtype=dtype)
+            if x.dim() == 4:
+                # channels-last (NHWC) is the layout of cuDNN's and TensorRT's fast conv paths.
+                module = module.to(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=torch.channels_last)
+            run, extra = self._runner(module, x)
+            timing = self._measure(self._event_sampler(run))
+        timing.extra.update(extra)
+        return timing
+
+    def _runner(self, module, x) -> tuple[Callable[[], object], dict]:
+        """A CUDA-graph replay of `module(x)`, or eager calls if capture fails (said in `extra`)."""
+        import torch
+
+        with torch.no_grad():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+                for _ in range(3):
+                    module(x)
+            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    static_out = module(x)
+            except Exception as exc:  # capture is refused by some ops / drivers: time eagerly
+                torch.cuda.synchronize()
+
+                def eager() -> object:
+                    with torch.no_grad():
+                        return module(x)
+
+                return eager, {"cuda_graph": False,
+                               "note": f"CUDA graph capture failed ({type(exc).__name__}: {exc}); "
+                                       "timed eager launches, which include launch overhead"}
+        keep = (graph, static_out, x, module)
+
+        def replay() -> None:
+            _ = keep
+            graph.replay()
+
+        return replay, {"cuda_graph": True}
+
+    def _event_sampler(self, run: Callable[[], object]) -> Callable[[int, int], list[float]]:
+        import torch
+
+        replays = max(1, int(self.bench.graph_replays))
+
+        def sample(warmup: int, iters: int) -> list[float]:
+            stream = torch.cuda.current_stream()
+            for _ in range(warmup):
+                run()
+            stream.synchronize()
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            out = []
+            for _ in range(iters):
+                start.record(stream)
+                for _r in range(replays):
+                    run()
+                end.record(stream)
+                end.synchronize()
+                out.append(start.elapsed_time(end) * 1000.0 / replays)  # ms -> µs
+            return out
+
+        return sample
+
+
+class TorchCpuRuntime(_TorchRuntime):
+    """Eager torch on the CPU with `bench.threads` threads, timed with `perf_counter_ns` (fp32)."""
+
+    name = "torch-cpu"
+    precisions = (Precision.FP32,)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.bench.threads} thread(s))"
+
+    def fingerprint(self, precision: Precision) -> DeviceFingerprint:
+        import torch
+
+        return DeviceFingerprint(
+            device=cpu_name(), runtime=self.name, runtime_version=str(torch.__version__),
+            precision=Precision.parse(precision).value, provider="cpu",
+            threads=int(self.bench.threads),
+        )
+
+    def _time_torch(self, module, input_shape: tuple[int, ...], precision: Precision) -> Timing:
+        import torch
+
+        module = module.to(device="cpu", dtype=torch.float32)
+        x = torch.randn(tuple(input_shape), dtype=torch.float32)
+
+        def sample(warmup: int, iters: int) -> list[float]:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(int(self.bench.threads))
+            try:
+                with torch.inference_mode():
+                    for _ in range(warmup):
+                        module(x)
+                    out = []
+                    for _ in range(iters):
+                        t0 = time.perf_counter_ns()
+                        module(x)
+                        out.append((time.perf_counter_ns() - t0) / 1e3)
+                return out
+            finally:
+                torch.set_num_threads(previous)
+
+        return self._measure(sample)
