@@ -1,0 +1,184 @@
+"""Candidate widths per channel group: the fast edges of the group's latency staircase.
+
+A channel group's width sets the output channels of its producers and the input channels of its
+consumers, so the latency that moves with the group is the sum over every layer it touches
+(`group_latency_fn`). Plotted against the width, that sum is a staircase; only the widths on its
+Pareto lower envelope are worth pruning to (no wider width is as fast: a width just above a stair
+edge costs a full stair and keeps more channels for nothing, a width just below it saves nothing).
+`discover_candidates` finds those widths for every prunable group with `stairs.py`, by
+three-point discrimination (few probes) or an exhaustive sweep (every width; for checking).
+
+All latency goes through the `latency_us` callable, which the caller backs with a
+`LatencyMeter` (memo + persistent store): a config shared by two groups, or seen again in a
+later iteration, is measured once. That is the method's latency sharing.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ..errors import InvalidConfigError, PlanError
+from ..latency.config import LayerConfig
+
+__all__ = [
+    "DiscoveryMethod",
+    "GroupCandidates",
+    "group_latency_fn",
+    "discover_candidates",
+    "width_floor",
+]
+
+#: Relative tolerance for the exhaustive sweep's envelope: a width counts as "as fast" as a
+#: wider one when it is within this fraction of it (timing noise must not create candidates).
+SWEEP_REL_TOL = 0.02
+
+
+class DiscoveryMethod(enum.Enum):
+    """How the staircase envelope of a group is found."""
+
+    #: Three-point discrimination: probe, compare with neighbours, bisect at the jumps.
+    THREE_POINT = "three_point"
+    #: Measure every width between the floor and the current width (slow; the reference).
+    SWEEP = "sweep"
+
+
+@dataclass(frozen=True)
+class GroupCandidates:
+    """The widths a group may be pruned to, as found on its staircase.
+
+    Attributes:
+        group: channel group id.
+        widths: envelope widths <= the group's current width, ascending; the current width is
+            always the last one.
+        probes: staircase points evaluated to find them (before latency sharing: many of them
+            are answered from the meter's memo or store).
+    """
+
+    group: str
+    widths: tuple[int, ...]
+    probes: int
+
+    def below(self, width: int, floor: int = 1) -> tuple[int, ...]:
+        """Candidate widths strictly below `width` and at least `floor`, ascending."""
+        return tuple(w for w in self.widths if floor <= w < width)
+
+    def __str__(self) -> str:
+        return f"{self.group}: {len(self.widths)} candidates {list(self.widths)} ({self.probes} probes)"
+
+
+def width_floor(original_width: int, min_width_ratio: float, round_floor: int = 1) -> int:
+    """The narrowest width a group may reach: `min_width_ratio` of its original width.
+
+    Rounded up to a multiple of `round_floor` (e.g. 8 for fp16 tensor cores), never below
+    `round_floor` and never above the original width.
+    """
+    if not 0.0 < min_width_ratio <= 1.0:
+        raise InvalidConfigError(
+            f"min_width_ratio must be in (0, 1], got {min_width_ratio}; e.g. 0.1 keeps at least 10%"
+        )
+    if round_floor < 1:
+        raise InvalidConfigError(f"round_floor must be >= 1, got {round_floor}")
+    lo = math.ceil(min_width_ratio * original_width - 1e-9)
+    lo = max(round_floor, math.ceil(lo / round_floor) * round_floor)
+    return max(1, min(lo, original_width))
+
+
+def _current_width(graph, group_id: str, widths: Mapping[str, int]) -> int:
+    if group_id not in graph.groups:
+        raise PlanError(
+            f"unknown channel group {group_id!r}; the model has {len(graph.groups)} groups, "
+            f"e.g. {sorted(graph.groups)[:5]}"
+        )
+    return int(widths.get(group_id, graph.groups[group_id].width))
+
+
+def group_latency_fn(
+    graph,
+    group_id: str,
+    widths: Mapping[str, int],
+    latency_us: Callable[[LayerConfig], float],
+) -> Callable[[int], float]:
+    """The group's staircase: width -> summed latency (µs) of every layer the group touches.
+
+    Touched layers are the group's producers (output channels) and consumers (input channels);
+    every other group stays at `widths` (original width where absent). Layers the group does not
+    touch do not change with its width and are left out.
+
+    Args:
+        graph: a `ModelGraph`.
+        group_id: the group to vary.
+        widths: current width of the other groups.
+        latency_us: latency of one layer config, in µs (a `LatencyMeter` behind it).
+
+    Returns:
+        A function of the group's width returning µs; it evaluates lazily, call by call.
+    """
+    _current_width(graph, group_id, widths)
+    touched = tuple(graph.touched_layers(group_id))
+    base = dict(widths)
+
+    def latency_at(width: int) -> float:
+        if width < 1:
+            raise InvalidConfigError(f"group {group_id!r}: width must be >= 1, got {width}")
+        cfgs = graph.layer_configs({**base, group_id: int(width)})
+        return float(sum(latency_us(cfgs[name]) for name in touched))
+
+    return latency_at
+
+
+def discover_candidates(
+    graph,
+    widths: Mapping[str, int],
+    latency_us: Callable[[LayerConfig], float],
+    *,
+    method: DiscoveryMethod = DiscoveryMethod.THREE_POINT,
+    min_width_ratio: float = 0.1,
+    round_floor: int = 1,
+    progress: bool = True,
+) -> dict[str, GroupCandidates]:
+    """Envelope widths of every prunable group's staircase, at the current `widths`.
+
+    Each group is varied between its floor (`width_floor` of its original width) and its current
+    width with all other groups at `widths`.
+
+    Args:
+        graph: a `ModelGraph`.
+        widths: current width per group (original width where absent).
+        latency_us: latency of one layer config, in µs; back it with a `LatencyMeter` so shared
+            configs are measured once.
+        method: three-point discrimination or exhaustive sweep.
+        min_width_ratio: narrowest width as a fraction of the group's original width.
+        round_floor: the floor is rounded up to a multiple of this.
+        progress: show a progress bar (stderr) over the groups.
+
+    Returns:
+        Group id -> `GroupCandidates`, for prunable groups only.
+    """
+    from tqdm.auto import tqdm
+
+    from .. import stairs
+
+    method = DiscoveryMethod(method)
+    prunable = [gid for gid, g in graph.groups.items() if g.prunable]
+    out: dict[str, GroupCandidates] = {}
+    for gid in tqdm(prunable, desc="stairs", unit="group", disable=not progress):
+        hi = _current_width(graph, gid, widths)
+        lo = min(width_floor(graph.groups[gid].width, min_width_ratio, round_floor), hi)
+        measure = group_latency_fn(graph, gid, widths, latency_us)
+        if lo >= hi:
+            out[gid] = GroupCandidates(gid, (hi,), 0)
+            continue
+        if method is DiscoveryMethod.SWEEP:
+            stair = stairs.sweep(measure, range(lo, hi + 1))
+            found = stairs.pareto_envelope(stair, SWEEP_REL_TOL)
+            probes = hi - lo + 1
+        else:
+            disc = stairs.three_point_discrimination(measure, lo, hi)
+            found = disc.widths
+            probes = disc.probes
+        envelope = sorted({int(w) for w in found if lo <= int(w) <= hi} | {hi})
+        out[gid] = GroupCandidates(gid, tuple(envelope), int(probes))
+    return out

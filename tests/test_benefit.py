@@ -1,0 +1,330 @@
+"""Two-stage benefit assessment and the plan search (greedy, knapsack).
+
+Search-logic tests run on small hand-made graphs (the `ModelGraph` protocol: groups, layers,
+`layer_configs`, `touched_layers`) with a synthetic staircase latency defined here as test data;
+the end-to-end tests at the bottom use real torch models, `build_graph` and ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from locp_trt.errors import InvalidConfigError, PlanError
+from locp_trt.latency.config import LayerConfig, Op
+from locp_trt.prune.benefit import (
+    Candidate,
+    SearchMethod,
+    assess,
+    greedy_steps,
+    neighbour_groups,
+    predicted_latency_us,
+    search,
+)
+from locp_trt.prune.candidates import GroupCandidates
+
+
+# ---- a hand-made graph with the ModelGraph interface ---------------------------------------
+@dataclass(frozen=True)
+class _Group:
+    id: str
+    width: int
+    prunable: bool = True
+
+
+@dataclass(frozen=True)
+class _Site:
+    name: str
+    config: LayerConfig
+    in_group: str | None
+    out_group: str | None
+
+
+class HandGraph:
+    """Layers given as (name, in_group, out_group, config at original widths)."""
+
+    def __init__(self, layers):
+        self.layers = {n: _Site(n, cfg, gi, go) for n, gi, go, cfg in layers}
+        self.groups = {}
+        for s in self.layers.values():
+            if s.out_group is not None:
+                self.groups[s.out_group] = _Group(s.out_group, s.config.out_channels)
+            if s.in_group is not None:
+                self.groups.setdefault(s.in_group, _Group(s.in_group, s.config.in_channels))
+
+    def touched_layers(self, gid):
+        return [n for n, s in self.layers.items() if gid in (s.in_group, s.out_group)]
+
+    def layer_configs(self, widths):
+        out = {}
+        for n, s in self.layers.items():
+            cin = widths.get(s.in_group, s.config.in_channels) if s.in_group else None
+            cout = widths.get(s.out_group, s.config.out_channels) if s.out_group else None
+            out[n] = s.config.with_channels(cin, cout)
+        return out
+
+
+def conv(cin, cout, hw):
+    return LayerConfig(Op.CONV, cin, cout, kernel=1, input_hw=(hw, hw))
+
+
+def stair_us(cfg: LayerConfig) -> float:
+    """Synthetic staircase: tiles of 8 channels on both sides, scaled by the spatial size."""
+    return float(cfg.input_hw[0] * math.ceil(cfg.out_channels / 8) * math.ceil(cfg.in_channels / 8))
+
+
+class Counting:
+    """Wraps a latency function and counts calls per distinct config."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, cfg):
+        self.calls += 1
+        return self.fn(cfg)
+
+
+def ramp_scores(width, seed=0):
+    """Distinct positive scores, normalised to sum 1."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0.5, 1.5, width)
+    return s / s.sum()
+
+
+def all_widths(graph, gids=None, lo=1):
+    gids = gids or list(graph.groups)
+    return {g: GroupCandidates(g, tuple(range(lo, graph.groups[g].width + 1)), 0) for g in gids}
+
+
+def chain_graph():
+    """stem(3->a) -> mid(a->b) -> out(b->c) -> head(c->10); `a` also feeds `side` (a->10)."""
+    return HandGraph([
+        ("stem", None, "a", conv(3, 40, 8)),
+        ("mid", "a", "b", conv(40, 40, 8)),
+        ("side", "a", None, conv(40, 10, 2)),
+        ("out", "b", "c", conv(40, 24, 4)),
+        ("head", "c", None, conv(24, 10, 1)),
+    ])
+
+
+# ---- stage 1 ------------------------------------------------------------------------------
+def test_assess_credits_every_touched_layer():
+    g = chain_graph()
+    widths = {gid: grp.width for gid, grp in g.groups.items()}
+    scores = ramp_scores(40)
+    (c,) = assess(g, "a", widths, [32], stair_us, scores)
+    # a: stem's outputs, and the inputs of both consumers (mid and side).
+    expected = (
+        stair_us(conv(3, 40, 8)) - stair_us(conv(3, 32, 8))
+        + stair_us(conv(40, 40, 8)) - stair_us(conv(32, 40, 8))
+        + stair_us(conv(40, 10, 2)) - stair_us(conv(32, 10, 2))
+    )
+    assert c.latency_saved_us == pytest.approx(expected)
+    assert expected > stair_us(conv(40, 40, 8)) - stair_us(conv(32, 40, 8))  # side counts
+    assert c.importance_lost == pytest.approx(np.sort(scores)[:8].sum())
+    assert c.benefit == pytest.approx(c.latency_saved_us / (c.importance_lost + 1e-6))
+    assert str(c).startswith("a: 40→32 saves ") and "µs, loses 0.1" in str(c)
+    # Widths not below the current width are skipped; the result is ascending.
+    out = assess(g, "a", widths, [40, 48, 16, 8, 24], stair_us, scores)
+    assert [x.width for x in out] == [8, 16, 24]
+
+
+def test_assess_loss_is_incremental_from_current_width():
+    g = chain_graph()
+    scores = ramp_scores(40, seed=3)
+    (c,) = assess(g, "a", {"a": 32}, [24], stair_us, scores)
+    srt = np.sort(scores)
+    assert c.from_width == 32
+    assert c.importance_lost == pytest.approx(srt[8:16].sum())
+
+
+def test_assess_rejects_scores_of_wrong_length():
+    g = chain_graph()
+    with pytest.raises(PlanError, match="24 importance scores for 40 channels"):
+        assess(g, "a", {}, [32], stair_us, np.ones(24))
+
+
+def test_neighbour_groups():
+    g = chain_graph()
+    assert neighbour_groups(g, "a") == {"b"}
+    assert neighbour_groups(g, "b") == {"a", "c"}
+
+
+# ---- greedy -------------------------------------------------------------------------------
+def test_greedy_reaches_target_on_stair_edges():
+    g = chain_graph()
+    scores = {gid: ramp_scores(grp.width, seed=i) for i, (gid, grp) in enumerate(g.groups.items())}
+    start_us = predicted_latency_us(g, {}, stair_us)
+    target = 0.6 * start_us
+    # Every width is a candidate: the search itself must avoid widths just above a stair edge.
+    res = search(g, {}, all_widths(g), scores, stair_us, target, method=SearchMethod.GREEDY)
+    assert res.met_target and res.predicted_us <= target
+    assert res.predicted_us == pytest.approx(predicted_latency_us(g, res.widths, stair_us))
+    assert res.start_us == pytest.approx(start_us)
+    assert res.start_us - sum(s.latency_saved_us for s in res.steps) == pytest.approx(res.predicted_us)
+    changed = {gid: w for gid, w in res.widths.items() if w != g.groups[gid].width}
+    assert changed, "the target needs some pruning"
+    for gid, w in changed.items():
+        assert w % 8 == 0, f"{gid} pruned to {w}, not a stair edge"
+    assert res.importance_lost == pytest.approx(sum(s.importance_lost for s in res.steps))
+
+
+def test_greedy_prefers_edge_over_width_just_above():
+    # One group of 72: widths 65..71 cost the same as 72, 57..64 the same as 64.
+    g = HandGraph([("p", None, "a", conv(8, 72, 8)), ("q", "a", None, conv(72, 8, 8))])
+    scores = {"a": ramp_scores(72)}
+    start = predicted_latency_us(g, {}, stair_us)
+    res = search(g, {}, all_widths(g), scores, stair_us, start - 1, method=SearchMethod.GREEDY)
+    assert res.widths["a"] == 64
+    assert len(res.steps) == 1 and res.steps[0].width == 64
+
+
+def test_greedy_stops_when_nothing_left():
+    g = chain_graph()
+    scores = {gid: ramp_scores(grp.width) for gid, grp in g.groups.items()}
+    cands = {gid: GroupCandidates(gid, (16, grp.width), 0) for gid, grp in g.groups.items()}
+    res = search(g, {}, cands, scores, stair_us, 1.0)
+    assert not res.met_target
+    assert all(w == 16 for w in res.widths.values())
+    assert res.predicted_us == pytest.approx(predicted_latency_us(g, res.widths, stair_us))
+
+
+def test_greedy_respects_max_prune_ratio():
+    g = chain_graph()
+    scores = {gid: ramp_scores(grp.width) for gid, grp in g.groups.items()}
+    res = search(g, {}, all_widths(g), scores, stair_us, 1.0, max_prune_ratio=0.5)
+    for gid, w in res.widths.items():
+        assert w >= math.ceil(g.groups[gid].width / 2)
+
+
+def test_greedy_reassesses_consumers_after_producer_shrinks():
+    g = chain_graph()
+    # a's channels are nearly worthless, so a goes first; then b's staircase has changed.
+    scores = {gid: ramp_scores(grp.width) for gid, grp in g.groups.items()}
+    scores["a"] = scores["a"] * 1e-3
+    cands = {gid: GroupCandidates(gid, (8, 16, 24, 32, grp.width), 0) for gid, grp in g.groups.items()}
+    start = {gid: grp.width for gid, grp in g.groups.items()}
+    widths = dict(start)
+    gen = greedy_steps(g, {}, cands, scores, stair_us, 0.3 * predicted_latency_us(g, {}, stair_us))
+    seen = []
+    for step in gen:
+        # Every decision is assessed at the widths of that moment, not at the start.
+        (fresh,) = assess(g, step.group, widths, [step.width], stair_us, scores[step.group])
+        assert step == fresh
+        seen.append(step)
+        widths[step.group] = step.width
+    assert seen[0].group == "a"
+    b_steps = [s for s in seen if s.group == "b"]
+    assert b_steps, "b should be pruned too"
+    (stale,) = assess(g, "b", start, [b_steps[0].width], stair_us, scores["b"])
+    assert b_steps[0].latency_saved_us < stale.latency_saved_us  # mid's inputs shrank first
+
+
+def test_greedy_generator_send_false_rejects_step():
+    g = HandGraph([("p", None, "a", conv(8, 32, 8)), ("q", "a", None, conv(32, 8, 8))])
+    scores = {"a": ramp_scores(32)}
+    cands = {"a": GroupCandidates("a", (8, 16, 24, 32), 0)}
+    gen = greedy_steps(g, {}, cands, scores, stair_us, predicted_latency_us(g, {}, stair_us) - 1)
+    first = next(gen)
+    assert first.width == 24
+    second = gen.send(False)  # rejected: the next best is offered instead
+    assert second.width != 24 and second.group == "a"
+    with pytest.raises(StopIteration) as stop:
+        gen.send(True)
+    assert stop.value.value["a"] == second.width
+
+
+def test_latency_is_shared_through_the_callable():
+    g = chain_graph()
+    scores = {gid: ramp_scores(grp.width) for gid, grp in g.groups.items()}
+    memo: dict[LayerConfig, float] = {}
+    raw = Counting(stair_us)
+
+    def meter(cfg):
+        if cfg not in memo:
+            memo[cfg] = raw(cfg)
+        return memo[cfg]
+
+    calls = Counting(meter)
+    search(g, {}, all_widths(g), scores, calls, 0.5 * predicted_latency_us(g, {}, stair_us))
+    assert raw.calls == len(memo) < calls.calls  # every distinct config measured once
+
+
+# ---- knapsack -----------------------------------------------------------------------------
+def two_branch_case():
+    """Independent groups a (saves 9 µs, loses 1.0) and b (saves 5 µs, loses 0.5) at 16 -> 8.
+
+    b has the better benefit (10 vs 9) but does not reach the target alone; a does. Greedy takes
+    b, then still needs a (loses 1.5); the knapsack takes a alone (loses 1.0).
+    """
+    g = HandGraph([
+        ("pa", None, "a", conv(3, 16, 8)),
+        ("ha", "a", None, conv(16, 8, 1)),
+        ("pb", None, "b", conv(3, 16, 4)),
+        ("hb", "b", None, conv(16, 8, 1)),
+    ])
+    scores = {
+        "a": np.array([0.125] * 8 + [1.0] * 8),
+        "b": np.array([0.0625] * 8 + [1.0] * 8),
+    }
+    cands = {gid: GroupCandidates(gid, (8, 16), 0) for gid in "ab"}
+    return g, scores, cands
+
+
+def test_knapsack_beats_myopic_greedy():
+    g, scores, cands = two_branch_case()
+    start = predicted_latency_us(g, {}, stair_us)
+    (sa,) = assess(g, "a", {}, [8], stair_us, scores["a"])
+    (sb,) = assess(g, "b", {}, [8], stair_us, scores["b"])
+    assert (sa.latency_saved_us, sb.latency_saved_us) == (9.0, 5.0)
+    target = start - 9.0
+    greedy = search(g, {}, cands, scores, stair_us, target, method=SearchMethod.GREEDY)
+    knap = search(g, {}, cands, scores, stair_us, target, method=SearchMethod.KNAPSACK)
+    assert greedy.met_target and knap.met_target
+    assert greedy.widths == {"a": 8, "b": 8}
+    assert knap.widths == {"a": 8, "b": 16}
+    assert knap.importance_lost == pytest.approx(1.0)
+    assert greedy.importance_lost == pytest.approx(1.5)
+
+
+def test_knapsack_repairs_when_shared_layers_overcredit():
+    g = chain_graph()
+    scores = {gid: ramp_scores(grp.width, seed=7) for gid, grp in g.groups.items()}
+    cands = {gid: GroupCandidates(gid, tuple(range(8, grp.width + 1, 8)), 0) for gid, grp in g.groups.items()}
+    start = predicted_latency_us(g, {}, stair_us)
+    for frac in (0.8, 0.5, 0.3):
+        res = search(g, {}, cands, scores, stair_us, frac * start, method=SearchMethod.KNAPSACK, buckets=200)
+        assert res.met_target, str(res)
+        assert res.predicted_us == pytest.approx(predicted_latency_us(g, res.widths, stair_us))
+        assert res.start_us - sum(s.latency_saved_us for s in res.steps) == pytest.approx(res.predicted_us)
+        for gid, w in res.widths.items():
+            assert w in cands[gid].widths
+
+
+def test_target_already_met_changes_nothing():
+    g, scores, cands = two_branch_case()
+    start = predicted_latency_us(g, {}, stair_us)
+    for method in SearchMethod:
+        res = search(g, {}, cands, scores, stair_us, start + 1, method=method)
+        assert res.met_target and res.steps == () and res.widths == {"a": 16, "b": 16}
+
+
+def test_search_input_errors():
+    g, scores, cands = two_branch_case()
+    with pytest.raises(InvalidConfigError, match="target_us must be a positive"):
+        search(g, {}, cands, scores, stair_us, -5.0)
+    with pytest.raises(PlanError, match="no importance scores for group 'b'"):
+        search(g, {}, cands, {"a": scores["a"]}, stair_us, 10.0)
+    with pytest.raises(PlanError, match="width 20 outside 1..16"):
+        search(g, {"a": 20}, cands, scores, stair_us, 10.0)
+    with pytest.raises(InvalidConfigError, match="max_prune_ratio"):
+        search(g, {}, cands, scores, stair_us, 10.0, max_prune_ratio=1.5)
+
+
+def test_candidate_is_frozen():
+    c = Candidate("a", 8, 1.0, 0.1, 16)
+    with pytest.raises(AttributeError):
+        c.width = 4
