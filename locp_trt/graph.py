@@ -1,0 +1,362 @@
+"""Channel groups that must be pruned together, and the layer configs each group touches.
+
+Built on Torch-Pruning's `DependencyGraph` (one traced forward pass), not a home-made tracer:
+every group Torch-Pruning reports (a conv/linear output plus everything coupled to it through
+BatchNorm, residual adds, depthwise convs, concats, flattens) becomes one `ChannelGroup`. A second
+forward pass with hooks records each conv/linear layer's real input size, giving a `LayerSite`
+whose `LayerConfig` is what the latency model measures.
+
+How a layer's input width follows the groups: `LayerSite.in_parts` lists the pieces of its input
+in channel order, each `InputPart(group, features)` (`group=None`: fixed, e.g. the image). When a
+group narrows from `W` to `w`, a part contributes `features * w // W` inputs. For an ordinary conv
+that is just `w`; for the Linear after a flatten (LeNet5 `conv2` -> `linear1`: 64 channels x 7x7
+= 3136 features) it is `w * 49`, so `linear1`'s config at `conv2` width 40 has in_channels 1960;
+for a conv after a concat the parts add up.
+
+Groups that cannot change width are kept and marked (`prunable=False`, with a `reason`), never
+dropped: the model's output (the classifier), width 1, channels that pass through a split/slice
+(sizes fixed in the forward code), channels of a grouped (non-depthwise) conv, a reshape that does
+not map whole channels, and layers the forward pass never reaches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import InvalidConfigError, PlanError, UnsupportedLayerError
+from .latency.config import LayerConfig, Op, Precision
+
+__all__ = ["InputPart", "LayerSite", "ChannelGroup", "ModelGraph", "build_graph"]
+
+
+@dataclass(frozen=True)
+class InputPart:
+    """A slice of a layer's input that one group (or nothing: `group=None`) sets."""
+
+    group: str | None  # channel group id; None: fixed (the image input, or an unpruned source)
+    features: int  # input channels (conv) or features (linear) this part gives at original widths
+
+
+@dataclass(frozen=True)
+class LayerSite:
+    """One conv/linear layer of the model."""
+
+    name: str  # qualified module name
+    config: LayerConfig  # at the ORIGINAL widths, real input H, W, the given batch and precision
+    in_group: str | None  # group that sets its input channels (first one after a concat); None: fixed
+    out_group: str | None  # group that sets its output channels; None: fixed
+    in_parts: tuple[InputPart, ...] = ()  # all pieces of its input, in channel order
+
+    def in_channels(self, widths: Mapping[str, int], groups: Mapping[str, ChannelGroup]) -> int:
+        """Input channels (conv) or features (linear) at the given group widths."""
+        total = 0
+        for part in self.in_parts:
+            if part.group is None:
+                total += part.features
+            else:
+                full = groups[part.group].width
+                total += part.features * int(widths.get(part.group, full)) // full
+        return total
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels pruned together: one index removed here is removed from every member."""
+
+    id: str  # name of the first conv/linear (model order) whose output is in the group
+    width: int  # original channel count
+    members: tuple[str, ...]  # "module:out", "module:in", "module:dw", "module:bn", ...
+    prunable: bool
+    reason: str = ""  # why not prunable
+
+    def __str__(self) -> str:
+        state = "prunable" if self.prunable else f"fixed ({self.reason})"
+        return f"group {self.id} [{self.width} ch, {state}]: {', '.join(self.members)}"
+
+
+@dataclass
+class ModelGraph:
+    """Channel groups and layer sites of one model, traced at one input shape."""
+
+    model: nn.Module
+    input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
+    groups: dict[str, ChannelGroup]
+    layers: dict[str, LayerSite]
+    batch: int = 1
+    precision: Precision = Precision.FP32
+    # Torch-Pruning handles, for importance and pruning: group id -> (DG, root module, out fn).
+    _tp: dict[str, Any] = field(default_factory=dict, repr=False)
+    _dg: Any = field(default=None, repr=False)
+
+    def _check_widths(self, widths: Mapping[str, int]) -> None:
+        for gid, w in widths.items():
+            g = self.groups.get(gid)
+            if g is None:
+                raise PlanError(f"unknown channel group {gid!r}; groups: {', '.join(self.groups)}")
+            if not 1 <= int(w) <= g.width:
+                raise PlanError(f"width {w} for group {gid!r} is outside 1..{g.width}")
+            if not g.prunable and int(w) != g.width:
+                raise PlanError(f"group {gid!r} cannot be pruned ({g.reason}); keep width {g.width}")
+
+    def layer_configs(self, widths: Mapping[str, int]) -> dict[str, LayerConfig]:
+        """Config of every conv/linear layer with group widths replaced (missing: original).
+
+        Raises:
+            PlanError: unknown group, width out of range, or an unprunable group changed.
+        """
+        self._check_widths(widths)
+        out: dict[str, LayerConfig] = {}
+        for name, site in self.layers.items():
+            cfg = site.config
+            cin = site.in_channels(widths, self.groups)
+            cout = cfg.out_channels
+            if site.out_group is not None:
+                cout = int(widths.get(site.out_group, cout))
+            if cin == cfg.in_channels and cout == cfg.out_channels:
+                out[name] = cfg
+            elif cfg.is_depthwise:
+                out[name] = cfg.with_channels(out_channels=cout)
+            else:
+                out[name] = cfg.with_channels(in_channels=cin, out_channels=cout)
+        return out
+
+    def touched_layers(self, group_id: str) -> list[str]:
+        """Layers whose input or output width is set (at least in part) by this group."""
+        if group_id not in self.groups:
+            raise PlanError(f"unknown channel group {group_id!r}; groups: {', '.join(self.groups)}")
+        return [
+            n for n, s in self.layers.items()
+            if s.out_group == group_id or any(p.group == group_id for p in s.in_parts)
+        ]
+
+    def flops(self, widths: Mapping[str, int] | None = None) -> int:
+        """Conv/linear FLOPs (2 x MACs) of one forward pass of the whole batch."""
+        return sum(c.flops for c in self.layer_configs(widths or {}).values())
+
+    def params(self, widths: Mapping[str, int] | None = None) -> int:
+        """Conv/linear weights and biases (BatchNorm not counted)."""
+        return sum(math.prod(c.weight_shape) + (c.out_channels if c.bias else 0)
+                   for c in self.layer_configs(widths or {}).values())
+
+    def prunable(self) -> list[ChannelGroup]:
+        """Groups whose width may change, in model order."""
+        return [g for g in self.groups.values() if g.prunable]
+
+    def unprunable(self) -> list[ChannelGroup]:
+        """Groups that keep their width, each with its reason, in model order."""
+        return [g for g in self.groups.values() if not g.prunable]
+
+    def widths(self) -> dict[str, int]:
+        """Original width of every group."""
+        return {gid: g.width for gid, g in self.groups.items()}
+
+    def tp_group(self, group_id: str) -> Any:
+        """A fresh Torch-Pruning `Group` over all current channels of `group_id` (for importance)."""
+        if group_id not in self._tp:
+            raise PlanError(f"group {group_id!r} has no Torch-Pruning group (it is {self.groups[group_id].reason})"
+                            if group_id in self.groups else f"unknown channel group {group_id!r}")
+        module, fn, get_out = self._tp[group_id]
+        return self._dg.get_pruning_group(module, fn, list(range(get_out(module))))
+
+    def __str__(self) -> str:
+        lines = [f"ModelGraph {tuple(self.input_shape)}: {len(self.groups)} groups, {len(self.layers)} layers"]
+        lines += [f"  {g}" for g in self.groups.values()]
+        return "\n".join(lines)
+
+
+# ---- building ---------------------------------------------------------------------------------
+
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
+               nn.modules.instancenorm._InstanceNorm)
+
+
+def _single(value: Any, what: str, name: str) -> int:
+    """An int from an int or a tuple of equal ints; LayerConfig models square kernels only."""
+    if isinstance(value, str):
+        raise UnsupportedLayerError(f"layer {name}: padding={value!r} is not supported; use an int padding")
+    vals = tuple(value) if isinstance(value, Iterable) else (value,)
+    if len(set(vals)) != 1:
+        raise UnsupportedLayerError(
+            f"layer {name}: non-square {what} {vals} is not supported by the latency model "
+            "(square kernels, strides and paddings only)"
+        )
+    return int(vals[0])
+
+
+def _record_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, list[tuple[int, ...]]]:
+    """Input shapes of every conv/linear call in one forward pass (name -> one shape per call)."""
+    seen: dict[str, list[tuple[int, ...]]] = {}
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            def hook(_m: nn.Module, args: tuple[Any, ...], _name: str = name) -> None:
+                seen.setdefault(_name, []).append(tuple(args[0].shape))
+            handles.append(m.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _site_config(name: str, m: nn.Module, shape: tuple[int, ...], batch: int,
+                 precision: Precision) -> LayerConfig:
+    if isinstance(m, nn.Linear):
+        rows = math.prod(shape) // m.in_features  # rows per traced sample (batch 1): usually 1
+        return LayerConfig(Op.LINEAR, m.in_features, m.out_features, batch=batch * rows,
+                           precision=precision, bias=m.bias is not None)
+    if not isinstance(m, nn.Conv2d) or len(shape) != 4:
+        raise UnsupportedLayerError(
+            f"layer {name} is a {type(m).__name__}; locp_trt measures and prunes nn.Conv2d and "
+            "nn.Linear layers only"
+        )
+    if _single(m.dilation, "dilation", name) != 1:
+        raise UnsupportedLayerError(f"layer {name}: dilation {m.dilation} is not supported (dilation 1 only)")
+    return LayerConfig(
+        Op.CONV, m.in_channels, m.out_channels, kernel=_single(m.kernel_size, "kernel", name),
+        stride=_single(m.stride, "stride", name), padding=_single(m.padding, "padding", name),
+        groups=m.groups, input_hw=(shape[2], shape[3]), batch=batch, precision=precision,
+        bias=m.bias is not None,
+    )
+
+
+def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1,
+                precision: Precision = Precision.FP32) -> ModelGraph:
+    """Trace `model` once and return its channel groups and layer sites.
+
+    The model is traced in eval mode (BatchNorm statistics are not touched) with a batch-1 zero
+    input on the model's device; the configs carry `batch` and `precision`.
+
+    Args:
+        model: the network; not modified (its train/eval mode is restored).
+        input_shape: one sample's shape without the batch, e.g. (3, 32, 32).
+        batch: batch size written into every LayerConfig.
+        precision: precision written into every LayerConfig.
+
+    Raises:
+        UnsupportedLayerError: a conv that is not a square, undilated Conv2d, or a layer called
+            more than once per forward pass (shared weights).
+        InvalidConfigError: the model does not run on `input_shape`.
+    """
+    import torch_pruning as tp
+
+    precision = Precision.parse(precision)
+    if batch < 1:
+        raise InvalidConfigError(f"batch must be >= 1, got {batch}")
+    input_shape = tuple(int(v) for v in input_shape)
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    example = torch.zeros((1, *input_shape), device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        try:
+            shapes = _record_inputs(model, example)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InvalidConfigError(
+                f"the model does not run on input shape {input_shape} (batch 1): {first}; "
+                "pass the input shape the model was built for"
+            ) from None
+        with torch.enable_grad():
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            tp_groups = list(dg.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]))
+    finally:
+        model.train(was_training)
+
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    mod2name = {m: n for n, m in model.named_modules()}
+    layer_mods = [(n, m) for n, m in model.named_modules()
+                  if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    for name, calls in shapes.items():
+        if len(calls) > 1:
+            raise UnsupportedLayerError(
+                f"layer {name} is called {len(calls)} times in one forward pass (shared weights); "
+                "locp_trt needs one call per conv/linear layer"
+            )
+
+    groups: dict[str, ChannelGroup] = {}
+    tp_handles: dict[str, Any] = {}
+    out_group: dict[str, str] = {}
+    in_parts: dict[str, list[tuple[int, InputPart]]] = {}  # layer -> (first index, part)
+    for grp in tp_groups:
+        out_names, members, reasons = [], [], []
+        layer_inputs: dict[str, list[int]] = {}
+        for item in grp:
+            dep, idxs = item.dep, item.idxs
+            node, target, fn = dep.target, dep.target.module, dep.handler
+            is_out, is_in = dg.is_out_channel_pruning_fn(fn), dg.is_in_channel_pruning_fn(fn)
+            if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.UNBIND):
+                reasons.append("passes through a split/slice whose sizes are fixed in forward()")
+            if is_out and not is_in and not node.outputs:
+                reasons.append("model output")
+            name = mod2name.get(target)
+            if name is None:
+                continue
+            if isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
+                dw = isinstance(target, nn.Conv2d) and is_in and is_out
+                if isinstance(target, nn.Conv2d) and target.groups > 1 and not dw:
+                    reasons.append(f"feeds or is grouped conv {name} (groups={target.groups}), which "
+                                   "Torch-Pruning cannot prune consistently")
+                if is_out:
+                    out_names.append(name)
+                if is_in:
+                    layer_inputs.setdefault(name, []).extend(int(i) for i in idxs)
+                members.append(f"{name}:{'dw' if dw else 'out' if is_out else 'in'}")
+            elif isinstance(target, nn.modules.batchnorm._BatchNorm):
+                members.append(f"{name}:bn")
+            elif isinstance(target, _NORM_TYPES):
+                members.append(f"{name}:norm")
+            elif isinstance(target, nn.Module) and any(True for _ in target.parameters(recurse=False)):
+                members.append(f"{name}:{type(target).__name__.lower()}")
+        if not out_names:
+            continue
+        gid = min(out_names, key=order.__getitem__)
+        root = grp[0].dep.target.module
+        width = dg.get_out_channels(root)
+        for ln, idxs in layer_inputs.items():
+            feats = len(set(idxs))
+            if feats % width and not reasons:
+                reasons.append(f"a reshape before {ln} does not map whole channels")
+            in_parts.setdefault(ln, []).append((min(idxs), InputPart(gid, feats)))
+        for on in out_names:
+            out_group[on] = gid
+        if width == 1:
+            reasons.append("width 1")
+        members = sorted(dict.fromkeys(members), key=lambda s: order.get(s.rsplit(":", 1)[0], 0))
+        reason = "; ".join(dict.fromkeys(reasons))
+        groups[gid] = ChannelGroup(gid, int(width), tuple(members), not reason, reason)
+        pruner = dg.get_pruner_of_module(root)
+        tp_handles[gid] = (root, pruner.prune_out_channels, dg.get_out_channels)
+
+    # Layers the forward pass never reached: reported as fixed groups, without a LayerSite.
+    for name, m in layer_mods:
+        if name not in shapes and name not in out_group:
+            width = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+            groups[name] = ChannelGroup(name, int(width), (f"{name}:out",), False,
+                                        "not reached in the traced forward pass")
+
+    layers: dict[str, LayerSite] = {}
+    for name, m in layer_mods:
+        if name not in shapes:
+            continue
+        cfg = _site_config(name, m, shapes[name][0], batch, precision)
+        parts = [p for _, p in sorted(in_parts.get(name, []), key=lambda t: t[0])]
+        fixed = cfg.in_channels - sum(p.features for p in parts)
+        if fixed > 0:
+            parts.insert(0, InputPart(None, fixed))
+        grouped = [p.group for p in parts if p.group is not None]
+        layers[name] = LayerSite(name, cfg, grouped[0] if grouped else None, out_group.get(name),
+                                 tuple(parts))
+    groups = dict(sorted(groups.items(), key=lambda kv: order[kv[0]]))
+    return ModelGraph(model, input_shape, groups, layers, batch, precision, tp_handles, dg)

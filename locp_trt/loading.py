@@ -1,0 +1,308 @@
+"""Load the model to prune, safely.
+
+Accepted, without running code from the file (`torch.load(weights_only=True)`):
+- a state_dict (zip or legacy pre-1.6 `torch.save` format, e.g. advertorch's LeNet5 weights) plus
+  an architecture: a zoo name (`--arch resnet56`) or `package.module:callable`;
+- a checkpoint dict whose "state_dict" / "model_state_dict" / "model" entry is a state_dict;
+- a pruned model written by `locp_trt.prune.save_pruned` (state_dict + plan: no --arch needed).
+
+A whole pickled `nn.Module` is loaded only with `trust_pickle=True`, since unpickling runs
+arbitrary code from the file. TorchScript archives and ONNX files are refused with what to pass
+instead. Every failure is one `ModelLoadError` line naming the file, what was seen and the fix.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import InvalidConfigError, ModelLoadError
+
+__all__ = ["ModelKind", "LoadedModel", "load_model", "resolve_arch", "check_state_dict"]
+
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+_TRUST_HINT = ("unpickling runs arbitrary code from the file; pass --trust-pickle only for files you "
+               "trust, or re-save the weights with torch.save(model.state_dict(), 'model.pt') and "
+               "pass --arch NAME")
+
+
+class ModelKind(enum.Enum):
+    """What the model file held."""
+
+    STATE_DICT = "state_dict"
+    CHECKPOINT = "checkpoint"
+    PICKLED_MODULE = "pickled_module"
+    PRUNED = "pruned"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to prune (eval mode, on the CPU)."""
+
+    module: nn.Module
+    input_shape: tuple[int, ...] | None  # one sample (C, H, W); None when unknown (pass one)
+    arch: str | None  # zoo name or "module:callable"; None for a pickled module without --arch
+    kind: ModelKind
+    plan: Any = None  # the PruningPlan of a PRUNED file, else None
+
+
+def _examples() -> str:
+    try:
+        from .models import list_models
+
+        names = [n for n in list_models() if n in ("resnet20", "resnet56", "vgg16_bn", "mobilenetv2", "lenet5")]
+        return ", ".join(names)
+    except Exception:  # noqa: BLE001 - only a hint
+        return "resnet56, lenet5"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+def _sniff(path: Path) -> str:
+    """'zip', 'pickle' or raise for files that are not PyTorch saves (with the fix)."""
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelLoadError(f"model path is not a file: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelLoadError(f"model file {path} is empty (0 bytes); re-save it with torch.save")
+    if path.suffix.lower() == ".onnx":
+        raise _onnx_error(path)
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ModelLoadError(f"model file {path} is truncated or corrupt (unreadable zip archive: "
+                                 f"{e}); copy or save it again") from None
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            raise ModelLoadError(
+                f"{path} is a TorchScript archive (torch.jit.save); its compiled graph cannot be "
+                "pruned structurally. Pass the weights instead: torch.save(model.state_dict(), "
+                "'model.pt') and --arch NAME"
+            )
+        return "zip"
+    if head[:1] == b"\x80":  # pickle protocol opcode: legacy (pre-1.6) torch.save or plain pickle
+        return "pickle"
+    if _looks_like_onnx(path):
+        raise _onnx_error(path)
+    raise ModelLoadError(
+        f"{path} is not a PyTorch file (no zip or pickle header; starts with {head!r}); pass a "
+        "file written by torch.save"
+    )
+
+
+def _onnx_error(path: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"{path} is an ONNX model; locp_trt prunes PyTorch modules. Pass the PyTorch weights it "
+        "was exported from (a state_dict .pt with --arch NAME, or a checkpoint)"
+    )
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    if path.stat().st_size > 2**31:
+        return False
+    try:
+        import onnx
+
+        m = onnx.load_model_from_string(path.read_bytes())
+    except Exception:  # noqa: BLE001 - not parseable means not ONNX
+        return False
+    return m.ir_version > 0 and len(m.opset_import) > 0 and len(m.graph.node) > 0
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - classified below
+        text = str(e)
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if unsafe or "Weights only load failed" in text and "global" in text.lower():
+            if not trust_pickle:
+                what = unsafe.group(1) if unsafe else "a Python class"
+                raise ModelLoadError(
+                    f"{path} contains pickled Python objects ({what}), e.g. a whole nn.Module saved "
+                    f"with torch.save(model); {_TRUST_HINT}"
+                ) from None
+        elif isinstance(e, (EOFError, RuntimeError)) or "central directory" in text:
+            raise ModelLoadError(f"model file {path} is truncated or corrupt ({_first_line(e)}); "
+                                 "copy or save it again") from None
+        else:
+            raise ModelLoadError(f"{path} could not be read as a PyTorch file ({_first_line(e)}); "
+                                 "pass a file written by torch.save") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - the trusted unpickling failed
+        raise ModelLoadError(f"{path} could not be unpickled ({_first_line(e)}); is the code that "
+                             "defines its classes importable here?") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def resolve_arch(arch: str, num_classes: int | None = None, in_channels: int | None = None,
+                 state_dict: Mapping[str, torch.Tensor] | None = None
+                 ) -> tuple[Callable[[], nn.Module], tuple[int, ...] | None]:
+    """A zero-argument factory for `arch` and its input shape (None when unknown).
+
+    `arch` is a zoo name (see `python -m locp_trt zoo`) or `package.module:callable`. For zoo
+    models, `num_classes` / `in_channels` not given are read off `state_dict` when it has a
+    different classifier or first conv.
+    """
+    from .models import get_model, list_models, model_spec
+
+    if ":" in arch and arch not in list_models():
+        mod_name, _, attr = arch.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ModelLoadError(f"--arch {arch}: cannot import {attr!r} from {mod_name!r} "
+                                 f"({_first_line(e)})") from None
+        kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
+                  if v is not None}
+
+        def factory() -> nn.Module:
+            model = fn(**kwargs)
+            if not isinstance(model, nn.Module):
+                raise ModelLoadError(f"--arch {arch} returned a {type(model).__name__}, not an nn.Module")
+            return model
+
+        return factory, None
+    spec = model_spec(arch)  # InvalidConfigError with close names if unknown
+    if state_dict is not None and (num_classes is None or in_channels is None):
+        probe = get_model(arch, num_classes, in_channels)
+        convs = [n for n, m in probe.named_modules() if isinstance(m, nn.Conv2d)]
+        linears = [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)]
+        if in_channels is None and convs and f"{convs[0]}.weight" in state_dict:
+            w = state_dict[f"{convs[0]}.weight"]
+            if w.dim() == 4 and probe.get_submodule(convs[0]).groups == 1:
+                in_channels = int(w.shape[1])
+        if num_classes is None and linears and f"{linears[-1]}.weight" in state_dict:
+            num_classes = int(state_dict[f"{linears[-1]}.weight"].shape[0])
+    shape = (in_channels or spec.input_shape[0], *spec.input_shape[1:])
+    return (lambda: get_model(arch, num_classes, in_channels)), tuple(shape)
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, Any], source: str,
+                     arch: str | None = None) -> None:
+    """Raise `ModelLoadError` listing the first mismatching keys/shapes unless `state_dict` fits."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f"{k} file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items()
+              if k in state_dict and isinstance(state_dict[k], torch.Tensor)
+              and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if shapes:
+        parts.append(f"shape mismatch: {'; '.join(shapes[:3])}")
+    if missing:
+        parts.append(f"missing in file: {', '.join(missing[:4])}")
+    if unexpected:
+        parts.append(f"not in model: {', '.join(unexpected[:4])}")
+    total = len(missing) + len(unexpected) + len(shapes)
+    target = f"--arch {arch}" if arch else type(model).__name__
+    raise ModelLoadError(
+        f"{source} does not fit {target} ({total} mismatching keys; {' | '.join(parts)}); check "
+        "--arch, --num-classes and --in-channels"
+    )
+
+
+def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop a DataParallel/DDP 'module.' prefix present on every key."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool = False,
+               num_classes: int | None = None, in_channels: int | None = None,
+               input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    """Load the model to prune (eval mode, CPU).
+
+    Args:
+        path: .pt file: state_dict, checkpoint dict, pruned model, or (trusted) pickled module.
+        arch: zoo name or `package.module:callable`; needed for a bare state_dict/checkpoint.
+        trust_pickle: allow unpickling a whole nn.Module (runs code from the file).
+        num_classes: classifier outputs when building `arch` (default: read from the weights).
+        in_channels: image channels when building `arch` (default: read from the weights).
+        input_shape: one sample's (C, H, W) when the architecture does not say (overrides it).
+
+    Raises:
+        ModelLoadError: missing, empty, truncated, garbage, TorchScript or ONNX file; pickled
+            module without `trust_pickle`; state_dict without `arch`; weights that do not fit.
+    """
+    path = Path(path)
+    _sniff(path)
+    payload = _torch_load(path, trust_pickle)
+    override = tuple(int(v) for v in input_shape) if input_shape is not None else None
+
+    if isinstance(payload, nn.Module):
+        shape = override
+        if shape is None and arch is not None and ":" not in arch:
+            from .models import model_spec
+
+            shape = model_spec(arch).input_shape
+        return LoadedModel(payload.eval(), shape, arch, ModelKind.PICKLED_MODULE)
+
+    if not isinstance(payload, Mapping):
+        raise ModelLoadError(f"{path} holds a {type(payload).__name__}; expected a state_dict, a "
+                             "checkpoint dict with a 'state_dict' entry, or a locp_trt pruned model")
+
+    if payload.get("format") == "locp_trt.pruned/1":
+        from .prune.plan import pruned_from_payload
+
+        factory = resolve_arch(arch, num_classes, in_channels)[0] if arch else None
+        module, plan = pruned_from_payload(payload, factory, str(path))
+        return LoadedModel(module, override or plan.input_shape, arch or plan.arch, ModelKind.PRUNED, plan)
+
+    kind = ModelKind.STATE_DICT
+    state = payload
+    if not _is_state_dict(payload):
+        for key in _CHECKPOINT_KEYS:
+            inner = payload.get(key)
+            if isinstance(inner, nn.Module):
+                return LoadedModel(inner.eval(), override, arch, ModelKind.PICKLED_MODULE)
+            if _is_state_dict(inner):
+                state, kind = inner, ModelKind.CHECKPOINT
+                break
+        else:
+            keys = ", ".join(repr(k) for k in list(payload)[:8])
+            raise ModelLoadError(
+                f"{path} holds a dict without a state_dict (keys: {keys}); expected tensors by "
+                f"parameter name, or a checkpoint with one of {', '.join(_CHECKPOINT_KEYS)}"
+            )
+    state = _strip_prefix(state)
+    if arch is None:
+        raise ModelLoadError(
+            f"{path} holds only weights (a {kind.value}); pass --arch NAME to say which "
+            f"architecture, e.g. {_examples()} (python -m locp_trt zoo lists all), or --arch "
+            "package.module:callable"
+        )
+    try:
+        factory, shape = resolve_arch(arch, num_classes, in_channels, state)
+    except InvalidConfigError as e:
+        raise ModelLoadError(f"--arch: {e}") from None
+    module = factory()
+    check_state_dict(module, state, str(path), arch)
+    module.load_state_dict(state, strict=False)  # exact fit checked above (num_batches_tracked may lack)
+    return LoadedModel(module.eval(), override or shape, arch, kind)

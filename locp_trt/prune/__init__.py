@@ -1,0 +1,13 @@
+"""Pruning: importance criteria, pruning plans, and applying a plan physically."""
+
+from .importance import Importance as Importance
+from .importance import accumulate_taylor as accumulate_taylor
+from .importance import group_importance as group_importance
+from .importance import importance_lost as importance_lost
+from .plan import PruningPlan as PruningPlan
+from .plan import apply_plan as apply_plan
+from .plan import load_pruned as load_pruned
+from .plan import save_pruned as save_pruned
+
+__all__ = ["Importance", "accumulate_taylor", "group_importance", "importance_lost", "PruningPlan",
+           "apply_plan", "load_pruned", "save_pruned"]

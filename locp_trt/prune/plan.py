@@ -1,0 +1,251 @@
+"""Pruning plans (a width per channel group) and applying them physically.
+
+A plan is data: the architecture name, the input shape, the width of each group, and once applied
+the channel indices kept in each group. `apply_plan` prunes a deep copy with Torch-Pruning's group
+`.prune(idxs)`; `save_pruned` / `load_pruned` store a pruned model as its state_dict plus the plan,
+loadable with `torch.load(weights_only=True)`: the original architecture is rebuilt, the recorded
+indices pruned away (any indices give the right shapes), and the pruned weights loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import ModelLoadError, PlanError
+from ..graph import ModelGraph, build_graph
+from .importance import Importance, group_importance
+
+__all__ = ["PLAN_SCHEMA", "PRUNED_FORMAT", "PruningPlan", "apply_plan", "save_pruned", "load_pruned",
+           "pruned_from_payload"]
+
+PLAN_SCHEMA = "locp_trt.plan/1"
+PRUNED_FORMAT = "locp_trt.pruned/1"
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """Target width of each channel group (groups not listed keep their width)."""
+
+    arch: str | None  # zoo name of the original architecture (None: not a zoo model)
+    input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
+    widths: dict[str, int]  # group id -> channels to keep
+    kept: dict[str, list[int]] | None = None  # group id -> kept channel indices (once applied)
+    meta: dict[str, Any] = field(default_factory=dict)  # JSON-able extras (num_classes, importance...)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        object.__setattr__(self, "widths", {str(k): int(v) for k, v in self.widths.items()})
+        if self.kept is not None:
+            object.__setattr__(self, "kept", {str(k): [int(i) for i in v] for k, v in self.kept.items()})
+
+    # ---- (de)serialisation --------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict with "schema": "locp_trt.plan/1"."""
+        return {"schema": PLAN_SCHEMA, "arch": self.arch, "input_shape": list(self.input_shape),
+                "widths": dict(self.widths), "kept": None if self.kept is None else dict(self.kept),
+                "meta": dict(self.meta)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> PruningPlan:
+        """Inverse of `to_json`; accepts the dict or its JSON text."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as e:
+                raise PlanError(f"plan is not valid JSON: {e}") from None
+        if not isinstance(data, Mapping) or data.get("schema") != PLAN_SCHEMA:
+            seen = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+            raise PlanError(f"not a locp_trt plan: schema {seen!r}, expected {PLAN_SCHEMA!r}")
+        try:
+            return cls(arch=data.get("arch"), input_shape=tuple(data["input_shape"]),
+                       widths=dict(data["widths"]), kept=data.get("kept"),
+                       meta=dict(data.get("meta") or {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlanError(f"malformed plan ({type(e).__name__}: {e}); expected keys arch, "
+                            "input_shape, widths, kept, meta") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the plan as indented JSON; returns the path."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PruningPlan:
+        """Read a plan written by `save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise PlanError(f"plan file not found: {path}")
+        return cls.from_json(path.read_text())
+
+    # ---- checks -------------------------------------------------------------------------------
+    def validate(self, graph: ModelGraph) -> None:
+        """Raise `PlanError` unless every width fits `graph` (and `kept`, if set, matches)."""
+        if tuple(graph.input_shape) != self.input_shape:
+            raise PlanError(f"plan is for input shape {self.input_shape}, the model was traced at "
+                            f"{tuple(graph.input_shape)}")
+        for gid, w in self.widths.items():
+            g = graph.groups.get(gid)
+            if g is None:
+                close = difflib.get_close_matches(gid, list(graph.groups), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise PlanError(f"plan names unknown channel group {gid!r}{hint}; the model has "
+                                f"{len(graph.groups)} groups: {', '.join(list(graph.groups)[:12])}...")
+            if not 1 <= w <= g.width:
+                raise PlanError(f"plan width {w} for group {gid!r} is outside 1..{g.width}")
+            if not g.prunable and w != g.width:
+                raise PlanError(f"plan changes group {gid!r} to {w} channels, but it cannot be pruned "
+                                f"({g.reason}); keep {g.width}")
+        for gid, idxs in (self.kept or {}).items():
+            g = graph.groups.get(gid)
+            if g is None:
+                raise PlanError(f"plan's kept indices name unknown channel group {gid!r}")
+            want = self.widths.get(gid, g.width)
+            if len(idxs) != want or len(set(idxs)) != len(idxs) or any(not 0 <= i < g.width for i in idxs):
+                raise PlanError(f"kept indices of group {gid!r} must be {want} distinct values in "
+                                f"0..{g.width - 1}, got {len(idxs)}")
+
+    def pruned_fraction(self, graph: ModelGraph) -> float:
+        """Fraction of the original group channels the plan removes (0: nothing)."""
+        total = sum(g.width for g in graph.groups.values())
+        removed = sum(graph.groups[g].width - w for g, w in self.widths.items() if g in graph.groups)
+        return removed / total if total else 0.0
+
+
+def _kept_indices(model: nn.Module, graph: ModelGraph, gid: str, width: int,
+                  importance: Importance) -> list[int]:
+    scores = group_importance(model, graph, gid, importance,
+                              grads_available=importance is Importance.TAYLOR)
+    order = np.argsort(-scores, kind="stable")  # most important first, ties: lower index first
+    return sorted(int(i) for i in order[:width])
+
+
+def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...],
+               importance: Importance = Importance.L1,
+               kept: Mapping[str, list[int]] | None = None) -> tuple[nn.Module, PruningPlan]:
+    """Physically prune a deep copy of `model` to the plan's widths.
+
+    Channels kept are exactly `kept` (else `plan.kept`) where given, otherwise the most important
+    ones by `importance`, all scored on the unpruned copy. The input model is not modified.
+
+    Returns:
+        The pruned module (same train/eval mode as `model`) and the plan with `kept` filled in for
+        every group it lists and `meta["num_classes"]` when the output is (batch, classes).
+
+    Raises:
+        PlanError: the plan does not fit the model.
+    """
+    importance = Importance.parse(importance)
+    input_shape = tuple(int(v) for v in input_shape)
+    if tuple(plan.input_shape) != input_shape:
+        raise PlanError(f"plan is for input shape {plan.input_shape}, got {input_shape}")
+    work = copy.deepcopy(model)
+    given = dict(kept) if kept is not None else dict(plan.kept or {})
+    plan = replace(plan, kept=given or None)
+    graph = build_graph(work, input_shape)
+    plan.validate(graph)
+
+    meta = dict(plan.meta)
+    with torch.no_grad():
+        was_training = work.training
+        work.eval()
+        out = work(torch.zeros((1, *input_shape), device=_device(work)))
+        work.train(was_training)
+    if isinstance(out, torch.Tensor) and out.dim() == 2:
+        meta.setdefault("num_classes", int(out.shape[1]))
+    meta["importance"] = importance.value
+
+    # Decide every group's kept channels before touching any weights.
+    chosen: dict[str, list[int]] = {}
+    for gid, w in plan.widths.items():
+        full = graph.groups[gid].width
+        if gid in given:
+            chosen[gid] = sorted(int(i) for i in given[gid])
+        elif w == full:
+            chosen[gid] = list(range(full))
+        else:
+            chosen[gid] = _kept_indices(work, graph, gid, w, importance)
+    for gid, idxs in chosen.items():
+        full = graph.groups[gid].width
+        drop = sorted(set(range(full)) - set(idxs))
+        if drop:
+            graph.tp_group(gid).prune(drop)
+    return work, replace(plan, kept=chosen, meta=meta)
+
+
+def _device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def save_pruned(model: nn.Module, plan: PruningPlan, path: str | Path) -> Path:
+    """Write {"state_dict", "plan", "format": "locp_trt.pruned/1"}; load with `load_pruned`.
+
+    Raises:
+        PlanError: the plan has no `kept` indices (use the plan `apply_plan` returned).
+    """
+    if plan.kept is None:
+        raise PlanError("the plan has no kept channel indices; save the plan returned by apply_plan")
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "plan": plan.to_json(), "format": PRUNED_FORMAT}, path)
+    return path
+
+
+def pruned_from_payload(payload: Mapping[str, Any],
+                        arch_factory: Callable[[], nn.Module] | None = None,
+                        source: str = "pruned model") -> tuple[nn.Module, PruningPlan]:
+    """Rebuild a pruned model from a loaded `save_pruned` dict (see `load_pruned`)."""
+    if payload.get("format") != PRUNED_FORMAT:
+        raise ModelLoadError(f"{source}: format {payload.get('format')!r}, expected {PRUNED_FORMAT!r}")
+    plan = PruningPlan.from_json(payload.get("plan") or {})
+    if arch_factory is not None:
+        base = arch_factory()
+    elif plan.arch:
+        from ..models import get_model
+
+        base = get_model(plan.arch, num_classes=plan.meta.get("num_classes"),
+                         in_channels=plan.input_shape[0])
+    else:
+        raise ModelLoadError(f"{source}: the plan names no zoo architecture; pass --arch "
+                             "module.path:callable for the original model")
+    if plan.kept is None:
+        raise ModelLoadError(f"{source}: the plan has no kept channel indices")
+    pruned, plan = apply_plan(base, plan, plan.input_shape, kept=plan.kept)
+    state = payload.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise ModelLoadError(f"{source}: no state_dict in the file")
+    from ..loading import check_state_dict
+
+    check_state_dict(pruned, state, source)
+    pruned.load_state_dict(state)
+    return pruned.eval(), plan
+
+
+def load_pruned(path: str | Path, arch_factory: Callable[[], nn.Module] | None = None
+                ) -> tuple[nn.Module, PruningPlan]:
+    """Load a `save_pruned` file: rebuild the original arch (zoo name `plan.arch`, or
+    `arch_factory()`), prune the recorded indices, load the pruned weights. Model in eval mode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"pruned model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is one user error
+        raise ModelLoadError(f"{path}: not a readable locp_trt pruned model ({type(e).__name__})") from None
+    if not isinstance(payload, Mapping):
+        raise ModelLoadError(f"{path}: holds a {type(payload).__name__}, not a locp_trt pruned model")
+    return pruned_from_payload(payload, arch_factory, str(path))
