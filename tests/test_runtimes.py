@@ -236,3 +236,29 @@ def test_ort_timing_is_per_iteration_and_matches_config():
     rt = get_runtime("onnxruntime", BenchConfig(warmup=1, iters=7, max_attempts=1))
     t = rt.time_layer(SMALL_CONV)
     assert len(t.samples_us) == 7 and len(set(np.round(t.samples_us, 6))) > 1
+
+
+# ---- pieces that need no backend ---------------------------------------------------------------
+def test_jetson_power_mode_parses_nvpmodel(monkeypatch):
+    from locp_trt.latency.runtimes import _nvidia
+
+    _nvidia.jetson_power_mode.cache_clear()
+    monkeypatch.setattr(_nvidia.shutil, "which", lambda cmd: "/usr/sbin/nvpmodel" if cmd == "nvpmodel" else None)
+    monkeypatch.setattr(_nvidia, "_run", lambda cmd, timeout_s=10.0: "NV Fan Mode:quiet\nNV Power Mode: 15W\n2\n")
+    try:
+        assert _nvidia.jetson_power_mode() == "15W (2)"
+    finally:
+        _nvidia.jetson_power_mode.cache_clear()
+
+
+def test_trt_build_options_and_cache_path(monkeypatch, tmp_path):
+    from locp_trt.latency.runtimes.tensorrt_rt import TrtBuildOptions, default_timing_cache_path
+
+    with pytest.raises(InvalidConfigError, match="workspace_mib"):
+        TrtBuildOptions(workspace_mib=0)
+    with pytest.raises(InvalidConfigError, match="optimization_level"):
+        TrtBuildOptions(optimization_level=7)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    p = default_timing_cache_path("10.3.0", "NVIDIA H100 80GB HBM3")
+    assert p == tmp_path / "locp_trt" / "trt_timing-10.3.0-NVIDIA_H100_80GB_HBM3.cache"
+    assert default_timing_cache_path() == tmp_path / "locp_trt" / "trt_timing.cache"

@@ -1,7 +1,8 @@
 """Small NVIDIA-host facts for fingerprints: GPU name, driver version, Jetson power mode.
 
-Every helper returns "" when the fact cannot be read here (no nvidia-smi, not a Jetson); none
-imports torch or any GPU library.
+Every helper returns "" when the fact cannot be read here (no nvidia-smi, not a Jetson). Answers
+are cached for the life of the process: fingerprints are taken per measurement, and a driver or
+power-mode change mid-run is not something a profiling run should silently straddle anyway.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 
 __all__ = ["nvidia_smi_query", "driver_version", "gpu_name", "jetson_power_mode"]
@@ -22,6 +24,7 @@ def _run(cmd: list[str], timeout_s: float = 10.0) -> str:
     return out.stdout if out.returncode == 0 else ""
 
 
+@cache
 def nvidia_smi_query(field: str, index: int = 0) -> str:
     """One `nvidia-smi --query-gpu=<field>` value for GPU `index`, or "" without nvidia-smi."""
     if shutil.which("nvidia-smi") is None:
@@ -35,8 +38,12 @@ def driver_version(index: int = 0) -> str:
     return nvidia_smi_query("driver_version", index)
 
 
+@cache
 def gpu_name(index: int = 0) -> str:
-    """GPU model name from nvidia-smi, else from torch (Jetsons have no nvidia-smi); "" if neither."""
+    """GPU model name from nvidia-smi, else from torch (Jetsons have no nvidia-smi); "" if neither.
+
+    torch is imported only on that fallback path.
+    """
     name = nvidia_smi_query("name", index)
     if name:
         return name
@@ -50,6 +57,7 @@ def gpu_name(index: int = 0) -> str:
     return ""
 
 
+@cache
 def jetson_power_mode() -> str:
     """The Jetson nvpmodel mode, e.g. "MAXN (0)"; "" off a Jetson.
 

@@ -187,7 +187,10 @@ def _onnx_carries_fp16(onnx_bytes: bytes) -> bool:
     """Whether the ONNX graph has fp16 inputs or weights (then a strongly typed build runs fp16)."""
     import onnx
 
-    model = onnx.load_from_string(onnx_bytes)
+    try:
+        model = onnx.load_from_string(onnx_bytes)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise EngineBuildError(f"not a readable ONNX model ({len(onnx_bytes)} bytes): {exc}") from exc
     half = onnx.TensorProto.FLOAT16
     g = model.graph
     return any(i.type.tensor_type.elem_type == half for i in g.input) or any(
@@ -278,7 +281,8 @@ def build_engine(onnx_bytes: bytes, precision: Precision, options: TrtBuildOptio
     network = builder.create_network(_network_flags(trt, strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
+        errors = ([str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
+                  or ["the parser reported no detail"])
         raise EngineBuildError(
             f"TensorRT {trt.__version__} could not parse the ONNX graph ({len(onnx_bytes)} bytes): "
             + "; ".join(errors)
@@ -323,11 +327,12 @@ def build_engine(onnx_bytes: bytes, precision: Precision, options: TrtBuildOptio
 
 
 def engine_info(precision: Precision, options: TrtBuildOptions | None = None,
-                engine: bytes | None = None) -> dict:
+                engine: bytes | None = None, onnx_bytes: bytes | None = None) -> dict:
     """What an engine was built with, for a side file next to it (JSON-able).
 
-    Includes the TensorRT version, GPU, driver, precision mode and build options; with `engine`,
-    also its I/O tensors and layer count.
+    Includes the TensorRT version, GPU, driver, precision and build options. With `onnx_bytes`
+    (the graph the engine was built from), also how precision was applied (strongly typed network
+    or the FP16 builder flag); with `engine`, also its I/O tensors and layer count.
     """
     trt = _import_trt()
     options = options or TrtBuildOptions()
@@ -337,14 +342,17 @@ def engine_info(precision: Precision, options: TrtBuildOptions | None = None,
         "gpu": _gpu_name(),
         "driver": driver_version(),
         "precision": precision.value,
-        "strongly_typed": _has(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"),
-        "fp16_builder_flag_available": _has(trt.BuilderFlag, "FP16"),
         "workspace_mib": options.workspace_mib,
         "optimization_level": options.optimization_level,
         "dla_core": options.dla_core,
         "gpu_fallback": options.gpu_fallback if options.dla_core is not None else None,
         "power_mode": jetson_power_mode(),
     }
+    if onnx_bytes is not None:
+        strongly_typed, fp16_flag = _plan_precision(trt, onnx_bytes, precision)
+        info["strongly_typed"] = strongly_typed
+        info["builder_flags"] = (["FP16"] if fp16_flag else []) + (
+            ["GPU_FALLBACK"] if options.dla_core is not None and options.gpu_fallback else [])
     if engine is not None:
         runtime = trt.Runtime(_logger(trt))
         eng = runtime.deserialize_cuda_engine(engine)
