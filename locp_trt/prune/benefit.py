@@ -155,9 +155,10 @@ def neighbour_groups(graph, group_id: str) -> set[str]:
     out: set[str] = set()
     for name in graph.touched_layers(group_id):
         site = graph.layers[name]
-        for other in (site.in_group, site.out_group):
-            if other is not None and other != group_id:
-                out.add(other)
+        # A conv after a concat reads several groups (`in_parts`); `in_group` is the first.
+        parts = {p.group for p in getattr(site, "in_parts", ())}
+        out |= parts | {site.in_group, site.out_group}
+    out -= {None, group_id}
     return out
 
 

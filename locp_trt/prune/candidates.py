@@ -6,7 +6,8 @@ consumers, so the latency that moves with the group is the sum over every layer 
 Pareto lower envelope are worth pruning to (no wider width is as fast: a width just above a stair
 edge costs a full stair and keeps more channels for nothing, a width just below it saves nothing).
 `discover_candidates` finds those widths for every prunable group with `stairs.py`, by
-three-point discrimination (few probes) or an exhaustive sweep (every width; for checking).
+three-point discrimination (few probes) or an exhaustive sweep (every width; for checking);
+`DiscoveryMethod` is `stairs.SearchMethod` under the name that says what it chooses here.
 
 All latency goes through the `latency_us` callable, which the caller backs with a
 `LatencyMeter` (memo + persistent store): a config shared by two groups, or seen again in a
@@ -15,13 +16,14 @@ later iteration, is measured once. That is the method's latency sharing.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
+from ..stairs import DEFAULT_REL_TOL, pareto_envelope, sweep, three_point_discrimination
+from ..stairs import SearchMethod as DiscoveryMethod
 
 __all__ = [
     "DiscoveryMethod",
@@ -30,20 +32,6 @@ __all__ = [
     "discover_candidates",
     "width_floor",
 ]
-
-#: Relative tolerance for the exhaustive sweep's envelope: a width counts as "as fast" as a
-#: wider one when it is within this fraction of it (timing noise must not create candidates).
-SWEEP_REL_TOL = 0.02
-
-
-class DiscoveryMethod(enum.Enum):
-    """How the staircase envelope of a group is found."""
-
-    #: Three-point discrimination: probe, compare with neighbours, bisect at the jumps.
-    THREE_POINT = "three_point"
-    #: Measure every width between the floor and the current width (slow; the reference).
-    SWEEP = "sweep"
-
 
 @dataclass(frozen=True)
 class GroupCandidates:
@@ -137,6 +125,7 @@ def discover_candidates(
     method: DiscoveryMethod = DiscoveryMethod.THREE_POINT,
     min_width_ratio: float = 0.1,
     round_floor: int = 1,
+    rel_tol: float = DEFAULT_REL_TOL,
     progress: bool = True,
 ) -> dict[str, GroupCandidates]:
     """Envelope widths of every prunable group's staircase, at the current `widths`.
@@ -152,14 +141,14 @@ def discover_candidates(
         method: three-point discrimination or exhaustive sweep.
         min_width_ratio: narrowest width as a fraction of the group's original width.
         round_floor: the floor is rounded up to a multiple of this.
+        rel_tol: a wider width within this fraction of a narrower one's latency counts as
+            equally fast (the envelope rule of `stairs.py`; timing noise must not make candidates).
         progress: show a progress bar (stderr) over the groups.
 
     Returns:
         Group id -> `GroupCandidates`, for prunable groups only.
     """
     from tqdm.auto import tqdm
-
-    from .. import stairs
 
     method = DiscoveryMethod(method)
     prunable = [gid for gid, g in graph.groups.items() if g.prunable]
@@ -172,11 +161,10 @@ def discover_candidates(
             out[gid] = GroupCandidates(gid, (hi,), 0)
             continue
         if method is DiscoveryMethod.SWEEP:
-            stair = stairs.sweep(measure, range(lo, hi + 1))
-            found = stairs.pareto_envelope(stair, SWEEP_REL_TOL)
+            found = pareto_envelope(sweep(measure, range(lo, hi + 1)), rel_tol)
             probes = hi - lo + 1
         else:
-            disc = stairs.three_point_discrimination(measure, lo, hi)
+            disc = three_point_discrimination(measure, lo, hi, rel_tol=rel_tol)
             found = disc.widths
             probes = disc.probes
         envelope = sorted({int(w) for w in found if lo <= int(w) <= hi} | {hi})
