@@ -33,7 +33,7 @@ PY_ATTRS = frozenset({
     "__init__", "__name__", "append", "clear", "group", "home", "is_file", "join", "mkdir",
     "parent", "read_bytes", "strip", "value", "write_bytes", "time_onnx",
     # the module's own objects (options, runner, runtime)
-    "bench", "buffers", "capture", "context", "device", "device_index", "dla_core", "engine",
+    "bench", "buffers", "capture", "close", "context", "runtime", "_runner", "device", "device_index", "dla_core", "engine",
     "errors", "graph", "graph_replays", "gpu_fallback", "last_extra", "launch", "optimization_level",
     "options", "sampler", "stream", "timing_cache_path", "timing_iterations", "torch",
     "use_timing_cache", "workspace_mib",

@@ -365,6 +365,7 @@ def engine_info(precision: Precision, options: TrtBuildOptions | None = None,
              "dtype": eng.get_tensor_dtype(n).name}
             for n in (eng.get_tensor_name(i) for i in range(eng.num_io_tensors))
         ]
+        del eng  # before its runtime
     return info
 
 
@@ -391,10 +392,13 @@ class _EngineRunner:
 
         self.torch = torch
         self.device = torch.device("cuda", device_index)
-        runtime = trt.Runtime(_logger(trt))
+        # Kept on self: a TensorRT runtime must outlive its engines, and an engine its contexts
+        # (`close` releases them in that order).
+        self.runtime = trt.Runtime(_logger(trt))
         if dla_core is not None:
-            runtime.DLA_core = int(dla_core)
-        self.engine = runtime.deserialize_cuda_engine(engine_bytes)
+            self.runtime.DLA_core = int(dla_core)
+        self.graph = None
+        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
             raise EngineBuildError(f"TensorRT {trt.__version__} could not deserialize the engine it built")
         self.context = self.engine.create_execution_context()
@@ -422,7 +426,12 @@ class _EngineRunner:
                     raise EngineBuildError(f"TensorRT refused the device address of tensor {n!r}")
                 self.buffers[n] = buf
             self.stream = torch.cuda.Stream(device=self.device)
-        self.graph = None
+
+    def close(self) -> None:
+        """Release the graph, context, buffers, engine and runtime, dependants first."""
+        self.stream.synchronize()
+        for attr in ("graph", "context", "buffers", "engine", "runtime"):
+            setattr(self, attr, None)
 
     def launch(self) -> None:
         """Enqueue one inference on the runner's stream."""
@@ -487,6 +496,7 @@ class TensorRTRuntime(Runtime):
         self.options = options or TrtBuildOptions()
         self.device_index = int(device_index)
         self.last_extra: dict = {}
+        self._runner: _EngineRunner | None = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -526,9 +536,18 @@ class TensorRTRuntime(Runtime):
         )
 
     def time_onnx(self, onnx_bytes, input_shape, precision):
-        timing = super().time_onnx(onnx_bytes, input_shape, precision)
+        try:
+            timing = super().time_onnx(onnx_bytes, input_shape, precision)
+        finally:
+            self.close()
         timing.extra.update(self.last_extra)
         return timing
+
+    def close(self) -> None:
+        """Release the engine of the last measurement (if one is still held)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
 
     def _prepare_onnx_impl(
         self, onnx_bytes: bytes, input_shape: tuple[int, ...], precision: Precision
@@ -536,10 +555,13 @@ class TensorRTRuntime(Runtime):
         import torch
 
         trt = _import_trt()
+        self.close()
+        # TensorRT builds and deserializes on the current CUDA device.
         with torch.cuda.device(self.device_index):
             engine = build_engine(onnx_bytes, precision, self.options)
-        runner = _EngineRunner(trt, engine, input_shape, self.device_index, self.options.dla_core)
-        why = "DLA engines cannot be captured" if self.options.dla_core is not None else runner.capture()
+            runner = self._runner = _EngineRunner(trt, engine, input_shape, self.device_index,
+                                                  self.options.dla_core)
+            why = "DLA engines cannot be captured" if self.options.dla_core is not None else runner.capture()
         self.last_extra = {"cuda_graph": why is None, "tensorrt": str(trt.__version__)}
         if why is not None:
             self.last_extra["note"] = f"CUDA graph capture not used ({why}); timed plain enqueues"
