@@ -150,6 +150,10 @@ def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...]
     if tuple(plan.input_shape) != input_shape:
         raise PlanError(f"plan is for input shape {plan.input_shape}, got {input_shape}")
     work = copy.deepcopy(model)
+    if importance is Importance.TAYLOR:  # deepcopy drops .grad; Taylor scores need it
+        for src, dst in zip(model.parameters(), work.parameters(), strict=True):
+            if src.grad is not None:
+                dst.grad = src.grad.detach().clone()
     given = dict(kept) if kept is not None else dict(plan.kept or {})
     plan = replace(plan, kept=given or None)
     graph = build_graph(work, input_shape)
