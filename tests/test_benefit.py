@@ -328,3 +328,103 @@ def test_candidate_is_frozen():
     c = Candidate("a", 8, 1.0, 0.1, 16)
     with pytest.raises(AttributeError):
         c.width = 4
+
+
+# ---- real graphs --------------------------------------------------------------------------
+def conv_stair_us(cfg: LayerConfig) -> float:
+    """Synthetic staircase for real configs: MACs with channels rounded up to tiles of 8."""
+    h, w = cfg.input_hw
+    per_group_in = cfg.in_channels // cfg.groups
+    return h * w * cfg.kernel**2 * math.ceil(cfg.out_channels / 8) * math.ceil(per_group_in / 8) / 100.0
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+    import torch
+
+    from locp_trt.graph import build_graph
+    from locp_trt.models import get_model
+    from locp_trt.prune.candidates import discover_candidates
+    from locp_trt.prune.importance import Importance, group_importance
+
+    torch.manual_seed(0)
+    model = get_model("resnet20")
+    graph = build_graph(model, (3, 32, 32))
+    cands = discover_candidates(graph, {}, conv_stair_us, progress=False)
+    scores = {gid: group_importance(model, graph, gid, Importance.L1) for gid in cands}
+    return model, graph, cands, scores
+
+
+@pytest.mark.parametrize("method", list(SearchMethod))
+def test_resnet20_plan_meets_target_and_applies(resnet20, method):
+    import torch
+
+    from locp_trt.graph import build_graph
+    from locp_trt.prune.plan import PruningPlan, apply_plan
+
+    model, graph, cands, scores = resnet20
+    start = predicted_latency_us(graph, {}, conv_stair_us)
+    res = search(graph, {}, cands, scores, conv_stair_us, 0.6 * start, method=method)
+    assert res.met_target and res.predicted_us <= 0.6 * start
+    assert res.predicted_us == pytest.approx(predicted_latency_us(graph, res.widths, conv_stair_us))
+    assert res.start_us - sum(s.latency_saved_us for s in res.steps) == pytest.approx(res.predicted_us)
+    for gid, w in res.widths.items():
+        if gid in cands:
+            assert w in cands[gid].widths, f"{gid} -> {w} is not on its staircase envelope"
+        else:
+            assert w == graph.groups[gid].width  # the classifier output is never pruned
+    # The plan is physically applicable, and the pruned model's layers are the planned configs.
+    changed = {g: w for g, w in res.widths.items() if w != graph.groups[g].width}
+    pruned, _ = apply_plan(model, PruningPlan("resnet20", (3, 32, 32), changed), (3, 32, 32))
+    assert pruned(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert build_graph(pruned, (3, 32, 32)).layer_configs({}) == graph.layer_configs(res.widths)
+
+
+def test_resnet20_knapsack_not_worse_than_greedy_on_residual_stages(resnet20):
+    _, graph, cands, scores = resnet20
+    start = predicted_latency_us(graph, {}, conv_stair_us)
+    for frac in (0.9, 0.7, 0.5):
+        g = search(graph, {}, cands, scores, conv_stair_us, frac * start, method=SearchMethod.GREEDY)
+        k = search(graph, {}, cands, scores, conv_stair_us, frac * start, method=SearchMethod.KNAPSACK)
+        assert g.met_target and k.met_target
+        assert k.importance_lost <= g.importance_lost + 1e-9, (frac, str(g), str(k))
+
+
+def test_tiny_model_search_with_onnxruntime_cpu():
+    from models import TINY_MODELS  # tests/models.py
+
+    from locp_trt.graph import build_graph
+    from locp_trt.latency.runtimes import get_runtime, runtime_class
+    from locp_trt.latency.timing import BenchConfig
+    from locp_trt.prune.candidates import discover_candidates
+    from locp_trt.prune.importance import Importance, group_importance
+
+    reason = runtime_class("onnxruntime").unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    factory, shape = TINY_MODELS["residual"]
+    model = factory()
+    graph = build_graph(model, shape)
+    measured: dict[LayerConfig, float] = {}
+    with get_runtime("onnxruntime", BenchConfig(warmup=3, iters=15)) as rt:
+
+        def latency_us(cfg):
+            if cfg not in measured:  # what LatencyMeter's memo does: one measurement per config
+                measured[cfg] = rt.time_layer(cfg).median_us
+            return measured[cfg]
+
+        cands = discover_candidates(graph, {}, latency_us, progress=False)
+        scores = {gid: group_importance(model, graph, gid, Importance.L1) for gid in cands}
+        start = predicted_latency_us(graph, {}, latency_us)
+        res = search(graph, {}, cands, scores, latency_us, 0.8 * start)
+    assert all(v > 0 for v in measured.values())
+    for gid, w in res.widths.items():
+        assert w in cands[gid].widths if gid in cands else w == graph.groups[gid].width
+    assert res.predicted_us == pytest.approx(
+        sum(measured[c] for c in graph.layer_configs(res.widths).values())
+    )
+    assert res.met_target == (res.predicted_us <= 0.8 * start)
+    if not res.met_target:  # it stopped because no envelope step saved anything more
+        for gid, c in cands.items():
+            offers = assess(graph, gid, res.widths, c.widths, latency_us, scores[gid])
+            assert all(o.latency_saved_us <= 0 for o in offers)

@@ -165,3 +165,48 @@ def test_group_floor_at_current_width_gives_single_candidate():
     found = discover_candidates(g, {"a": 2}, stair_us, method=DiscoveryMethod.SWEEP,
                                 min_width_ratio=0.5, progress=False)
     assert found["a"].widths == (2,)
+
+
+# ---- real graphs --------------------------------------------------------------------------
+def fine_stair_us(cfg: LayerConfig) -> float:
+    """Synthetic staircase in tiles of 2 channels (the tiny models are only a few channels wide)."""
+    h, w = cfg.input_hw
+    per_group_in = cfg.in_channels // cfg.groups
+    return float(h * w * cfg.kernel**2 * math.ceil(cfg.out_channels / 2) * math.ceil(per_group_in / 2))
+
+
+@pytest.mark.parametrize("name", ["residual", "depthwise", "concat", "se", "flatten", "split"])
+def test_discover_on_tiny_models(name):
+    from models import TINY_MODELS  # tests/models.py
+
+    from locp_trt.graph import build_graph
+    from locp_trt.stairs import envelope_of
+
+    factory, shape = TINY_MODELS[name]
+    graph = build_graph(factory(), shape)
+    memo = Memo(fine_stair_us)
+    found = discover_candidates(graph, {}, memo, method=DiscoveryMethod.SWEEP, progress=False)
+    assert set(found) == {g.id for g in graph.prunable()}
+    for gid, cands in found.items():
+        full = graph.groups[gid].width
+        lo = width_floor(full, 0.1)
+        f = group_latency_fn(graph, gid, {}, fine_stair_us)
+        assert cands.widths[-1] == full and list(cands.widths) == sorted(set(cands.widths))
+        assert cands.widths == tuple(envelope_of({w: f(w) for w in range(lo, full + 1)}))
+    # Every real measurement is of a distinct config: the rest came from the memo.
+    assert len(memo.memo) < memo.calls
+
+
+def test_concat_group_latency_includes_the_merge_conv():
+    from models import TINY_MODELS
+
+    from locp_trt.graph import build_graph
+
+    factory, shape = TINY_MODELS["concat"]
+    graph = build_graph(factory(), shape)
+    assert "merge" in graph.touched_layers("left") and "merge" in graph.touched_layers("right")
+    f = group_latency_fn(graph, "right", {"left": 4}, fine_stair_us)
+    for w in (4, 3, 2):
+        cfgs = graph.layer_configs({"left": 4, "right": w})
+        assert cfgs["merge"].in_channels == 4 + w
+        assert f(w) == pytest.approx(fine_stair_us(cfgs["right"]) + fine_stair_us(cfgs["merge"]))

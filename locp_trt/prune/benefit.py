@@ -315,7 +315,7 @@ def greedy_steps(
     return widths
 
 
-def _greedy(graph, widths, candidates, scores, latency_us, target_us, max_prune_ratio, bar):
+def _greedy(graph, widths, candidates, scores, latency_us, target_us, max_prune_ratio, bar=None):
     steps: list[Candidate] = []
     gen = greedy_steps(
         graph, widths, candidates, scores, latency_us, target_us, max_prune_ratio=max_prune_ratio
@@ -324,8 +324,9 @@ def _greedy(graph, widths, candidates, scores, latency_us, target_us, max_prune_
         step = next(gen)
         while True:
             steps.append(step)
-            bar.update(max(0.0, step.latency_saved_us))
-            bar.set_postfix_str(str(step), refresh=False)
+            if bar is not None:
+                bar.update(max(0.0, step.latency_saved_us))
+                bar.set_postfix_str(str(step), refresh=False)
             step = gen.send(True)
     except StopIteration as stop:
         return stop.value, steps
@@ -425,27 +426,10 @@ def search(
     widths = dict(start)
     with tqdm(total=round(need, 1), unit="µs", desc=f"{method.value} search", disable=not progress) as bar:
         if method is SearchMethod.KNAPSACK and need > 0:
-            floors = _floors(start, candidates, max_prune_ratio)
-            offers = {}
-            for g in sorted(candidates):
-                below = [w for w in candidates[g].widths if floors[g] <= w < start[g]]
-                opts = assess(graph, g, start, below, latency_us, scores[g]) if below else []
-                offers[g] = [c for c in opts if c.latency_saved_us > 0]
-            chosen = _knapsack_choice(offers, need, buckets)
-            # Commit the chosen widths one by one, re-assessing each against the widths so far
-            # so the recorded savings are exact (they add up to the true reduction).
-            for g in sorted(chosen):
-                (step,) = assess(graph, g, widths, [chosen[g].width], latency_us, scores[g])
-                steps.append(step)
-                widths[g] = step.width
-                bar.update(max(0.0, step.latency_saved_us))
-            # Repair: the independence assumption may over-credit shared layers. The floors stay
-            # relative to the start widths, so the repair gets candidates cut at them.
-            if predicted_latency_us(graph, widths, latency_us) > target_us:
-                widths, more = _greedy(
-                    graph, widths, _cap(candidates, floors), scores, latency_us, target_us, 1.0, bar
-                )
-                steps.extend(more)
+            widths, steps = _knapsack(
+                graph, start, candidates, scores, latency_us, target_us, max_prune_ratio, buckets
+            )
+            bar.update(max(0.0, sum(st.latency_saved_us for st in steps)))
         elif need > 0:
             widths, steps = _greedy(
                 graph, start, candidates, scores, latency_us, target_us, max_prune_ratio, bar
@@ -460,6 +444,56 @@ def search(
         target_us=float(target_us),
         method=method,
     )
+
+
+#: Knapsack rounds: each re-solves with the need raised by the previous plan's true shortfall.
+KNAPSACK_ROUNDS = 3
+
+
+def _knapsack(graph, start, candidates, scores, latency_us, target_us, max_prune_ratio, buckets):
+    """Knapsack plans, each checked exactly and repaired; the met plan losing least wins.
+
+    Round r solves the knapsack for the needed saving; where shared layers were over-credited
+    and the true latency misses the target by d µs, round r + 1 asks for d µs more. Every
+    round's plan that still misses is repaired with greedy steps (floors stay relative to the
+    start widths).
+    """
+    floors = _floors(start, candidates, max_prune_ratio)
+    capped = _cap(candidates, floors)
+    offers = {}
+    for g in sorted(candidates):
+        below = [w for w in capped[g].widths if w < start[g]]
+        opts = assess(graph, g, start, below, latency_us, scores[g]) if below else []
+        offers[g] = [c for c in opts if c.latency_saved_us > 0]
+    start_us = predicted_latency_us(graph, start, latency_us)
+    need = start_us - target_us
+    plans: list[tuple[bool, float, float, dict[str, int], list[Candidate]]] = []
+    seen: set[tuple[tuple[str, int], ...]] = set()
+    for _ in range(KNAPSACK_ROUNDS):
+        chosen = _knapsack_choice(offers, need, buckets)
+        key = tuple(sorted((g, c.width) for g, c in chosen.items()))
+        if key in seen:
+            break
+        seen.add(key)
+        # Commit the chosen widths one by one, re-assessed against the widths so far, so the
+        # recorded savings are exact (they add up to the true reduction).
+        widths, steps = dict(start), []
+        for g in sorted(chosen):
+            (step,) = assess(graph, g, widths, [chosen[g].width], latency_us, scores[g])
+            steps.append(step)
+            widths[g] = step.width
+        shortfall = predicted_latency_us(graph, widths, latency_us) - target_us
+        if shortfall > 0:
+            widths, more = _greedy(graph, widths, capped, scores, latency_us, target_us, 1.0)
+            steps = steps + more
+        predicted = predicted_latency_us(graph, widths, latency_us)
+        lost = float(sum(st.importance_lost for st in steps))
+        plans.append((predicted > target_us, lost, predicted, widths, steps))
+        if shortfall <= 0:
+            break
+        need += shortfall
+    _, _, _, widths, steps = min(plans, key=lambda p: p[:3])
+    return widths, steps
 
 
 def _cap(candidates: Mapping[str, GroupCandidates], floors: Mapping[str, int]) -> dict[str, GroupCandidates]:
