@@ -27,8 +27,10 @@ conv/linear layer's latency, `predicted_latency_us`) reaches the target:
   candidate widths with the saving and loss assessed at the start widths (independence
   assumption); a dynamic programme over the needed saving, discretised into `buckets` steps
   (rounded down, so the estimate is conservative), minimises the total importance lost subject to
-  saving enough. Savings of two groups that share a layer do not add exactly, so the plan's true
-  latency is then evaluated and, if over the target, repaired with greedy steps.
+  saving enough. Savings of two groups that share a layer do not add exactly (a layer between
+  them is credited to both), so the plan's true latency is then evaluated; if it misses by d µs,
+  the knapsack is solved again asking for d µs more (`KNAPSACK_ROUNDS` in all), every plan that
+  still misses is repaired with greedy steps, and the met plan losing least wins.
 
 Both end by evaluating the final plan exactly: `latency_us` over `graph.layer_configs(widths)`.
 The latency model is a sum of isolated layers; it ignores fusion and non-conv ops, which the
