@@ -244,7 +244,11 @@ def _floors(start: Mapping[str, int], groups: Iterable[str], max_prune_ratio: fl
 
 
 def _check_inputs(graph, candidates, scores, target_us) -> None:
-    if not (isinstance(target_us, (int, float)) and math.isfinite(target_us) and target_us > 0):
+    try:
+        ok = math.isfinite(float(target_us)) and float(target_us) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise InvalidConfigError(f"target_us must be a positive number of µs, got {target_us!r}")
     for gid in candidates:
         if gid not in graph.groups:
@@ -310,7 +314,7 @@ def greedy_steps(
             rejected.add((best.group, best.width))
             continue
         widths[best.group] = best.width
-        total -= best.latency_saved_us
+        total = predicted_latency_us(graph, widths, latency_us)  # exact, not a running sum
         for g in {best.group} | neighbours[best.group]:
             if g in candidates:
                 offers[g] = options(g)
