@@ -1,7 +1,13 @@
 """locp_trt: latency-oriented channel pruning for NVIDIA GPUs (LOCP, Zhang et al. 2023).
 
-The public API is re-exported here; everything else is implementation detail.
+The public API is re-exported here. Names that need torch are imported on first use, so
+`import locp_trt` (and the latency profiler) works on a machine with only onnx + a runtime.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import LocpError as LocpError
 from .latency import BenchConfig as BenchConfig
@@ -13,6 +19,39 @@ from .latency import Timing as Timing
 
 __version__ = "0.1.0"
 
+# public name -> defining module (imported lazily: these pull in torch)
+_LAZY = {
+    "get_runtime": "locp_trt.latency.runtimes",
+    "list_runtimes": "locp_trt.latency.runtimes",
+    "build_layer_onnx": "locp_trt.latency.onnx_graph",
+    "LatencyStore": "locp_trt.latency.store",
+    "LatencyMeter": "locp_trt.latency.meter",
+    "ChannelGroup": "locp_trt.graph",
+    "LayerSite": "locp_trt.graph",
+    "ModelGraph": "locp_trt.graph",
+    "build_graph": "locp_trt.graph",
+    "LoadedModel": "locp_trt.loading",
+    "load_model": "locp_trt.loading",
+    "get_model": "locp_trt.models",
+    "list_models": "locp_trt.models",
+    "Importance": "locp_trt.prune.importance",
+    "PruningPlan": "locp_trt.prune.plan",
+    "apply_plan": "locp_trt.prune.plan",
+    "save_pruned": "locp_trt.prune.plan",
+    "load_pruned": "locp_trt.prune.plan",
+    "OptimizeConfig": "locp_trt.optimize",
+    "Optimizer": "locp_trt.optimize",
+    "get_device": "locp_trt.devices",
+    "list_devices": "locp_trt.devices",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'locp_trt' has no attribute {name!r}")
+
+
 __all__ = [
     "LocpError",
     "BenchConfig",
@@ -22,4 +61,5 @@ __all__ = [
     "Precision",
     "Timing",
     "__version__",
+    *_LAZY,
 ]

@@ -52,7 +52,7 @@ class Runtime(abc.ABC):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op default is intended
         """Release device resources (default: nothing held)."""
 
     # ---- identity ---------------------------------------------------------------------------
