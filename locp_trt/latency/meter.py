@@ -1,0 +1,249 @@
+"""`LatencyMeter`: the one place layer configs get measured, with latency sharing.
+
+A request is answered from, in order: the in-process memo, a JSON lookup table (when given),
+the persistent `LatencyStore` under the runtime's device fingerprint, and only then the runtime
+itself (whose result goes into the store). `measure_many` removes duplicate configs first, so a
+config that appears in many layers, groups or iterations is measured once.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InvalidConfigError, StoreError
+from .config import LayerConfig, Precision
+from .fingerprint import DeviceFingerprint
+from .runtimes.base import Runtime
+from .store import LatencyStore, StoredLatency, read_table_json
+
+__all__ = ["Source", "Measurement", "MeterStats", "LatencyTable", "LatencyMeter"]
+
+
+class Source(enum.Enum):
+    """Where a latency came from."""
+
+    MEASURED = "measured"  # timed on the runtime just now
+    STORE = "store"  # the persistent latency store
+    MEMO = "memo"  # this process already had it
+    TABLE = "table"  # a JSON lookup table
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The latency of one config. Units: µs."""
+
+    config: LayerConfig
+    median_us: float
+    p90_us: float
+    iqr_us: float
+    source: Source
+    p10_us: float = float("nan")
+
+    @property
+    def rel_spread(self) -> float:
+        """IQR over median."""
+        return self.iqr_us / self.median_us if self.median_us > 0 else float("inf")
+
+    def with_source(self, source: Source) -> Measurement:
+        """The same figures, served from `source`."""
+        return Measurement(self.config, self.median_us, self.p90_us, self.iqr_us, source, self.p10_us)
+
+    @classmethod
+    def from_stored(cls, row: StoredLatency, source: Source) -> Measurement:
+        return cls(row.config, row.median_us, row.p90_us, row.iqr_us, source, row.p10_us)
+
+
+@dataclass(frozen=True)
+class MeterStats:
+    """Counters of a meter: every request is exactly one of measured / store / memo / table."""
+
+    requested: int = 0
+    unique: int = 0
+    measured: int = 0
+    store_hits: int = 0
+    memo_hits: int = 0
+    table_hits: int = 0
+
+    @property
+    def saved(self) -> int:
+        """Requests that did not need a runtime measurement (the latency-sharing win)."""
+        return self.requested - self.measured
+
+    def __str__(self) -> str:
+        return (f"{self.requested} requested, {self.unique} unique, measured {self.measured}, "
+                f"from store {self.store_hits}, memo {self.memo_hits}, table {self.table_hits}")
+
+
+class LatencyTable:
+    """A read-only lookup table of one device fingerprint, loaded from JSON (`export_json`/`profile`).
+
+    Args:
+        fingerprint: the device the table was measured on.
+        rows: config -> stored figures.
+        source: where it came from, for messages.
+    """
+
+    def __init__(self, fingerprint: DeviceFingerprint, rows: dict[LayerConfig, StoredLatency],
+                 source: str = "lookup table") -> None:
+        self.fingerprint = fingerprint
+        self._rows = dict(rows)
+        self.source = source
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        """Read a lookup-table JSON file (raises `StoreError` when unreadable or of another schema)."""
+        fp, entries = read_table_json(path)
+        rows = {cfg: StoredLatency(cfg, fp, e["median_us"], e["p10_us"], e["p90_us"], e["iqr_us"],
+                                   e["n"], 0.0) for cfg, e in entries}
+        return cls(fp, rows, source=str(path))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, cfg: object) -> bool:
+        return cfg in self._rows
+
+    def get(self, cfg: LayerConfig) -> StoredLatency | None:
+        """The row of `cfg`, or None."""
+        return self._rows.get(cfg)
+
+    def require(self, cfg: LayerConfig) -> StoredLatency:
+        """The row of `cfg`; a missing config raises `StoreError` saying how to add it."""
+        row = self._rows.get(cfg)
+        if row is None:
+            raise StoreError(
+                f"the lookup table {self.source} ({self.fingerprint.describe()}, {len(self)} configs) "
+                f"has no latency for {cfg} (key {cfg.key()}); list the model's configs with "
+                "`python -m locp_trt configs`, measure them on the target with "
+                "`python -m locp_trt profile`, and pass the new table"
+            )
+        return row
+
+
+class LatencyMeter:
+    """Measure layer configs once each: memo, lookup table, store, then the runtime.
+
+    Args:
+        runtime: the runtime that measures misses; None to serve only from `table` (and the store
+            under the table's fingerprint).
+        store: the persistent latency store (`LatencyStore(None)` for nothing persistent).
+        table: an optional lookup table consulted before the store.
+        progress: show a tqdm bar (stderr) over the configs `measure_many` must really measure.
+    """
+
+    def __init__(self, runtime: Runtime | None, store: LatencyStore, *,
+                 table: LatencyTable | None = None, progress: bool = True) -> None:
+        if runtime is None and table is None:
+            raise InvalidConfigError("a LatencyMeter needs a runtime, a lookup table, or both")
+        self.runtime = runtime
+        self.store = store
+        self.table = table
+        self.progress = progress
+        self._memo: dict[LayerConfig, Measurement] = {}
+        self._fingerprints: dict[Precision, DeviceFingerprint] = {}
+        self._seen: set[LayerConfig] = set()
+        self._counts = {s: 0 for s in Source}
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    @property
+    def stats(self) -> MeterStats:
+        """Counters so far."""
+        c = self._counts
+        return MeterStats(requested=sum(c.values()), unique=len(self._seen), measured=c[Source.MEASURED],
+                          store_hits=c[Source.STORE], memo_hits=c[Source.MEMO], table_hits=c[Source.TABLE])
+
+    def fingerprint(self, precision: Precision | str) -> DeviceFingerprint:
+        """The fingerprint measurements of `precision` are stored under (cached)."""
+        precision = Precision.parse(precision)
+        if precision not in self._fingerprints:
+            if self.runtime is not None:
+                self._fingerprints[precision] = self.runtime.fingerprint(precision)
+            else:
+                assert self.table is not None  # checked in __init__
+                fp = self.table.fingerprint
+                if Precision.parse(fp.precision) is not precision:
+                    raise StoreError(
+                        f"the lookup table {self.table.source} is {fp.precision}, but a {precision.value} "
+                        f"latency was asked for; profile a {precision.value} table"
+                    )
+                self._fingerprints[precision] = fp
+        return self._fingerprints[precision]
+
+    def _serve(self, m: Measurement) -> Measurement:
+        self._counts[m.source] += 1
+        self._seen.add(m.config)
+        if m.source is not Source.MEMO:
+            self._memo[m.config] = m
+        return m
+
+    def _lookup(self, cfg: LayerConfig) -> Measurement | None:
+        """Memo, table or store; None when the runtime must measure."""
+        hit = self._memo.get(cfg)
+        if hit is not None:
+            return hit.with_source(Source.MEMO)
+        if self.table is not None:
+            row = self.table.get(cfg)
+            if row is not None:
+                return Measurement.from_stored(row, Source.TABLE)
+        if self.runtime is None:
+            assert self.table is not None
+            if Precision.parse(self.table.fingerprint.precision) is cfg.precision:
+                row = self.store.get(cfg, self.table.fingerprint)
+                if row is not None:
+                    return Measurement.from_stored(row, Source.STORE)
+            self.table.require(cfg)  # raises with the how-to
+        row = self.store.get(cfg, self.fingerprint(cfg.precision))
+        if row is not None:
+            return Measurement.from_stored(row, Source.STORE)
+        return None
+
+    def _run(self, cfg: LayerConfig) -> Measurement:
+        assert self.runtime is not None
+        timing = self.runtime.time_layer(cfg)
+        row = self.store.put(cfg, self.fingerprint(cfg.precision), timing)
+        return Measurement.from_stored(row, Source.MEASURED)
+
+    # ---- public -----------------------------------------------------------------------------------
+    def measure(self, cfg: LayerConfig) -> Measurement:
+        """Latency of one config (µs figures), measured only if no earlier answer exists."""
+        hit = self._lookup(cfg)
+        return self._serve(hit if hit is not None else self._run(cfg))
+
+    def latency_us(self, cfg: LayerConfig) -> float:
+        """Median latency of `cfg` in µs (a `Callable[[LayerConfig], float]` for the pruner)."""
+        return self.measure(cfg).median_us
+
+    __call__ = latency_us
+
+    def measure_many(self, cfgs: Iterable[LayerConfig]) -> list[Measurement]:
+        """Latencies of many configs, in order; duplicates are measured once (latency sharing)."""
+        cfgs = list(cfgs)
+        answers: dict[LayerConfig, Measurement] = {}
+        todo: list[LayerConfig] = []
+        for cfg in dict.fromkeys(cfgs):
+            hit = self._lookup(cfg)
+            if hit is None:
+                todo.append(cfg)
+            else:
+                answers[cfg] = hit
+        if todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(todo, desc="measure", unit="config", file=sys.stderr,
+                       disable=not self.progress or len(todo) < 2)
+            for cfg in bar:
+                bar.set_postfix_str(str(cfg), refresh=False)
+                answers[cfg] = self._run(cfg)
+        out = []
+        first: set[LayerConfig] = set()
+        for cfg in cfgs:
+            m = answers[cfg]
+            if cfg in first:  # a repeat inside this batch is shared, not measured again
+                m = m.with_source(Source.MEMO)
+            first.add(cfg)
+            out.append(self._serve(m))
+        return out
