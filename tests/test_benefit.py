@@ -390,11 +390,13 @@ def test_resnet20_knapsack_not_worse_than_greedy_on_residual_stages(resnet20):
         assert k.importance_lost <= g.importance_lost + 1e-9, (frac, str(g), str(k))
 
 
-def test_tiny_model_search_with_onnxruntime_cpu():
+def test_tiny_model_search_with_onnxruntime_cpu_meter():
     from models import TINY_MODELS  # tests/models.py
 
     from locp_trt.graph import build_graph
+    from locp_trt.latency.meter import LatencyMeter
     from locp_trt.latency.runtimes import get_runtime, runtime_class
+    from locp_trt.latency.store import LatencyStore
     from locp_trt.latency.timing import BenchConfig
     from locp_trt.prune.candidates import discover_candidates
     from locp_trt.prune.importance import Importance, group_importance
@@ -405,26 +407,21 @@ def test_tiny_model_search_with_onnxruntime_cpu():
     factory, shape = TINY_MODELS["residual"]
     model = factory()
     graph = build_graph(model, shape)
-    measured: dict[LayerConfig, float] = {}
     with get_runtime("onnxruntime", BenchConfig(warmup=3, iters=15)) as rt:
-
-        def latency_us(cfg):
-            if cfg not in measured:  # what LatencyMeter's memo does: one measurement per config
-                measured[cfg] = rt.time_layer(cfg).median_us
-            return measured[cfg]
-
-        cands = discover_candidates(graph, {}, latency_us, progress=False)
+        meter = LatencyMeter(rt, LatencyStore(None), progress=False)
+        cands = discover_candidates(graph, {}, meter.latency_us, progress=False)
         scores = {gid: group_importance(model, graph, gid, Importance.L1) for gid in cands}
-        start = predicted_latency_us(graph, {}, latency_us)
-        res = search(graph, {}, cands, scores, latency_us, 0.8 * start)
-    assert all(v > 0 for v in measured.values())
-    for gid, w in res.widths.items():
-        assert w in cands[gid].widths if gid in cands else w == graph.groups[gid].width
-    assert res.predicted_us == pytest.approx(
-        sum(measured[c] for c in graph.layer_configs(res.widths).values())
-    )
-    assert res.met_target == (res.predicted_us <= 0.8 * start)
-    if not res.met_target:  # it stopped because no envelope step saved anything more
-        for gid, c in cands.items():
-            offers = assess(graph, gid, res.widths, c.widths, latency_us, scores[gid])
-            assert all(o.latency_saved_us <= 0 for o in offers)
+        start = predicted_latency_us(graph, {}, meter.latency_us)
+        res = search(graph, {}, cands, scores, meter.latency_us, 0.8 * start)
+        final = [meter.measure(c) for c in graph.layer_configs(res.widths).values()]
+        stats = meter.stats
+        # Latency sharing: every distinct config was timed once, the rest were memo hits.
+        assert stats.measured == stats.unique < stats.requested
+        for gid, w in res.widths.items():
+            assert w in cands[gid].widths if gid in cands else w == graph.groups[gid].width
+        assert res.predicted_us == pytest.approx(sum(m.median_us for m in final))
+        assert res.met_target == (res.predicted_us <= 0.8 * start)
+        if not res.met_target:  # it stopped because no envelope step saved anything more
+            for gid, c in cands.items():
+                offers = assess(graph, gid, res.widths, c.widths, meter.latency_us, scores[gid])
+                assert all(o.latency_saved_us <= 0 for o in offers)
