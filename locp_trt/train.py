@@ -1,0 +1,222 @@
+"""Fine-tuning and evaluation: SGD with a cosine learning rate, top-1 accuracy.
+
+Data and training stay out of the pruner: `optimize` receives DataLoaders and a `TrainConfig` and
+calls `fine_tune` / `evaluate` here. Training from scratch is the same loop with more epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from .errors import BackendUnavailableError, DatasetError, InvalidConfigError
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "fine_tune",
+    "train_from_scratch",
+    "evaluate",
+    "resolve_torch_device",
+]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fine-tune (or train) a classifier."""
+
+    # ---- schedule
+    epochs: int = 1  # passes over the training loader
+    max_steps_per_epoch: int | None = None  # cut each epoch short after this many batches
+    # ---- optimiser (SGD, cosine decay from `lr` to 0 over all steps)
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    # ---- data and numerics
+    batch_size: int = 128  # for callers building loaders (`data.make_loaders`); the loop uses the loader's
+    amp: bool = False  # autocast to fp16 with loss scaling; CUDA only, ignored on the CPU
+    seed: int = 0  # seeds torch's global RNG at the start of training
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise InvalidConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise InvalidConfigError(f"max_steps_per_epoch must be >= 1 or None, got {self.max_steps_per_epoch}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise InvalidConfigError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise InvalidConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise InvalidConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise InvalidConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.batch_size < 1:
+            raise InvalidConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run did."""
+
+    epoch_losses: tuple[float, ...]  # mean training loss of each epoch
+    steps: int  # optimiser steps taken
+    seconds: float  # wall time of the whole run
+    amp: bool  # whether fp16 autocast was actually used
+
+    @property
+    def final_loss(self) -> float | None:
+        """Mean loss of the last epoch (None when no epoch ran)."""
+        return self.epoch_losses[-1] if self.epoch_losses else None
+
+
+def resolve_torch_device(name: str | torch.device = "auto") -> torch.device:
+    """"auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N" as a `torch.device`.
+
+    Raises:
+        BackendUnavailableError: CUDA asked for but torch sees no GPU.
+        InvalidConfigError: any other name.
+    """
+    if isinstance(name, torch.device):
+        return name
+    key = str(name).strip().lower()
+    if key == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if key == "cpu":
+        return torch.device("cpu")
+    if key == "cuda" or key.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                f"device {name!r} asked for, but torch {torch.__version__} sees no CUDA GPU; use "
+                "--train-device cpu or install a CUDA build of torch"
+            )
+        try:
+            dev = torch.device(key)
+        except RuntimeError:
+            raise InvalidConfigError(f"bad device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPUs are visible")
+        return dev
+    raise InvalidConfigError(f"unknown torch device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _steps_per_epoch(loader: DataLoader, cfg: TrainConfig) -> int:
+    try:
+        n = len(loader)
+    except TypeError:  # an iterable loader without a length
+        n = cfg.max_steps_per_epoch or 0
+    if cfg.max_steps_per_epoch is not None:
+        n = min(n, cfg.max_steps_per_epoch) if n else cfg.max_steps_per_epoch
+    return n
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total or None, desc=desc, file=sys.stderr, disable=not enabled,
+                leave=False, dynamic_ncols=True)
+
+
+def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, device: torch.device | str, *,
+              progress: bool = True, desc: str = "") -> TrainResult:
+    """Train `model` in place with SGD + cosine LR on (image, label) batches; ends in eval mode.
+
+    Args:
+        model: classifier returning logits; moved to `device`.
+        train_loader: yields (inputs, integer labels).
+        cfg: schedule and optimiser settings.
+        device: torch device (or a name for `resolve_torch_device`).
+        progress: show a tqdm bar per epoch on stderr.
+        desc: prefix for the progress bar (e.g. "fine-tune step 2").
+
+    Raises:
+        DatasetError: the loader yields no batch.
+        InvalidConfigError: the loss became NaN/inf (lower the learning rate).
+    """
+    device = resolve_torch_device(device)
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise InvalidConfigError(f"{type(model).__name__} has no trainable parameters to fine-tune")
+    steps_per_epoch = _steps_per_epoch(train_loader, cfg)
+    total = max(1, cfg.epochs * steps_per_epoch)
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.momentum > 0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    use_amp = bool(cfg.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start = time.perf_counter()
+    epoch_losses: list[float] = []
+    steps = 0
+    label = f"{desc} " if desc else ""
+    for epoch in range(cfg.epochs):
+        running, count = 0.0, 0
+        bar = _progress(train_loader, steps_per_epoch, f"{label}epoch {epoch + 1}/{cfg.epochs}", progress)
+        for i, (inputs, targets) in enumerate(bar):
+            if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
+                break
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                loss = criterion(model(inputs), targets)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise InvalidConfigError(
+                    f"training diverged: loss {loss.item()} at epoch {epoch + 1} step {i + 1} with lr "
+                    f"{sched.get_last_lr()[0]:.3g}; lower the learning rate"
+                )
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            steps += 1
+            running += float(loss.detach()) * len(targets)
+            count += len(targets)
+            bar.set_postfix(loss=f"{running / count:.3f}", refresh=False)
+        bar.close()
+        if count == 0:
+            raise DatasetError("the training loader yielded no batch; check --data and --limit-train")
+        epoch_losses.append(running / count)
+    model.eval()
+    return TrainResult(tuple(epoch_losses), steps, time.perf_counter() - start, use_amp)
+
+
+def train_from_scratch(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, device: torch.device | str,
+                       *, progress: bool = True, desc: str = "train") -> TrainResult:
+    """Train a freshly initialised model: `fine_tune` with the schedule in `cfg` (give it more epochs)."""
+    return fine_tune(model, train_loader, cfg, device, progress=progress, desc=desc)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *, progress: bool = False) -> float:
+    """Top-1 accuracy of `model` on `loader`, in percent (0..100). Restores the training mode.
+
+    Raises:
+        DatasetError: the loader yields no sample.
+    """
+    device = resolve_torch_device(device)
+    was_training = model.training
+    model.to(device).eval()
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    correct, seen = 0, 0
+    try:
+        total = len(loader)
+    except TypeError:
+        total = 0
+    for inputs, targets in _progress(loader, total, "evaluate", progress):
+        logits = model(inputs.to(device, dtype=dtype, non_blocking=True))
+        correct += int((logits.argmax(dim=1).cpu() == targets).sum())
+        seen += len(targets)
+    model.train(was_training)
+    if seen == 0:
+        raise DatasetError("the evaluation loader yielded no sample; check --data and --limit-test")
+    return 100.0 * correct / seen
