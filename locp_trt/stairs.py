@@ -27,14 +27,16 @@ measuring every width:
    widest width's lattice neighbour below it (the three-point check of the top stair).
 3. *Stair edges.* Between two consecutive probed lattice widths p < q, if p is still on the
    envelope of what was probed (nothing probed wider than p is as fast), a stair edge lies in
-   [p, q): the first probe is p's right neighbour (is p itself the edge?), then the interval is
-   bisected, keeping the half where the latency jumps, until the edge sits between two
-   adjacent lattice widths. Every reported width other than the widest has its right neighbour
-   probed and slower, so the result holds no half-measured stairs.
+   [p, q): the first probe is p's right neighbour (the three-point check: is p itself the
+   edge?); while the stair goes on, the probes gallop (1, 2, 4 ... lattice steps), then the
+   interval is bisected, keeping the half where the latency jumps, until the edge sits between
+   two adjacent lattice widths. An envelope width whose probed left neighbour is clearly slower
+   sits in a descending stretch (a valley), so its unprobed left neighbour is probed too.
 4. *Exploration.* Intervals whose left end is dominated look flat, but real staircases hide
    valleys (kernel-selection dips). While the probe count is under `budget` (a fraction of the
-   width set), the interval with the largest unexplained latency change between its ends
-   (widest first on ties) gets its midpoint probed, and step 3 runs again on what that reveals.
+   width set), the interval where a width would need the smallest dip below its ends to join
+   the envelope (widest first on ties) gets its midpoint probed, and step 3 runs again on what
+   that reveals. Steps 1 to 3 always complete; only this step is budgeted.
 
 The result is the envelope of every probed width (same rule as above). Widths between lattice
 points are assumed slower than the lattice point above them, which is what a detected alignment
