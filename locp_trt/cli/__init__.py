@@ -50,9 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"locp_trt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in COMMANDS.items():
-        cmd_cls = importlib.import_module(f"{__name__}.{module}").Command
+        mod = importlib.import_module(f"{__name__}.{module}")
+        cmd_cls = mod.Command
         doc = (cmd_cls.__doc__ or "").strip()
-        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else "", description=doc,
+        # The module docstring (summary + examples) is the long description where it has one.
+        long_doc = (mod.__doc__ or "").strip() or doc
+        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else "", description=long_doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd_cls.add_arguments(p)
         p.set_defaults(_command=cmd_cls)
