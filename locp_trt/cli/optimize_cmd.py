@@ -15,7 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._args import add_bench_args, add_runtime_args, add_store_args, bench_config_from, default_store_path
+from ._args import (
+    add_bench_args,
+    add_runtime_args,
+    add_store_args,
+    bench_config_from,
+    default_store_path,
+)
 
 __all__ = ["Command"]
 

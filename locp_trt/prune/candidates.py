@@ -126,6 +126,7 @@ def discover_candidates(
     min_width_ratio: float = 0.1,
     round_floor: int = 1,
     rel_tol: float = DEFAULT_REL_TOL,
+    floors: Mapping[str, int] | None = None,
     progress: bool = True,
 ) -> dict[str, GroupCandidates]:
     """Envelope widths of every prunable group's staircase, at the current `widths`.
@@ -141,6 +142,8 @@ def discover_candidates(
         method: three-point discrimination or exhaustive sweep.
         min_width_ratio: narrowest width as a fraction of the group's original width.
         round_floor: the floor is rounded up to a multiple of this.
+        floors: explicit narrowest width per group, overriding `min_width_ratio` (the optimize
+            loop passes floors relative to the ORIGINAL model while `graph` is the pruned one).
         rel_tol: a wider width within this fraction of a narrower one's latency counts as
             equally fast (the envelope rule of `stairs.py`; timing noise must not make candidates).
         progress: show a progress bar (stderr) over the groups.
@@ -155,7 +158,10 @@ def discover_candidates(
     out: dict[str, GroupCandidates] = {}
     for gid in tqdm(prunable, desc="stairs", unit="group", disable=not progress):
         hi = _current_width(graph, gid, widths)
-        lo = min(width_floor(graph.groups[gid].width, min_width_ratio, round_floor), hi)
+        floor = (floors or {}).get(gid)
+        if floor is None:
+            floor = width_floor(graph.groups[gid].width, min_width_ratio, round_floor)
+        lo = min(int(floor), hi)
         measure = group_latency_fn(graph, gid, widths, latency_us)
         if lo >= hi:
             out[gid] = GroupCandidates(gid, (hi,), 0)
