@@ -1,0 +1,94 @@
+"""`bench`: time model files end to end (.pt, .onnx, TensorRT .engine) on one runtime.
+
+Examples:
+  python -m locp_trt bench runs/r56/pruned.pt --runtime onnxruntime
+  python -m locp_trt bench model.pt --arch resnet56 runs/r56/pruned.pt --runtime torch --precision fp16
+  python -m locp_trt bench runs/r56/model.onnx --runtime tensorrt --json bench.json
+  python -m locp_trt bench runs/r56/model.engine --iters 200
+
+.pt files under ONNX Runtime or TensorRT are exported to ONNX in memory first; torch runtimes
+time the module itself. An .onnx file's batch comes from its input (a dynamic batch takes
+--batch). Prints median, p10, p90, IQR, min, max and n per file; --json writes one flat row per
+file with the device fingerprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ._args import add_bench_args, add_runtime_args, bench_config_from
+from .configs_cmd import add_model_args
+
+__all__ = ["Command"]
+
+
+def _count(v) -> str:
+    if v is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= div:
+            return f"{v / div:.2f}{unit}"
+    return str(v)
+
+
+def print_table(rows: list[dict]) -> None:
+    """A fixed-width table of bench rows (µs)."""
+    head = (f"{'file':<28} {'runtime':<16} {'prec':<5} {'batch':>5} {'median':>10} {'p10':>10} "
+            f"{'p90':>10} {'IQR':>9} {'min':>10} {'max':>10} {'n':>5} {'params':>8} {'FLOPs':>8}")
+    print(head)
+    for r in rows:
+        name = Path(r["path"]).name
+        name = name if len(name) <= 28 else "…" + name[-27:]
+        print(f"{name:<28} {r['runtime'][:16]:<16} {r['precision']:<5} {r['batch']:>5} "
+              f"{r['median_us']:>10.1f} {r['p10_us']:>10.1f} {r['p90_us']:>10.1f} {r['iqr_us']:>9.1f} "
+              f"{r['min_us']:>10.1f} {r['max_us']:>10.1f} {r['n']:>5} {_count(r['params']):>8} "
+              f"{_count(r['flops']):>8}")
+    print("(latencies in µs)")
+
+
+class Command:
+    """Time model files end to end (.pt, .onnx, .engine): median, p10, p90, IQR, min, max."""
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("paths", nargs="+", metavar="PATH", help=".pt / .pth, .onnx, or .engine / .plan")
+        p.add_argument("--batch", type=int, default=None,
+                       help="batch size for .pt (default 1) and for a dynamic ONNX batch")
+        p.add_argument("--json", type=Path, default=None, help="write one flat JSON row per file here")
+        add_runtime_args(p, default="auto")
+        add_model_args(p)
+        add_bench_args(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ..bench import bench_file
+        from ..errors import InvalidConfigError
+        from ..latency.fingerprint import DeviceFingerprint
+
+        bench = bench_config_from(args)
+        rows, devices = [], {}
+        for path in args.paths:
+            result = bench_file(path, runtime=args.runtime, precision=args.precision, batch=args.batch,
+                                bench_cfg=bench, arch=args.arch, trust_pickle=args.trust_pickle,
+                                input_shape=args.input_shape)
+            row = result.row()
+            rows.append(row)
+            fp = DeviceFingerprint.from_dict(result.fingerprint)
+            devices[fp.key()] = fp.describe()
+            if not result.timing.stable:
+                print(f"warning: {Path(path).name}: spread (IQR/median) {result.timing.rel_spread:.0%} stayed "
+                      f"above --max-spread {bench.max_rel_spread}; the figures are noisy")
+            if result.note:
+                print(f"note: {Path(path).name}: {result.note}")
+        print_table(rows)
+        for key, text in devices.items():
+            print(f"device: {text} (key {key})")
+        if args.json is not None:
+            try:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise InvalidConfigError(f"cannot write --json {args.json}: {exc}") from None
+            print(f"wrote {args.json}")
+        return 0
