@@ -245,3 +245,14 @@ def test_make_loaders_limits_and_seeded_shuffle():
     assert x.shape == (16, 1, 8, 8)
     with pytest.raises(DatasetError, match="batch_size"):
         make_loaders("synthetic", (1, 8, 8), 0)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+def test_real_fashion_mnist_debian_package():
+    test = load_dataset("fashion-mnist", (3, 32, 32), train=False)
+    assert len(test) == 10_000 and test.num_classes == 10
+    assert np.bincount(test.labels.numpy()).tolist() == [1000] * 10  # the published test split
+    x, _ = test[0]
+    assert x.shape == (3, 32, 32) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and x.max() > 0.5
+    assert len(load_dataset("fashion-mnist", (1, 28, 28), train=True)) == 60_000

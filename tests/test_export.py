@@ -110,6 +110,27 @@ def test_float_to_half_conversion():
     assert len(fp16) < 0.75 * len(fp32)  # weights halved
 
 
+def test_fp16_falls_back_to_graph_conversion():
+    class HalfHostile(nn.Module):
+        """Stands for a layer without a CPU Half kernel: tracing it in fp16 fails."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny_conv()
+
+        def forward(self, x):
+            if x.dtype == torch.float16:
+                raise RuntimeError('"slow_conv2d_cpu" not implemented for \'Half\'')
+            return self.net(x)
+
+    model = HalfHostile()
+    data = onnx_bytes_from_module(model, (1, 3, 8, 8), "fp16")
+    m = onnx.load_from_string(data)
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    diff, tol, _ = verify_onnx(model, data, (1, 3, 8, 8), "fp16")
+    assert diff <= tol
+
+
 def test_dynamic_batch_runs_batch_1_and_3(tmp_path):
     factory, shape = TINY_MODELS["residual"]
     model = factory()
