@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"locp_trt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in COMMANDS.items():
-        mod = importlib.import_module(f"{__name__}.{module}")
+        try:
+            mod = importlib.import_module(f"{__name__}.{module}")
+        except ModuleNotFoundError as e:  # a command not built into this install: leave it out
+            if e.name != f"{__name__}.{module}":
+                raise
+            continue
         cmd_cls = mod.Command
         doc = (cmd_cls.__doc__ or "").strip()
         # The module docstring (summary + examples) is the long description where it has one.
