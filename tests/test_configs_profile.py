@@ -319,3 +319,12 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
     assert plan_cli == result.plan.widths
     assert result.plan.widths != build_graph(model, (3, 8, 8)).widths()  # it did prune
     assert meter.stats.measured == 0  # every config came from what `profile` measured
+
+
+def test_optimize_choices_mirror_the_enums():
+    """optimize's argument choices are literal (no torch at parser build); they must match the enums."""
+    from locp_trt.cli.optimize_cmd import IMPORTANCE_CHOICES, SEARCH_CHOICES
+    from locp_trt.prune.benefit import SearchMethod
+
+    assert SEARCH_CHOICES == tuple(m.value for m in SearchMethod)
+    assert IMPORTANCE_CHOICES == tuple(m.value for m in Importance)

@@ -23,7 +23,11 @@ from ._args import (
     default_store_path,
 )
 
-__all__ = ["Command"]
+__all__ = ["Command", "SEARCH_CHOICES", "IMPORTANCE_CHOICES"]
+
+#: Values of prune.benefit.SearchMethod and prune.importance.Importance (those modules import torch).
+SEARCH_CHOICES = ("greedy", "knapsack")
+IMPORTANCE_CHOICES = ("l1", "l2", "bn_scale", "taylor")
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -41,9 +45,10 @@ class Command:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        from ..prune.benefit import SearchMethod
-        from ..prune.candidates import DiscoveryMethod
-        from ..prune.importance import Importance
+        # No locp_trt.prune import here: it imports torch, and every command's arguments are
+        # built on each CLI call, including `profile --configs` on a torch-less Jetson. The
+        # choices mirror the enums (tests/test_configs_profile.py checks they agree).
+        from ..stairs import SearchMethod as DiscoveryMethod
 
         p.add_argument("model", help="model.pt (state_dict, checkpoint, pruned model) or 'example'")
         p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -67,8 +72,8 @@ class Command:
         g.add_argument("--extra-steps", type=int, default=3,
                        help="more steps while the measurement still misses the target (default 3)")
         g.add_argument("--discovery", choices=[m.value for m in DiscoveryMethod], default=DiscoveryMethod.THREE_POINT.value)
-        g.add_argument("--search", choices=[m.value for m in SearchMethod], default="greedy")
-        g.add_argument("--importance", choices=[m.value for m in Importance], default="l1")
+        g.add_argument("--search", choices=SEARCH_CHOICES, default="greedy")
+        g.add_argument("--importance", choices=IMPORTANCE_CHOICES, default="l1")
         g.add_argument("--min-width-ratio", type=float, default=0.1,
                        help="never prune a group below this fraction of its width (default 0.1)")
         g.add_argument("--seed", type=int, default=0)
