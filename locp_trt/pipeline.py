@@ -76,7 +76,9 @@ def _train_config(epochs: float, lr: float, batch_size: int, loader: Any, seed: 
     steps = None
     if epochs < 1:
         steps = max(1, int(round(len(loader) * epochs)))
-    return TrainConfig(epochs=whole, max_steps_per_epoch=steps, lr=lr, batch_size=batch_size, seed=seed)
+    # amp: fp16 autocast on CUDA (fine_tune ignores it on the CPU).
+    return TrainConfig(epochs=whole, max_steps_per_epoch=steps, lr=lr, batch_size=batch_size, seed=seed,
+                       amp=True)
 
 
 def interleaved_speedup(time_a: Callable[[], Mapping[str, float]],

@@ -124,3 +124,28 @@ def test_optimize_missing_model_file(tmp_path: Path, capsys) -> None:
                  "--no-store"])
     err = capsys.readouterr().err
     assert code == 1 and "nope.pt" in err and "Traceback" not in err
+
+
+def test_accuracy_kept_within_one_point_at_1p5x(tmp_path: Path) -> None:
+    """Short version of benchmarks/mnist_lenet5.sh: a LeNet5 trained here on the synthetic set,
+    pruned to a measured 1.5x with fine-tuning, loses at most 1 point of test accuracy."""
+    from locp_trt.data import make_loaders
+    from locp_trt.train import TrainConfig, evaluate, fine_tune
+
+    torch.manual_seed(0)
+    model = get_model("lenet5")
+    train, test = make_loaders("synthetic:3000:10", (1, 28, 28), 64, seed=0)
+    fine_tune(model, train, TrainConfig(epochs=2, lr=0.02), "cpu", progress=False)
+    before = evaluate(model, test, "cpu")
+    assert before > 50.0  # it learned something, so a drop would show
+    weights = tmp_path / "lenet.pt"
+    torch.save(model.state_dict(), weights)
+    job = OptimizeJob(model=str(weights), arch="lenet5", out=tmp_path / "run", device="cpu",
+                      store=tmp_path / "store.sqlite", data="synthetic:3000:10", batch_size=64,
+                      epochs=1, final_epochs=1, method=OptimizeConfig(speedup=1.5, steps=2),
+                      engine=False, progress=False)
+    report = run_job(job)
+    r = report["result"]
+    assert r["speedup"] >= 1.5, r["comparison"]
+    assert r["accuracy_before"] == pytest.approx(before)
+    assert r["accuracy_after"] >= r["accuracy_before"] - 1.0, r
