@@ -254,6 +254,17 @@ def _time_engine(rt, engine_bytes: bytes, batch: int | None, source: str) -> tup
     return timing, shape, precision
 
 
+def _engine_side_precision(path: Path) -> Precision | None:
+    """The precision recorded in `<engine>.json` (written by export.build_trt_engine), if any."""
+    import json
+
+    side = path.with_name(path.name + ".json")
+    try:
+        return Precision.parse(json.loads(side.read_text(encoding="utf-8"))["precision"])
+    except (OSError, ValueError, KeyError, TypeError, InvalidConfigError):
+        return None
+
+
 # ---- torch -------------------------------------------------------------------------------------------
 def _torch_counts(module, input_shape: tuple[int, ...], batch: int, precision: Precision) -> tuple[int, int | None, str]:
     """(parameters, conv/linear FLOPs of one batch or None, note)."""
@@ -341,8 +352,11 @@ def bench_file(
             timing = rt.time_onnx(data, shape, prec)
         else:
             timing, shape, prec = _time_engine(rt, p.read_bytes(), batch, str(p))
+            built = _engine_side_precision(p)
+            if built is not None:  # an fp32-input engine may run fp16 inside: the build says
+                prec = built
             if asked is not None and asked is not prec:
-                note = f"--precision {asked.value} ignored: the engine's input is {prec.value}"
+                note = f"--precision {asked.value} ignored: the engine was built {prec.value}"
         fingerprint = rt.fingerprint(prec).to_dict()
         label = rt.label
     if timing.extra.get("note"):

@@ -284,7 +284,9 @@ def test_table_gives_the_same_plans_as_measuring_directly(profiled, residual_fil
 
     assert plans_table == plans_direct
     full = graph.widths()
-    assert plans_table[0] != full and plans_table[1] != plans_table[0]  # both steps pruned something
+    # step 1 pruned, so step 2 explored staircases with narrower neighbours (whether it then finds
+    # a width worth cutting depends on the measured stairs)
+    assert plans_table[0] != full
     assert direct.stats.measured == 0 and direct.stats.store_hits > 0  # the profile measured it all
     assert by_table.stats.table_hits > 0 and by_table.stats.measured == 0
 

@@ -13,6 +13,7 @@ The default coverage (the full (in, out) width grid of every layer, when it is a
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 __all__ = ["Command", "add_model_args", "add_configs_args", "model_config_list", "parse_shape"]
@@ -95,8 +96,8 @@ def model_config_list(args: argparse.Namespace):
     configs = configs_for_model(graph, min_width_ratio=args.min_width_ratio,
                                 coverage=Coverage(args.coverage), max_configs=args.max_configs,
                                 model=desc)
-    configs.meta.update({"device_profile": profile.name, "arch": loaded.arch, "source": str(args.model)})
-    return configs
+    meta = {**configs.meta, "device_profile": profile.name, "arch": loaded.arch, "source": str(args.model)}
+    return replace(configs, meta=meta)
 
 
 def print_counts(configs) -> None:
