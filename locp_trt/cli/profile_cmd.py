@@ -3,7 +3,8 @@
 Examples:
   # on the workstation: list the configs (needs torch)
   python -m locp_trt configs model.pt --arch resnet56 --device jetson --out configs.json
-  # on the Jetson (needs onnx, numpy and the runtime; no torch is imported on this path)
+  # on the Jetson: locp_trt imports no torch on this path, only onnx, numpy and the runtime
+  # (the tensorrt runtime itself uses torch's CUDA tensors and events: JetPack's torch wheel)
   python -m locp_trt profile --configs configs.json --device jetson --out table.json
   # back on the workstation: prune with the Jetson's latencies
   python -m locp_trt optimize model.pt --arch resnet56 --latency-table table.json --out runs/j
