@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._args import add_bench_args, add_runtime_args, bench_config_from
+from ._args import add_bench_args, bench_config_from
 from .configs_cmd import add_model_args
 
 __all__ = ["Command"]
@@ -57,7 +57,13 @@ class Command:
         p.add_argument("--batch", type=int, default=None,
                        help="batch size for .pt (default 1) and for a dynamic ONNX batch")
         p.add_argument("--json", type=Path, default=None, help="write one flat JSON row per file here")
-        add_runtime_args(p, default="auto")
+        g = p.add_argument_group("runtime")
+        g.add_argument("--runtime", default="auto",
+                       help="auto | tensorrt | onnxruntime-cuda | torch | torch-cpu | onnxruntime (default "
+                            "auto: the first available of TensorRT, ORT-CUDA, torch-CUDA (.pt only), ORT-CPU)")
+        g.add_argument("--precision", default=None,
+                       help="fp32 | fp16 for .pt (default fp32); .onnx and .engine files run at their own "
+                            "(TensorRT may run an fp32 .onnx in fp16)")
         add_model_args(p)
         add_bench_args(p)
 
