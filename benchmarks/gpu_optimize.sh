@@ -12,6 +12,6 @@ run() { echo "+ python -m locp_trt $*"; python3 -m locp_trt "$@"; }
 run optimize "$out/$arch.pt" --arch "$arch" --device desktop --runtime torch --precision fp16 \
     --batch "$batch" --speedup "$speedup" --out "$out/run" --store "$out/latency.sqlite" --no-progress --no-engine
 for b in 1 "$batch"; do
-  run bench "$out/$arch.pt" --arch "$arch" "$out/run/pruned.pt" --runtime torch --precision fp16 \
+  run bench "$out/$arch.pt" "$out/run/pruned.pt" --arch "$arch" --runtime torch --precision fp16 \
       --batch "$b" --iters 200 --json "$out/bench_fp16_b$b.json"
 done

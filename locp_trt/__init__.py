@@ -63,6 +63,10 @@ _LAZY = {
     "evaluate": "locp_trt.train",
     "export_onnx": "locp_trt.export",
     "build_trt_engine": "locp_trt.export",
+    "ConfigList": "locp_trt.configs_list",
+    "configs_for_model": "locp_trt.configs_list",
+    "BenchResult": "locp_trt.bench",
+    "bench_file": "locp_trt.bench",
     "OptimizeJob": "locp_trt.pipeline",
     "run_job": "locp_trt.pipeline",
 }

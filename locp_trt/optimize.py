@@ -10,9 +10,9 @@ One step:
 4. prune physically, fine-tune briefly, measure the whole model end to end, checkpoint.
 
 Step targets shrink geometrically from the baseline to the final target. The layer-sum latency
-model misses fusion and non-conv ops, so each step's target is converted with the measured/
-predicted ratio of the current model (calibration), and the loop runs extra steps when the
-measured latency still misses the target.
+model misses fusion and non-conv ops, so each step's end-to-end target is converted into a
+layer-sum target with the measured/predicted slope seen so far (`Optimizer._slope`), and the
+loop runs extra steps when the measured latency still misses the target.
 
 Resuming: after every step `checkpoints/state.json` and `checkpoints/step_NNN.pt` are written
 atomically; `resume=True` reloads the last completed step and continues from there.
@@ -206,6 +206,23 @@ class Optimizer:
             flops=graph0.flops(widths), params=graph0.params(widths),
             wall_s=round(time.perf_counter() - start, 3), **extra)
 
+    @staticmethod
+    def _slope(history: list[StepRecord]) -> float:
+        """How much measured end-to-end latency moves per µs of predicted layer-sum saving.
+
+        The layer-sum model misses fusion, non-conv kernels and launch overhead, so the saving it
+        predicts is not the saving measured. Before any step, assume savings scale with the
+        measured/predicted ratio; afterwards use the last step's observed ratio of savings
+        (clamped: one noisy step must not send the search to the floor or nowhere).
+        """
+        prev = history[-1]
+        if len(history) >= 2:
+            d_pred = history[-2].predicted_us - prev.predicted_us
+            d_meas = history[-2].latency_us - prev.latency_us
+            if d_pred > 1e-6 and prev.measured:
+                return float(min(1.5, max(0.2, d_meas / d_pred)))
+        return prev.latency_us / prev.predicted_us if prev.predicted_us > 0 else 1.0
+
     def _reseed(self, seed: int) -> None:
         """Seed torch and the training loader's shuffle per step, so a resumed run trains on
         exactly the batches an uninterrupted one would have."""
@@ -315,9 +332,7 @@ class Optimizer:
         base_us = history[0].latency_us
         frac = min(step, cfg.steps) / cfg.steps
         step_target = base_us * (target_us / base_us) ** frac
-        # Calibrate the layer-sum model against the last end-to-end figure of this model.
-        ratio = prev.latency_us / prev.predicted_us if prev.predicted_us > 0 else 1.0
-        predicted_target = step_target / ratio
+        predicted_target = prev.predicted_us - (prev.latency_us - step_target) / self._slope(history)
 
         graph = self._graph(model)
         # Group ids are root-module names, stable under pruning; widths here are current ones.

@@ -23,9 +23,10 @@ def default_store_path() -> Path:
 def add_runtime_args(p: argparse.ArgumentParser, default: str = "auto") -> None:
     """--runtime and --precision."""
     g = p.add_argument_group("runtime")
+    shown = default or "the device profile's first available runtime"
     g.add_argument("--runtime", default=default,
                    help="auto | tensorrt | onnxruntime-cuda | torch | torch-cpu | onnxruntime "
-                        f"(default: {default}; auto picks TensorRT, ORT-CUDA, torch-CUDA, ORT-CPU)")
+                        f"(default: {shown}; auto picks TensorRT, ORT-CUDA, torch-CUDA, ORT-CPU)")
     g.add_argument("--precision", default=None, help="fp32 | fp16 (default: the device profile's)")
 
 
