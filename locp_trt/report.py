@@ -71,8 +71,9 @@ def summary_table(report: Mapping[str, Any]) -> str:
                     f"{_fmt(h.get('accuracy'), '6.2f'):>6} {h['flops'] / 1e6:>8.2f} {h['params']:>9}")
     r = report["result"]
     rows.append("")
-    rows.append(f"speedup {r['speedup']:.2f}x ({'met' if r['met_target'] else 'MISSED'} target "
-                f"{r['target_us']:.1f} µs) on {report['fingerprint']}")
+    rows.append(f"speedup {r['speedup']:.2f}x, {r['speedup_kind']} "
+                f"({'met' if r['met_target'] else 'MISSED'} the target: {report['target']}) "
+                f"on {report['fingerprint']}")
     m = report.get("measurements", {})
     if m:
         rows.append(f"layer latencies: {m.get('requested', 0)} asked, {m.get('measured', 0)} measured, "
