@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..latency.timing import BenchConfig
 
-__all__ = ["add_runtime_args", "add_bench_args", "bench_config_from", "add_store_args", "default_store_path"]
+__all__ = ["add_runtime_args", "add_bench_args", "bench_config_from", "add_store_args", "default_store_path",
+           "parse_shape", "write_json"]
 
 
 def default_store_path() -> Path:
@@ -61,3 +64,26 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
                    help="SQLite latency database shared across runs (default: $LOCP_TRT_STORE or "
                         "~/.cache/locp_trt/latency.sqlite)")
     g.add_argument("--no-store", action="store_true", help="measure everything afresh, store nothing")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'3,32,32' or '3x32x32' -> (3, 32, 32); an argparse type for --input-shape."""
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W integers like 3,32,32, got {text!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got {text!r}")
+    return dims
+
+
+def write_json(path: Path, doc: Any) -> None:
+    """Write `doc` as indented JSON (parents created) and say so; a failure is one user error."""
+    from ..errors import InvalidConfigError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InvalidConfigError(f"cannot write {path}: {exc}") from None
+    print(f"wrote {path}")

@@ -15,10 +15,9 @@ file with the device fingerprint.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ._args import add_bench_args, bench_config_from
+from ._args import add_bench_args, bench_config_from, write_json
 from .configs_cmd import add_model_args
 
 __all__ = ["Command"]
@@ -69,7 +68,6 @@ class Command:
 
     def run(self, args: argparse.Namespace) -> int:
         from ..bench import bench_file
-        from ..errors import InvalidConfigError
         from ..latency.fingerprint import DeviceFingerprint
 
         bench = bench_config_from(args)
@@ -91,10 +89,5 @@ class Command:
         for key, text in devices.items():
             print(f"device: {text} (key {key})")
         if args.json is not None:
-            try:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-            except OSError as exc:
-                raise InvalidConfigError(f"cannot write --json {args.json}: {exc}") from None
-            print(f"wrote {args.json}")
+            write_json(args.json, rows)
         return 0

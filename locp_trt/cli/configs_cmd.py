@@ -16,18 +16,9 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-__all__ = ["Command", "add_model_args", "add_configs_args", "model_config_list", "parse_shape"]
+from ._args import parse_shape
 
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """'3,32,32' or '3x32x32' -> (3, 32, 32); an argparse type."""
-    try:
-        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W integers, got {text!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got {text!r}")
-    return dims
+__all__ = ["Command", "add_model_args", "add_configs_args", "model_config_list"]
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

@@ -12,17 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ._args import parse_shape
+
 __all__ = ["Command"]
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W integers like 3,32,32, got {text!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got {text!r}")
-    return dims
 
 
 class Command:
@@ -43,7 +35,7 @@ class Command:
         parser.add_argument("--batch", type=int, default=None, help="batch size (default: the profile's)")
         parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
         parser.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension in model.onnx")
-        parser.add_argument("--input-shape", type=_shape, default=None,
+        parser.add_argument("--input-shape", type=parse_shape, default=None,
                             help="one sample's C,H,W when the architecture does not define it")
         parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: from weights)")
         parser.add_argument("--in-channels", type=int, default=None, help="image channels (default: from weights)")

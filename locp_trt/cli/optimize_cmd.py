@@ -21,6 +21,7 @@ from ._args import (
     add_store_args,
     bench_config_from,
     default_store_path,
+    parse_shape,
 )
 
 __all__ = ["Command", "SEARCH_CHOICES", "IMPORTANCE_CHOICES"]
@@ -28,16 +29,6 @@ __all__ = ["Command", "SEARCH_CHOICES", "IMPORTANCE_CHOICES"]
 #: Values of prune.benefit.SearchMethod and prune.importance.Importance (those modules import torch).
 SEARCH_CHOICES = ("greedy", "knapsack")
 IMPORTANCE_CHOICES = ("l1", "l2", "bn_scale", "taylor")
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--input-shape takes C,H,W integers, got {text!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"--input-shape takes three positive integers C,H,W, got {text!r}")
-    return dims
 
 
 class Command:
@@ -57,7 +48,7 @@ class Command:
         g.add_argument("--trust-pickle", action="store_true",
                        help="allow a pickled nn.Module: unpickling runs code from the file, so only "
                             "for files you trust")
-        g.add_argument("--input-shape", type=_shape, help="one sample's C,H,W when the model does not say")
+        g.add_argument("--input-shape", type=parse_shape, help="one sample's C,H,W when the model does not say")
         g = p.add_argument_group("target")
         g.add_argument("--device", default="auto", help="cpu | desktop | jetson | auto (default auto)")
         g.add_argument("--speedup", type=float, default=None,

@@ -15,7 +15,6 @@ through the shared latency store, so a second run of the same command measures n
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from dataclasses import replace
@@ -31,6 +30,7 @@ from ._args import (
     add_store_args,
     bench_config_from,
     default_store_path,
+    write_json,
 )
 
 __all__ = ["Command"]
@@ -253,12 +253,7 @@ class Command:
     def _outputs(args: argparse.Namespace, doc: dict, stair: stairs.Staircase, envelope: list[int],
                  title: str) -> None:
         if args.json is not None:
-            try:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-            except OSError as exc:
-                raise InvalidConfigError(f"cannot write --json {args.json}: {exc}") from None
-            print(f"wrote {args.json}")
+            write_json(args.json, doc)
         if args.plot is not None:
             from ..plots import plot_staircase
 

@@ -80,3 +80,38 @@ def jetson_power_mode() -> str:
         if m:
             return f"mode {int(m.group(1))}"
     return ""
+
+
+def cuda_event_sampler(run, replays: int, stream=None, device=None):
+    """`sample(warmup, iters) -> µs per run`: `replays` calls of `run` between two CUDA events.
+
+    Shared by the torch and TensorRT runners. `stream` defaults to the current stream, `device`
+    to the current device; torch is imported only when sampling starts.
+    """
+    import contextlib
+
+    replays = max(1, int(replays))
+
+    def sample(warmup: int, iters: int) -> list[float]:
+        import torch
+
+        dev = torch.cuda.device(device) if device is not None else contextlib.nullcontext()
+        with dev:
+            s = stream if stream is not None else torch.cuda.current_stream()
+            with torch.cuda.stream(s):
+                for _ in range(warmup):
+                    run()
+                s.synchronize()
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                out = []
+                for _ in range(iters):
+                    start.record(s)
+                    for _r in range(replays):
+                        run()
+                    end.record(s)
+                    end.synchronize()
+                    out.append(start.elapsed_time(end) * 1000.0 / replays)  # ms -> µs
+        return out
+
+    return sample

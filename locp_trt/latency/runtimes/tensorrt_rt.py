@@ -29,7 +29,7 @@ from typing import Any
 from ...errors import BackendUnavailableError, InvalidConfigError, UnsupportedLayerError
 from ..config import Precision
 from ..fingerprint import DeviceFingerprint
-from ._nvidia import driver_version, jetson_power_mode
+from ._nvidia import cuda_event_sampler, driver_version, jetson_power_mode
 from .base import Runtime
 
 __all__ = [
@@ -456,28 +456,8 @@ class _EngineRunner:
         return None
 
     def sampler(self, replays: int) -> Callable[[int, int], list[float]]:
-        torch = self.torch
         run = self.graph.replay if self.graph is not None else self.launch
-        stream = self.stream
-
-        def sample(warmup: int, iters: int) -> list[float]:
-            with torch.cuda.device(self.device), torch.cuda.stream(stream):
-                for _ in range(warmup):
-                    run()
-                stream.synchronize()
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                out = []
-                for _ in range(iters):
-                    start.record(stream)
-                    for _r in range(replays):
-                        run()
-                    end.record(stream)
-                    end.synchronize()
-                    out.append(start.elapsed_time(end) * 1000.0 / replays)  # ms -> µs
-            return out
-
-        return sample
+        return cuda_event_sampler(run, replays, stream=self.stream, device=self.device)
 
 
 class TensorRTRuntime(Runtime):

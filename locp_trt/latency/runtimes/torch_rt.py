@@ -15,7 +15,7 @@ from ...errors import InvalidConfigError
 from ..config import LayerConfig, Op, Precision
 from ..fingerprint import DeviceFingerprint, cpu_name
 from ..timing import Timing
-from ._nvidia import driver_version, jetson_power_mode
+from ._nvidia import cuda_event_sampler, driver_version, jetson_power_mode
 from .base import Runtime
 
 if TYPE_CHECKING:
@@ -198,28 +198,7 @@ class TorchCudaRuntime(_TorchRuntime):
         return replay, {"cuda_graph": True}
 
     def _event_sampler(self, run: Callable[[], object]) -> Callable[[int, int], list[float]]:
-        import torch
-
-        replays = max(1, int(self.bench.graph_replays))
-
-        def sample(warmup: int, iters: int) -> list[float]:
-            stream = torch.cuda.current_stream()
-            for _ in range(warmup):
-                run()
-            stream.synchronize()
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            out = []
-            for _ in range(iters):
-                start.record(stream)
-                for _r in range(replays):
-                    run()
-                end.record(stream)
-                end.synchronize()
-                out.append(start.elapsed_time(end) * 1000.0 / replays)  # ms -> µs
-            return out
-
-        return sample
+        return cuda_event_sampler(run, self.bench.graph_replays)
 
 
 class TorchCpuRuntime(_TorchRuntime):
