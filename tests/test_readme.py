@@ -1,0 +1,49 @@
+"""The README's quick start: exactly two set-up commands, the first runs the main job, the
+second is what .ci/run runs; the main job really works as written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _quick_start() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "no bash block under '## Quick start'"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_quick_start_has_two_commands_and_ci_runs_the_second() -> None:
+    lines = _quick_start()
+    assert len(lines) == 2, lines
+    assert "python -m locp_trt optimize example" in lines[0]
+    assert "pytest" in lines[1]
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert lines[1] in ci, "the README's test command is not the one .ci/run runs"
+
+
+def test_quick_start_main_job_runs(tmp_path: Path) -> None:
+    """Run the first command's `python -m locp_trt ...` part (the install part is what CI does)."""
+    job = _quick_start()[0].split("&&", 1)[1].strip()
+    args = shlex.split(job)
+    assert args[:3] == ["python", "-m", "locp_trt"]
+    env = {**os.environ, "LOCP_TRT_STORE": str(tmp_path / "store.sqlite")}
+    proc = subprocess.run([sys.executable, *args[1:], "--no-progress"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "runs" / "example"
+    report = json.loads((out / "report.json").read_text())
+    assert report["result"]["speedup_kind"] == "measured, interleaved"
+    assert report["result"]["speedup"] > 1.0
+    assert "PASSED | locp_trt optimize" in proc.stderr
+    for name in ("pruned.pt", "plan.json", "model.onnx", "history.png", "stairs.png"):
+        assert (out / name).is_file(), name
