@@ -223,6 +223,17 @@ class Optimizer:
                 return float(min(1.5, max(0.2, d_meas / d_pred)))
         return prev.latency_us / prev.predicted_us if prev.predicted_us > 0 else 1.0
 
+    @classmethod
+    def _layer_target(cls, history: list[StepRecord], step_target_us: float) -> float:
+        """The layer-sum target (µs) that should bring the end-to-end latency to `step_target_us`.
+
+        One step removes at most half the predicted layer time: a large calibrated gap must not
+        send every group to its floor at once (accuracy), nor ask for a negative target.
+        """
+        prev = history[-1]
+        target = prev.predicted_us - (prev.latency_us - step_target_us) / cls._slope(history)
+        return max(target, 0.5 * prev.predicted_us)
+
     def _reseed(self, seed: int) -> None:
         """Seed torch and the training loader's shuffle per step, so a resumed run trains on
         exactly the batches an uninterrupted one would have."""
@@ -328,11 +339,10 @@ class Optimizer:
     def _step(self, step: int, model: nn.Module, plan: PruningPlan, graph0: ModelGraph,
               history: list[StepRecord], target_us: float, t0: float):
         cfg = self.config
-        prev = history[-1]
         base_us = history[0].latency_us
         frac = min(step, cfg.steps) / cfg.steps
         step_target = base_us * (target_us / base_us) ** frac
-        predicted_target = prev.predicted_us - (prev.latency_us - step_target) / self._slope(history)
+        predicted_target = self._layer_target(history, step_target)
 
         graph = self._graph(model)
         # Group ids are root-module names, stable under pruning; widths here are current ones.

@@ -379,6 +379,7 @@ def three_point_discrimination(
     max_align: int = 8,
     budget: float = 0.25,
     anchors: int = 2,
+    max_explore: int | None = None,
 ) -> Discovery:
     """Find the staircase envelope between `lo` and `hi` with few measurements (module docstring).
 
@@ -393,6 +394,8 @@ def three_point_discrimination(
         budget: exploration stops once this fraction of the width set is probed (the edge
             search itself always completes).
         anchors: widths at which the alignment is tested.
+        max_explore: cap on the exploration budget in probes (None: only `budget` applies); keeps
+            wide groups (hundreds of channels) from costing hundreds of probes each.
 
     Returns:
         A `Discovery` with the envelope widths found and every probe made.
@@ -408,6 +411,8 @@ def three_point_discrimination(
     n = len(widths)
     probe = _Probe(measure)
     budget_probes = math.ceil(budget * n)
+    if max_explore is not None:
+        budget_probes = min(budget_probes, int(max_explore))
     if n <= 8:  # nothing to save on a handful of widths
         for w in widths:
             probe(w)

@@ -149,3 +149,26 @@ def test_accuracy_kept_within_one_point_at_1p5x(tmp_path: Path) -> None:
     assert r["speedup"] >= 1.5, r["comparison"]
     assert r["accuracy_before"] == pytest.approx(before)
     assert r["accuracy_after"] >= r["accuracy_before"] - 1.0, r
+
+
+def _rec(step: int, predicted: float, measured: float | None):
+    from locp_trt.optimize import StepRecord
+
+    return StepRecord(step=step, widths={}, predicted_us=predicted,
+                      measured={"median_us": measured} if measured is not None else {},
+                      accuracy=None, flops=0, params=0)
+
+
+def test_layer_target_calibration() -> None:
+    """Step 1 scales by measured/predicted; later steps use the observed slope of savings; a
+    slope near zero (GPU latency-bound) never asks for a negative or a >50% cut in one step."""
+    from locp_trt.optimize import Optimizer
+
+    base = [_rec(0, 100.0, 150.0)]
+    # ratio 1.5: to save 30 µs end to end, save 20 µs of layer time
+    assert Optimizer._layer_target(base, 120.0) == pytest.approx(80.0)
+    moved = base + [_rec(1, 80.0, 140.0)]  # 20 µs predicted saving gave 10 µs measured: slope 0.5
+    assert Optimizer._layer_target(moved, 130.0) == pytest.approx(60.0)
+    stuck = base + [_rec(1, 60.0, 149.0)]  # slope 0.025 -> clamped to 0.2 and to half a step
+    assert Optimizer._layer_target(stuck, 75.0) == pytest.approx(30.0)
+    assert Optimizer._layer_target(stuck, 148.0) == pytest.approx(55.0)

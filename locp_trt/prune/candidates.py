@@ -127,6 +127,7 @@ def discover_candidates(
     round_floor: int = 1,
     rel_tol: float = DEFAULT_REL_TOL,
     floors: Mapping[str, int] | None = None,
+    max_explore: int | None = 48,
     progress: bool = True,
 ) -> dict[str, GroupCandidates]:
     """Envelope widths of every prunable group's staircase, at the current `widths`.
@@ -142,6 +143,7 @@ def discover_candidates(
         method: three-point discrimination or exhaustive sweep.
         min_width_ratio: narrowest width as a fraction of the group's original width.
         round_floor: the floor is rounded up to a multiple of this.
+        max_explore: cap on three-point's exploration probes per group (see `stairs`).
         floors: explicit narrowest width per group, overriding `min_width_ratio` (the optimize
             loop passes floors relative to the ORIGINAL model while `graph` is the pruned one).
         rel_tol: a wider width within this fraction of a narrower one's latency counts as
@@ -170,7 +172,7 @@ def discover_candidates(
             found = pareto_envelope(sweep(measure, range(lo, hi + 1)), rel_tol)
             probes = hi - lo + 1
         else:
-            disc = three_point_discrimination(measure, lo, hi, rel_tol=rel_tol)
+            disc = three_point_discrimination(measure, lo, hi, rel_tol=rel_tol, max_explore=max_explore)
             found = disc.widths
             probes = disc.probes
         envelope = sorted({int(w) for w in found if lo <= int(w) <= hi} | {hi})
