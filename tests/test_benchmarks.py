@@ -1,0 +1,158 @@
+"""benchmarks/run.py: all four methods on a tiny configuration (ORT CPU), FLOPs matching, targets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import methods, results  # noqa: E402
+from benchmarks.run import main  # noqa: E402
+from locp_trt.models import get_model  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+ALL = ["unpruned", "locp", "tp_round1", "tp_round8", "uniform_l1", "halp_exhaustive"]
+
+
+@pytest.fixture(scope="module")
+def subject():
+    torch.manual_seed(0)
+    return methods.make_subject("resnet20", get_model("resnet20"), (3, 8, 8))
+
+
+def test_tiny_run_all_methods(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["--models", "resnet20", "--input-size", "8", "--speedup", "1.3", "--rounds", "2",
+               "--iters", "5", "--layer-iters", "3", "--warmup", "1", "--halp", "always",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| method | median µs" in printed and "PASSED | benchmarks/run.py" in printed
+
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema"] == results.SCHEMA and data["status"] == "done"
+    assert data["command"].startswith("python benchmarks/run.py --models resnet20")
+    assert data["created"][:2] == "20" and "onnxruntime" in data["devices"]["onnxruntime fp32"]
+    (cell,) = data["cells"]
+    assert cell["status"] == "done" and cell["device"] and cell["input_shape"] == [3, 8, 8]
+    v = cell["variants"]
+    assert list(v) == ALL
+    for name in ALL:
+        lat = v[name]["latency"]
+        assert lat["p10_us"] <= lat["median_us"] <= lat["p90_us"] and len(lat["round_medians_us"]) == 2
+        assert v[name]["speedup"] == pytest.approx(v["unpruned"]["latency"]["median_us"] / lat["median_us"])
+    assert v["unpruned"]["flops_ratio"] == 1.0 and v["unpruned"]["speedup"] == pytest.approx(1.0)
+
+    # FLOPs matching: the baselines sit at LOCP's FLOPs, or say how far off they are.
+    target = v["locp"]["flops_ratio"]
+    for name in ("tp_round1", "tp_round8", "uniform_l1"):
+        match = v[name]["detail"]["flops_match"]
+        assert match["target_ratio"] == pytest.approx(target, abs=1e-4)
+        assert match["ratio"] == pytest.approx(v[name]["flops_ratio"], abs=1e-4)
+        if match["within_tol"]:
+            assert abs(v[name]["flops_ratio"] - target) <= 0.02 * target + 1e-9
+    # Uniform widths of 16-channel groups move FLOPs in coarse steps: close, not always within 2%.
+    assert abs(v["uniform_l1"]["detail"]["flops_match"]["rel_error"]) <= 0.06
+    for gid, w in v["tp_round8"]["widths"].items():
+        assert w % 8 == 0 or w == cell["variants"]["unpruned"]["widths"][gid]
+
+    # Measurement counts: LOCP measured layers and calibrated end to end; the exhaustive
+    # table holds at least every width of every group; the baselines measure nothing.
+    assert v["locp"]["layer_configs"] > 0 and v["locp"]["end_to_end"] >= 1
+    assert v["halp_exhaustive"]["layer_configs"] >= cell["exhaustive_table_configs"] > 0
+    assert v["tp_round1"]["layer_configs"] == 0 and v["uniform_l1"]["layer_configs"] == 0
+
+    t = data["targets"]
+    assert set(t["summary"]) == set(results.TARGETS)
+    assert {c["target"] for c in t["checks"]} == set(results.TARGETS)
+    for c in t["checks"]:
+        assert c["status"] in ("met", "missed", "not evaluated")
+        assert c["status"] != "missed" or c["why"]
+    # TP targets are stated for the GPU: reported here, not counted.
+    assert not any(c["applies"] for c in t["checks"] if c["target"].startswith("locp_vs_tp"))
+    md = (out / "results.md").read_text()
+    assert data["command"] in md and "## Targets" in md
+    for label in methods.METHOD_LABELS.values():
+        assert label in md
+    assert (out / "results.png").stat().st_size > 1000
+
+
+def test_budget_spent_still_writes(tmp_path):
+    rc = main(["--models", "resnet20", "--input-size", "8", "--budget-s", "0", "--out", str(tmp_path),
+               "--no-progress"])
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert rc == 0 and data["cells"][0]["status"] == "skipped: budget spent"
+    assert data["targets"]["checks"] == []
+
+
+def test_flops_matching(subject):
+    for round_to in (1, 8):
+        v = methods.run_tp(subject, 0.5, round_to, tol=0.02)
+        m = v.detail["flops_match"]
+        assert v.flops / subject.flops == pytest.approx(m["ratio"], abs=1e-4)
+        assert abs(m["rel_error"]) <= 0.05, m  # round_to=8 on 16-wide groups is coarse
+        if round_to == 1:
+            assert m["within_tol"]
+    u = methods.run_uniform(subject, 0.5, tol=0.02)
+    assert abs(u.flops / subject.flops - 0.5) <= 0.01
+    widths = set(u.widths.values())
+    assert widths <= {round(w * (1 - u.detail["flops_match"]["knob"])) for w in (16, 32, 64)}
+    # The pruned modules really have those widths.
+    assert methods.widths_of(subject, u.model) == u.widths
+
+
+def test_bisect_survives_non_monotone_ratio():
+    # Like Torch-Pruning with round_to: past 0.6 the groups refuse to shrink and FLOPs jump back.
+    def f(k):
+        return 1.0 - k if k < 0.6 else 0.95
+
+    knob, ratio, tries = methods._bisect(f, 0.5, 0.9, 0.001)
+    assert abs(ratio - 0.5) <= 0.0005 and abs(knob - 0.5) <= 0.001 and tries > 0
+    knob, ratio, _ = methods._bisect(f, 0.1, 0.9, 0.02)  # unreachable: the closest is returned
+    assert ratio == pytest.approx(0.4 + 1e-6, abs=0.06)
+
+
+def _cell(runtime, locp_us, tp1_us, tp8_us, base_us, *, halp_us=None, table=1000, locp_configs=200):
+    def var(us, fr, configs=0, spread=0.01):
+        return {"latency": {"median_us": us, "p10_us": us * (1 - spread), "p90_us": us * (1 + spread)},
+                "flops_ratio": fr, "speedup": base_us / us, "layer_configs": configs,
+                "importance_lost": 0.1, "detail": {"loop_met_target": True, "log": ["step 3"]}}
+
+    v = {"unpruned": var(base_us, 1.0), "locp": var(locp_us, 0.4, locp_configs),
+         "tp_round1": var(tp1_us, 0.4), "tp_round8": var(tp8_us, 0.41)}
+    if halp_us is not None:
+        v["halp_exhaustive"] = var(halp_us, 0.45, table + 3)
+    return {"model": "m", "runtime": runtime, "precision": "fp16", "batch": 32, "variants": v,
+            "exhaustive_table_configs": table, "speedup_target": 2.0, "skipped": {}}
+
+
+def test_targets_from_numbers():
+    good = _cell("torch", 100.0, 140.0, 115.0, 210.0, halp_us=102.0)
+    bad = _cell("torch", 100.0, 120.0, 105.0, 150.0, halp_us=80.0, locp_configs=400)
+    t = results.targets({"cells": [good, bad, {"model": "x", "runtime": "torch", "precision": "fp16",
+                                               "batch": 1, "status": "skipped: budget spent"}]})
+    status = [c["status"] for c in t["checks"]]
+    assert status == ["met", "met", "met", "met", "missed", "missed", "missed", "missed"]
+    assert t["summary"]["speedup_2x"] == {"met": 1, "missed": 1, "not evaluated": 0}
+    assert all(c["applies"] for c in t["checks"])
+    miss = t["checks"][4]
+    assert miss["figures"]["ratio"] == pytest.approx(100 / 120, abs=1e-4) and "25%" in miss["why"]
+    assert "2.50x fewer" in t["checks"][7]["why"] and "plan quality differs" in t["checks"][7]["why"]
+
+    cpu = _cell("onnxruntime", 100.0, 140.0, 115.0, 210.0)
+    cpu["skipped"] = {"halp_exhaustive": "--halp never"}
+    t = results.targets({"cells": [cpu]})
+    tp_checks = [c for c in t["checks"] if c["target"].startswith("locp_vs_tp")]
+    assert [c["applies"] for c in tp_checks] == [False, False]
+    assert t["summary"]["locp_vs_tp_round1"] == {"met": 0, "missed": 0, "not evaluated": 0}
+    meas = t["checks"][3]
+    assert meas["status"] == "not evaluated" and meas["figures"]["ratio"] == 5.0
+    assert "--halp never" in meas["why"]
