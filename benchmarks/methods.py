@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from benchmarks.measure import BudgetExceeded
 from locp_trt.graph import ModelGraph, build_graph
 from locp_trt.latency.config import LayerConfig, Precision
 from locp_trt.optimize import OptimizeConfig, Optimizer
@@ -261,6 +262,9 @@ def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precisi
              progress: bool = False) -> Variant:
     """Run this tool's optimize loop (no fine-tuning) to `speedup`; counts come from the caller.
 
+    When `latency_us` raises `BudgetExceeded`, the last step the loop completed is kept (marked
+    `stopped_by_budget`); with no completed step the exception propagates.
+
     Args:
         subject: the unpruned model.
         speedup: measured end-to-end speedup the loop aims for.
@@ -282,23 +286,35 @@ def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precisi
         log(f"  locp: {line}")
 
     t0 = time.perf_counter()
+    stopped = False
     with tempfile.TemporaryDirectory(prefix="locp_bench_") as tmp:
         opt = Optimizer(subject.model, subject.input_shape, cfg, latency_us=latency_us,
                         time_model=time_model, out_dir=Path(tmp), arch=subject.name, loaders=None,
                         log=keep, progress=progress)
-        result = opt.run()
+        try:
+            result = opt.run()
+            model, history = result.model, list(result.history)
+            target_us, met = result.target_us, result.met_target
+        except BudgetExceeded:
+            # Keep the last step the loop completed (it checkpoints after every step).
+            loaded = opt._load_state()
+            if loaded is None or loaded[2][-1].step < 1:
+                raise
+            model, _, history, target_us = loaded
+            met, stopped = history[-1].latency_us <= target_us, True
+            keep(f"stopped by the time budget; keeping step {history[-1].step}")
     wall = time.perf_counter() - t0
-    final = result.final
-    detail = {"loop_steps": final.step, "loop_met_target": result.met_target,
-              "loop_target_us": round(result.target_us, 3),
-              "loop_baseline_us": round(result.baseline.latency_us, 3),
+    final = history[-1]
+    detail = {"loop_steps": final.step, "loop_met_target": met, "stopped_by_budget": stopped,
+              "loop_target_us": round(target_us, 3),
+              "loop_baseline_us": round(history[0].latency_us, 3),
               "loop_final_us": round(final.latency_us, 3),
               "predicted_us": round(final.predicted_us, 3),
               "history": [{"step": h.step, "latency_us": round(h.latency_us, 3),
                            "predicted_us": round(h.predicted_us, 3), "flops": h.flops,
-                           "search": h.search} for h in result.history],
+                           "search": h.search} for h in history],
               "log": lines[-3:]}
-    return _variant(subject, Method.LOCP, final.widths, result.model, decision_s=wall, detail=detail)
+    return _variant(subject, Method.LOCP, final.widths, model.eval(), decision_s=wall, detail=detail)
 
 
 # ---- Torch-Pruning ------------------------------------------------------------------------------

@@ -275,7 +275,9 @@ def plot(result: Mapping[str, Any], path: str | Path) -> Path | None:
         ax.set_title(cell_key(cell), fontsize=9)
     for ax in list(axes.flat)[len(cells):]:
         ax.axis("off")
-    fig.suptitle(f"{result.get('created', '')}  {result.get('command', '')[:120]}", fontsize=7)
+    devices = "; ".join(result.get("devices", {}).values())
+    fig.suptitle(f"{result.get('created', '')}  {result.get('command', '')[:110]}\n{devices[:160]}",
+                 fontsize=7)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

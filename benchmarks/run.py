@@ -11,7 +11,7 @@ For every (model, precision, batch) cell, in one process:
 Results (JSON + markdown + plot, each with the command, device line and date) go to --out,
 rewritten after every phase so a run cut short still leaves data. See benchmarks/README.md.
 
-    python benchmarks/run.py --quick                     # CPU, ResNet-20, ~1-3 min
+    python benchmarks/run.py --quick                     # CPU, ResNet-20 and -56, under a minute
     python benchmarks/run.py --device cuda --models resnet56,vgg16_bn,mobilenetv2 \
         --precisions fp16,fp32 --batches 1,32 --out OUT
 """
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/run.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="small CPU run for CI: resnet20, ORT 1 thread, fp32, batch 1, speedup 1.5, "
+                   help="small CPU run for CI: resnet20 and resnet56, ORT 1 thread, fp32, batch 1, speedup 1.5, "
                         "budget 170 s (flags given explicitly still override)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="cpu: ONNX Runtime CPU; cuda: torch-CUDA runtime (default cpu)")
@@ -122,7 +122,7 @@ def _resolve(args: argparse.Namespace) -> argparse.Namespace:
     quick = a.quick
     a.device = a.device or "cpu"
     a.runtime = a.runtime or ("torch" if a.device == "cuda" else "onnxruntime")
-    a.models = a.models or (["resnet20"] if quick else ["resnet56", "vgg16_bn", "mobilenetv2"])
+    a.models = a.models or (["resnet20", "resnet56"] if quick else ["resnet56", "vgg16_bn", "mobilenetv2"])
     a.precisions = [Precision.parse(p) for p in (a.precisions or (["fp16", "fp32"] if a.device == "cuda" else ["fp32"]))]
     a.batches = a.batches or ([1, 32] if a.device == "cuda" else [1])
     a.speedup = a.speedup or (1.5 if quick else 2.0)
@@ -431,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         result = run_benchmark(args, argv)
+    except LocpError as e:  # e.g. the runtime is not available here
+        print(f"error: {e}", file=sys.stderr)
+        print("FAILED | benchmarks/run.py")
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(markdown(result))

@@ -59,8 +59,13 @@ def test_tiny_run_all_methods(tmp_path, capsys):
         assert match["ratio"] == pytest.approx(v[name]["flops_ratio"], abs=1e-4)
         if match["within_tol"]:
             assert abs(v[name]["flops_ratio"] - target) <= 0.02 * target + 1e-9
-    # Uniform widths of 16-channel groups move FLOPs in coarse steps: close, not always within 2%.
-    assert abs(v["uniform_l1"]["detail"]["flops_match"]["rel_error"]) <= 0.06
+    # Uniform widths of 16-channel groups move FLOPs in coarse steps, so 2% is not always
+    # reachable; the match must be as close as any removed fraction gets (fine scan).
+    torch.manual_seed(0)
+    subj = methods.make_subject("resnet20", get_model("resnet20"), (3, 8, 8))
+    best = min(abs(subj.graph.flops(methods.uniform_widths(subj, r / 1000)) / subj.flops - target)
+               for r in range(0, 901))
+    assert abs(v["uniform_l1"]["flops_ratio"] - target) <= best + 0.005 * target
     for gid, w in v["tp_round8"]["widths"].items():
         assert w % 8 == 0 or w == cell["variants"]["unpruned"]["widths"][gid]
 
@@ -156,3 +161,51 @@ def test_targets_from_numbers():
     meas = t["checks"][3]
     assert meas["status"] == "not evaluated" and meas["figures"]["ratio"] == 5.0
     assert "--halp never" in meas["why"]
+
+
+def test_locp_cut_by_budget_keeps_last_step(subject):
+    from benchmarks.measure import BudgetExceeded, make_runtimes, model_timer
+    from locp_trt.latency.config import Precision
+    from locp_trt.latency.meter import LatencyMeter
+    from locp_trt.latency.store import LatencyStore
+
+    rts = make_runtimes("onnxruntime", layer_iters=3, model_iters=5, warmup=1)
+    meter = LatencyMeter(rts.layer, LatencyStore(None), progress=False)
+    timed = {"n": 0}
+    base_timer = model_timer(rts.model, (1, *subject.input_shape), Precision.FP32)
+
+    def time_model(m):
+        timed["n"] += 1
+        return base_timer(m)
+
+    def latency(cfg):
+        if timed["n"] >= 2:  # baseline and step 1 are recorded: the budget ends inside step 2
+            raise BudgetExceeded("test")
+        return meter.latency_us(cfg)
+
+    # A tiny absolute speedup the loop cannot reach in one step, so it goes on to step 2.
+    v = methods.run_locp(subject, speedup=3.0, batch=1, precision=Precision.FP32, latency_us=latency,
+                         time_model=time_model, log=lambda s: None)
+    assert v.detail["stopped_by_budget"] and v.detail["loop_steps"] == 1
+    assert v.flops < subject.flops and methods.widths_of(subject, v.model) == v.widths
+    assert "stopped by the time budget" in v.detail["log"][-1]
+
+    def never(cfg):
+        raise BudgetExceeded("test")
+
+    with pytest.raises(BudgetExceeded):
+        methods.run_locp(subject, speedup=3.0, batch=1, precision=Precision.FP32, latency_us=never,
+                         time_model=time_model, log=lambda s: None)
+
+
+def test_torch_runtime_path(tmp_path):
+    # The GPU run uses the torch runtime (modules timed directly, no ONNX); torch-cpu takes the
+    # same code path here.
+    rc = main(["--runtime", "torch-cpu", "--models", "resnet20", "--input-size", "8", "--batches", "2",
+               "--speedup", "1.3", "--rounds", "1", "--iters", "5", "--layer-iters", "3", "--warmup", "1",
+               "--halp", "never", "--out", str(tmp_path), "--no-progress"])
+    data = json.loads((tmp_path / "results.json").read_text())
+    (cell,) = data["cells"]
+    assert rc == 0 and cell["status"] == "done" and cell["runtime"] == "torch-cpu" and cell["batch"] == 2
+    assert list(cell["variants"]) == ALL[:-1] and cell["skipped"] == {"halp_exhaustive": "--halp never"}
+    assert all("latency" in v for v in cell["variants"].values())
