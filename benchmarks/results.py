@@ -280,8 +280,9 @@ def plot(result: Mapping[str, Any], path: str | Path) -> Path | None:
         ax.bar(range(len(names)), med, yerr=[lo, hi], color=colors, capsize=3)
         for i, k in enumerate(names):
             v = cell["variants"][k]
-            ax.text(i, med[i], f"{v.get('speedup', 0):.2f}x\n{v['flops_ratio']:.2f}F",
+            ax.text(i, med[i] + hi[i], f"{v.get('speedup', 0):.2f}x\n{v['flops_ratio']:.2f}F",
                     ha="center", va="bottom", fontsize=7)
+        ax.set_ylim(0, max(m + h for m, h in zip(med, hi)) * 1.2)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("latency µs (median, p10–p90)")
         ax.set_title(cell_key(cell), fontsize=9)
