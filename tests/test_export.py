@@ -67,10 +67,20 @@ def test_small_nets_match_pytorch_fp32(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if model_spec(n).source == "zoo"])
-def test_zoo_models_export_fp32(tmp_path, name):
+def test_zoo_models_export_fp32_after_pruning(tmp_path, name):
+    """Every zoo model, pruned by a random plan, exports to ONNX that matches PyTorch in ORT."""
+    from locp_trt.graph import build_graph
+    from locp_trt.prune.plan import PruningPlan, apply_plan
+
     torch.manual_seed(0)
-    model = get_model(name)
-    res = export_onnx(model, tmp_path / f"{name}.onnx", (1, *model_spec(name).input_shape), Precision.FP32)
+    shape = model_spec(name).input_shape
+    base = get_model(name)
+    rng = np.random.default_rng(0)
+    graph = build_graph(base, shape)
+    widths = {g.id: int(rng.integers(max(1, g.width // 3), g.width + 1)) for g in graph.prunable()}
+    model, _ = apply_plan(base, PruningPlan(name, shape, widths), shape)
+    assert build_graph(model, shape).widths() != graph.widths()
+    res = export_onnx(model, tmp_path / f"{name}.onnx", (1, *shape), Precision.FP32)
     assert res.verified and res.max_abs_diff <= res.tolerance
     graph = onnx.load(str(res.path)).graph
     assert graph.input[0].name == "input" and graph.output[0].name == "output"
