@@ -297,7 +297,7 @@ def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precisi
             target_us, met = result.target_us, result.met_target
         except BudgetExceeded:
             # Keep the last step the loop completed (it checkpoints after every step).
-            loaded = opt._load_state()
+            loaded = opt.last_checkpoint()
             if loaded is None or loaded[2][-1].step < 1:
                 raise
             model, _, history, target_us = loaded

@@ -258,7 +258,12 @@ class Optimizer:
         tmp_state.write_text(json.dumps(state, indent=1))
         os.replace(tmp_state, self.ckpt_dir / "state.json")
 
-    def _load_state(self) -> tuple[nn.Module, PruningPlan, list[StepRecord], float] | None:
+    def last_checkpoint(self) -> tuple[nn.Module, PruningPlan, list[StepRecord], float] | None:
+        """The last completed step in `out_dir` as (model, plan, history, target_us), or None.
+
+        What `run(resume=True)` continues from; also how a caller keeps the best result of a run
+        it had to stop early.
+        """
         path = self.ckpt_dir / "state.json"
         if not path.is_file():
             return None
@@ -290,7 +295,7 @@ class Optimizer:
         if not graph0.prunable():
             raise LocpError("the model has no prunable channel group: "
                             + "; ".join(f"{g.id}: {g.reason}" for g in graph0.unprunable()))
-        loaded = self._load_state() if resume else None
+        loaded = self.last_checkpoint() if resume else None
         start = time.perf_counter()
         if loaded is not None:
             model, plan, history, target_us = loaded
