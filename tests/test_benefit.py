@@ -8,13 +8,13 @@ the end-to-end tests at the bottom use real torch models, `build_graph` and ONNX
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from handgraph import HandGraph, conv  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from locp_trt.errors import InvalidConfigError, PlanError
-from locp_trt.latency.config import LayerConfig, Op
+from locp_trt.latency.config import LayerConfig
 from locp_trt.prune.benefit import (
     Candidate,
     SearchMethod,
@@ -25,50 +25,6 @@ from locp_trt.prune.benefit import (
     search,
 )
 from locp_trt.prune.candidates import GroupCandidates
-
-
-# ---- a hand-made graph with the ModelGraph interface ---------------------------------------
-@dataclass(frozen=True)
-class _Group:
-    id: str
-    width: int
-    prunable: bool = True
-
-
-@dataclass(frozen=True)
-class _Site:
-    name: str
-    config: LayerConfig
-    in_group: str | None
-    out_group: str | None
-
-
-class HandGraph:
-    """Layers given as (name, in_group, out_group, config at original widths)."""
-
-    def __init__(self, layers):
-        self.layers = {n: _Site(n, cfg, gi, go) for n, gi, go, cfg in layers}
-        self.groups = {}
-        for s in self.layers.values():
-            if s.out_group is not None:
-                self.groups[s.out_group] = _Group(s.out_group, s.config.out_channels)
-            if s.in_group is not None:
-                self.groups.setdefault(s.in_group, _Group(s.in_group, s.config.in_channels))
-
-    def touched_layers(self, gid):
-        return [n for n, s in self.layers.items() if gid in (s.in_group, s.out_group)]
-
-    def layer_configs(self, widths):
-        out = {}
-        for n, s in self.layers.items():
-            cin = widths.get(s.in_group, s.config.in_channels) if s.in_group else None
-            cout = widths.get(s.out_group, s.config.out_channels) if s.out_group else None
-            out[n] = s.config.with_channels(cin, cout)
-        return out
-
-
-def conv(cin, cout, hw):
-    return LayerConfig(Op.CONV, cin, cout, kernel=1, input_hw=(hw, hw))
 
 
 def stair_us(cfg: LayerConfig) -> float:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
+from handgraph import HandGraph, conv  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from locp_trt.errors import InvalidConfigError, PlanError
-from locp_trt.latency.config import LayerConfig, Op
+from locp_trt.latency.config import LayerConfig
 from locp_trt.prune.candidates import (
     DiscoveryMethod,
     GroupCandidates,
@@ -16,48 +16,6 @@ from locp_trt.prune.candidates import (
     group_latency_fn,
     width_floor,
 )
-
-
-# ---- a hand-made graph with the ModelGraph interface ---------------------------------------
-@dataclass(frozen=True)
-class _Group:
-    id: str
-    width: int
-    prunable: bool = True
-
-
-@dataclass(frozen=True)
-class _Site:
-    name: str
-    config: LayerConfig
-    in_group: str | None
-    out_group: str | None
-
-
-class HandGraph:
-    def __init__(self, layers, fixed=()):
-        self.layers = {n: _Site(n, cfg, gi, go) for n, gi, go, cfg in layers}
-        self.groups = {}
-        for s in self.layers.values():
-            for gid, w in ((s.out_group, s.config.out_channels), (s.in_group, s.config.in_channels)):
-                if gid is not None and gid not in self.groups:
-                    self.groups[gid] = _Group(gid, w, gid not in fixed)
-
-    def touched_layers(self, gid):
-        return [n for n, s in self.layers.items() if gid in (s.in_group, s.out_group)]
-
-    def layer_configs(self, widths):
-        return {
-            n: s.config.with_channels(
-                widths.get(s.in_group, s.config.in_channels) if s.in_group else None,
-                widths.get(s.out_group, s.config.out_channels) if s.out_group else None,
-            )
-            for n, s in self.layers.items()
-        }
-
-
-def conv(cin, cout, hw):
-    return LayerConfig(Op.CONV, cin, cout, kernel=1, input_hw=(hw, hw))
 
 
 def stair_us(cfg: LayerConfig) -> float:
