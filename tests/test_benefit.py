@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from handgraph import HandGraph, conv  # noqa: E402  (tests/ is on sys.path under pytest)
+from handgraph import HandGraph, conv  # tests/ is on sys.path under pytest
 
 from locp_trt.errors import InvalidConfigError, PlanError
 from locp_trt.latency.config import LayerConfig
