@@ -61,7 +61,7 @@ class OptimizeConfig:
     search: SearchMethod = SearchMethod.GREEDY
     importance: Importance = Importance.L1
     min_width_ratio: float = 0.1  # never below this fraction of a group's original width
-    margin: float = 0.03  # aim this fraction below the target, so re-measurement noise still meets it
+    margin: float = 0.05  # aim this fraction below the target, so re-measurement noise still meets it
     # ---- what is measured
     batch: int = 1
     precision: Precision = Precision.FP32

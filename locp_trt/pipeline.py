@@ -82,7 +82,7 @@ def _train_config(epochs: float, lr: float, batch_size: int, loader: Any, seed: 
 
 
 def interleaved_speedup(time_a: Callable[[], Mapping[str, float]],
-                        time_b: Callable[[], Mapping[str, float]], rounds: int = 3) -> dict[str, Any]:
+                        time_b: Callable[[], Mapping[str, float]], rounds: int = 5) -> dict[str, Any]:
     """Time A and B alternately `rounds` times; the speedup is median(A) / median(B).
 
     Alternating cancels slow drifts of the machine (other load, clocks) that a before-run and an
