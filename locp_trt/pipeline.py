@@ -18,7 +18,7 @@ from .latency.config import LayerConfig, Precision
 from .latency.timing import BenchConfig
 from .optimize import OptimizeConfig, Optimizer, OptimizeResult
 
-__all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "interleaved_speedup"]
+__all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "interleaved_speedup", "match_nodes"]
 
 #: `optimize example` runs this built-in model (weights ship inside the package).
 EXAMPLE = {"arch": "resnet20", "file": "resnet20_synthetic.pt", "data": "synthetic:2048:10"}
@@ -257,6 +257,10 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
     if time_model is not None:
         comparison = interleaved_speedup(lambda: measure_model(model), lambda: measure_model(result.model))
     graph0 = build_graph(model, input_shape, batch=batch, precision=precision)
+    in_model = None
+    if runtime is not None and table is None:
+        in_model = _in_model_times(runtime, graph0, result.final.widths, (model, result.model),
+                                   (batch, *input_shape), precision)
     history = [h.__dict__ for h in result.history]
     final_us = comparison["after_us"] if comparison else result.final.latency_us
     report = {
@@ -289,7 +293,7 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
             "flops_before": result.baseline.flops, "flops_after": result.final.flops,
             "params_before": result.baseline.params, "params_after": result.final.params,
         },
-        "per_layer": _per_layer(graph0, result.final.widths, recorder),
+        "per_layer": _per_layer(graph0, result.final.widths, recorder, in_model),
         "envelope_check": _envelope_check(result.history),
         "measurements": meter.stats.__dict__ | {"saved": meter.stats.saved,
                                                 "end_to_end_measured": model_hits["measured"],
@@ -329,13 +333,59 @@ def model_structure_key(module, input_shape: tuple[int, ...], precision: Precisi
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def _per_layer(graph0, widths: Mapping[str, int], latency_us: Callable[[LayerConfig], float]) -> list[dict]:
-    """Predicted latency of every conv/linear layer before and after (µs)."""
+def match_nodes(configs: Mapping[str, LayerConfig], nodes) -> dict[str, float]:
+    """Layer name -> in-model kernel time (µs), matching profiled nodes to layers in execution
+    order by weight shape and input size. Unmatched layers are left out, never guessed."""
+    free = [n for n in nodes if len(n.input_shapes) >= 2]
+    out: dict[str, float] = {}
+
+    def fits(node_w: tuple[int, ...], w: tuple[int, ...]) -> bool:
+        # Runtimes pad channel dimensions to their block size (ONNX Runtime's NCHWc pads conv
+        # weights to 8 or 16 channels), so a padded dimension still matches; kernels must agree.
+        return len(node_w) == len(w) and all(
+            a == b if i >= 2 else b <= a < b + 16 for i, (a, b) in enumerate(zip(node_w, w)))
+
+    for name, cfg in configs.items():
+        w = tuple(cfg.weight_shape)
+        for i, node in enumerate(free):
+            x, weight = node.input_shapes[0], tuple(node.input_shapes[1])
+            if not (fits(weight, w) or fits(weight, w[::-1])) or (
+                    len(x) == 4 and tuple(x[2:]) != tuple(cfg.input_hw)):
+                continue
+            out[name] = node.median_us
+            del free[i]
+            break
+    return out
+
+
+def _per_layer(graph0, widths: Mapping[str, int], latency_us: Callable[[LayerConfig], float],
+               in_model: tuple[Mapping[str, float], Mapping[str, float]] | None) -> list[dict]:
+    """Every conv/linear layer before and after: predicted (its one-layer graph, measured alone)
+    and, where the runtime can profile inside the model, measured in place (fused kernels)."""
     before = graph0.layer_configs({})
     after = graph0.layer_configs(dict(widths))
-    return [{"layer": n, "before": str(before[n]), "after": str(after[n]),
-             "before_us": latency_us(before[n]), "after_us": latency_us(after[n])}
-            for n in before]
+    rows = []
+    for n in before:
+        row = {"layer": n, "before": str(before[n]), "after": str(after[n]),
+               "predicted_before_us": latency_us(before[n]), "predicted_after_us": latency_us(after[n])}
+        if in_model is not None:
+            row["measured_before_us"] = in_model[0].get(n)
+            row["measured_after_us"] = in_model[1].get(n)
+        rows.append(row)
+    return rows
+
+
+def _in_model_times(runtime, graph0, widths, models, shape, precision):
+    """(before, after) per-layer in-model times for runtimes that can profile nodes, else None."""
+    if not hasattr(runtime, "profile_nodes"):
+        return None
+    from .export import onnx_bytes_from_module
+
+    out = []
+    for model, w in zip(models, ({}, widths)):
+        nodes = runtime.profile_nodes(onnx_bytes_from_module(model, shape, precision), shape)
+        out.append(match_nodes(graph0.layer_configs(dict(w)), nodes))
+    return tuple(out)
 
 
 def _runtime_status(runtime) -> str:

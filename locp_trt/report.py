@@ -74,6 +74,12 @@ def summary_table(report: Mapping[str, Any]) -> str:
     rows.append(f"speedup {r['speedup']:.2f}x, {r['speedup_kind']} "
                 f"({'met' if r['met_target'] else 'MISSED'} the target: {report['target']}) "
                 f"on {report['fingerprint']}")
+    placed = [p for p in report.get("per_layer", []) if p.get("measured_after_us") is not None]
+    if placed:
+        pred = sum(p["predicted_after_us"] for p in placed)
+        meas = sum(p["measured_after_us"] for p in placed)
+        rows.append(f"per layer after pruning ({len(placed)} layers matched in the profiled model): "
+                    f"predicted {pred:.1f} µs alone, measured {meas:.1f} µs in place")
     m = report.get("measurements", {})
     if m:
         rows.append(f"layer latencies: {m.get('requested', 0)} asked, {m.get('measured', 0)} measured, "

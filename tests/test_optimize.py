@@ -38,6 +38,11 @@ def test_cpu_speedup_measured_and_widths_on_envelope(tmp_path: Path) -> None:
     changed = report["envelope_check"]
     assert changed, "the run pruned nothing"
     assert all(c["on_envelope"] for c in changed.values()), changed
+    # Per-layer predicted (one-layer graphs) vs measured in place (ONNX Runtime's profiler).
+    rows = report["per_layer"]
+    placed = [r for r in rows if r["measured_before_us"] is not None and r["measured_after_us"] is not None]
+    assert len(placed) >= 0.8 * len(rows), rows
+    assert all(r["measured_after_us"] > 0 and r["predicted_after_us"] > 0 for r in placed)
     # Latency sharing: far fewer layer measurements than layer-latency requests.
     m = report["measurements"]
     assert m["measured"] < m["requested"] / 2, m
@@ -172,3 +177,25 @@ def test_layer_target_calibration() -> None:
     stuck = base + [_rec(1, 60.0, 149.0)]  # slope 0.025 -> clamped to 0.2 and to half a step
     assert Optimizer._layer_target(stuck, 75.0) == pytest.approx(30.0)
     assert Optimizer._layer_target(stuck, 148.0) == pytest.approx(55.0)
+
+
+def test_match_nodes_by_shape_in_order_with_padded_channels() -> None:
+    """Profiled nodes map to layers by weight shape and input size, in order; channel dims the
+    runtime padded to its block still match; anything else is left unmatched, never guessed."""
+    from locp_trt.latency.config import LayerConfig
+    from locp_trt.latency.runtimes.onnxrt import NodeTime
+    from locp_trt.pipeline import match_nodes
+
+    a = LayerConfig("conv", 3, 4, 3, 1, 1, input_hw=(8, 8))
+    b = LayerConfig("conv", 4, 4, 3, 1, 1, input_hw=(8, 8))
+    c = LayerConfig("conv", 4, 4, 3, 1, 1, input_hw=(8, 8))
+    d = LayerConfig("conv", 4, 40, 1, 1, 0, input_hw=(4, 4))
+    nodes = [
+        NodeTime("n0", "Conv", ((1, 3, 8, 8), (16, 3, 3, 3), (16,)), 5.0),  # a, out padded 4 -> 16
+        NodeTime("reorder", "ReorderOutput", ((1, 16, 8, 8),), 1.0),
+        NodeTime("n1", "Conv", ((1, 4, 8, 8), (16, 4, 3, 3)), 6.0),  # b
+        NodeTime("n2", "Conv", ((1, 4, 8, 8), (16, 4, 3, 3)), 7.0),  # c: the next one in order
+        NodeTime("n3", "Conv", ((1, 4, 2, 2), (40, 4, 1, 1)), 9.0),  # wrong input size for d
+    ]
+    got = match_nodes({"a": a, "b": b, "c": c, "d": d}, nodes)
+    assert got == {"a": 5.0, "b": 6.0, "c": 7.0}

@@ -6,7 +6,8 @@ onnxruntime is imported inside methods, so importing this module needs nothing b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from ..fingerprint import DeviceFingerprint, cpu_name
 from ._nvidia import driver_version, gpu_name, jetson_power_mode
 from .base import Runtime
 
-__all__ = ["OrtCpuRuntime", "OrtCudaRuntime"]
+__all__ = ["OrtCpuRuntime", "OrtCudaRuntime", "NodeTime"]
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                  "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -30,6 +31,16 @@ def _ort():
 
 def _ort_version() -> str:
     return str(_ort().__version__)
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    """One node of an optimised ONNX Runtime graph and its median kernel time (µs)."""
+
+    name: str
+    op: str  # ONNX Runtime's op name after fusion, e.g. "Conv", "FusedConv", "Gemm"
+    input_shapes: tuple[tuple[int, ...], ...]  # activation, weight, ... as the profiler saw them
+    median_us: float
 
 
 class _OrtRuntime(Runtime):
@@ -109,6 +120,48 @@ class _OrtRuntime(Runtime):
     @property
     def label(self) -> str:
         return f"{self.name} ({self.provider}, {self.bench.threads} thread(s))"
+
+    def profile_nodes(self, onnx_bytes: bytes, input_shape: Sequence[int], iters: int = 20) -> list[NodeTime]:
+        """Per-node kernel times inside the whole optimised model, from ONNX Runtime's profiler.
+
+        Nodes come in execution order with their input shapes (activation, weight, ...) so the
+        caller can match them to layers; a fused node (Conv + BN + ReLU + Add) reports the fused
+        kernel. Median over `iters` runs after `bench.warmup` untimed ones, in µs.
+        """
+        import json
+        import os
+        import tempfile
+
+        ort = _ort()
+        so = self._session_options()
+        with tempfile.TemporaryDirectory() as tmp:
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(tmp, "locp_trt_profile")
+            try:
+                sess = ort.InferenceSession(onnx_bytes, sess_options=so,
+                                            providers=[(self.provider, self._provider_options())])
+            except Exception as exc:
+                raise InvalidConfigError(f"onnxruntime could not load the model to profile it: {exc}") from exc
+            name, x = self._single_input(sess, tuple(input_shape))
+            outputs = [o.name for o in sess.get_outputs()]
+            warmup, iters = int(self.bench.warmup), max(1, int(iters))
+            for _ in range(warmup + iters):  # profiling covers every run; warm-up runs dropped below
+                sess.run(outputs, {name: x})
+            with open(sess.end_profiling(), encoding="utf-8") as f:
+                events = json.load(f)
+        runs: dict[str, list[float]] = {}
+        meta: dict[str, NodeTime] = {}
+        for e in events:
+            if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+                continue
+            args = e.get("args", {})
+            key = e["name"]
+            runs.setdefault(key, []).append(float(e.get("dur", 0.0)))
+            if key not in meta:
+                shapes = tuple(tuple(next(iter(d.values()))) for d in args.get("input_type_shape", []) if d)
+                meta[key] = NodeTime(key[: -len("_kernel_time")], str(args.get("op_name", "")), shapes, 0.0)
+        return [NodeTime(m.name, m.op, m.input_shapes, float(np.median(runs[k][-iters:])))
+                for k, m in meta.items()]
 
 
 class OrtCpuRuntime(_OrtRuntime):
