@@ -6,7 +6,6 @@ The CLI is a thin layer over `run_job(OptimizeJob)`; benchmarks and tests call i
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -303,10 +302,8 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
                       "onnx": onnx.to_dict(), "engine": engine_note},
         "runtimes_exercised": _runtime_status(runtime),
     }
-    path = write_report(out, report)
     report["plots"] = [str(p) for p in write_plots(out, report)]
-    path.write_text(json.dumps({"schema": json.loads(path.read_text())["schema"], **report},
-                               indent=1, default=str))
+    write_report(out, report)
     _log(summary_table(report))
     store.close()
     return report
