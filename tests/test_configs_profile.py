@@ -169,7 +169,7 @@ def residual_file(tmp_path_factory):
     return path
 
 
-MODEL_ARGS = ["--arch", "models:Residual", "--input-shape", "3,8,8"]
+MODEL_ARGS = ["--arch", "models:Residual", "--input-shape", "3,24,24"]
 
 
 @pytest.fixture(scope="module")
@@ -270,8 +270,8 @@ def test_table_gives_the_same_plans_as_measuring_directly(profiled, residual_fil
     configs, table, store_path = profiled
     from locp_trt.loading import load_model
 
-    model = load_model(residual_file, arch="models:Residual", input_shape=(3, 8, 8)).module
-    graph = build_graph(model, (3, 8, 8))
+    model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
+    graph = build_graph(model, (3, 24, 24))
 
     by_table = LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(table), progress=False)
     plans_table = _two_step_plans(graph, model, by_table)
@@ -310,16 +310,16 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
                  "--no-progress", "--out", str(out)]) == 0
     plan_cli = json.loads((out / "plan.json").read_text())["widths"]
 
-    model = load_model(residual_file, arch="models:Residual", input_shape=(3, 8, 8)).module
+    model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
     store = LatencyStore(store_path)
     with get_runtime("onnxruntime", BenchConfig(iters=5, warmup=1)) as rt:
         meter = LatencyMeter(rt, store, progress=False)
         cfg = OptimizeConfig(speedup=1.6, steps=2, extra_steps=0, precision=P.FP32, batch=1)
-        result = Optimizer(model, (3, 8, 8), cfg, latency_us=meter, time_model=None,
+        result = Optimizer(model, (3, 24, 24), cfg, latency_us=meter, time_model=None,
                            out_dir=tmp_path / "direct", log=lambda _m: None, progress=False).run()
     store.close()
     assert plan_cli == result.plan.widths
-    assert result.plan.widths != build_graph(model, (3, 8, 8)).widths()  # it did prune
+    assert result.plan.widths != build_graph(model, (3, 24, 24)).widths()  # it did prune
     assert meter.stats.measured == 0  # every config came from what `profile` measured
 
 
