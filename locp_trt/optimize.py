@@ -128,7 +128,6 @@ class OptimizeResult:
     history: tuple[StepRecord, ...]
     target_us: float
     met_target: bool
-    meter_stats: dict[str, int]
 
     @property
     def baseline(self) -> StepRecord:
@@ -339,7 +338,7 @@ class Optimizer:
             history[-1] = replace(last, accuracy=self._accuracy(model))
         met = history[-1].latency_us <= target_us
         return OptimizeResult(model=model.cpu().eval(), plan=plan, history=tuple(history),
-                              target_us=target_us, met_target=met, meter_stats={})
+                              target_us=target_us, met_target=met)
 
     def _step(self, step: int, model: nn.Module, plan: PruningPlan, graph0: ModelGraph,
               history: list[StepRecord], target_us: float, t0: float):

@@ -58,7 +58,7 @@ from .errors import InvalidConfigError, StoreError
 __all__ = [
     "Staircase",
     "Discovery",
-    "SearchMethod",
+    "EnvelopeMethod",
     "sweep",
     "pareto_envelope",
     "envelope_of",
@@ -72,7 +72,7 @@ __all__ = [
 DEFAULT_REL_TOL = 0.02
 
 
-class SearchMethod(enum.Enum):
+class EnvelopeMethod(enum.Enum):
     """How a staircase envelope is found."""
 
     #: Measure every width (the reference).
@@ -496,7 +496,7 @@ def candidate_widths(
     lo: int,
     hi: int,
     *,
-    method: SearchMethod = SearchMethod.THREE_POINT,
+    method: EnvelopeMethod = EnvelopeMethod.THREE_POINT,
     step: int = 1,
     rel_tol: float = DEFAULT_REL_TOL,
     **kwargs: Any,
@@ -512,8 +512,8 @@ def candidate_widths(
         rel_tol: envelope tolerance.
         **kwargs: passed on to `three_point_discrimination`.
     """
-    method = SearchMethod(method)
-    if method is SearchMethod.SWEEP:
+    method = EnvelopeMethod(method)
+    if method is EnvelopeMethod.SWEEP:
         if lo < 1 or hi < lo or step < 1:
             raise InvalidConfigError(f"need 1 <= lo <= hi and step >= 1, got {lo}, {hi}, {step}")
         found = pareto_envelope(sweep(measure, range(lo, hi + 1, step)), rel_tol)

@@ -150,7 +150,7 @@ def test_three_point_small_ranges_and_errors():
 def test_candidate_widths_both_methods():
     table = {w: 5.0 * math.ceil(w / 16) for w in range(1, 101)}
     tp = stairs.candidate_widths(table.__getitem__, 10, 100)
-    sw = stairs.candidate_widths(table.__getitem__, 10, 100, method=stairs.SearchMethod.SWEEP)
+    sw = stairs.candidate_widths(table.__getitem__, 10, 100, method=stairs.EnvelopeMethod.SWEEP)
     assert tp == sw == [16, 32, 48, 64, 80, 96, 100]
 
 

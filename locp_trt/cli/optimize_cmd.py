@@ -39,7 +39,7 @@ class Command:
         # No locp_trt.prune import here: it imports torch, and every command's arguments are
         # built on each CLI call, including `profile --configs` on a torch-less Jetson. The
         # choices mirror the enums (tests/test_configs_profile.py checks they agree).
-        from ..stairs import SearchMethod as DiscoveryMethod
+        from ..stairs import EnvelopeMethod as DiscoveryMethod
 
         p.add_argument("model", help="model.pt (state_dict, checkpoint, pruned model) or 'example'")
         p.add_argument("--out", type=Path, required=True, help="output directory")

@@ -67,7 +67,7 @@ class Command:
                        help="which channel count the widths vary (default out)")
         s = p.add_argument_group("staircase")
         s.add_argument("--widths", default=None, help='e.g. "56-72", "8-256:4", "56,64,72" or a mix')
-        s.add_argument("--method", choices=[m.value for m in stairs.SearchMethod], default="sweep",
+        s.add_argument("--method", choices=[m.value for m in stairs.EnvelopeMethod], default="sweep",
                        help="measure every width (sweep, default) or three-point discrimination")
         s.add_argument("--rel-tol", type=float, default=stairs.DEFAULT_REL_TOL,
                        help="envelope tolerance: a wider width within this fraction counts as as fast "
@@ -86,7 +86,7 @@ class Command:
 
     # ---- run ------------------------------------------------------------------------------------
     def run(self, args: argparse.Namespace) -> int:
-        method = stairs.SearchMethod(args.method)
+        method = stairs.EnvelopeMethod(args.method)
         if not 0.0 <= args.rel_tol < 1.0:
             raise InvalidConfigError(f"--rel-tol must be in [0, 1), got {args.rel_tol}")
         if args.from_json is not None:
@@ -119,7 +119,7 @@ class Command:
             return replace(base, out_channels=int(width))
         return replace(base, in_channels=int(width))
 
-    def _measure(self, args: argparse.Namespace, method: stairs.SearchMethod) -> int:
+    def _measure(self, args: argparse.Namespace, method: stairs.EnvelopeMethod) -> int:
         from ..latency.meter import LatencyMeter, Source
         from ..latency.runtimes import get_runtime
         from ..latency.store import LatencyStore
@@ -145,7 +145,7 @@ class Command:
                     return m.median_us
 
                 discovery = None
-                if method is stairs.SearchMethod.SWEEP:
+                if method is stairs.EnvelopeMethod.SWEEP:
                     stair = stairs.sweep(measure, widths, progress=sys.stderr.isatty())
                     envelope = stairs.pareto_envelope(stair, args.rel_tol)
                 else:
@@ -204,7 +204,7 @@ class Command:
         return 0
 
     # ---- re-analysis ------------------------------------------------------------------------------
-    def _replay(self, args: argparse.Namespace, method: stairs.SearchMethod) -> int:
+    def _replay(self, args: argparse.Namespace, method: stairs.EnvelopeMethod) -> int:
         stair = stairs.Staircase.load(args.from_json, args.key)
         if args.widths is not None:
             keep = set(stairs.parse_widths(args.widths))
@@ -220,7 +220,7 @@ class Command:
             "rel_tol": args.rel_tol, "staircase": stair.to_json(), "sweep_envelope": truth,
         }
         shown = list(stair.widths)
-        if method is stairs.SearchMethod.SWEEP:
+        if method is stairs.EnvelopeMethod.SWEEP:
             envelope = truth
         else:
             lo, hi, step = _progression(list(stair.widths))
@@ -238,7 +238,7 @@ class Command:
         _print_table(points, envelope)
         print(f"recorded staircase: {args.from_json}" + (f" [{args.key}]" if args.key else "")
               + f", {len(stair)} widths; method: {method.value}; envelope: {envelope}")
-        if method is stairs.SearchMethod.THREE_POINT:
+        if method is stairs.EnvelopeMethod.THREE_POINT:
             tp = doc["three_point"]
             print(f"three-point: alignment {tp['alignment']}, {tp['probes']} of {len(stair)} widths "
                   f"probed ({tp['probes'] / len(stair):.0%}); recall of the sweep envelope "

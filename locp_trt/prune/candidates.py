@@ -7,7 +7,7 @@ Pareto lower envelope are worth pruning to (no wider width is as fast: a width j
 edge costs a full stair and keeps more channels for nothing, a width just below it saves nothing).
 `discover_candidates` finds those widths for every prunable group with `stairs.py`, by
 three-point discrimination (few probes) or an exhaustive sweep (every width; for checking);
-`DiscoveryMethod` is `stairs.SearchMethod` under the name that says what it chooses here.
+`DiscoveryMethod` is `stairs.EnvelopeMethod` under the name that says what it chooses here.
 
 All latency goes through the `latency_us` callable, which the caller backs with a
 `LatencyMeter` (memo + persistent store): a config shared by two groups, or seen again in a
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
 from ..stairs import DEFAULT_REL_TOL, pareto_envelope, sweep, three_point_discrimination
-from ..stairs import SearchMethod as DiscoveryMethod
+from ..stairs import EnvelopeMethod as DiscoveryMethod
 
 __all__ = [
     "DiscoveryMethod",
