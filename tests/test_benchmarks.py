@@ -60,12 +60,14 @@ def test_tiny_run_all_methods(tmp_path, capsys):
         if match["within_tol"]:
             assert abs(v[name]["flops_ratio"] - target) <= 0.02 * target + 1e-9
     # Uniform widths of 16-channel groups move FLOPs in coarse steps, so 2% is not always
-    # reachable; the match must be as close as any removed fraction gets (fine scan).
-    torch.manual_seed(0)
-    subj = methods.make_subject("resnet20", get_model("resnet20"), (3, 8, 8))
-    best = min(abs(subj.graph.flops(methods.uniform_widths(subj, r / 1000)) / subj.flops - target)
-               for r in range(0, 901))
-    assert abs(v["uniform_l1"]["flops_ratio"] - target) <= best + 0.005 * target
+    # reachable; when it is not, the match must be as close as any removed fraction gets (fine
+    # scan). (Within 2% the bisection may stop anywhere inside the band, checked above.)
+    if not v["uniform_l1"]["detail"]["flops_match"]["within_tol"]:
+        torch.manual_seed(0)
+        subj = methods.make_subject("resnet20", get_model("resnet20"), (3, 8, 8))
+        best = min(abs(subj.graph.flops(methods.uniform_widths(subj, r / 1000)) / subj.flops - target)
+                   for r in range(0, 901))
+        assert abs(v["uniform_l1"]["flops_ratio"] - target) <= best + 0.005 * target
     for gid, w in v["tp_round8"]["widths"].items():
         assert w % 8 == 0 or w == cell["variants"]["unpruned"]["widths"][gid]
 
