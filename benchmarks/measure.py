@@ -22,7 +22,7 @@ from locp_trt.latency.store import LatencyStore
 from locp_trt.latency.timing import BenchConfig, Timing
 
 __all__ = ["BudgetExceeded", "Budget", "Runtimes", "make_runtimes", "CountedLatency",
-           "ModelTimer", "model_timer", "interleaved"]
+           "ModelTimer", "model_preparer", "interleaved"]
 
 #: Runtimes that time torch modules directly (no ONNX export).
 _TORCH_RUNTIMES = ("torch", "torch-cpu")
@@ -135,10 +135,10 @@ class ModelTimer:
         return self.runtime.time_module(self.module, self.shape, self.precision)
 
 
-def model_timer(runtime: Runtime, shape: tuple[int, ...], precision: Precision
-                ) -> Callable[[Any], Mapping[str, float]]:
-    """`time_model` for the optimize loop: one module -> `Timing.summary()`."""
-    return lambda module: ModelTimer(runtime, module, shape, precision)().summary()
+def model_preparer(runtime: Runtime, shape: tuple[int, ...], precision: Precision
+                   ) -> Callable[[Any], Callable[[int, int], list[float]]]:
+    """`prepare_model` for the optimize loop: one module -> a sampler built once."""
+    return lambda module: runtime.prepare_module(module, shape, precision)
 
 
 def _summarise(timings: Sequence[Timing]) -> dict[str, Any]:

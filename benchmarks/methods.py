@@ -257,7 +257,7 @@ def _bisect(flops_ratio: Callable[[float], float], target: float, hi: float, tol
 # ---- LOCP ---------------------------------------------------------------------------------------
 def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precision,
              latency_us: Callable[[LayerConfig], float],
-             time_model: Callable[[nn.Module], Mapping[str, float]] | None,
+             prepare_model: Callable[[nn.Module], Any] | None,
              min_width_ratio: float = 0.1, log: Callable[[str], None] = print,
              progress: bool = False) -> Variant:
     """Run this tool's optimize loop (no fine-tuning) to `speedup`; counts come from the caller.
@@ -272,7 +272,8 @@ def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precisi
         precision: precision the latencies are for.
         latency_us: layer latency in µs (a fresh `LatencyMeter` behind it, so its stats are this
             decision's alone).
-        time_model: whole-model latency (`Timing.summary()` dict) for the loop's calibration.
+        prepare_model: builds a module once for the loop's interleaved comparisons
+            (`Runtime.prepare_module`); None: decisions on predicted latency alone.
         min_width_ratio: no group below this fraction of its width.
         log: receives the loop's progress lines.
         progress: tqdm bars.
@@ -289,24 +290,25 @@ def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precisi
     stopped = False
     with tempfile.TemporaryDirectory(prefix="locp_bench_") as tmp:
         opt = Optimizer(subject.model, subject.input_shape, cfg, latency_us=latency_us,
-                        time_model=time_model, out_dir=Path(tmp), arch=subject.name, loaders=None,
+                        prepare_model=prepare_model, out_dir=Path(tmp), arch=subject.name, loaders=None,
                         log=keep, progress=progress)
         try:
             result = opt.run()
             model, history = result.model, list(result.history)
-            target_us, met = result.target_us, result.met_target
+            target, met = result.target_speedup, result.met_target
         except BudgetExceeded:
             # Keep the last step the loop completed (it checkpoints after every step).
             loaded = opt.last_checkpoint()
             if loaded is None or loaded[2][-1].step < 1:
                 raise
-            model, _, history, target_us = loaded
-            met, stopped = history[-1].latency_us <= target_us, True
+            model, _, history, target = loaded
+            met, stopped = history[-1].speedup_over(history[0]) >= target, True
             keep(f"stopped by the time budget; keeping step {history[-1].step}")
     wall = time.perf_counter() - t0
     final = history[-1]
     detail = {"loop_steps": final.step, "loop_met_target": met, "stopped_by_budget": stopped,
-              "loop_target_us": round(target_us, 3),
+              "loop_target_us": round(history[0].latency_us / target, 3),
+              "loop_target_speedup": round(target, 4),
               "loop_baseline_us": round(history[0].latency_us, 3),
               "loop_final_us": round(final.latency_us, 3),
               "predicted_us": round(final.predicted_us, 3),

@@ -255,15 +255,20 @@ def _run_cell(ctx: _Context, cell: dict[str, Any], cells_left: int) -> None:
     latency = CountedLatency(rts.layer, ctx.stores["locp"], ctx.budget.deadline(cap), ctx.progress)
     e2e = {"n": 0, "s": 0.0}
 
-    def time_model(module):
-        t0 = time.perf_counter()
-        summary = ModelTimer(rts.model, module, shape, precision)().summary()
+    def prepare_model(module):
+        sampler = rts.model.prepare_module(module, shape, precision)
         e2e["n"] += 1
-        e2e["s"] += time.perf_counter() - t0
-        return summary
+
+        def timed(warmup, iters):
+            t0 = time.perf_counter()
+            out = sampler(warmup, iters)
+            e2e["s"] += time.perf_counter() - t0
+            return out
+
+        return timed
 
     locp = run_locp(subject, speedup=args.speedup, batch=batch, precision=precision,
-                    latency_us=latency, time_model=time_model, min_width_ratio=args.min_width_ratio,
+                    latency_us=latency, prepare_model=prepare_model, min_width_ratio=args.min_width_ratio,
                     log=_log, progress=ctx.progress)
     counts = latency.counts()
     if counts["s_per_measurement"]:

@@ -1,18 +1,27 @@
-"""The LOCP loop: profile, select, prune, fine-tune, re-measure, repeat to the latency target.
+"""The LOCP loop: profile, select, prune, fine-tune, and land on the requested speedup.
 
 One step:
 1. build the channel graph of the current model (`graph.build_graph`);
 2. find each prunable group's candidate widths on its latency staircase (three-point
    discrimination through the shared `LatencyMeter`, so each distinct layer config is measured
    once across groups, steps and runs);
-3. score channels (`prune.importance`) and choose widths across groups to this step's target
-   (`prune.benefit.search`: two-stage benefit, greedy or knapsack);
-4. prune physically, fine-tune briefly, measure the whole model end to end, checkpoint.
+3. score channels (`prune.importance`) and let the two-stage benefit search
+   (`prune.benefit.greedy_steps`) lay out its whole decision path, best benefit first, down to
+   the width floor;
+4. choose how far along that path to go by measuring prefixes against the unpruned model,
+   interleaved (`landing.land`, `latency.compare`): the smallest prefix whose measured speedup
+   reaches the step's goal;
+5. prune physically, fine-tune, record, checkpoint.
 
-Step targets shrink geometrically from the baseline to the final target. The layer-sum latency
-model misses fusion and non-conv ops, so each step's end-to-end target is converted into a
-layer-sum target with the measured/predicted slope seen so far (`Optimizer._slope`), and the
-loop runs extra steps when the measured latency still misses the target.
+Step goals rise geometrically from 1x to the target over `steps` steps (one step when there is
+no fine-tuning between steps: the path is the same and only the landing matters). The last step
+aims a third of the tolerance above the target, so re-measurement noise on either side still
+lands in [target, target x (1 + tolerance)]. Extra steps run only while the target is missed and
+the search still finds a narrower width that is faster.
+
+The emitted model is the best checkpoint that meets the target (best accuracy when data is given,
+else the least pruned), never a later, slower one; with none meeting it, the fastest. See
+docs/METHOD.md, "Landing on the target".
 
 Resuming: after every step `checkpoints/state.json` and `checkpoints/step_NNN.pt` are written
 atomically; `resume=True` reloads the last completed step and continues from there.
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -34,16 +44,27 @@ import torch.nn as nn
 
 from .errors import InvalidConfigError, LocpError
 from .graph import ModelGraph, build_graph
+from .landing import Landing, Probe, land
+from .latency.compare import CompareRule, Comparison, Sampler, Verdict, compare
 from .latency.config import LayerConfig, Precision
-from .prune.benefit import SearchMethod, predicted_latency_us, search
+from .latency.timing import Timing
+from .prune.benefit import Candidate, assess, greedy_steps, predicted_latency_us
 from .prune.candidates import DiscoveryMethod, discover_candidates, width_floor
 from .prune.importance import Importance, group_importance
 from .prune.plan import PruningPlan, apply_plan, save_pruned
 from .train import TrainConfig, evaluate, fine_tune
 
-__all__ = ["OptimizeConfig", "StepRecord", "OptimizeResult", "Optimizer", "STATE_SCHEMA"]
+__all__ = ["OptimizeConfig", "StepRecord", "OptimizeResult", "Optimizer", "STATE_SCHEMA",
+           "UnreachableTargetError"]
 
-STATE_SCHEMA = "locp_trt.optimize_state/1"
+STATE_SCHEMA = "locp_trt.optimize_state/2"
+#: A target is refused when it exceeds the speedup at the width floor by this factor (the floor
+#: model is one plan; the path may find a slightly faster mix of widths above it).
+REACH_SLACK = 1.1
+
+
+class UnreachableTargetError(InvalidConfigError):
+    """The target cannot be reached: refused before any pruning, with the predicted maximum."""
 
 
 @dataclass(frozen=True)
@@ -53,18 +74,19 @@ class OptimizeConfig:
     # ---- target
     speedup: float | None = 2.0  # measured end-to-end speedup over the unpruned model
     target_latency_ms: float | None = None  # or an absolute end-to-end target
+    tolerance: float = 0.10  # land within [target, target x (1 + tolerance)] of speedup
     # ---- schedule
-    steps: int = 3  # pruning steps from the baseline to the target (geometric)
-    extra_steps: int = 3  # more steps at the final target while the measurement still misses it
+    steps: int = 3  # pruning steps from the baseline to the target (geometric goals)
+    extra_steps: int = 2  # more steps at the target while it is missed and a step still helps
+    max_probes: int = 8  # measured prefixes of the decision path per step
     # ---- method
     discovery: DiscoveryMethod = DiscoveryMethod.THREE_POINT
-    search: SearchMethod = SearchMethod.GREEDY
     importance: Importance = Importance.L1
     min_width_ratio: float = 0.1  # never below this fraction of a group's original width
-    margin: float = 0.05  # aim this fraction below the target, so re-measurement noise still meets it
-    # ---- what is measured
+    # ---- what is measured, and how decisions are taken
     batch: int = 1
     precision: Precision = Precision.FP32
+    compare: CompareRule = field(default_factory=CompareRule)
     # ---- training (None: no fine-tuning, e.g. latency-only runs)
     finetune: TrainConfig | None = None  # after every step
     final_finetune: TrainConfig | None = None  # once at the end
@@ -73,61 +95,84 @@ class OptimizeConfig:
     def __post_init__(self) -> None:
         if (self.speedup is None) == (self.target_latency_ms is None):
             raise InvalidConfigError("give exactly one of --speedup or --target-latency-ms")
-        if self.speedup is not None and self.speedup <= 1.0:
-            raise InvalidConfigError(f"--speedup must be above 1, got {self.speedup}")
-        if self.target_latency_ms is not None and self.target_latency_ms <= 0:
-            raise InvalidConfigError(f"--target-latency-ms must be positive, got {self.target_latency_ms}")
-        if self.steps < 1 or self.extra_steps < 0:
-            raise InvalidConfigError(f"--steps must be >= 1 (got {self.steps}), --extra-steps >= 0")
-        if not 0 <= self.margin < 0.5:
-            raise InvalidConfigError(f"margin must be in [0, 0.5), got {self.margin}")
+        if self.speedup is not None and not (math.isfinite(self.speedup) and self.speedup > 1.0):
+            raise InvalidConfigError(
+                f"--speedup must be a number above 1 (e.g. 1.5 or 2), got {self.speedup}")
+        if self.target_latency_ms is not None and not (
+                math.isfinite(self.target_latency_ms) and self.target_latency_ms > 0):
+            raise InvalidConfigError(
+                f"--target-latency-ms must be a positive number, got {self.target_latency_ms}")
+        if not (math.isfinite(self.tolerance) and 0 < self.tolerance <= 1):
+            raise InvalidConfigError(f"--tolerance must be in (0, 1] (0.1: up to 10% above the "
+                                     f"target), got {self.tolerance}")
+        if self.steps < 1 or self.extra_steps < 0 or self.max_probes < 1:
+            raise InvalidConfigError(f"--steps must be >= 1 (got {self.steps}), --extra-steps >= 0 "
+                                     f"(got {self.extra_steps}), max_probes >= 1")
         if not 0 < self.min_width_ratio <= 1:
             raise InvalidConfigError(f"--min-width-ratio must be in (0, 1], got {self.min_width_ratio}")
 
-    def target_us(self, baseline_us: float) -> float:
-        """The final end-to-end target in µs."""
-        if self.target_latency_ms is not None:
-            return self.target_latency_ms * 1000.0
-        return baseline_us / float(self.speedup)
-
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("discovery", "search", "importance", "precision"):
+        for k in ("discovery", "importance", "precision"):
             d[k] = getattr(self, k).value
         return d
 
 
 @dataclass(frozen=True)
 class StepRecord:
-    """What one step did and measured (step 0 is the unpruned baseline)."""
+    """What one step did and measured (step 0 is the unpruned baseline).
+
+    `measured` holds the step's interleaved comparison with the unpruned model
+    (`Comparison.summary()`: speedup and its interval, both medians in µs, rounds, verdict), or is
+    empty when only a lookup table was available and every figure is a prediction.
+    """
 
     step: int
     widths: dict[str, int]  # width of every group, relative to the ORIGINAL model
     predicted_us: float  # summed layer latencies at these widths
-    measured: dict[str, float]  # end-to-end Timing.summary() (µs); {} when only predicted
+    measured: dict[str, Any]  # see above; {} when only predicted
     accuracy: float | None  # top-1 %, when a test set was given
     flops: int
     params: int
-    target_us: float | None = None  # this step's end-to-end target
+    target_us: float | None = None  # this step's end-to-end goal in µs (baseline / goal speedup)
+    goal_speedup: float | None = None  # this step's goal
     search: str = ""  # the search's one-line summary
     candidates: dict[str, list[int]] = field(default_factory=dict)  # envelope widths offered per group
+    decisions: int = 0  # decisions of the path taken at this step
+    path_length: int = 0  # decisions the path offered
+    importance_lost: float = 0.0  # cumulative, since the unpruned model
+    probes: list[dict[str, Any]] = field(default_factory=list)  # prefixes measured to land
     wall_s: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        """'measured' or 'predicted': where `latency_us` and `speedup` come from."""
+        return "measured" if self.measured else "predicted"
 
     @property
     def latency_us(self) -> float:
         """Measured median where measured, else the prediction."""
         return float(self.measured.get("median_us", self.predicted_us))
 
+    def speedup_over(self, baseline: StepRecord) -> float:
+        """Speedup over the unpruned model: the interleaved comparison's, else predicted."""
+        if "speedup" in self.measured:
+            return float(self.measured["speedup"])
+        return baseline.predicted_us / self.predicted_us if self.predicted_us > 0 else 1.0
+
 
 @dataclass(frozen=True)
 class OptimizeResult:
-    """The pruned model, its plan and the history of the run."""
+    """The emitted model (the best checkpoint), its plan and the history of the run."""
 
     model: nn.Module
     plan: PruningPlan
     history: tuple[StepRecord, ...]
-    target_us: float
-    met_target: bool
+    target_us: float  # the end-to-end target, relative to the baseline measured in this run
+    target_speedup: float
+    chosen_step: int  # the step whose checkpoint is emitted
+    met_target: bool  # by the loop's own comparison of the chosen step
+    stop_reason: str  # why the loop ended, in words
 
     @property
     def baseline(self) -> StepRecord:
@@ -135,12 +180,13 @@ class OptimizeResult:
 
     @property
     def final(self) -> StepRecord:
-        return self.history[-1]
+        """The emitted step's record (not necessarily the last step run)."""
+        return next(h for h in self.history if h.step == self.chosen_step)
 
     @property
     def speedup(self) -> float:
-        """Baseline over final end-to-end latency (measured where measured)."""
-        return self.baseline.latency_us / self.final.latency_us
+        """The emitted step's speedup over the unpruned model, as the loop measured it."""
+        return self.final.speedup_over(self.baseline)
 
 
 class Optimizer:
@@ -151,8 +197,9 @@ class Optimizer:
         input_shape: one sample's shape, e.g. (3, 32, 32).
         config: targets and method.
         latency_us: latency of one layer config in µs (a `LatencyMeter` behind it: shared).
-        time_model: end-to-end latency of a module, returning `Timing.summary()`; None when
-            only a lookup table is available (the end-to-end figures are then predictions).
+        prepare_model: builds a module once for repeated timing (`Runtime.prepare_module` at the
+            run's input shape and precision); None when only a lookup table is available (every
+            end-to-end figure is then a prediction).
         out_dir: where checkpoints go.
         arch: zoo name of the architecture (recorded in the plan), if any.
         loaders: (train, test) DataLoaders for fine-tuning and accuracy; None to skip both.
@@ -160,7 +207,7 @@ class Optimizer:
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], config: OptimizeConfig, *,
                  latency_us: Callable[[LayerConfig], float],
-                 time_model: Callable[[nn.Module], Mapping[str, float]] | None,
+                 prepare_model: Callable[[nn.Module], Sampler] | None,
                  out_dir: Path, arch: str | None = None,
                  loaders: tuple[Any, Any] | None = None,
                  log: Callable[[str], None] = print, progress: bool = True) -> None:
@@ -168,18 +215,48 @@ class Optimizer:
         self.input_shape = tuple(int(v) for v in input_shape)
         self.config = config
         self.latency_us = latency_us
-        self.time_model = time_model
+        self.prepare_model = prepare_model
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.arch = arch
         self.loaders = loaders
         self.log = log
         self.progress = progress
+        self._reference: Sampler | None = None  # the unpruned model, built once per run
         self.device = torch.device("cpu")
         if config.finetune is not None or config.final_finetune is not None:
             from .train import resolve_torch_device
 
             self.device = resolve_torch_device("auto")
+
+    # ---- measurement -----------------------------------------------------------------------------
+    @property
+    def measures(self) -> bool:
+        """True when decisions are measured end to end (else predicted from the lookup table)."""
+        return self.prepare_model is not None
+
+    def reference(self) -> Sampler:
+        """The unpruned model, prepared once for every comparison of the run."""
+        if self._reference is None:
+            assert self.prepare_model is not None
+            self._reference = self.prepare_model(copy.deepcopy(self.original).cpu().eval())
+        return self._reference
+
+    def compare_to_reference(self, model: nn.Module, threshold: float | None) -> Comparison:
+        """Interleaved comparison of `model` with the unpruned model (`latency.compare`)."""
+        assert self.prepare_model is not None
+        candidate = self.prepare_model(copy.deepcopy(model).cpu().eval())
+        return compare(self.reference(), candidate, self.config.compare, threshold=threshold)
+
+    def _baseline_measure(self) -> dict[str, Any]:
+        """The unpruned model timed alone (as many samples as a full comparison's minimum)."""
+        if not self.measures:
+            return {}
+        rule = self.config.compare
+        sample = self.reference()
+        sample(rule.warmup, 1)
+        timing = Timing.from_samples(sample(rule.warmup, rule.iters * rule.min_rounds))
+        return {**timing.summary(), "speedup": 1.0, "speedup_low": 1.0, "speedup_high": 1.0}
 
     # ---- helpers ---------------------------------------------------------------------------
     def _graph(self, model: nn.Module) -> ModelGraph:
@@ -191,47 +268,14 @@ class Optimizer:
             return None
         return evaluate(model.to(self.device), self.loaders[1], self.device)
 
-    def _measure(self, model: nn.Module) -> dict[str, float]:
-        if self.time_model is None:
-            return {}
-        return dict(self.time_model(copy.deepcopy(model).cpu().eval()))
-
     def _record(self, step: int, model: nn.Module, graph0: ModelGraph, widths: Mapping[str, int],
-                start: float, **extra: Any) -> StepRecord:
+                start: float, measured: Mapping[str, Any], **extra: Any) -> StepRecord:
         return StepRecord(
             step=step, widths=dict(widths),
             predicted_us=predicted_latency_us(graph0, widths, self.latency_us),
-            measured=self._measure(model), accuracy=self._accuracy(model),
+            measured=dict(measured), accuracy=self._accuracy(model),
             flops=graph0.flops(widths), params=graph0.params(widths),
             wall_s=round(time.perf_counter() - start, 3), **extra)
-
-    @staticmethod
-    def _slope(history: list[StepRecord]) -> float:
-        """How much measured end-to-end latency moves per µs of predicted layer-sum saving.
-
-        The layer-sum model misses fusion, non-conv kernels and launch overhead, so the saving it
-        predicts is not the saving measured. Before any step, assume savings scale with the
-        measured/predicted ratio; afterwards use the last step's observed ratio of savings
-        (clamped: one noisy step must not send the search to the floor or nowhere).
-        """
-        prev = history[-1]
-        if len(history) >= 2:
-            d_pred = history[-2].predicted_us - prev.predicted_us
-            d_meas = history[-2].latency_us - prev.latency_us
-            if d_pred > 1e-6 and prev.measured:
-                return float(min(1.5, max(0.2, d_meas / d_pred)))
-        return prev.latency_us / prev.predicted_us if prev.predicted_us > 0 else 1.0
-
-    @classmethod
-    def _layer_target(cls, history: list[StepRecord], step_target_us: float) -> float:
-        """The layer-sum target (µs) that should bring the end-to-end latency to `step_target_us`.
-
-        One step removes at most half the predicted layer time: a large calibrated gap must not
-        send every group to its floor at once (accuracy), nor ask for a negative target.
-        """
-        prev = history[-1]
-        target = prev.predicted_us - (prev.latency_us - step_target_us) / cls._slope(history)
-        return max(target, 0.5 * prev.predicted_us)
 
     def _reseed(self, seed: int) -> None:
         """Seed torch and the training loader's shuffle per step, so a resumed run trains on
@@ -241,9 +285,51 @@ class Optimizer:
         if gen is not None:
             gen.manual_seed(seed)
 
+    def _floors(self, graph0: ModelGraph) -> dict[str, int]:
+        return {g: width_floor(grp.width, self.config.min_width_ratio)
+                for g, grp in graph0.groups.items() if grp.prunable}
+
+    def target_speedup(self, baseline: StepRecord) -> float:
+        """The speedup to reach: --speedup, or what --target-latency-ms needs over the baseline."""
+        cfg = self.config
+        if cfg.speedup is not None:
+            return float(cfg.speedup)
+        base_us = baseline.latency_us
+        target_us = cfg.target_latency_ms * 1000.0
+        if target_us >= base_us:
+            raise InvalidConfigError(
+                f"--target-latency-ms {cfg.target_latency_ms} is at or above the unpruned model's "
+                f"{base_us / 1000:.4f} ms ({baseline.kind}): nothing to prune; ask for less")
+        return base_us / target_us
+
+    def check_reachable(self, graph0: ModelGraph, baseline: StepRecord, speedup: float) -> float:
+        """The maximum speedup at the width floor; refuses a target far above it.
+
+        Every group at its floor (--min-width-ratio) is the most the loop may prune. Its speedup is
+        predicted from the layer sum and, when the loop measures, also measured against the
+        unpruned model (a layer-sum prediction misses fusion and per-layer fixed costs, in either
+        direction); the larger of the two, with 10% slack, bounds what is accepted.
+        """
+        floors = self._floors(graph0)
+        floor_us = predicted_latency_us(graph0, {**graph0.widths(), **floors}, self.latency_us)
+        predicted = baseline.predicted_us / floor_us if floor_us > 0 else math.inf
+        best, how = predicted, f"predicted {predicted:.2f}x from the layer sum"
+        if self.measures and speedup > predicted:
+            floor_model, _ = apply_plan(self.original, PruningPlan(self.arch, self.input_shape, floors),
+                                        self.input_shape, importance=self.config.importance)
+            cmp = self.compare_to_reference(floor_model, threshold=None)
+            how += f", measured {cmp.describe()}"
+            best = max(best, cmp.speedup)
+        if speedup > best * REACH_SLACK:
+            raise UnreachableTargetError(
+                f"a {speedup:.3g}x speedup cannot be reached: with every channel group at its floor "
+                f"(--min-width-ratio {self.config.min_width_ratio}) the model is {how}; ask for at "
+                "most that, or lower --min-width-ratio")
+        return best
+
     # ---- checkpoints -------------------------------------------------------------------------
     def _save_state(self, model: nn.Module, plan: PruningPlan, history: list[StepRecord],
-                    target_us: float) -> None:
+                    target_speedup: float) -> None:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         step = history[-1].step
         weights = self.ckpt_dir / f"step_{step:03d}.pt"
@@ -251,18 +337,13 @@ class Optimizer:
         save_pruned(model.cpu(), plan, tmp)
         os.replace(tmp, weights)
         state = {"schema": STATE_SCHEMA, "config": self.config.to_json(), "step": step,
-                 "weights": weights.name, "target_us": target_us,
+                 "weights": weights.name, "target_speedup": target_speedup,
                  "history": [asdict(h) for h in history]}
         tmp_state = self.ckpt_dir / "state.json.tmp"
         tmp_state.write_text(json.dumps(state, indent=1))
         os.replace(tmp_state, self.ckpt_dir / "state.json")
 
-    def last_checkpoint(self) -> tuple[nn.Module, PruningPlan, list[StepRecord], float] | None:
-        """The last completed step in `out_dir` as (model, plan, history, target_us), or None.
-
-        What `run(resume=True)` continues from; also how a caller keeps the best result of a run
-        it had to stop early.
-        """
+    def _read_state(self) -> dict[str, Any] | None:
         path = self.ckpt_dir / "state.json"
         if not path.is_file():
             return None
@@ -273,21 +354,37 @@ class Optimizer:
                             "to start afresh") from None
         if state.get("schema") != STATE_SCHEMA:
             raise LocpError(f"cannot resume: {path} has schema {state.get('schema')!r}, "
-                            f"expected {STATE_SCHEMA!r}")
+                            f"expected {STATE_SCHEMA!r}; delete {self.ckpt_dir} to start afresh")
         if state.get("config") != self.config.to_json():
             raise LocpError(f"cannot resume: the options differ from the interrupted run's "
-                            f"(see {path}); rerun with the same options or without --resume")
+                            f"({_differences(state.get('config') or {}, self.config.to_json())}); "
+                            "rerun with the same options, or without --resume")
+        return state
+
+    def _load_step(self, step: int) -> tuple[nn.Module, PruningPlan]:
         from .prune.plan import pruned_from_payload
 
-        payload = torch.load(self.ckpt_dir / state["weights"], map_location="cpu", weights_only=True)
-        model, plan = pruned_from_payload(payload, arch_factory=lambda: copy.deepcopy(self.original),
-                                          source=str(self.ckpt_dir / state["weights"]))
+        path = self.ckpt_dir / f"step_{step:03d}.pt"
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return pruned_from_payload(payload, arch_factory=lambda: copy.deepcopy(self.original),
+                                   source=str(path))
+
+    def last_checkpoint(self) -> tuple[nn.Module, PruningPlan, list[StepRecord], float] | None:
+        """The last completed step in `out_dir` as (model, plan, history, target speedup), or None.
+
+        What `run(resume=True)` continues from; also how a caller keeps the best result of a run
+        it had to stop early.
+        """
+        state = self._read_state()
+        if state is None:
+            return None
+        model, plan = self._load_step(int(state["step"]))
         history = [StepRecord(**h) for h in state["history"]]
-        return model, plan, history, float(state["target_us"])
+        return model, plan, history, float(state["target_speedup"])
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> OptimizeResult:
-        """Run (or resume) the loop and return the pruned, fine-tuned model."""
+        """Run (or resume) the loop and return the best checkpoint, fine-tuned."""
         cfg = self.config
         torch.manual_seed(cfg.seed)
         graph0 = self._graph(self.original)
@@ -297,83 +394,269 @@ class Optimizer:
         loaded = self.last_checkpoint() if resume else None
         start = time.perf_counter()
         if loaded is not None:
-            model, plan, history, target_us = loaded
+            model, plan, history, target = loaded
             self.log(f"resuming after step {history[-1].step} "
-                     f"({history[-1].latency_us:.1f} µs, target {target_us:.1f} µs)")
+                     f"({history[-1].speedup_over(history[0]):.2f}x, target {target:.2f}x)")
         else:
             if resume:
                 self.log(f"nothing to resume in {self.ckpt_dir}; starting afresh")
             model = copy.deepcopy(self.original)
             plan = PruningPlan(self.arch, self.input_shape, graph0.widths(),
                                kept={g: list(range(w)) for g, w in graph0.widths().items()})
-            base = self._record(0, model, graph0, graph0.widths(), start)
-            target_us = cfg.target_us(base.latency_us)
+            self.log("timing the unpruned model" if self.measures else "predicting the unpruned model")
+            base = self._record(0, model, graph0, graph0.widths(), start, self._baseline_measure())
+            target = self.target_speedup(base)
+            predicted_max = self.check_reachable(graph0, base, target)
             history = [base]
-            self.log(f"baseline: {base.latency_us:.1f} µs end to end "
-                     f"({'measured' if base.measured else 'predicted'}), predicted layer sum "
-                     f"{base.predicted_us:.1f} µs; target {target_us:.1f} µs")
-            self._save_state(model, plan, history, target_us)
+            self.log(f"baseline: {base.latency_us:.1f} µs end to end ({base.kind} in this run), "
+                     f"layer sum predicted {base.predicted_us:.1f} µs; target {target:.3g}x "
+                     f"(land within +{cfg.tolerance:.0%}); at the width floor about {predicted_max:.2f}x")
+            self._save_state(model, plan, history, target)
 
-        max_step = cfg.steps + cfg.extra_steps
-        aim_us = target_us * (1.0 - cfg.margin)
-        while history[-1].step < max_step and history[-1].latency_us > aim_us:
-            step = history[-1].step + 1
-            t0 = time.perf_counter()
-            model, plan, record = self._step(step, model, plan, graph0, history, aim_us, t0)
-            if record is None:
-                self.log(f"step {step}: no width can shrink further "
-                         f"(--min-width-ratio {cfg.min_width_ratio}); stopping")
+        steps = cfg.steps if cfg.finetune is not None and self.loaders is not None else 1
+        stop_reason = ""
+        while True:
+            last = history[-1]
+            reached = last.speedup_over(history[0])
+            if last.step >= 1 and reached >= target:
+                stop_reason = f"target reached at step {last.step}"
                 break
+            if last.step >= steps + cfg.extra_steps:
+                stop_reason = (f"the target was still missed after {last.step} steps "
+                               f"(--steps {steps}, --extra-steps {cfg.extra_steps})")
+                break
+            step = last.step + 1
+            # The first scheduled goal above what is already reached (a step may overshoot its own).
+            s = step
+            while s < steps and target ** (s / steps) <= reached:
+                s += 1
+            goal = target ** (min(s, steps) / steps)
+            final = s >= steps
+            aim = goal * (1 + cfg.tolerance / 3) if final else goal
+            t0 = time.perf_counter()
+            outcome = self._step(step, model, plan, graph0, history, goal, aim, final, t0)
+            if isinstance(outcome, str):
+                stop_reason = f"step {step}: {outcome}"
+                self.log(stop_reason)
+                break
+            model, plan, record = outcome
             history.append(record)
-            self.log(f"step {step}: {record.latency_us:.1f} µs "
-                     f"(target {record.target_us:.1f}), predicted {record.predicted_us:.1f} µs"
+            self.log(f"step {step}: {record.speedup_over(history[0]):.3f}x {record.kind} "
+                     f"(goal {goal:.3f}x), {record.decisions} of {record.path_length} decisions, "
+                     f"{len(record.probes)} probes"
                      + (f", accuracy {record.accuracy:.2f}%" if record.accuracy is not None else ""))
-            self._save_state(model, plan, history, target_us)
+            self._save_state(model, plan, history, target)
 
-        if cfg.final_finetune is not None and self.loaders is not None:
+        chosen = self._best(history, target)
+        if chosen.step != history[-1].step:
+            self.log(f"emitting step {chosen.step} ({chosen.speedup_over(history[0]):.3f}x): "
+                     f"better than the last step {history[-1].step}")
+            model, plan = self._load_step(chosen.step)
+        if cfg.final_finetune is not None and self.loaders is not None and chosen.step > 0:
             self._reseed(cfg.seed + 10_000)
             fine_tune(model.to(self.device), self.loaders[0], cfg.final_finetune, self.device,
                       progress=self.progress, desc="final fine-tune")
-            last = history[-1]
-            history[-1] = replace(last, accuracy=self._accuracy(model))
-        met = history[-1].latency_us <= target_us
+            i = next(i for i, h in enumerate(history) if h.step == chosen.step)
+            history[i] = replace(history[i], accuracy=self._accuracy(model))
+        met = chosen.step > 0 and chosen.speedup_over(history[0]) >= target
         return OptimizeResult(model=model.cpu().eval(), plan=plan, history=tuple(history),
-                              target_us=target_us, met_target=met)
+                              target_us=history[0].latency_us / target, target_speedup=target,
+                              chosen_step=chosen.step, met_target=met, stop_reason=stop_reason)
 
-    def _step(self, step: int, model: nn.Module, plan: PruningPlan, graph0: ModelGraph,
-              history: list[StepRecord], target_us: float, t0: float):
+    @staticmethod
+    def _best(history: list[StepRecord], target: float) -> StepRecord:
+        """The checkpoint to emit: among steps meeting the target, the most accurate (data given)
+        or the least pruned; with none meeting it, the fastest."""
+        base = history[0]
+        steps = [h for h in history if h.step > 0]
+        if not steps:
+            return base
+        meeting = [h for h in steps if h.speedup_over(base) >= target]
+        if meeting:
+            if all(h.accuracy is not None for h in meeting):
+                return max(meeting, key=lambda h: (h.accuracy, -h.step))
+            return min(meeting, key=lambda h: h.step)
+        return max(steps, key=lambda h: (h.speedup_over(base), -h.step))
+
+    # ---- one step ------------------------------------------------------------------------------
+    def _path(self, graph: ModelGraph, current: dict[str, int], model: nn.Module,
+              floors: Mapping[str, int], discovery: DiscoveryMethod):
+        """(candidates, importance scores, the greedy decision path down to the floor)."""
         cfg = self.config
-        base_us = history[0].latency_us
-        frac = min(step, cfg.steps) / cfg.steps
-        step_target = base_us * (target_us / base_us) ** frac
-        predicted_target = self._layer_target(history, step_target)
-
-        graph = self._graph(model)
-        # Group ids are root-module names, stable under pruning; widths here are current ones.
-        current = graph.widths()
-        floors = {g: width_floor(graph0.groups[g].width, cfg.min_width_ratio)
-                  for g in current if g in graph0.groups}
-        cands = discover_candidates(graph, current, self.latency_us, method=cfg.discovery,
+        cands = discover_candidates(graph, current, self.latency_us, method=discovery,
                                     floors=floors, progress=self.progress)
         scores = {g: group_importance(model, graph, g, cfg.importance) for g in cands}
-        result = search(graph, current, cands, scores, self.latency_us, predicted_target,
-                        method=cfg.search, progress=False)
-        if not result.steps:
-            return model, plan, None
-        new_widths = {g: w for g, w in result.widths.items() if w != current[g]}
-        step_plan = PruningPlan(self.arch, self.input_shape, new_widths)
-        model, applied = apply_plan(model, step_plan, self.input_shape, importance=cfg.importance)
+        path: list[Candidate] = _exhaust(greedy_steps(graph, current, cands, scores,
+                                                      self.latency_us, 1e-9))
+        return cands, scores, _one_notch_at_a_time(graph, current, path, cands, scores, self.latency_us)
+
+    def _step(self, step: int, model: nn.Module, plan: PruningPlan, graph0: ModelGraph,
+              history: list[StepRecord], goal: float, aim: float, final: bool, t0: float):
+        """One step; returns (model, plan, record), or a sentence saying why no step was found."""
+        cfg = self.config
+        graph = self._graph(model)
+        current = graph.widths()
+        floors0 = self._floors(graph0)
+        floors = {g: floors0[g] for g in current if g in floors0}
+        movable = [g for g in floors if current[g] > floors[g]]
+        if not movable:
+            return f"no width can shrink further: every group is at its floor (--min-width-ratio {cfg.min_width_ratio})"
+        cands, scores, path = self._path(graph, current, model, floors, cfg.discovery)
+        if not path and cfg.discovery is not DiscoveryMethod.SWEEP:
+            self.log(f"step {step}: three-point discrimination found no faster narrower width on "
+                     f"{len(movable)} groups above their floor; sweeping every width")
+            cands, scores, path = self._path(graph, current, model, floors, DiscoveryMethod.SWEEP)
+        if not path:
+            return (f"no narrower width is faster on any of the {len(movable)} groups above their "
+                    f"floor (every width swept down to --min-width-ratio {cfg.min_width_ratio}); "
+                    "the staircases are flat below the current widths")
+
+        # Prefix k of the path: the first k decisions.
+        prefix_widths = [dict(current)]
+        for c in path:
+            prefix_widths.append({**prefix_widths[-1], c.group: c.width})
+        predicted = [predicted_latency_us(graph, w, self.latency_us) for w in prefix_widths]
+        lost = [0.0]
+        for c in path:
+            lost.append(lost[-1] + c.importance_lost)
+        base, last = history[0], history[-1]
+        target = goal if final else None
+        band = (goal, goal * (1 + cfg.tolerance)) if final else None
+        built: dict[tuple, tuple[nn.Module, PruningPlan]] = {}
+        comparisons: dict[tuple, Comparison] = {}
+
+        def build(widths: Mapping[str, int]) -> tuple[nn.Module, PruningPlan]:
+            key = tuple(sorted(widths.items()))
+            if key not in built:
+                new = {g: w for g, w in widths.items() if w != current[g]}
+                built[key] = apply_plan(model, PruningPlan(self.arch, self.input_shape, new),
+                                        self.input_shape, importance=cfg.importance)
+            return built[key]
+
+        def measure(widths: Mapping[str, int], pred_us: float, label: str, k: int) -> Probe:
+            if self.measures:
+                cmp = self.compare_to_reference(build(widths)[0], threshold=aim)
+                comparisons[tuple(sorted(widths.items()))] = cmp
+                p = Probe(k, cmp.speedup, cmp.low, cmp.high, cmp.verdict.value, pred_us, cmp.rounds)
+                how = cmp.describe()
+            else:
+                sp = base.predicted_us / pred_us
+                p = Probe(k, sp, sp, sp, (Verdict.MEETS if sp >= aim else Verdict.MISSES).value, pred_us)
+                how = "predicted"
+            self.log(f"step {step}: {label}, predicted {pred_us:.1f} µs -> {p.speedup:.3f}x "
+                     f"({how}), aim {aim:.3f}x")
+            return p
+
+        landing: Landing = land(
+            predicted, last.speedup_over(base), aim,
+            lambda k: measure(prefix_widths[k], predicted[k], f"probe {k}/{len(path)} decisions", k),
+            max_probes=cfg.max_probes, band=band)
+        chosen, chosen_probe, chosen_lost = prefix_widths[landing.k], landing.probe, lost[landing.k]
+        probes = list(landing.probes)
+        summary = (f"greedy path of {len(path)} decisions ({predicted[0]:.1f} -> {predicted[-1]:.1f} µs "
+                   f"predicted); took {landing.k} ({predicted[landing.k]:.1f} µs) after "
+                   f"{len(landing.probes)} probes"
+                   + ("" if landing.reached_aim else f"; no prefix reached {aim:.3f}x, kept the fastest"))
+        if band is not None and chosen_probe.speedup > band[1] and landing.k >= 1:
+            # One decision of the path jumps over the whole band: try the single decisions from the
+            # prefix before it that are predicted to land inside the band, least importance first.
+            k = landing.k
+            known = {p.k: p.speedup for p in landing.probes} | {0: last.speedup_over(base)}
+            if k - 1 in known:
+                for widths, pred_us, extra_lost in self._inside_band(
+                        graph, prefix_widths[k - 1], cands, scores, floors,
+                        (predicted[k - 1], 1 / known[k - 1]), (predicted[k], 1 / known[k]), aim, band[1]):
+                    p = measure(widths, pred_us, f"alternative to decision {k}", k)
+                    probes.append(p)
+                    if band[0] <= p.speedup <= band[1]:
+                        chosen, chosen_probe, chosen_lost = widths, p, lost[k - 1] + extra_lost
+                        summary += f"; decision {k} overshot, replaced by a single decision landing in the band"
+                        break
+
+        new_model, applied = build(chosen)
         # Compose kept indices so the plan maps onto the ORIGINAL model's channels.
         kept = dict(plan.kept or {})
         for g, idx in (applied.kept or {}).items():
             kept[g] = [kept[g][i] for i in idx]
         widths = {g: len(v) for g, v in kept.items()}
-        plan = PruningPlan(self.arch, self.input_shape, widths, kept=kept, meta=applied.meta)
-        if cfg.finetune is not None and self.loaders is not None:
+        new_plan = PruningPlan(self.arch, self.input_shape, widths, kept=kept, meta=applied.meta)
+        tuned = cfg.finetune is not None and self.loaders is not None
+        if tuned:
             self._reseed(cfg.seed + step)
-            fine_tune(model.to(self.device), self.loaders[0], cfg.finetune, self.device,
+            fine_tune(new_model.to(self.device), self.loaders[0], cfg.finetune, self.device,
                       progress=self.progress, desc=f"fine-tune step {step}")
-        record = self._record(step, model, graph0, widths, t0, target_us=step_target,
-                              search=str(result),
-                              candidates={g: list(c.widths) for g, c in cands.items()})
-        return model, plan, record
+        measured = comparisons[tuple(sorted(chosen.items()))].summary() if self.measures else {}
+        if self.measures and final and tuned:
+            # The last step is judged on the fine-tuned model itself: a CPU runs trained weights
+            # measurably slower than fresh ones (denormal activations), about 1-2% here.
+            cmp = self.compare_to_reference(new_model, threshold=target)
+            self.log(f"step {step}: after fine-tuning {cmp.describe()}")
+            measured = cmp.summary()
+        record = self._record(step, new_model, graph0, widths, t0, measured,
+                              target_us=base.latency_us / goal, goal_speedup=goal, search=summary,
+                              candidates={g: list(c.widths) for g, c in cands.items()},
+                              decisions=chosen_probe.k, path_length=len(path),
+                              importance_lost=last.importance_lost + chosen_lost,
+                              probes=[p.to_json() for p in probes])
+        return new_model, new_plan, record
+
+    def _inside_band(self, graph: ModelGraph, widths: Mapping[str, int], cands, scores,
+                     floors: Mapping[str, int], lo: tuple[float, float], hi: tuple[float, float],
+                     aim: float, high: float, limit: int = 2):
+        """Single decisions from `widths` whose speedup, interpolated between two measured points
+        (predicted µs, relative latency), falls in [aim, high]: (widths, predicted µs, importance
+        lost), least importance lost first, at most `limit`."""
+        (p_lo, l_lo), (p_hi, l_hi) = lo, hi
+        if abs(p_hi - p_lo) < 1e-9:
+            return []
+        options = []
+        for g, gc in cands.items():
+            below = [w for w in gc.widths if floors.get(g, 1) <= w < widths[g]]
+            for c in assess(graph, g, widths, below, self.latency_us, scores[g]):
+                new = {**widths, g: c.width}
+                pred_us = predicted_latency_us(graph, new, self.latency_us)
+                rel = l_lo + (pred_us - p_lo) * (l_hi - l_lo) / (p_hi - p_lo)
+                if rel > 0 and aim <= 1 / rel <= high:
+                    options.append((c.importance_lost, pred_us, new))
+        options.sort(key=lambda o: (o[0], o[1]))
+        return [(new, pred_us, lost) for lost, pred_us, new in options[:limit]]
+
+
+def _one_notch_at_a_time(graph: ModelGraph, start: Mapping[str, int], path: list[Candidate],
+                         cands: Mapping[str, Any], scores: Mapping[str, Any],
+                         latency_us: Callable[[LayerConfig], float]) -> list[Candidate]:
+    """The same path with every multi-notch decision split at the envelope widths it jumps over.
+
+    The greedy search may take a group from 64 straight to 16 when that has the best benefit; the
+    widths in between (48, 32 on the envelope) are valid plans too. Splitting keeps the path's
+    end points and order but lets the landing stop between them, so one decision can no longer
+    overshoot the target by a whole stage's worth of channels.
+    """
+    widths = dict(start)
+    out: list[Candidate] = []
+    for c in path:
+        between = sorted((w for w in cands[c.group].widths if c.width < w < widths[c.group]), reverse=True)
+        for w in [*between, c.width]:
+            (step,) = assess(graph, c.group, widths, [w], latency_us, scores[c.group])
+            out.append(step)
+            widths[c.group] = w
+    return out
+
+
+def _exhaust(gen) -> list[Candidate]:
+    """Every decision a greedy generator yields (each committed)."""
+    out = []
+    try:
+        step = next(gen)
+        while True:
+            out.append(step)
+            step = gen.send(True)
+    except StopIteration:
+        return out
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """'speedup: 2.0 then, 1.5 now; ...' for the options that differ."""
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(diffs) or "no option differs, but the saved config does not match"

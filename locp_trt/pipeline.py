@@ -8,16 +8,18 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .devices import DeviceProfile
 from .errors import BackendUnavailableError, InvalidConfigError
+from .latency.compare import Comparison
 from .latency.config import LayerConfig, Precision
 from .latency.timing import BenchConfig
 from .optimize import OptimizeConfig, Optimizer, OptimizeResult
 
-__all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "interleaved_speedup", "match_nodes"]
+__all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "match_nodes"]
 
 #: `optimize example` runs this built-in model (weights ship inside the package).
 EXAMPLE = {"arch": "resnet20", "file": "resnet20_synthetic.pt", "data": "synthetic:2048:10"}
@@ -30,7 +32,9 @@ def example_model_path() -> Path:
 
 @dataclass(frozen=True)
 class OptimizeJob:
-    """Everything one `optimize` run needs. Paths are where things are read or written."""
+    """Everything one `optimize` run needs, resolved once: the device profile, precision, batch
+    and runtime name are typed and filled from the profile here, and the layers below take them
+    as they are. Paths are where things are read or written."""
 
     # ---- the model
     model: str  # path to model.pt, or "example" for the built-in example
@@ -38,10 +42,10 @@ class OptimizeJob:
     arch: str | None = None  # zoo name or module:callable, for state_dicts
     trust_pickle: bool = False
     input_shape: tuple[int, ...] | None = None  # one sample (C, H, W) when the model does not say
-    # ---- where it will run
-    device: str = "auto"  # device profile: cpu | desktop | jetson | auto
-    runtime: str | None = None  # None: the profile's first available runtime
-    precision: str | None = None  # None: the profile's
+    # ---- where it will run (strings are resolved in __post_init__)
+    device: DeviceProfile | str = "auto"  # device profile: cpu | desktop | jetson | auto
+    runtime: str | None = None  # None: the profile's first available runtime (or the table alone)
+    precision: Precision | str | None = None  # None: the profile's
     batch: int | None = None  # None: the profile's
     bench: BenchConfig = field(default_factory=BenchConfig)
     latency_table: Path | None = None  # measured elsewhere (profile); then layers are looked up
@@ -59,6 +63,25 @@ class OptimizeJob:
     resume: bool = False
     engine: bool = True  # build a TensorRT engine where TensorRT is importable
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        from .devices import resolve_device, runtime_for
+        from .latency.runtimes import runtime_class
+
+        profile = resolve_device(self.device)
+        object.__setattr__(self, "device", profile)
+        object.__setattr__(self, "precision",
+                           Precision.parse(self.precision) if self.precision else profile.precision)
+        object.__setattr__(self, "batch", int(self.batch or profile.batch))
+        if self.runtime:
+            object.__setattr__(self, "runtime", runtime_class(self.runtime).name)
+        elif self.latency_table is None:
+            object.__setattr__(self, "runtime", runtime_for(profile))
+        object.__setattr__(self, "method", replace(self.method, precision=self.precision, batch=self.batch))
+
+    @property
+    def profile(self) -> DeviceProfile:
+        return self.device  # type: ignore[return-value]
 
 
 def _log(msg: str) -> None:
@@ -80,24 +103,6 @@ def _train_config(epochs: float, lr: float, batch_size: int, loader: Any, seed: 
                        amp=True)
 
 
-def interleaved_speedup(time_a: Callable[[], Mapping[str, float]],
-                        time_b: Callable[[], Mapping[str, float]], rounds: int = 5) -> dict[str, Any]:
-    """Time A and B alternately `rounds` times; the speedup is median(A) / median(B).
-
-    Alternating cancels slow drifts of the machine (other load, clocks) that a before-run and an
-    after-run taken minutes apart would fold into the ratio.
-    """
-    import numpy as np
-
-    a, b = [], []
-    for _ in range(rounds):
-        a.append(time_a()["median_us"])
-        b.append(time_b()["median_us"])
-    ma, mb = float(np.median(a)), float(np.median(b))
-    return {"before_us": ma, "after_us": mb, "speedup": ma / mb, "rounds": rounds,
-            "before_medians_us": a, "after_medians_us": b}
-
-
 class _Recorder:
     """Wraps the meter's latency function and remembers every answer (for staircase plots)."""
 
@@ -111,12 +116,13 @@ class _Recorder:
         return v
 
 
-def _group_stairs(graph0, history, seen: Mapping[LayerConfig, float], top: int = 4) -> dict[str, Any]:
+def _group_stairs(graph0, result: OptimizeResult, seen: Mapping[LayerConfig, float], top: int = 4) -> dict[str, Any]:
     """Staircases of the `top` groups with the most latency at the start, from the points the
     run actually measured (others at their original widths, as in the first step's discovery)."""
     from .prune.candidates import group_latency_fn
 
-    final = history[-1].widths
+    history = result.history
+    final = result.final.widths
     offered = history[1].candidates if len(history) > 1 else {}
     shares = []
     for gid, g in graph0.groups.items():
@@ -148,186 +154,232 @@ def _envelope_check(history) -> dict[str, Any]:
     return result
 
 
-def run_job(job: OptimizeJob) -> dict[str, Any]:
-    """Run one optimize job; returns the report dict (also written to `job.out/report.json`)."""
-    from .devices import check_clocks_locked, resolve_device, runtime_for
-    from .export import export_onnx
-    from .graph import build_graph
-    from .latency.meter import LatencyMeter, LatencyTable
-    from .latency.runtimes import get_runtime
-    from .latency.store import LatencyStore
-    from .loading import load_model
-    from .prune.plan import save_pruned
-    from .report import summary_table, write_plots, write_report
+@dataclass
+class _Session:
+    """What the stages of one job share: the loaded model, the latency machinery, the loop."""
 
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    profile = resolve_device(job.device)
-    precision = Precision.parse(job.precision) if job.precision else profile.precision
-    batch = int(job.batch or profile.batch)
+    job: OptimizeJob
+    model: Any = None  # the unpruned nn.Module
+    input_shape: tuple[int, ...] = ()
+    arch: str | None = None
+    kind: str = ""
+    data: str | None = None
+    runtime: Any = None  # a Runtime, or None with a lookup table alone
+    table: Any = None
+    store: Any = None
+    meter: Any = None
+    recorder: _Recorder | None = None
+    fingerprint: Any = None
+    loaders: Any = None
+    optimizer: Optimizer | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The full input shape timed, batch first."""
+        return (int(self.job.batch), *self.input_shape)
+
+
+def _load_stage(s: _Session) -> None:
+    """The model (the built-in example, a state_dict + arch, a checkpoint, a pruned model)."""
+    from .devices import check_clocks_locked
+    from .loading import load_model
+
+    job = s.job
     warning = check_clocks_locked()
     if warning:
         _log(f"warning: {warning}")
-
-    # ---- model
-    model_path, arch, data = job.model, job.arch, job.data
+    model_path, arch, s.data = job.model, job.arch, job.data
     if job.model == "example":
         model_path, arch = str(example_model_path()), arch or EXAMPLE["arch"]
-        data = data or EXAMPLE["data"]
+        s.data = s.data or EXAMPLE["data"]
     loaded = load_model(model_path, arch=arch, trust_pickle=job.trust_pickle,
                         input_shape=job.input_shape)
     if loaded.input_shape is None:
         raise InvalidConfigError("the model's input shape is unknown; pass --input-shape C,H,W")
-    model, input_shape = loaded.module.eval(), tuple(loaded.input_shape)
+    s.model, s.input_shape = loaded.module.eval(), tuple(loaded.input_shape)
+    s.arch, s.kind = loaded.arch, loaded.kind.value
 
-    # ---- latency: runtime, store, table
-    table = LatencyTable.load(job.latency_table) if job.latency_table else None
-    runtime = None
-    if table is None or job.runtime:
-        name = job.runtime or runtime_for(profile)
-        runtime = get_runtime(name, job.bench)
-        runtime.check_precision(precision)
-    store = LatencyStore(job.store)
-    meter = LatencyMeter(runtime, store, table=table, progress=job.progress)
-    fingerprint = meter.fingerprint(precision)
-    _log(f"device profile {profile.name}: {fingerprint.describe()}")
-    recorder = _Recorder(meter.latency_us)
-    time_model = None
-    model_hits = {"store": 0, "measured": 0}
-    if runtime is not None and table is None:
-        shape = (batch, *input_shape)
 
-        def measure_model(m):
-            return runtime.time_module(m, shape, precision).summary()
+def _latency_stage(s: _Session) -> None:
+    """Runtime, shared store and lookup table: where every layer latency comes from."""
+    from .latency.meter import LatencyMeter, LatencyTable
+    from .latency.runtimes import get_runtime
+    from .latency.store import LatencyStore
 
-        def time_model(m):
-            # A structure (layer shapes) is timed once per device and reused across steps and
-            # runs, like layer configs; the final before/after comparison always re-measures.
-            key = model_structure_key(m, shape, precision)
-            hit = store.get_model(key, fingerprint)
-            if hit is not None:
-                model_hits["store"] += 1
-                return hit
-            summary = measure_model(m)
-            store.put_model(key, fingerprint, summary)
-            model_hits["measured"] += 1
-            return summary
+    job = s.job
+    s.table = LatencyTable.load(job.latency_table) if job.latency_table else None
+    if job.runtime is not None:
+        s.runtime = get_runtime(job.runtime, job.bench)
+        s.runtime.check_precision(job.precision)
+    s.store = LatencyStore(job.store)
+    s.meter = LatencyMeter(s.runtime, s.store, table=s.table, progress=job.progress)
+    s.fingerprint = s.meter.fingerprint(job.precision)
+    _log(f"device profile {job.profile.name}: {s.fingerprint.describe()}")
+    s.recorder = _Recorder(s.meter.latency_us)
 
-    # ---- data
-    loaders = None
-    if data:
-        from .data import make_loaders
 
-        loaders = make_loaders(data, input_shape, job.batch_size, limit_train=job.train_limit,
-                               limit_test=job.test_limit, seed=job.method.seed)
+def _data_stage(s: _Session) -> OptimizeConfig:
+    """Loaders (when --data is given) and the loop's config with its fine-tuning filled in."""
+    job = s.job
     method = job.method
-    if loaders is not None:
-        method = replace(method, precision=precision, batch=batch,
-                         finetune=_train_config(job.epochs, job.lr, job.batch_size, loaders[0], method.seed),
-                         final_finetune=_train_config(job.final_epochs, job.lr, job.batch_size,
-                                                      loaders[0], method.seed + 1000))
-    else:
-        method = replace(method, precision=precision, batch=batch, finetune=None, final_finetune=None)
+    if not s.data:
+        return replace(method, finetune=None, final_finetune=None)
+    from .data import make_loaders
 
-    # ---- the loop
-    opt = Optimizer(model, input_shape, method, latency_us=recorder, time_model=time_model,
-                    out_dir=out, arch=loaded.arch, loaders=loaders, log=_log, progress=job.progress)
-    result: OptimizeResult = opt.run(resume=job.resume)
+    _log(f"loading data {s.data}")
+    s.loaders = make_loaders(s.data, s.input_shape, job.batch_size, limit_train=job.train_limit,
+                             limit_test=job.test_limit, seed=method.seed)
+    return replace(method,
+                   finetune=_train_config(job.epochs, job.lr, job.batch_size, s.loaders[0], method.seed),
+                   final_finetune=_train_config(job.final_epochs, job.lr, job.batch_size,
+                                                s.loaders[0], method.seed + 1000))
 
-    # ---- artifacts
+
+def _loop_stage(s: _Session, method: OptimizeConfig) -> OptimizeResult:
+    """The LOCP loop; decisions are measured end to end unless only a lookup table is at hand."""
+    job = s.job
+    prepare = None
+    if s.runtime is not None and s.table is None:
+        runtime, shape, precision = s.runtime, s.shape, job.precision
+
+        def prepare(module):
+            return runtime.prepare_module(module, shape, precision)
+
+    s.optimizer = Optimizer(s.model, s.input_shape, method, latency_us=s.recorder,
+                            prepare_model=prepare, out_dir=job.out, arch=s.arch, loaders=s.loaders,
+                            log=_log, progress=job.progress)
+    return s.optimizer.run(resume=job.resume)
+
+
+def _artifact_stage(s: _Session, result: OptimizeResult) -> dict[str, Any]:
+    """pruned.pt, plan.json, model.onnx (checked against PyTorch), the TensorRT engine."""
+    from .export import export_onnx
+    from .prune.plan import save_pruned
+
+    job, out = s.job, Path(s.job.out)
+    _log("writing pruned.pt, plan.json and model.onnx (checked against PyTorch in ONNX Runtime)")
     pruned_path = save_pruned(result.model, result.plan, out / "pruned.pt")
     result.plan.save(out / "plan.json")
-    onnx = export_onnx(result.model, out / "model.onnx", (batch, *input_shape), precision)
+    onnx = export_onnx(result.model, out / "model.onnx", s.shape, job.precision)
     engine_note = "not requested"
-    if job.engine and "tensorrt" in profile.runtimes:
+    if job.engine and "tensorrt" in job.profile.runtimes:
         from .export import build_trt_engine
 
         try:
-            build_trt_engine(onnx.path, out / "model.engine", precision, profile)
+            _log("building the TensorRT engine")
+            build_trt_engine(onnx.path, out / "model.engine", job.precision, job.profile)
             engine_note = f"built: {out / 'model.engine'}"
         except BackendUnavailableError as e:
             engine_note = f"not built: {e}"
             _log(f"note: {e}")
     elif job.engine:
-        engine_note = f"not built: device profile {profile.name!r} does not deploy with TensorRT"
+        engine_note = f"not built: device profile {job.profile.name!r} does not deploy with TensorRT"
+    return {"pruned": str(pruned_path), "plan": str(out / "plan.json"), "onnx": onnx.to_dict(),
+            "engine": engine_note}
 
-    # ---- final before/after, interleaved in one run
-    comparison = None
-    if time_model is not None:
-        comparison = interleaved_speedup(lambda: measure_model(model), lambda: measure_model(result.model))
-    graph0 = build_graph(model, input_shape, batch=batch, precision=precision)
-    in_model = None
-    if runtime is not None and table is None:
-        in_model = _in_model_times(runtime, graph0, result.final.widths, (model, result.model),
-                                   (batch, *input_shape), precision)
-    history = [h.__dict__ for h in result.history]
-    final_us = comparison["after_us"] if comparison else result.final.latency_us
-    report = {
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "",
-        "model": {"source": job.model, "arch": loaded.arch, "kind": loaded.kind.value,
-                  "input_shape": list(input_shape)},
-        "device_profile": profile.name,
-        "runtime": runtime.label if runtime is not None else None,
-        "latency_source": "lookup table " + str(job.latency_table) if table is not None else "measured here",
-        "fingerprint": fingerprint.describe(),
-        "fingerprint_detail": fingerprint.to_dict(),
-        "precision": precision.value,
-        "batch": batch,
-        "config": method.to_json(),
-        "target": (f"{method.speedup}x speedup" if method.speedup is not None
-                   else f"{method.target_latency_ms} ms"),
-        "data": data,
-        "history": history,
-        "result": {
-            "baseline_us": result.baseline.latency_us,
-            "final_us": final_us,
-            "target_us": result.target_us,
-            "speedup": (comparison["speedup"] if comparison else result.speedup),
-            "speedup_kind": "measured, interleaved" if comparison else "predicted from the lookup table",
-            "met_target": _met(method, comparison, final_us, result.target_us),
-            "comparison": comparison,
-            "accuracy_before": result.baseline.accuracy,
-            "accuracy_after": result.final.accuracy,
-            "flops_before": result.baseline.flops, "flops_after": result.final.flops,
-            "params_before": result.baseline.params, "params_after": result.final.params,
-        },
-        "per_layer": _per_layer(graph0, result.final.widths, recorder, in_model),
-        "envelope_check": _envelope_check(result.history),
-        "measurements": meter.stats.__dict__ | {"saved": meter.stats.saved,
-                                                "end_to_end_measured": model_hits["measured"],
-                                                "end_to_end_from_store": model_hits["store"]},
-        "stairs": _group_stairs(graph0, result.history, recorder.seen),
-        "artifacts": {"pruned": str(pruned_path), "plan": str(out / "plan.json"),
-                      "onnx": onnx.to_dict(), "engine": engine_note},
-        "runtimes_exercised": _runtime_status(runtime),
+
+def _final_stage(s: _Session, result: OptimizeResult) -> Comparison | None:
+    """The emitted model against the unpruned one, interleaved, judged against the target."""
+    if s.optimizer is None or not s.optimizer.measures:
+        return None
+    _log("final check: the emitted model against the unpruned one, timed interleaved")
+    cmp = s.optimizer.compare_to_reference(result.model, threshold=result.target_speedup)
+    _log(f"final: {cmp.describe()}")
+    return cmp
+
+
+def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Comparison | None) -> dict[str, Any]:
+    """The report's one source of truth for the final latency and speedup."""
+    target = result.target_speedup
+    if cmp is not None:
+        speedup, base_us, final_us = cmp.speedup, cmp.a_us, cmp.b_us
+        kind = "measured, interleaved"
+        extra = {"speedup_low": cmp.low, "speedup_high": cmp.high, "rounds": cmp.rounds,
+                 "confidence": cmp.confidence, "verdict": cmp.verdict.value,
+                 "comparison": cmp.summary()}
+    else:
+        speedup, base_us, final_us = result.speedup, result.baseline.predicted_us, result.final.predicted_us
+        kind = "predicted from the lookup table"
+        extra = {"verdict": "meets" if speedup >= target else "misses"}
+    met = result.chosen_step > 0 and speedup >= target
+    why = ""
+    if not met:
+        why = (f"{speedup:.3f}x {kind} is below the {target:.3g}x target; the loop stopped because "
+               f"{result.stop_reason}")
+    return {
+        "baseline_us": base_us, "final_us": final_us, "target_us": base_us / target,
+        "target_speedup": target, "tolerance": method.tolerance, "speedup": speedup,
+        "speedup_kind": kind, **extra, "met_target": met,
+        "within_tolerance": met and speedup <= target * (1 + method.tolerance),
+        "why_missed": why, "baseline_source": "measured in this run" if cmp is not None else kind,
+        "chosen_step": result.chosen_step, "loop_speedup": result.speedup,
+        "stop_reason": result.stop_reason,
+        "accuracy_before": result.baseline.accuracy, "accuracy_after": result.final.accuracy,
+        "flops_before": result.baseline.flops, "flops_after": result.final.flops,
+        "params_before": result.baseline.params, "params_after": result.final.params,
     }
-    report["plots"] = [str(p) for p in write_plots(out, report)]
-    write_report(out, report)
-    _log(summary_table(report))
-    store.close()
-    return report
 
 
-def _met(method: OptimizeConfig, comparison: Mapping[str, Any] | None, final_us: float,
-         target_us: float) -> bool:
-    """Judge the target on the final interleaved comparison: a --speedup on its ratio, a
-    --target-latency-ms on the final latency (the loop's own figures only when nothing was
-    measured)."""
-    if comparison is not None and method.speedup is not None:
-        return comparison["speedup"] >= method.speedup
-    return final_us <= target_us
+def run_job(job: OptimizeJob) -> dict[str, Any]:
+    """Run one optimize job; returns the report dict (also written to `job.out/report.json`).
 
+    Stages: load the model, set up latency measurement, data, the loop, artifacts, the final
+    interleaved comparison, the report.
+    """
+    from .graph import build_graph
+    from .report import summary_table, write_plots, write_report
 
-def model_structure_key(module, input_shape: tuple[int, ...], precision: Precision) -> str:
-    """Hash of what decides a model's latency: every parameter/buffer name and shape, the module
-    types, the input shape and the precision (not the weights' values)."""
-    import hashlib
-
-    parts = [repr(tuple(input_shape)), precision.value, type(module).__name__]
-    parts += [f"{n}:{type(m).__name__}" for n, m in module.named_modules()]
-    parts += [f"{n}:{tuple(t.shape)}" for n, t in module.state_dict().items()]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = _Session(job)
+    _load_stage(s)
+    _latency_stage(s)
+    try:
+        method = _data_stage(s)
+        result = _loop_stage(s, method)
+        artifacts = _artifact_stage(s, result)
+        cmp = _final_stage(s, result)
+        graph0 = build_graph(s.model, s.input_shape, batch=job.batch, precision=job.precision)
+        in_model = None
+        if s.runtime is not None and s.table is None:
+            _log("profiling per-layer times inside the models")
+            in_model = _in_model_times(s.runtime, graph0, result.final.widths, (s.model, result.model),
+                                       s.shape, job.precision)
+        history = [{**asdict(h), "kind": h.kind, "speedup": h.speedup_over(result.baseline),
+                    "emitted": h.step == result.chosen_step} for h in result.history]
+        report = {
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "",
+            "model": {"source": job.model, "arch": s.arch, "kind": s.kind,
+                      "input_shape": list(s.input_shape)},
+            "device_profile": job.profile.name,
+            "runtime": s.runtime.label if s.runtime is not None else None,
+            "latency_source": ("lookup table " + str(job.latency_table) if s.table is not None
+                               else "measured here"),
+            "fingerprint": s.fingerprint.describe(),
+            "fingerprint_detail": s.fingerprint.to_dict(),
+            "precision": job.precision.value,
+            "batch": job.batch,
+            "config": method.to_json(),
+            "target": (f"{method.speedup}x speedup" if method.speedup is not None
+                       else f"{method.target_latency_ms} ms"),
+            "data": s.data,
+            "history": history,
+            "result": _result_block(method, result, cmp),
+            "per_layer": _per_layer(graph0, result.final.widths, s.recorder, in_model),
+            "envelope_check": _envelope_check(result.history),
+            "measurements": s.meter.stats.__dict__ | {"saved": s.meter.stats.saved},
+            "stairs": _group_stairs(graph0, result, s.recorder.seen),
+            "artifacts": artifacts,
+            "runtimes_exercised": _runtime_status(s.runtime),
+        }
+        _log("drawing plots")
+        report["plots"] = [str(p) for p in write_plots(out, report)]
+        write_report(out, report)
+        _log(summary_table(report))
+        return report
+    finally:
+        s.store.close()
 
 
 def match_nodes(configs: Mapping[str, LayerConfig], nodes) -> dict[str, float]:

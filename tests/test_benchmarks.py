@@ -174,29 +174,33 @@ def test_targets_from_numbers():
     assert "--halp never" in meas["why"]
 
 
-def test_locp_cut_by_budget_keeps_last_step(subject):
-    from benchmarks.measure import BudgetExceeded, make_runtimes, model_timer
+def test_locp_cut_by_budget_keeps_last_step(subject, monkeypatch):
+    from dataclasses import replace
+
+    from benchmarks.measure import BudgetExceeded, make_runtimes, model_preparer
     from locp_trt.latency.config import Precision
     from locp_trt.latency.meter import LatencyMeter
     from locp_trt.latency.store import LatencyStore
+    from locp_trt.optimize import Optimizer
 
     rts = make_runtimes("onnxruntime", layer_iters=3, model_iters=5, warmup=1)
     meter = LatencyMeter(rts.layer, LatencyStore(None), progress=False)
-    timed = {"n": 0}
-    base_timer = model_timer(rts.model, (1, *subject.input_shape), Precision.FP32)
+    prepare = model_preparer(rts.model, (1, *subject.input_shape), Precision.FP32)
+    real_step = Optimizer._step
+    calls = {"n": 0}
 
-    def time_model(m):
-        timed["n"] += 1
-        return base_timer(m)
-
-    def latency(cfg):
-        if timed["n"] >= 2:  # baseline and step 1 are recorded: the budget ends inside step 2
+    def step(self, *args, **kwargs):
+        # Step 1 runs for real but is recorded short of the target, so the loop goes on; the time
+        # budget then ends inside step 2.
+        calls["n"] += 1
+        if calls["n"] >= 2:
             raise BudgetExceeded("test")
-        return meter.latency_us(cfg)
+        model, plan, record = real_step(self, *args, **kwargs)
+        return model, plan, replace(record, measured={**record.measured, "speedup": 1.01})
 
-    # A tiny absolute speedup the loop cannot reach in one step, so it goes on to step 2.
-    v = methods.run_locp(subject, speedup=3.0, batch=1, precision=Precision.FP32, latency_us=latency,
-                         time_model=time_model, log=lambda s: None)
+    monkeypatch.setattr(Optimizer, "_step", step)
+    v = methods.run_locp(subject, speedup=1.3, batch=1, precision=Precision.FP32,
+                         latency_us=meter.latency_us, prepare_model=prepare, log=lambda s: None)
     assert v.detail["stopped_by_budget"] and v.detail["loop_steps"] == 1
     assert v.flops < subject.flops and methods.widths_of(subject, v.model) == v.widths
     assert "stopped by the time budget" in v.detail["log"][-1]
@@ -205,8 +209,8 @@ def test_locp_cut_by_budget_keeps_last_step(subject):
         raise BudgetExceeded("test")
 
     with pytest.raises(BudgetExceeded):
-        methods.run_locp(subject, speedup=3.0, batch=1, precision=Precision.FP32, latency_us=never,
-                         time_model=time_model, log=lambda s: None)
+        methods.run_locp(subject, speedup=1.3, batch=1, precision=Precision.FP32, latency_us=never,
+                         prepare_model=prepare, log=lambda s: None)
 
 
 def test_torch_runtime_path(tmp_path):

@@ -315,7 +315,7 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
     with get_runtime("onnxruntime", BenchConfig(iters=5, warmup=1)) as rt:
         meter = LatencyMeter(rt, store, progress=False)
         cfg = OptimizeConfig(speedup=1.6, steps=2, extra_steps=0, precision=P.FP32, batch=1)
-        result = Optimizer(model, (3, 24, 24), cfg, latency_us=meter, time_model=None,
+        result = Optimizer(model, (3, 24, 24), cfg, latency_us=meter, prepare_model=None,
                            out_dir=tmp_path / "direct", log=lambda _m: None, progress=False).run()
     store.close()
     assert plan_cli == result.plan.widths
@@ -325,8 +325,6 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
 
 def test_optimize_choices_mirror_the_enums():
     """optimize's argument choices are literal (no torch at parser build); they must match the enums."""
-    from locp_trt.cli.optimize_cmd import IMPORTANCE_CHOICES, SEARCH_CHOICES
-    from locp_trt.prune.benefit import SearchMethod
+    from locp_trt.cli.optimize_cmd import IMPORTANCE_CHOICES
 
-    assert SEARCH_CHOICES == tuple(m.value for m in SearchMethod)
     assert IMPORTANCE_CHOICES == tuple(m.value for m in Importance)

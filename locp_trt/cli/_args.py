@@ -10,7 +10,7 @@ from typing import Any
 
 from ..latency.timing import BenchConfig
 
-__all__ = ["add_runtime_args", "add_bench_args", "bench_config_from", "add_store_args", "default_store_path",
+__all__ = ["add_runtime_args", "add_bench_args", "bench_config_from", "compare_rule_from", "add_store_args", "default_store_path",
            "parse_shape", "write_json"]
 
 
@@ -55,6 +55,17 @@ def bench_config_from(args: argparse.Namespace) -> BenchConfig:
         raise InvalidConfigError("--warmup must be >= 0 and --threads >= 1")
     return BenchConfig(warmup=args.warmup, iters=args.iters, max_rel_spread=args.max_spread,
                        threads=args.threads)
+
+
+def compare_rule_from(args: argparse.Namespace):
+    """The decision rule for interleaved comparisons, from --max-rounds (and the defaults)."""
+    from ..errors import InvalidConfigError
+    from ..latency.compare import CompareRule
+
+    rounds = getattr(args, "max_rounds", CompareRule.max_rounds)
+    if rounds < CompareRule.min_rounds:
+        raise InvalidConfigError(f"--max-rounds must be at least {CompareRule.min_rounds}, got {rounds}")
+    return CompareRule(max_rounds=rounds)
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ OUT/model.onnx, OUT/model.engine (where TensorRT is installed), OUT/report.json 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._args import (
@@ -20,14 +21,17 @@ from ._args import (
     add_runtime_args,
     add_store_args,
     bench_config_from,
+    compare_rule_from,
     default_store_path,
     parse_shape,
 )
 
-__all__ = ["Command", "SEARCH_CHOICES", "IMPORTANCE_CHOICES"]
+__all__ = ["Command", "IMPORTANCE_CHOICES", "EXIT_MISSED"]
 
-#: Values of prune.benefit.SearchMethod and prune.importance.Importance (those modules import torch).
-SEARCH_CHOICES = ("greedy", "knapsack")
+#: Exit code of a run that ended without meeting its target (1 is a user error).
+EXIT_MISSED = 3
+
+#: Values of prune.importance.Importance (that module imports torch).
 IMPORTANCE_CHOICES = ("l1", "l2", "bn_scale", "taylor")
 
 
@@ -54,16 +58,21 @@ class Command:
         g.add_argument("--speedup", type=float, default=None,
                        help="end-to-end speedup to reach (default 2 unless --target-latency-ms)")
         g.add_argument("--target-latency-ms", type=float, default=None, help="end-to-end latency target")
+        g.add_argument("--tolerance", type=float, default=0.10,
+                       help="land within [target, target x (1 + tolerance)] of speedup (default 0.1)")
         g.add_argument("--batch", type=int, default=None, help="batch size measured (default: profile's)")
         add_runtime_args(p, default="")
         g.add_argument("--latency-table", type=Path,
                        help="lookup table from `profile` on the target device (layers looked up there)")
         g = p.add_argument_group("method")
-        g.add_argument("--steps", type=int, default=3, help="pruning steps to the target (default 3)")
-        g.add_argument("--extra-steps", type=int, default=3,
-                       help="more steps while the measurement still misses the target (default 3)")
+        g.add_argument("--steps", type=int, default=3,
+                       help="pruning steps to the target, fine-tuning after each (default 3; one "
+                            "step without --data)")
+        g.add_argument("--extra-steps", type=int, default=2,
+                       help="more steps while the target is still missed (default 2)")
+        g.add_argument("--max-rounds", type=int, default=12,
+                       help="interleaved timing rounds at most per decision (default 12)")
         g.add_argument("--discovery", choices=[m.value for m in DiscoveryMethod], default=DiscoveryMethod.THREE_POINT.value)
-        g.add_argument("--search", choices=SEARCH_CHOICES, default="greedy")
         g.add_argument("--importance", choices=IMPORTANCE_CHOICES, default="l1")
         g.add_argument("--min-width-ratio", type=float, default=0.1,
                        help="never prune a group below this fraction of its width (default 0.1)")
@@ -85,10 +94,8 @@ class Command:
         add_store_args(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..latency.config import Precision
         from ..optimize import OptimizeConfig
         from ..pipeline import OptimizeJob, run_job
-        from ..prune.benefit import SearchMethod
         from ..prune.candidates import DiscoveryMethod
         from ..prune.importance import Importance
 
@@ -96,11 +103,10 @@ class Command:
         if speedup is None and args.target_latency_ms is None:
             speedup = 2.0
         method = OptimizeConfig(
-            speedup=speedup, target_latency_ms=args.target_latency_ms, steps=args.steps,
-            extra_steps=args.extra_steps, discovery=DiscoveryMethod(args.discovery),
-            search=SearchMethod(args.search), importance=Importance(args.importance),
-            min_width_ratio=args.min_width_ratio, seed=args.seed,
-            precision=Precision.parse(args.precision or "fp32"))
+            speedup=speedup, target_latency_ms=args.target_latency_ms, tolerance=args.tolerance,
+            steps=args.steps, extra_steps=args.extra_steps, discovery=DiscoveryMethod(args.discovery),
+            importance=Importance(args.importance), min_width_ratio=args.min_width_ratio,
+            seed=args.seed, compare=compare_rule_from(args))
         job = OptimizeJob(
             model=args.model, out=args.out, arch=args.arch, trust_pickle=args.trust_pickle,
             input_shape=args.input_shape, device=args.device, runtime=args.runtime or None,
@@ -112,6 +118,10 @@ class Command:
             method=method, resume=args.resume, engine=not args.no_engine,
             progress=not args.no_progress)
         report = run_job(job)
+        r = report["result"]
         print(f"wrote {args.out}/report.json, pruned.pt, plan.json, model.onnx "
-              f"(speedup {report['result']['speedup']:.2f}x, {report['result']['speedup_kind']})")
+              f"(speedup {r['speedup']:.2f}x, {r['speedup_kind']})")
+        if not r["met_target"]:
+            print(f"missed the target: {r['why_missed']}", file=sys.stderr)
+            return EXIT_MISSED
         return 0

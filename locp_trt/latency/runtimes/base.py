@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from ...errors import UnstableMeasurementError
+from ..compare import Sampler
 from ..config import LayerConfig, Precision
 from ..fingerprint import DeviceFingerprint
 from ..timing import BenchConfig, Timing
@@ -80,11 +81,22 @@ class Runtime(abc.ABC):
         return self._measure(sampler)
 
     def time_module(self, module: torch.nn.Module, input_shape: Sequence[int], precision: Precision) -> Timing:
-        """End-to-end latency of a torch module. Default: export it to ONNX and time that."""
-        from ...export import onnx_bytes_from_module
+        """End-to-end latency of a torch module (built once by `prepare_module`)."""
+        return self._measure(self.prepare_module(module, input_shape, precision))
 
-        precision = Precision.parse(precision)
-        return self.time_onnx(onnx_bytes_from_module(module, tuple(input_shape), precision), input_shape, precision)
+    def prepare_module(self, module: torch.nn.Module, input_shape: Sequence[int],
+                       precision: Precision) -> Sampler:
+        """Build `module` once for repeated timing; returns `sample(warmup, iters) -> µs list`.
+
+        What interleaved comparisons (`latency.compare`) time: each model is built once and its
+        sampler called round after round. Default: export to ONNX and build that. The module is
+        not modified.
+        """
+        from ..torch_onnx import onnx_bytes_from_module
+
+        self.check_precision(precision)
+        shape = tuple(int(v) for v in input_shape)
+        return self._prepare_onnx_impl(onnx_bytes_from_module(module, shape, precision), shape, precision)
 
     def check_precision(self, precision: Precision) -> None:
         """Raise a clear error for a precision this runtime cannot time."""

@@ -62,16 +62,26 @@ class _TorchRuntime(Runtime):
     def time_layer(self, cfg: LayerConfig) -> Timing:
         """Latency of one layer, run as the torch module it describes."""
         self.check_precision(cfg.precision)
-        return self._time_torch(layer_module(cfg), cfg.input_shape, cfg.precision)
+        sampler, extra = self._torch_sampler(layer_module(cfg), cfg.input_shape, cfg.precision)
+        timing = self._measure(sampler)
+        timing.extra.update(extra)
+        return timing
 
     def time_module(self, module: torch.nn.Module, input_shape: Sequence[int], precision: Precision) -> Timing:
         """Latency of a copy of `module` (in eval mode, BatchNorm folded) on `input_shape`."""
-        precision = Precision.parse(precision)
+        sampler = self.prepare_module(module, input_shape, precision)
+        timing = self._measure(sampler)
+        timing.extra.update(getattr(sampler, "extra", {}))
+        return timing
+
+    def prepare_module(self, module: torch.nn.Module, input_shape: Sequence[int], precision: Precision):
+        """A sampler of a copy of `module` (eval mode, BatchNorm folded as the deployment
+        runtimes do); its `extra` attribute says how it runs (folding, CUDA graph)."""
         self.check_precision(precision)
         work, note = _fold_batchnorm(copy.deepcopy(module).eval())
-        timing = self._time_torch(work, tuple(input_shape), precision)
-        timing.extra["batchnorm"] = note
-        return timing
+        sampler, extra = self._torch_sampler(work, tuple(int(v) for v in input_shape), Precision.parse(precision))
+        sampler.extra = {"batchnorm": note, **extra}
+        return sampler
 
     def _prepare_onnx_impl(self, onnx_bytes, input_shape, precision):
         raise OnnxNotSupportedError(
@@ -80,7 +90,9 @@ class _TorchRuntime(Runtime):
             "onnxruntime-cuda or tensorrt for .onnx"
         )
 
-    def _time_torch(self, module, input_shape: tuple[int, ...], precision: Precision) -> Timing:
+    def _torch_sampler(self, module, input_shape: tuple[int, ...], precision: Precision
+                       ) -> tuple[Callable[[int, int], list[float]], dict]:
+        """(sample(warmup, iters) -> µs list, notes on how it runs) for a module built once."""
         raise NotImplementedError
 
 
@@ -143,7 +155,7 @@ class TorchCudaRuntime(_TorchRuntime):
             power_mode=jetson_power_mode(),
         )
 
-    def _time_torch(self, module, input_shape: tuple[int, ...], precision: Precision) -> Timing:
+    def _torch_sampler(self, module, input_shape: tuple[int, ...], precision: Precision):
         import torch
 
         device = torch.device("cuda", self.device_index)
@@ -159,9 +171,7 @@ class TorchCudaRuntime(_TorchRuntime):
                 module = module.to(memory_format=torch.channels_last)
                 x = x.contiguous(memory_format=torch.channels_last)
             run, extra = self._runner(module, x)
-            timing = self._measure(self._event_sampler(run))
-        timing.extra.update(extra)
-        return timing
+        return self._event_sampler(run), extra
 
     def _runner(self, module, x) -> tuple[Callable[[], object], dict]:
         """A CUDA-graph replay of `module(x)`, or eager calls if capture fails (said in `extra`)."""
@@ -220,7 +230,7 @@ class TorchCpuRuntime(_TorchRuntime):
             threads=int(self.bench.threads),
         )
 
-    def _time_torch(self, module, input_shape: tuple[int, ...], precision: Precision) -> Timing:
+    def _torch_sampler(self, module, input_shape: tuple[int, ...], precision: Precision):
         import torch
 
         module = module.to(device="cpu", dtype=torch.float32)
@@ -242,4 +252,4 @@ class TorchCpuRuntime(_TorchRuntime):
             finally:
                 torch.set_num_threads(previous)
 
-        return self._measure(sample)
+        return sample, {}

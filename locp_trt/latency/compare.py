@@ -1,0 +1,205 @@
+"""A decision is a comparison, not a reading: interleaved A/B timing with a stated rule.
+
+Two prepared models (samplers) are timed alternately in rounds (A B, then B A, ...), so slow
+drifts of a shared machine (other load, clocks, thermal state) hit both alike. Each round gives
+one ratio of medians, r_i = median(A_i) / median(B_i): how many times faster B is than A.
+
+The rule (`CompareRule`): after at least `min_rounds` rounds, a Student-t interval at
+`confidence` on the mean of log r_i bounds the speedup. Against a threshold T the verdict is
+
+* `MEETS`   when the whole interval lies at or above T,
+* `MISSES`  when the whole interval lies below T,
+* `UNCLEAR` otherwise: another round is timed, up to `max_rounds`; it also stops early once the
+  interval is narrower than +-`resolution` (then the speedup is known well enough and simply
+  equals T within that resolution). An unclear verdict is reported as such, never rounded off.
+
+Without a threshold the rounds run until the interval is within +-`resolution` or the cap.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidConfigError
+
+__all__ = ["Sampler", "CompareRule", "Verdict", "Comparison", "compare", "t_quantile"]
+
+#: A prepared model: `sample(warmup, iters)` runs it and returns per-iteration latencies in µs.
+Sampler = Callable[[int, int], "list[float]"]
+
+
+class Verdict(str, enum.Enum):
+    """Where the speedup stands against a threshold, at the rule's confidence."""
+
+    MEETS = "meets"
+    MISSES = "misses"
+    UNCLEAR = "unclear"
+
+
+@dataclass(frozen=True)
+class CompareRule:
+    """How many interleaved rounds, how many samples each, and when a verdict is clear."""
+
+    # Rounds before any verdict (a spread needs at least 2; 3 survives one disturbed round).
+    min_rounds: int = 3
+    # Rounds at most; the verdict is UNCLEAR if the interval still straddles the threshold.
+    max_rounds: int = 12
+    # Two-sided confidence of the interval on the speedup.
+    confidence: float = 0.90
+    # Stop once the interval is within +-resolution (relative) of the estimate.
+    resolution: float = 0.01
+    # Untimed runs of each model at the start of every round, then timed samples per round.
+    warmup: int = 3
+    iters: int = 20
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min_rounds <= self.max_rounds:
+            raise InvalidConfigError(
+                f"comparison rounds: need 2 <= min_rounds <= max_rounds, got {self.min_rounds}, "
+                f"{self.max_rounds}")
+        if not 0.5 <= self.confidence < 1:
+            raise InvalidConfigError(f"comparison confidence must be in [0.5, 1), got {self.confidence}")
+        if self.iters < 1 or self.warmup < 0 or not 0 < self.resolution < 1:
+            raise InvalidConfigError("comparison iters must be >= 1, warmup >= 0, resolution in (0, 1)")
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Quantile `p` (0.5 < p < 1) of Student's t with `df` degrees of freedom.
+
+    Hill's (1970) series expansion around the normal quantile: better than 1e-3 for df >= 2 at the
+    quantiles used here, with no SciPy dependency.
+    """
+    from statistics import NormalDist
+
+    if df < 1:
+        raise InvalidConfigError(f"t quantile needs df >= 1, got {df}")
+    if df == 1:  # Cauchy: exact
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:  # exact
+        a = 4 * p * (1 - p)
+        return (2 * p - 1) * math.sqrt(2 / a)
+    z = NormalDist().inv_cdf(p)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of an interleaved comparison of reference A and candidate B.
+
+    `speedup` is how many times faster B ran than A (geometric mean of the round ratios), with
+    the rule's interval [`low`, `high`]. Latencies are medians of the round medians (µs).
+    """
+
+    speedup: float
+    low: float
+    high: float
+    rounds: int
+    a_medians_us: tuple[float, ...]
+    b_medians_us: tuple[float, ...]
+    confidence: float
+    threshold: float | None = None
+    verdict: Verdict = Verdict.UNCLEAR
+
+    @property
+    def a_us(self) -> float:
+        return float(np.median(self.a_medians_us))
+
+    @property
+    def b_us(self) -> float:
+        return float(np.median(self.b_medians_us))
+
+    @property
+    def clear(self) -> bool:
+        return self.verdict is not Verdict.UNCLEAR
+
+    def against(self, threshold: float) -> Verdict:
+        """The verdict of this interval against another threshold."""
+        return _verdict(self.low, self.high, threshold)
+
+    def describe(self) -> str:
+        """'1.52x (90% CI 1.49-1.55, 5 rounds)' plus the verdict when there was a threshold."""
+        s = (f"{self.speedup:.3f}x ({self.confidence:.0%} CI {self.low:.3f}-{self.high:.3f}, "
+             f"{self.rounds} rounds)")
+        if self.threshold is not None:
+            s += f" {self.verdict.value} {self.threshold:.3f}x"
+        return s
+
+    def summary(self) -> dict:
+        """Flat JSON-able figures (µs and ratios)."""
+        return {"speedup": round(self.speedup, 4), "speedup_low": round(self.low, 4),
+                "speedup_high": round(self.high, 4), "rounds": self.rounds,
+                "confidence": self.confidence, "baseline_us": round(self.a_us, 3),
+                "median_us": round(self.b_us, 3), "threshold": self.threshold,
+                "verdict": self.verdict.value}
+
+
+def _verdict(low: float, high: float, threshold: float | None) -> Verdict:
+    if threshold is None:
+        return Verdict.UNCLEAR
+    if low >= threshold:
+        return Verdict.MEETS
+    if high < threshold:
+        return Verdict.MISSES
+    return Verdict.UNCLEAR
+
+
+def _interval(logs: list[float], confidence: float) -> tuple[float, float, float]:
+    """(estimate, low, high) of exp(mean log ratio) at `confidence`."""
+    arr = np.asarray(logs, dtype=np.float64)
+    mean = float(arr.mean())
+    if arr.size < 2:
+        return math.exp(mean), 0.0, math.inf
+    half = t_quantile(0.5 + confidence / 2, arr.size - 1) * float(arr.std(ddof=1)) / math.sqrt(arr.size)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
+def compare(a: Sampler, b: Sampler, rule: CompareRule = CompareRule(), *,
+            threshold: float | None = None,
+            on_round: Callable[[int, float, float], None] | None = None) -> Comparison:
+    """Time A and B interleaved until the rule's verdict on B's speedup over A is clear.
+
+    Args:
+        a: the reference (e.g. the unpruned model), prepared once.
+        b: the candidate.
+        rule: rounds, samples and confidence.
+        threshold: the speedup to judge against; None just estimates it.
+        on_round: called after each round with (round, median A µs, median B µs).
+    """
+    if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
+        raise InvalidConfigError(f"comparison threshold must be a positive number, got {threshold!r}")
+    a_med: list[float] = []
+    b_med: list[float] = []
+    logs: list[float] = []
+    est, low, high = float("nan"), 0.0, math.inf
+    for r in range(rule.max_rounds):
+        if r % 2 == 0:  # A B, then B A: a linear drift cancels over two rounds
+            ma = float(np.median(a(rule.warmup, rule.iters)))
+            mb = float(np.median(b(rule.warmup, rule.iters)))
+        else:
+            mb = float(np.median(b(rule.warmup, rule.iters)))
+            ma = float(np.median(a(rule.warmup, rule.iters)))
+        a_med.append(ma)
+        b_med.append(mb)
+        logs.append(math.log(ma / mb) if ma > 0 and mb > 0 else 0.0)
+        if on_round is not None:
+            on_round(r + 1, ma, mb)
+        if r + 1 < rule.min_rounds:
+            continue
+        est, low, high = _interval(logs, rule.confidence)
+        if _verdict(low, high, threshold) is not Verdict.UNCLEAR:
+            break
+        if high / est - 1 <= rule.resolution and 1 - low / est <= rule.resolution:
+            break
+    return Comparison(speedup=est, low=low, high=high, rounds=len(logs),
+                      a_medians_us=tuple(a_med), b_medians_us=tuple(b_med),
+                      confidence=rule.confidence, threshold=threshold,
+                      verdict=_verdict(low, high, threshold))
