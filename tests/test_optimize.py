@@ -135,7 +135,8 @@ def test_killed_run_resumes_to_the_same_plan(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--speedup", "0.5"], "--speedup must be above 1"),
+    (["--speedup", "0.5"], "--speedup must be a number above 1"),
+    (["--speedup", "nan"], "--speedup must be a number above 1"),
     (["--data", "mnist:/nonexistent/mnist"], "/nonexistent/mnist"),
     (["--device", "jetsn"], "jetson"),
     (["--runtime", "tensorrtt"], "unknown runtime"),
@@ -283,3 +284,35 @@ def test_match_nodes_by_shape_in_order_with_padded_channels() -> None:
     ]
     got = match_nodes({"a": a, "b": b, "c": c, "d": d}, nodes)
     assert got == {"a": 5.0, "b": 6.0, "c": 7.0}
+
+
+def test_missed_target_ends_failed_with_its_own_exit_code(tmp_path: Path) -> None:
+    """A target just past what the width floor allows (on a recorded table) is tried, missed, and
+    ends FAILED with exit 3 and one line saying why; a far one is refused before any pruning."""
+    import re
+
+    weights = tmp_path / "lenet.pt"
+    torch.manual_seed(0)
+    torch.save(get_model("lenet5").state_dict(), weights)
+    configs, table = tmp_path / "configs.json", tmp_path / "table.json"
+    assert main(["configs", str(weights), "--arch", "lenet5", "--device", "cpu", "--out", str(configs)]) == 0
+    _write_staircase_table(configs, table)
+    base = [sys.executable, "-m", "locp_trt", "optimize", str(weights), "--arch", "lenet5", "--device", "cpu",
+            "--latency-table", str(table), "--no-store", "--no-progress", "--no-engine",
+            "--min-width-ratio", "0.5"]
+    far = subprocess.run([*base, "--speedup", "1000", "--out", str(tmp_path / "far")], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert far.returncode == 1 and "Traceback" not in far.stderr
+    (line,) = [x for x in far.stderr.splitlines() if x.startswith("error:")]
+    assert "cannot be reached" in line
+    assert not (tmp_path / "far" / "checkpoints" / "step_001.pt").exists()
+    predicted_max = float(re.search(r"predicted ([0-9.]+)x", line).group(1))
+
+    near = subprocess.run([*base, "--speedup", f"{predicted_max * 1.05:.4f}", "--out", str(tmp_path / "near")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert near.returncode == 3, near.stderr[-2000:]
+    assert "Traceback" not in near.stderr
+    assert len([x for x in near.stderr.splitlines() if x.startswith("missed the target:")]) == 1
+    assert near.stderr.strip().splitlines()[-1].startswith("FAILED | locp_trt optimize")
+    r = json.loads((tmp_path / "near" / "report.json").read_text())["result"]
+    assert not r["met_target"] and r["why_missed"] and r["speedup"] < r["target_speedup"]
