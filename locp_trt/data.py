@@ -19,6 +19,10 @@
   class pattern plus noise: learnable in seconds, for smoke tests. Its test split has N // 4
   images (at least 100) drawn independently.
 
+Validation: `make_split_loaders` carves a fixed random fraction of the training split out as a
+validation split (the same images whatever the seed, never any test image), for decisions made
+during a run; the test split is only for reporting.
+
 Images are adapted to the model's input shape (C, H, W): scaled to [0, 1]; one channel is
 replicated to three, three are averaged to one; a slightly smaller image is zero-padded centred
 (28 -> 32, the classic LeNet input), any other size is resized bilinearly.
@@ -47,7 +51,10 @@ __all__ = [
     "read_idx",
     "adapt_images",
     "load_dataset",
+    "Loaders",
     "make_loaders",
+    "make_split_loaders",
+    "split_validation",
     "FASHION_MNIST_DEFAULT_PATH",
 ]
 
@@ -56,6 +63,8 @@ FASHION_MNIST_DEFAULT_PATH = Path("/usr/share/datasets/fashion-mnist")
 
 _SYNTHETIC_DEFAULT_N = 1024
 _SYNTHETIC_DEFAULT_K = 10
+#: Seeds the choice of validation images: fixed, so runs with different --seed hold out the same ones.
+_VAL_SPLIT_SEED = 0x5EED_0A1
 
 
 class DatasetKind(str, enum.Enum):
@@ -472,22 +481,102 @@ def load_dataset(spec: str | DatasetSpec, input_shape: Sequence[int], *, train: 
     return _ArrayImages(arrays, labels, shape, k)
 
 
+def _subset(ds: Dataset, indices: Sequence[int]) -> Subset:
+    """A Subset that keeps the dataset's `num_classes` and `classes`."""
+    sub = Subset(ds, list(indices))
+    sub.num_classes = ds.num_classes  # type: ignore[attr-defined]
+    sub.classes = ds.classes  # type: ignore[attr-defined]
+    return sub
+
+
 def _limit(ds: Dataset, limit: int | None, seed: int) -> Dataset:
     if limit is None or limit >= len(ds):  # type: ignore[arg-type]
         return ds
     if limit < 1:
         raise DatasetError(f"dataset limit must be >= 1, got {limit}")
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit]  # type: ignore[arg-type]
-    sub = Subset(ds, sorted(idx.tolist()))
-    sub.num_classes = ds.num_classes  # type: ignore[attr-defined]
-    sub.classes = ds.classes  # type: ignore[attr-defined]
-    return sub
+    return _subset(ds, sorted(idx.tolist()))
+
+
+def split_validation(train_ds: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """(train, val): a fixed random `fraction` of `train_ds` held out, the rest kept; disjoint.
+
+    The images held out depend only on the dataset's length and `fraction` (a fixed seed), so
+    every run on the same data validates on the same images. At least one image goes to each
+    side. Both parts keep `num_classes` and `classes`.
+
+    Raises:
+        DatasetError: fraction outside (0, 1), or fewer than 2 training images.
+    """
+    n = len(train_ds)  # type: ignore[arg-type]
+    if not 0 < fraction < 1:
+        raise DatasetError(f"validation fraction must be in (0, 1), got {fraction}")
+    if n < 2:
+        raise DatasetError(f"cannot carve a validation split out of {n} training image(s); use more data")
+    n_val = min(n - 1, max(1, round(n * fraction)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(_VAL_SPLIT_SEED)).tolist()
+    return _subset(train_ds, sorted(order[n_val:])), _subset(train_ds, sorted(order[:n_val]))
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """The three splits of one dataset as DataLoaders."""
+
+    train: DataLoader  # shuffled with a seeded generator; for fine-tuning (and Taylor scores)
+    val: DataLoader | None  # carved from the training split, not shuffled; for decisions (None: no carve)
+    test: DataLoader  # the dataset's own test split, not shuffled; for reporting only
+
+
+def _loader(ds: Dataset, batch_size: int, workers: int, shuffle_seed: int | None) -> DataLoader:
+    gen = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle_seed is not None, generator=gen,
+                      num_workers=workers, drop_last=False, persistent_workers=workers > 0)
+
+
+def make_split_loaders(spec: str | DatasetSpec, input_shape: Sequence[int], batch_size: int, *,
+                       val_fraction: float = 0.1, limit_train: int | None = None,
+                       limit_test: int | None = None, seed: int = 0, workers: int = 0) -> Loaders:
+    """Train, validation and test DataLoaders; the validation split is carved from training.
+
+    The validation images (`split_validation`) are chosen from the full training split first,
+    then `limit_train` picks its subset among the remaining training images, so the validation
+    split never changes with the limit or the seed. Training is shuffled with a `seed`-ed
+    generator; validation and test are not shuffled.
+
+    Args:
+        spec: a `--data` string or `DatasetSpec`.
+        input_shape: the model's (C, H, W).
+        batch_size: images per batch for all loaders.
+        val_fraction: fraction of the training split held out for validation, in [0, 1);
+            0 gives `val=None` and trains on the whole split.
+        limit_train: use a fixed random subset of this many of the remaining training images.
+        limit_test: the same for the test split.
+        seed: subset choice and shuffling.
+        workers: DataLoader worker processes (0: load in the main process).
+
+    Raises:
+        DatasetError: bad sizes or fractions, or the dataset cannot be read.
+    """
+    if batch_size < 1 or workers < 0:
+        raise DatasetError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    if not 0 <= val_fraction < 1:
+        raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    train_ds: Dataset = load_dataset(spec, input_shape, train=True)
+    val = None
+    if val_fraction > 0:
+        train_ds, val_ds = split_validation(train_ds, val_fraction)
+        val = _loader(val_ds, batch_size, workers, None)
+    train_ds = _limit(train_ds, limit_train, seed)
+    test_ds = _limit(load_dataset(spec, input_shape, train=False), limit_test, seed + 1)
+    return Loaders(train=_loader(train_ds, batch_size, workers, seed), val=val,
+                   test=_loader(test_ds, batch_size, workers, None))
 
 
 def make_loaders(spec: str | DatasetSpec, input_shape: Sequence[int], batch_size: int, *,
                  limit_train: int | None = None, limit_test: int | None = None, seed: int = 0,
                  workers: int = 0) -> tuple[DataLoader, DataLoader]:
-    """(train, test) DataLoaders; training is shuffled with a `seed`-ed generator.
+    """(train, test) DataLoaders without a validation split; training is shuffled with a
+    `seed`-ed generator. See `make_split_loaders` for a validation split.
 
     Args:
         spec: a `--data` string or `DatasetSpec`.
@@ -498,13 +587,6 @@ def make_loaders(spec: str | DatasetSpec, input_shape: Sequence[int], batch_size
         seed: subset choice and shuffling.
         workers: DataLoader worker processes (0: load in the main process).
     """
-    if batch_size < 1 or workers < 0:
-        raise DatasetError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    train_ds = _limit(load_dataset(spec, input_shape, train=True), limit_train, seed)
-    test_ds = _limit(load_dataset(spec, input_shape, train=False), limit_test, seed + 1)
-    gen = torch.Generator().manual_seed(seed)
-    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=gen, num_workers=workers,
-                       drop_last=False, persistent_workers=workers > 0)
-    test = DataLoader(test_ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      persistent_workers=workers > 0)
-    return train, test
+    loaders = make_split_loaders(spec, input_shape, batch_size, val_fraction=0.0, limit_train=limit_train,
+                                 limit_test=limit_test, seed=seed, workers=workers)
+    return loaders.train, loaders.test

@@ -58,6 +58,12 @@ class OptimizeJob:
     epochs: float = 1.0  # fine-tune epochs after each step
     final_epochs: float = 2.0
     lr: float = 0.01
+    val_fraction: float = 0.1  # of the training split held out for decisions (the test split only reports)
+    distill: bool = True  # distil from the unpruned model in every fine-tune (when data is given)
+    distill_alpha: float = 0.7  # weight of the soft-target term: (1 - a) CE + a T^2 KL
+    distill_temperature: float = 4.0
+    train_device: str = "auto"  # where fine-tuning runs: auto | cpu | cuda | cuda:N
+    max_acc_drop: float | None = None  # top-1 points (validation) a step may lose vs unpruned; None: no guard
     # ---- method and target
     method: OptimizeConfig = field(default_factory=OptimizeConfig)
     resume: bool = False

@@ -2,6 +2,10 @@
 
 Data and training stay out of the pruner: `optimize` receives DataLoaders and a `TrainConfig` and
 calls `fine_tune` / `evaluate` here. Training from scratch is the same loop with more epochs.
+
+Fine-tuning a pruned model can distil from the unpruned one (Hinton et al. 2015): pass it as
+`teacher` and set `TrainConfig.distill_alpha`; the teacher's logits are computed on the fly for
+each batch (no cache), under the same fp16 autocast as the student on CUDA.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .errors import BackendUnavailableError, DatasetError, InvalidConfigError
@@ -20,6 +25,7 @@ from .errors import BackendUnavailableError, DatasetError, InvalidConfigError
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "distillation_loss",
     "fine_tune",
     "train_from_scratch",
     "evaluate",
@@ -43,6 +49,9 @@ class TrainConfig:
     batch_size: int = 128  # for callers building loaders (`data.make_loaders`); the loop uses the loader's
     amp: bool = False  # autocast to fp16 with loss scaling; CUDA only, ignored on the CPU
     seed: int = 0  # seeds torch's global RNG at the start of training
+    # ---- knowledge distillation (used only when fine_tune gets a teacher; see distillation_loss)
+    distill_alpha: float = 0.0  # weight of the soft-target term: (1 - a) CE + a T^2 KL; 0: plain CE
+    distill_temperature: float = 4.0  # T: softens both distributions before the KL term
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -59,6 +68,11 @@ class TrainConfig:
             raise InvalidConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.batch_size < 1:
             raise InvalidConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.distill_alpha <= 1:
+            raise InvalidConfigError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if not self.distill_temperature > 0 or not math.isfinite(self.distill_temperature):
+            raise InvalidConfigError(
+                f"distill_temperature must be a positive number, got {self.distill_temperature}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,7 @@ class TrainResult:
     steps: int  # optimiser steps taken
     seconds: float  # wall time of the whole run
     amp: bool  # whether fp16 autocast was actually used
+    distilled: bool = False  # whether a teacher's soft targets were in the loss
 
     @property
     def final_loss(self) -> float | None:
@@ -106,6 +121,47 @@ def resolve_torch_device(name: str | torch.device = "auto") -> torch.device:
     raise InvalidConfigError(f"unknown torch device {name!r}; use auto, cpu, cuda or cuda:N")
 
 
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+                      alpha: float, temperature: float, *, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(1 - alpha) CE(student, targets) + alpha T^2 KL(softmax(teacher / T) || softmax(student / T)).
+
+    The KL term is averaged over the batch and scaled by T^2 so its gradients keep the size of
+    the CE term's whatever T (Hinton et al. 2015). It is computed in float32 (safe under fp16
+    autocast), and the teacher's logits are detached: gradients reach the student only.
+    Terms whose weight is 0 are not computed.
+
+    Args:
+        student_logits: (N, K) logits of the model being trained.
+        teacher_logits: (N, K) logits of the teacher on the same inputs.
+        targets: (N,) integer labels.
+        alpha: weight of the soft-target term, in [0, 1].
+        temperature: T > 0.
+        label_smoothing: for the CE term.
+
+    Raises:
+        InvalidConfigError: alpha or temperature out of range, or the logits' shapes differ.
+    """
+    if not 0 <= alpha <= 1:
+        raise InvalidConfigError(f"distillation alpha must be in [0, 1], got {alpha}")
+    if not temperature > 0 or not math.isfinite(temperature):
+        raise InvalidConfigError(f"distillation temperature must be a positive number, got {temperature}")
+    if tuple(student_logits.shape) != tuple(teacher_logits.shape):
+        raise InvalidConfigError(
+            f"the teacher's logits {tuple(teacher_logits.shape)} differ in shape from the student's "
+            f"{tuple(student_logits.shape)}; the teacher must be a classifier over the same classes"
+        )
+    student = student_logits.float()
+    loss = student.new_zeros(())
+    if alpha < 1:
+        loss = (1.0 - alpha) * F.cross_entropy(student, targets, label_smoothing=label_smoothing)
+    if alpha > 0:
+        t = float(temperature)
+        kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher_logits.detach().float() / t, dim=1),
+                      reduction="batchmean", log_target=True)
+        loss = loss + alpha * t * t * kl
+    return loss
+
+
 def _steps_per_epoch(loader: DataLoader, cfg: TrainConfig) -> int:
     try:
         n = len(loader)
@@ -124,22 +180,38 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, device: torch.device | str, *,
-              progress: bool = True, desc: str = "") -> TrainResult:
+              teacher: nn.Module | None = None, progress: bool = True, desc: str = "") -> TrainResult:
     """Train `model` in place with SGD + cosine LR on (image, label) batches; ends in eval mode.
+
+    With a `teacher` and `cfg.distill_alpha > 0` the loss is `distillation_loss` against the
+    teacher's logits, computed batch by batch in eval mode without gradients. The teacher is
+    moved to `device` for the run and put back where it was, in its mode, afterwards; its
+    weights are not changed. Without a teacher (or with alpha 0) the loss is cross-entropy.
 
     Args:
         model: classifier returning logits; moved to `device`.
         train_loader: yields (inputs, integer labels).
-        cfg: schedule and optimiser settings.
+        cfg: schedule, optimiser and distillation settings.
         device: torch device (or a name for `resolve_torch_device`).
+        teacher: the model to distil from (for pruning: the unpruned model), or None.
         progress: show a tqdm bar per epoch on stderr.
         desc: prefix for the progress bar (e.g. "fine-tune step 2").
 
     Raises:
         DatasetError: the loader yields no batch.
-        InvalidConfigError: the loss became NaN/inf (lower the learning rate).
+        InvalidConfigError: the loss became NaN/inf (lower the learning rate), distill_alpha > 0
+            without a teacher, or teacher and student disagree on the number of classes.
     """
     device = resolve_torch_device(device)
+    distill = teacher is not None and cfg.distill_alpha > 0
+    if cfg.distill_alpha > 0 and teacher is None:
+        raise InvalidConfigError(
+            f"distill_alpha is {cfg.distill_alpha} but fine_tune got no teacher; pass teacher= (the "
+            "unpruned model) or set distill_alpha=0"
+        )
+    if teacher is model:
+        raise InvalidConfigError("the teacher must be another module than the model being trained "
+                                 "(keep a copy of the unpruned model)")
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -153,41 +225,71 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, devi
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     use_amp = bool(cfg.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    teacher_state = _borrow(teacher, device) if distill else None
     start = time.perf_counter()
     epoch_losses: list[float] = []
     steps = 0
     label = f"{desc} " if desc else ""
-    for epoch in range(cfg.epochs):
-        running, count = 0.0, 0
-        bar = _progress(train_loader, steps_per_epoch, f"{label}epoch {epoch + 1}/{cfg.epochs}", progress)
-        for i, (inputs, targets) in enumerate(bar):
-            if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
-                break
-            inputs = inputs.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                loss = criterion(model(inputs), targets)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise InvalidConfigError(
-                    f"training diverged: loss {loss.item()} at epoch {epoch + 1} step {i + 1} with lr "
-                    f"{sched.get_last_lr()[0]:.3g}; lower the learning rate"
-                )
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            steps += 1
-            running += float(loss.detach()) * len(targets)
-            count += len(targets)
-            bar.set_postfix(loss=f"{running / count:.3f}", refresh=False)
-        bar.close()
-        if count == 0:
-            raise DatasetError("the training loader yielded no batch; check --data and --limit-train")
-        epoch_losses.append(running / count)
+    try:
+        for epoch in range(cfg.epochs):
+            running, count = 0.0, 0
+            bar = _progress(train_loader, steps_per_epoch, f"{label}epoch {epoch + 1}/{cfg.epochs}", progress)
+            for i, (inputs, targets) in enumerate(bar):
+                if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
+                    break
+                inputs = inputs.to(device, non_blocking=True)
+                targets = targets.to(device, non_blocking=True)
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = model(inputs)
+                    if distill:
+                        with torch.no_grad():
+                            teacher_logits = teacher(inputs)  # type: ignore[misc]
+                        loss = distillation_loss(logits, teacher_logits, targets, cfg.distill_alpha,
+                                                 cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
+                    else:
+                        loss = criterion(logits, targets)
+                if not torch.isfinite(loss):
+                    bar.close()
+                    raise InvalidConfigError(
+                        f"training diverged: loss {loss.item()} at epoch {epoch + 1} step {i + 1} with lr "
+                        f"{sched.get_last_lr()[0]:.3g}; lower the learning rate"
+                    )
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                steps += 1
+                running += float(loss.detach()) * len(targets)
+                count += len(targets)
+                bar.set_postfix(loss=f"{running / count:.3f}", refresh=False)
+            bar.close()
+            if count == 0:
+                raise DatasetError("the training loader yielded no batch; check --data and --train-limit")
+            epoch_losses.append(running / count)
+    finally:
+        if teacher_state is not None:
+            _give_back(teacher, teacher_state)  # type: ignore[arg-type]
     model.eval()
-    return TrainResult(tuple(epoch_losses), steps, time.perf_counter() - start, use_amp)
+    return TrainResult(tuple(epoch_losses), steps, time.perf_counter() - start, use_amp, distill)
+
+
+def _borrow(teacher: nn.Module, device: torch.device) -> tuple[torch.device, bool, list[bool]]:
+    """Put the teacher on `device` in eval mode, frozen; return what `_give_back` restores."""
+    tensors = [*teacher.parameters(), *teacher.buffers()]
+    where = tensors[0].device if tensors else device
+    state = (where, teacher.training, [p.requires_grad for p in teacher.parameters()])
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return state
+
+
+def _give_back(teacher: nn.Module, state: tuple[torch.device, bool, list[bool]]) -> None:
+    where, training, flags = state
+    for p, flag in zip(teacher.parameters(), flags):
+        p.requires_grad_(flag)
+    teacher.to(where).train(training)
 
 
 def train_from_scratch(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, device: torch.device | str,

@@ -15,10 +15,13 @@ import torch
 from locp_trt.data import (
     DatasetKind,
     DatasetSpec,
+    Loaders,
     adapt_images,
     load_dataset,
     make_loaders,
+    make_split_loaders,
     read_idx,
+    split_validation,
 )
 from locp_trt.errors import DatasetError
 
@@ -256,3 +259,62 @@ def test_real_fashion_mnist_debian_package():
     x, _ = test[0]
     assert x.shape == (3, 32, 32) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and x.max() > 0.5
     assert len(load_dataset("fashion-mnist", (1, 28, 28), train=True)) == 60_000
+
+
+# ---- validation split ---------------------------------------------------------------------------
+def _indices(ds) -> list[int]:
+    """Indices into the underlying full dataset, through nested Subsets."""
+    from torch.utils.data import Subset
+
+    idx = list(range(len(ds)))
+    while isinstance(ds, Subset):
+        idx = [ds.indices[i] for i in idx]
+        ds = ds.dataset
+    return idx
+
+
+def test_split_loaders_carve_validation_from_training_only():
+    loaders = make_split_loaders("synthetic:200", (1, 8, 8), 16, val_fraction=0.1, seed=0)
+    train, val, test = loaders.train, loaders.val, loaders.test
+    assert isinstance(loaders, Loaders) and val is not None
+    assert len(val.dataset) == 20 and len(train.dataset) == 180 and len(test.dataset) == 100
+    assert val.dataset.num_classes == 10 and train.dataset.classes == val.dataset.classes
+    tr, va = set(_indices(train.dataset)), set(_indices(val.dataset))
+    assert not tr & va and tr | va == set(range(200))  # disjoint, and together all of training
+    full = load_dataset("synthetic:200", (1, 8, 8), train=True)
+    x, y = next(iter(val))
+    i0 = _indices(val.dataset)[0]
+    assert torch.equal(x[0], full[i0][0]) and int(y[0]) == full[i0][1]  # a training image
+    assert [b[1].tolist() for b in val] == [b[1].tolist() for b in val]  # not shuffled
+
+
+def test_split_is_fixed_whatever_the_seed_and_train_limit():
+    a = make_split_loaders("synthetic:200", (1, 8, 8), 16, val_fraction=0.25, seed=0)
+    b = make_split_loaders("synthetic:200", (1, 8, 8), 16, val_fraction=0.25, seed=5, limit_train=40)
+    assert _indices(a.val.dataset) == _indices(b.val.dataset) and len(a.val.dataset) == 50
+    assert len(b.train.dataset) == 40 and not set(_indices(b.train.dataset)) & set(_indices(b.val.dataset))
+    c = make_split_loaders("synthetic:200", (1, 8, 8), 16, val_fraction=0.25, seed=5, limit_train=40)
+    assert [y.tolist() for _, y in b.train] == [y.tolist() for _, y in c.train]  # seeded shuffle
+
+
+def test_make_loaders_is_unchanged_by_the_split():
+    tr, te = make_loaders("synthetic:100", (1, 8, 8), 16, limit_train=40, seed=3)
+    none = make_split_loaders("synthetic:100", (1, 8, 8), 16, val_fraction=0.0, limit_train=40, seed=3)
+    assert none.val is None
+    assert _indices(tr.dataset) == _indices(none.train.dataset)
+    assert [y.tolist() for _, y in tr] == [y.tolist() for _, y in none.train]
+    assert len(te.dataset) == len(none.test.dataset)
+
+
+def test_split_validation_edges():
+    full = load_dataset("synthetic:3", (1, 4, 4), train=True)
+    train, val = split_validation(full, 0.01)
+    assert len(val) == 1 and len(train) == 2  # at least one image each side
+    train, val = split_validation(full, 0.99)
+    assert len(val) == 2 and len(train) == 1
+    with pytest.raises(DatasetError, match=r"validation fraction must be in \(0, 1\), got 1.0"):
+        split_validation(full, 1.0)
+    with pytest.raises(DatasetError, match="out of 1 training image"):
+        split_validation(load_dataset("synthetic:1", (1, 4, 4), train=True), 0.5)
+    with pytest.raises(DatasetError, match=r"val_fraction must be in \[0, 1\), got -0.1"):
+        make_split_loaders("synthetic:10", (1, 4, 4), 4, val_fraction=-0.1)

@@ -35,6 +35,57 @@ EXIT_MISSED = 3
 IMPORTANCE_CHOICES = ("l1", "l2", "bn_scale", "taylor")
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    """An argparse type: a number >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _train_device(text: str) -> str:
+    """An argparse type: auto, cpu, cuda or cuda:N (whether CUDA is there is checked when used)."""
+    key = text.strip().lower()
+    head, sep, index = key.partition(":")
+    if key in ("auto", "cpu", "cuda") or (head == "cuda" and sep and index.isdigit()):
+        return key
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+
+
 class Command:
     """Prune a model to the widths the target runtime runs fastest, fine-tune, export and report."""
 
@@ -73,7 +124,10 @@ class Command:
         g.add_argument("--max-rounds", type=int, default=12,
                        help="interleaved timing rounds at most per decision (default 12)")
         g.add_argument("--discovery", choices=[m.value for m in DiscoveryMethod], default=DiscoveryMethod.THREE_POINT.value)
-        g.add_argument("--importance", choices=IMPORTANCE_CHOICES, default="l1")
+        g.add_argument("--importance", choices=IMPORTANCE_CHOICES, default="l1",
+                       help="how channels are ranked: l1 (default) / l2 weight magnitude, bn_scale "
+                            "|gamma|, or taylor: first-order Taylor estimate of the loss change "
+                            "(Molchanov 2019, as in HALP) averaged over training batches; needs --data")
         g.add_argument("--min-width-ratio", type=float, default=0.1,
                        help="never prune a group below this fraction of its width (default 0.1)")
         g.add_argument("--seed", type=int, default=0)
@@ -86,6 +140,24 @@ class Command:
         g.add_argument("--batch-size", type=int, default=128)
         g.add_argument("--train-limit", type=int, help="use this many training images")
         g.add_argument("--test-limit", type=int, help="use this many test images")
+        g.add_argument("--val-fraction", type=_fraction, default=0.1,
+                       help="fraction of the training images held out as a validation split for the "
+                            "run's decisions; the test split only reports (default 0.1)")
+        g.add_argument("--max-acc-drop", type=_non_negative, default=None, metavar="POINTS",
+                       help="accuracy guard: top-1 percentage points a pruning step may lose on the "
+                            "validation split against the unpruned model (default: no guard)")
+        g.add_argument("--distill", choices=("on", "off"), default="on",
+                       help="distil from the unpruned model in every fine-tune: loss (1 - a) CE + "
+                            "a T^2 KL(student/T, teacher/T) (default on when --data is given)")
+        g.add_argument("--distill-alpha", type=_unit_interval, default=0.7, metavar="A",
+                       help="weight a of the teacher's soft targets (default 0.7: the teacher is this "
+                            "very model before pruning, the best guide to what pruning lost, while 0.3 "
+                            "of hard-label CE keeps the teacher's mistakes out; usual values 0.5-0.9)")
+        g.add_argument("--distill-temperature", type=_positive, default=4.0, metavar="T",
+                       help="softmax temperature of the distillation term (default 4)")
+        g.add_argument("--train-device", type=_train_device, default="auto",
+                       help="where fine-tuning runs, whatever runtime measures latency: auto (CUDA "
+                            "when torch sees a GPU, else CPU), cpu, cuda or cuda:N (default auto)")
         g = p.add_argument_group("run")
         g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
         g.add_argument("--no-engine", action="store_true", help="skip the TensorRT engine build")
@@ -115,6 +187,9 @@ class Command:
             store=None if args.no_store else (args.store or default_store_path()),
             data=args.data, train_limit=args.train_limit, test_limit=args.test_limit,
             batch_size=args.batch_size, epochs=args.epochs, final_epochs=args.final_epochs, lr=args.lr,
+            val_fraction=args.val_fraction, distill=args.distill == "on", distill_alpha=args.distill_alpha,
+            distill_temperature=args.distill_temperature, train_device=args.train_device,
+            max_acc_drop=args.max_acc_drop,
             method=method, resume=args.resume, engine=not args.no_engine,
             progress=not args.no_progress)
         report = run_job(job)

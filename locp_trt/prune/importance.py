@@ -5,21 +5,36 @@ the average over the coupled conv/linear/BN parameters of each channel) and then
 group's sum, so each group's scores add up to 1. `importance_lost(scores, keep)` is therefore the
 fraction of a group's importance that pruning it to `keep` channels removes, in [0, 1], which is
 comparable across groups of different sizes and layer types.
+
+Taylor importance over several batches (`taylor_scores`, what `--importance taylor` means) is the
+group Taylor criterion of Molchanov et al. (CVPR 2019), the one HALP (Shen et al. 2022) ranks
+channels with. Removing channel c is, to first order, putting a gate z_c = 1 -> 0 on it; the loss
+changes by about g_b,c = dL_b/dz_c on batch b. With the gate placed where the channel enters its
+consumers (every conv/linear that reads it), g_b,c = sum of w * dL_b/dw over the input-channel
+slice c of those consumers' weights: exact for convs and linears, whatever lies in between (ReLU,
+pooling, residual adds, concat, flatten), and equal to HALP's BatchNorm gate
+gamma * dL/dgamma + beta * dL/dbeta when a BN's output reaches the consumers through a ReLU. The
+score is the mean over batches of g_b,c squared, as in both papers: squaring per batch, rather than
+summing the gradients first, keeps the signal of a trained model, whose gradient over the whole
+data set is near zero and would cancel. A channel whose consumers' weights are zero, or whose
+activations are zero, scores 0.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import InvalidConfigError
+from ..errors import DatasetError, InvalidConfigError
 
-__all__ = ["Importance", "group_importance", "importance_lost", "accumulate_taylor"]
+__all__ = ["Importance", "group_importance", "importance_lost", "accumulate_taylor", "taylor_scores",
+           "most_important"]
 
 
 class Importance(str, enum.Enum):
@@ -28,7 +43,10 @@ class Importance(str, enum.Enum):
     L1 = "l1"  # sum of |w| of the channel's weights in every coupled layer
     L2 = "l2"  # sum of w^2
     BN_SCALE = "bn_scale"  # |gamma| of the coupled BatchNorms (network slimming)
-    TAYLOR = "taylor"  # |w * dL/dw| (Molchanov et al. 2019); needs gradients, see accumulate_taylor
+    # first-order Taylor (Molchanov et al. 2019) over several batches: `taylor_scores`. In
+    # `group_importance` (and `apply_plan`) it is Torch-Pruning's |w * dL/dw| on gradients already
+    # there (see accumulate_taylor).
+    TAYLOR = "taylor"
 
     @classmethod
     def parse(cls, value: str | Importance) -> Importance:
@@ -95,7 +113,8 @@ def group_importance(model: nn.Module, graph_or_DG: Any, group_id: str, kind: Im
             raise InvalidConfigError(
                 f"Taylor importance of group {group_id!r} needs gradients on the weights "
                 f"({'none found' if missing else 'grads_available=False'}); run "
-                "accumulate_taylor(model, batches, loss_fn) first, or use l1/l2/bn_scale"
+                "accumulate_taylor(model, batches, loss_fn) first (or score every group over several "
+                "batches with taylor_scores), or use l1/l2/bn_scale"
             )
     scores = _scorer(kind)(group)
     if scores is None:
@@ -134,3 +153,136 @@ def accumulate_taylor(model: nn.Module, batches: Iterable[tuple[torch.Tensor, to
     if n == 0:
         raise InvalidConfigError("accumulate_taylor got no batches")
     return n
+
+
+def most_important(scores: np.ndarray | Sequence[float], keep: int) -> list[int]:
+    """Indices of the `keep` highest scores, ascending (ties: the lower index), for `apply_plan(kept=)`."""
+    arr = np.asarray(scores, dtype=np.float64)
+    if not 0 <= keep <= arr.size:
+        raise InvalidConfigError(f"keep must be in 0..{arr.size}, got {keep}")
+    order = np.argsort(-arr, kind="stable")
+    return sorted(int(i) for i in order[:keep])
+
+
+def _is_input_slice(dep: Any) -> bool:
+    """Whether a group item is a conv/linear reading the group's channels (its input channels)."""
+    module = dep.target.module
+    return (isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
+            and getattr(dep.handler, "__name__", "") == "prune_in_channels")
+
+
+def _input_gates(module: nn.Module) -> torch.Tensor:
+    """sum of w * dL/dw over each input channel's slice of the weight: (in_channels,)."""
+    w, g = module.weight, module.weight.grad
+    wg = (w.detach() * g).float() if g is not None else torch.zeros_like(w, dtype=torch.float32)
+    if isinstance(module, nn.Linear):
+        return wg.sum(0)
+    if getattr(module, "transposed", False):  # weight (in, out / groups, *k): input channels first
+        return wg.flatten(1).sum(1)
+    groups = int(module.groups)  # weight (out, in / groups, *k)
+    per_out = wg.flatten(2).sum(2)  # (out, in / groups)
+    out, in_per_group = per_out.shape
+    return per_out.reshape(groups, out // groups, in_per_group).sum(1).reshape(-1)
+
+
+def _consumers(group: Any) -> list[tuple[nn.Module, list[int], list[int]]]:
+    """(module, input-channel indices, the group channel of each) for every consumer in a group.
+
+    A module that also writes the group's channels (a depthwise conv) passes them through rather
+    than consuming them: its readers further on are the consumers.
+    """
+    writers = {id(dep.target.module) for dep, _ in group if not _is_input_slice(dep)}
+    out = []
+    for i, (dep, idxs) in enumerate(group):
+        module = dep.target.module
+        root = list(group[i].root_idxs)
+        if not _is_input_slice(dep) or id(module) in writers or any(r is None for r in root):
+            continue
+        out.append((module, [int(v) for v in idxs], [int(v) for v in root]))
+    return out
+
+
+def taylor_scores(model: nn.Module, graph: Any, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                  batches: int = 8, device: torch.device | str | None = None,
+                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                  groups: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Taylor importance of every channel, from the first `batches` batches of `loader`.
+
+    Per group, channel c scores mean over batches of (sum of w * dL/dw over the input slices that
+    read c); see the module docstring. Each group's scores are normalised to sum to 1 like
+    `group_importance` (all zeros when every channel scores 0). The forward passes run in eval
+    mode (BatchNorm uses its running statistics); the model's mode, gradients and requires_grad
+    flags are restored afterwards and its weights are not changed.
+
+    Args:
+        model: the model `graph` was built on (`build_graph(model, ...)`).
+        graph: its `ModelGraph`.
+        loader: yields (inputs, integer labels), e.g. the training DataLoader (never the test set).
+        batches: how many batches to average over (fewer if the loader ends first).
+        device: where to run; the model is moved there in place. None: where the model is.
+        loss_fn: loss(logits, labels); default cross-entropy.
+        groups: group ids to score; default every prunable group.
+
+    Returns:
+        group id -> numpy float64 [current width], non-negative, summing to 1 (or all 0).
+
+    Raises:
+        InvalidConfigError: batches < 1, a graph of another model, or a group that no conv or
+            linear layer reads (use l1 for that model).
+        DatasetError: the loader yields no batch.
+    """
+    from ..train import resolve_torch_device
+
+    if batches < 1:
+        raise InvalidConfigError(f"Taylor importance needs batches >= 1, got {batches}")
+    if getattr(graph, "model", None) is not model:
+        raise InvalidConfigError("the graph was built for another model; build_graph(model) first")
+    ids = [g.id for g in graph.prunable()] if groups is None else list(groups)
+    consumers = {gid: _consumers(graph.tp_group(gid)) for gid in ids}
+    for gid, used in consumers.items():
+        if not used:
+            raise InvalidConfigError(
+                f"Taylor importance of group {gid!r}: no conv or linear layer reads its channels, so "
+                "their effect on the loss cannot be estimated; use --importance l1"
+            )
+    if device is not None:
+        model.to(resolve_torch_device(device))
+    params = list(model.parameters())
+    if not params:
+        raise InvalidConfigError(f"{type(model).__name__} has no parameters to score")
+    run_on, dtype = params[0].device, next((p.dtype for p in params if p.is_floating_point()), torch.float32)
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    saved = [(p.grad, p.requires_grad) for p in params]
+    was_training = model.training
+    sums = {gid: torch.zeros(graph.groups[gid].width, dtype=torch.float64, device=run_on) for gid in ids}
+    seen = 0
+    try:
+        model.eval()
+        for p in params:
+            p.grad = None
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            for inputs, targets in itertools.islice(iter(loader), batches):
+                model.zero_grad(set_to_none=True)
+                logits = model(inputs.to(run_on, dtype=dtype, non_blocking=True))
+                loss_fn(logits, targets.to(run_on, non_blocking=True)).backward()
+                for gid, used in consumers.items():
+                    gate = torch.zeros_like(sums[gid])
+                    for module, idxs, root in used:
+                        per_input = _input_gates(module).double()
+                        gate.index_add_(0, torch.tensor(root, device=run_on), per_input[idxs])
+                    sums[gid] += gate.square()
+                seen += 1
+    finally:
+        for p, (grad, flag) in zip(params, saved):
+            p.grad = grad
+            p.requires_grad_(flag)
+        model.train(was_training)
+    if seen == 0:
+        raise DatasetError("Taylor importance: the loader yielded no batch; check --data and --train-limit")
+    out = {}
+    for gid, total in sums.items():
+        arr = (total / seen).cpu().numpy()
+        norm = float(arr.sum())
+        out[gid] = arr / norm if norm > 0 else np.zeros_like(arr)
+    return out

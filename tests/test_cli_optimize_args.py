@@ -1,0 +1,68 @@
+"""`optimize`'s accuracy options (distillation, training device, validation split, accuracy
+guard) are parsed, checked and passed into the OptimizeJob; nothing runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from locp_trt.cli import build_parser
+
+
+class _Captured(Exception):
+    pass
+
+
+def job_for(monkeypatch, tmp_path: Path, *extra: str):
+    """The OptimizeJob `optimize` would run with these options (run_job is replaced)."""
+    import locp_trt.pipeline as pipeline
+
+    seen = []
+
+    def fake_run_job(job):
+        seen.append(job)
+        raise _Captured
+
+    monkeypatch.setattr(pipeline, "run_job", fake_run_job)
+    args = build_parser().parse_args(["optimize", "example", "--out", str(tmp_path), *extra])
+    with pytest.raises(_Captured):
+        args._command().run(args)
+    return seen[0]
+
+
+def test_defaults_distil_on_auto_device_ten_percent_validation(monkeypatch, tmp_path):
+    from locp_trt.pipeline import OptimizeJob
+
+    job = job_for(monkeypatch, tmp_path)
+    assert (job.distill, job.distill_alpha, job.distill_temperature) == (True, 0.7, 4.0)
+    assert (job.train_device, job.val_fraction, job.max_acc_drop) == ("auto", 0.1, None)
+    plain = OptimizeJob(model="example", out=tmp_path)  # the CLI's defaults are the library's
+    assert (plain.distill, plain.distill_alpha, plain.distill_temperature, plain.train_device,
+            plain.val_fraction, plain.max_acc_drop) == (True, 0.7, 4.0, "auto", 0.1, None)
+
+
+def test_options_reach_the_job(monkeypatch, tmp_path):
+    job = job_for(monkeypatch, tmp_path, "--distill", "off", "--distill-alpha", "0.5",
+                  "--distill-temperature", "2", "--train-device", "CUDA:1", "--val-fraction", "0",
+                  "--max-acc-drop", "1.5", "--importance", "taylor")
+    assert (job.distill, job.distill_alpha, job.distill_temperature) == (False, 0.5, 2.0)
+    assert (job.train_device, job.val_fraction, job.max_acc_drop) == ("cuda:1", 0.0, 1.5)
+    assert job.method.importance.value == "taylor"
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--distill-alpha", "1.5", "expected a number in [0, 1]"),
+    ("--distill-temperature", "0", "expected a positive number"),
+    ("--train-device", "tpu", "expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("--val-fraction", "1", "expected a fraction in [0, 1)"),
+    ("--max-acc-drop", "-1", "expected a number >= 0"),
+    ("--max-acc-drop", "nan", "expected a finite number"),
+    ("--distill", "maybe", "invalid choice: 'maybe'"),
+])
+def test_bad_values_are_one_error_line(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["optimize", "example", "--out", str(tmp_path), option, value])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert message in err and option in err
