@@ -50,7 +50,7 @@ from .latency.config import LayerConfig, Precision
 from .latency.timing import Timing
 from .prune.benefit import Candidate, assess, greedy_steps, predicted_latency_us
 from .prune.candidates import DiscoveryMethod, discover_candidates, width_floor
-from .prune.importance import Importance, group_importance
+from .prune.importance import Importance, group_importance, most_important, taylor_scores
 from .prune.plan import PruningPlan, apply_plan, save_pruned
 from .train import TrainConfig, evaluate, fine_tune
 
@@ -90,6 +90,7 @@ class OptimizeConfig:
     # ---- training (None: no fine-tuning, e.g. latency-only runs)
     finetune: TrainConfig | None = None  # after every step
     final_finetune: TrainConfig | None = None  # once at the end
+    max_acc_drop: float | None = None  # validation top-1 points a step may lose (None: no guard)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -110,6 +111,8 @@ class OptimizeConfig:
                                      f"(got {self.extra_steps}), max_probes >= 1")
         if not 0 < self.min_width_ratio <= 1:
             raise InvalidConfigError(f"--min-width-ratio must be in (0, 1], got {self.min_width_ratio}")
+        if self.max_acc_drop is not None and not (math.isfinite(self.max_acc_drop) and self.max_acc_drop >= 0):
+            raise InvalidConfigError(f"--max-acc-drop must be a number of points >= 0, got {self.max_acc_drop}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,7 +134,7 @@ class StepRecord:
     widths: dict[str, int]  # width of every group, relative to the ORIGINAL model
     predicted_us: float  # summed layer latencies at these widths
     measured: dict[str, Any]  # see above; {} when only predicted
-    accuracy: float | None  # top-1 %, when a test set was given
+    accuracy: float | None  # top-1 % on the test split (reported, never decided on), with data
     flops: int
     params: int
     target_us: float | None = None  # this step's end-to-end goal in µs (baseline / goal speedup)
@@ -142,6 +145,8 @@ class StepRecord:
     path_length: int = 0  # decisions the path offered
     importance_lost: float = 0.0  # cumulative, since the unpruned model
     probes: list[dict[str, Any]] = field(default_factory=list)  # prefixes measured to land
+    val_accuracy: float | None = None  # top-1 % on the validation split: what decisions use
+    guard_rejected: bool = False  # the accuracy guard refused this step (never emitted)
     wall_s: float = 0.0
 
     @property
@@ -173,6 +178,7 @@ class OptimizeResult:
     chosen_step: int  # the step whose checkpoint is emitted
     met_target: bool  # by the loop's own comparison of the chosen step
     stop_reason: str  # why the loop ended, in words
+    guard: dict[str, Any] | None = None  # what the accuracy guard did (None: no guard)
 
     @property
     def baseline(self) -> StepRecord:
@@ -202,14 +208,16 @@ class Optimizer:
             end-to-end figure is then a prediction).
         out_dir: where checkpoints go.
         arch: zoo name of the architecture (recorded in the plan), if any.
-        loaders: (train, test) DataLoaders for fine-tuning and accuracy; None to skip both.
+        loaders: `data.Loaders` (train, val, test) or a (train, test) pair; None: no fine-tuning
+            and no accuracy. Decisions (guard, best checkpoint) use val where there is one.
+        train_device: where fine-tuning runs (auto: CUDA when present), whatever is measured.
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], config: OptimizeConfig, *,
                  latency_us: Callable[[LayerConfig], float],
                  prepare_model: Callable[[nn.Module], Sampler] | None,
                  out_dir: Path, arch: str | None = None,
-                 loaders: tuple[Any, Any] | None = None,
+                 loaders: Any = None, train_device: str = "auto",
                  log: Callable[[str], None] = print, progress: bool = True) -> None:
         self.original = model.eval()
         self.input_shape = tuple(int(v) for v in input_shape)
@@ -219,6 +227,10 @@ class Optimizer:
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.arch = arch
+        if isinstance(loaders, tuple):
+            from .data import Loaders
+
+            loaders = Loaders(train=loaders[0], val=None, test=loaders[1])
         self.loaders = loaders
         self.log = log
         self.progress = progress
@@ -227,7 +239,7 @@ class Optimizer:
         if config.finetune is not None or config.final_finetune is not None:
             from .train import resolve_torch_device
 
-            self.device = resolve_torch_device("auto")
+            self.device = resolve_torch_device(train_device)
 
     # ---- measurement -----------------------------------------------------------------------------
     @property
@@ -263,10 +275,16 @@ class Optimizer:
         return build_graph(model, self.input_shape, batch=self.config.batch,
                            precision=self.config.precision)
 
-    def _accuracy(self, model: nn.Module) -> float | None:
-        if self.loaders is None:
+    def _accuracy(self, model: nn.Module, split: str = "test") -> float | None:
+        loader = getattr(self.loaders, split, None) if self.loaders is not None else None
+        if loader is None:
             return None
-        return evaluate(model.to(self.device), self.loaders[1], self.device)
+        return evaluate(model.to(self.device), loader, self.device)
+
+    def _fine_tune(self, model: nn.Module, cfg: TrainConfig, desc: str) -> None:
+        teacher = self.original if cfg.distill_alpha > 0 else None
+        fine_tune(model.to(self.device), self.loaders.train, cfg, self.device, teacher=teacher,
+                  progress=self.progress, desc=desc)
 
     def _record(self, step: int, model: nn.Module, graph0: ModelGraph, widths: Mapping[str, int],
                 start: float, measured: Mapping[str, Any], **extra: Any) -> StepRecord:
@@ -274,6 +292,7 @@ class Optimizer:
             step=step, widths=dict(widths),
             predicted_us=predicted_latency_us(graph0, widths, self.latency_us),
             measured=dict(measured), accuracy=self._accuracy(model),
+            val_accuracy=self._accuracy(model, "val"),
             flops=graph0.flops(widths), params=graph0.params(widths),
             wall_s=round(time.perf_counter() - start, 3), **extra)
 
@@ -281,7 +300,7 @@ class Optimizer:
         """Seed torch and the training loader's shuffle per step, so a resumed run trains on
         exactly the batches an uninterrupted one would have."""
         torch.manual_seed(seed)
-        gen = getattr(self.loaders[0], "generator", None) if self.loaders else None
+        gen = getattr(self.loaders.train, "generator", None) if self.loaders else None
         if gen is not None:
             gen.manual_seed(seed)
 
@@ -316,7 +335,7 @@ class Optimizer:
         best, how = predicted, f"predicted {predicted:.2f}x from the layer sum"
         if self.measures and speedup > predicted:
             floor_model, _ = apply_plan(self.original, PruningPlan(self.arch, self.input_shape, floors),
-                                        self.input_shape, importance=self.config.importance)
+                                        self.input_shape)  # latency only: which channels is moot
             cmp = self.compare_to_reference(floor_model, threshold=None)
             how += f", measured {cmp.describe()}"
             best = max(best, cmp.speedup)
@@ -391,6 +410,9 @@ class Optimizer:
         if not graph0.prunable():
             raise LocpError("the model has no prunable channel group: "
                             + "; ".join(f"{g.id}: {g.reason}" for g in graph0.unprunable()))
+        if cfg.importance is Importance.TAYLOR and self.loaders is None:
+            raise InvalidConfigError("--importance taylor needs training data for its gradients: pass "
+                                     "--data, or use --importance l1")
         loaded = self.last_checkpoint() if resume else None
         start = time.perf_counter()
         if loaded is not None:
@@ -440,12 +462,20 @@ class Optimizer:
                 self.log(stop_reason)
                 break
             model, plan, record = outcome
+            drop = self._guard_drop(history[0], record)
+            if drop is not None:
+                record = replace(record, guard_rejected=True)
             history.append(record)
             self.log(f"step {step}: {record.speedup_over(history[0]):.3f}x {record.kind} "
                      f"(goal {goal:.3f}x), {record.decisions} of {record.path_length} decisions, "
                      f"{len(record.probes)} probes"
                      + (f", accuracy {record.accuracy:.2f}%" if record.accuracy is not None else ""))
             self._save_state(model, plan, history, target)
+            if drop is not None:
+                stop_reason = (f"accuracy guard: step {step} lost {drop:.2f} validation points "
+                               f"(--max-acc-drop {cfg.max_acc_drop}); stopped before pruning further")
+                self.log(stop_reason)
+                break
 
         chosen = self._best(history, target)
         if chosen.step != history[-1].step:
@@ -454,27 +484,48 @@ class Optimizer:
             model, plan = self._load_step(chosen.step)
         if cfg.final_finetune is not None and self.loaders is not None and chosen.step > 0:
             self._reseed(cfg.seed + 10_000)
-            fine_tune(model.to(self.device), self.loaders[0], cfg.final_finetune, self.device,
-                      progress=self.progress, desc="final fine-tune")
+            self._fine_tune(model, cfg.final_finetune, "final fine-tune")
             i = next(i for i, h in enumerate(history) if h.step == chosen.step)
-            history[i] = replace(history[i], accuracy=self._accuracy(model))
+            history[i] = replace(history[i], accuracy=self._accuracy(model),
+                                 val_accuracy=self._accuracy(model, "val"))
         met = chosen.step > 0 and chosen.speedup_over(history[0]) >= target
+        guard = None
+        if cfg.max_acc_drop is not None:
+            rejected = [h.step for h in history if h.guard_rejected]
+            guard = {"max_acc_drop": cfg.max_acc_drop, "split": "val" if history[0].val_accuracy is not None
+                     else "test", "rejected_steps": rejected,
+                     "note": (f"rejected step(s) {rejected}; emitted step {chosen.step}" if rejected
+                              else "every step stayed within the limit")}
         return OptimizeResult(model=model.cpu().eval(), plan=plan, history=tuple(history),
                               target_us=history[0].latency_us / target, target_speedup=target,
-                              chosen_step=chosen.step, met_target=met, stop_reason=stop_reason)
+                              chosen_step=chosen.step, met_target=met, stop_reason=stop_reason,
+                              guard=guard)
+
+    def _guard_drop(self, base: StepRecord, record: StepRecord) -> float | None:
+        """The accuracy the step lost, when that is more than --max-acc-drop allows (else None)."""
+        limit = self.config.max_acc_drop
+        before = base.val_accuracy if base.val_accuracy is not None else base.accuracy
+        after = record.val_accuracy if record.val_accuracy is not None else record.accuracy
+        if limit is None or before is None or after is None:
+            return None
+        drop = before - after
+        return drop if drop > limit else None
 
     @staticmethod
     def _best(history: list[StepRecord], target: float) -> StepRecord:
         """The checkpoint to emit: among steps meeting the target, the most accurate (data given)
         or the least pruned; with none meeting it, the fastest."""
         base = history[0]
-        steps = [h for h in history if h.step > 0]
+        steps = [h for h in history if h.step > 0 and not h.guard_rejected]
         if not steps:
             return base
         meeting = [h for h in steps if h.speedup_over(base) >= target]
         if meeting:
-            if all(h.accuracy is not None for h in meeting):
-                return max(meeting, key=lambda h: (h.accuracy, -h.step))
+            def acc(h: StepRecord) -> float | None:
+                return h.val_accuracy if h.val_accuracy is not None else h.accuracy
+
+            if all(acc(h) is not None for h in meeting):
+                return max(meeting, key=lambda h: (acc(h), -h.step))
             return min(meeting, key=lambda h: h.step)
         return max(steps, key=lambda h: (h.speedup_over(base), -h.step))
 
@@ -485,7 +536,11 @@ class Optimizer:
         cfg = self.config
         cands = discover_candidates(graph, current, self.latency_us, method=discovery,
                                     floors=floors, progress=self.progress)
-        scores = {g: group_importance(model, graph, g, cfg.importance) for g in cands}
+        if cfg.importance is Importance.TAYLOR:
+            scores = taylor_scores(model, graph, self.loaders.train, batches=8, device=self.device,
+                                   groups=list(cands))
+        else:
+            scores = {g: group_importance(model, graph, g, cfg.importance) for g in cands}
         path: list[Candidate] = _exhaust(greedy_steps(graph, current, cands, scores,
                                                       self.latency_us, 1e-9))
         return cands, scores, _one_notch_at_a_time(graph, current, path, cands, scores, self.latency_us)
@@ -529,8 +584,11 @@ class Optimizer:
             key = tuple(sorted(widths.items()))
             if key not in built:
                 new = {g: w for g, w in widths.items() if w != current[g]}
+                # Keep the channels the step's own scores rank highest (Taylor scores need data,
+                # so they are passed in rather than recomputed inside apply_plan).
+                kept = {g: most_important(scores[g], w) for g, w in new.items()}
                 built[key] = apply_plan(model, PruningPlan(self.arch, self.input_shape, new),
-                                        self.input_shape, importance=cfg.importance)
+                                        self.input_shape, kept=kept)
             return built[key]
 
         def measure(widths: Mapping[str, int], pred_us: float, label: str, k: int) -> Probe:
@@ -583,8 +641,7 @@ class Optimizer:
         tuned = cfg.finetune is not None and self.loaders is not None
         if tuned:
             self._reseed(cfg.seed + step)
-            fine_tune(new_model.to(self.device), self.loaders[0], cfg.finetune, self.device,
-                      progress=self.progress, desc=f"fine-tune step {step}")
+            self._fine_tune(new_model, cfg.finetune, f"fine-tune step {step}")
         measured = comparisons[tuple(sorted(chosen.items()))].summary() if self.measures else {}
         if self.measures and final and tuned:
             # The last step is judged on the fine-tuned model itself: a CPU runs trained weights

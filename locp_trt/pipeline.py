@@ -94,8 +94,8 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _train_config(epochs: float, lr: float, batch_size: int, loader: Any, seed: int):
-    """A TrainConfig for a (possibly fractional) number of epochs."""
+def _train_config(job: OptimizeJob, epochs: float, loader: Any, seed: int):
+    """A TrainConfig for a (possibly fractional) number of epochs, distilling when asked."""
     from .train import TrainConfig
 
     if epochs <= 0:
@@ -105,8 +105,9 @@ def _train_config(epochs: float, lr: float, batch_size: int, loader: Any, seed: 
     if epochs < 1:
         steps = max(1, int(round(len(loader) * epochs)))
     # amp: fp16 autocast on CUDA (fine_tune ignores it on the CPU).
-    return TrainConfig(epochs=whole, max_steps_per_epoch=steps, lr=lr, batch_size=batch_size, seed=seed,
-                       amp=True)
+    return TrainConfig(epochs=whole, max_steps_per_epoch=steps, lr=job.lr, batch_size=job.batch_size,
+                       seed=seed, amp=True, distill_alpha=job.distill_alpha if job.distill else 0.0,
+                       distill_temperature=job.distill_temperature)
 
 
 class _Recorder:
@@ -230,15 +231,16 @@ def _data_stage(s: _Session) -> OptimizeConfig:
     method = job.method
     if not s.data:
         return replace(method, finetune=None, final_finetune=None)
-    from .data import make_loaders
+    from .data import make_split_loaders
 
-    _log(f"loading data {s.data}")
-    s.loaders = make_loaders(s.data, s.input_shape, job.batch_size, limit_train=job.train_limit,
-                             limit_test=job.test_limit, seed=method.seed)
-    return replace(method,
-                   finetune=_train_config(job.epochs, job.lr, job.batch_size, s.loaders[0], method.seed),
-                   final_finetune=_train_config(job.final_epochs, job.lr, job.batch_size,
-                                                s.loaders[0], method.seed + 1000))
+    _log(f"loading data {s.data} (a {job.val_fraction:.0%} validation split of the training set "
+         "takes the decisions; the test split only reports)")
+    s.loaders = make_split_loaders(s.data, s.input_shape, job.batch_size, val_fraction=job.val_fraction,
+                                   limit_train=job.train_limit, limit_test=job.test_limit,
+                                   seed=method.seed)
+    return replace(method, finetune=_train_config(job, job.epochs, s.loaders.train, method.seed),
+                   final_finetune=_train_config(job, job.final_epochs, s.loaders.train, method.seed + 1000),
+                   max_acc_drop=job.max_acc_drop)
 
 
 def _loop_stage(s: _Session, method: OptimizeConfig) -> OptimizeResult:
@@ -253,7 +255,7 @@ def _loop_stage(s: _Session, method: OptimizeConfig) -> OptimizeResult:
 
     s.optimizer = Optimizer(s.model, s.input_shape, method, latency_us=s.recorder,
                             prepare_model=prepare, out_dir=job.out, arch=s.arch, loaders=s.loaders,
-                            log=_log, progress=job.progress)
+                            train_device=job.train_device, log=_log, progress=job.progress)
     return s.optimizer.run(resume=job.resume)
 
 
@@ -321,6 +323,8 @@ def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Compariso
         "chosen_step": result.chosen_step, "loop_speedup": result.speedup,
         "stop_reason": result.stop_reason,
         "accuracy_before": result.baseline.accuracy, "accuracy_after": result.final.accuracy,
+        "val_accuracy_before": result.baseline.val_accuracy,
+        "val_accuracy_after": result.final.val_accuracy, "guard": result.guard,
         "flops_before": result.baseline.flops, "flops_after": result.final.flops,
         "params_before": result.baseline.params, "params_after": result.final.params,
     }
