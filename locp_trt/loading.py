@@ -14,10 +14,9 @@ instead. Every failure is one `ModelLoadError` line naming the file, what was se
 from __future__ import annotations
 
 import enum
-import importlib
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import InvalidConfigError, ModelLoadError
+from .errors import InvalidConfigError, ModelLoadError, first_line
+from .models.arch import check_state_dict as check_state_dict
+from .models.arch import resolve_arch as resolve_arch
+from .prune.plan import PRUNED_FORMAT, pruned_from_payload
 
 __all__ = ["ModelKind", "LoadedModel", "load_model", "resolve_arch", "check_state_dict"]
 
@@ -63,11 +65,6 @@ def _examples() -> str:
         return ", ".join(names)
     except Exception:  # noqa: BLE001 - only a hint
         return "resnet56, lenet5"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def _sniff(path: Path) -> str:
@@ -140,91 +137,21 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
                     f"with torch.save(model); {_TRUST_HINT}"
                 ) from None
         elif isinstance(e, (EOFError, RuntimeError)) or "central directory" in text:
-            raise ModelLoadError(f"model file {path} is truncated or corrupt ({_first_line(e)}); "
+            raise ModelLoadError(f"model file {path} is truncated or corrupt ({first_line(e)}); "
                                  "copy or save it again") from None
         else:
-            raise ModelLoadError(f"{path} could not be read as a PyTorch file ({_first_line(e)}); "
+            raise ModelLoadError(f"{path} could not be read as a PyTorch file ({first_line(e)}); "
                                  "pass a file written by torch.save") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - the trusted unpickling failed
-        raise ModelLoadError(f"{path} could not be unpickled ({_first_line(e)}); is the code that "
+        raise ModelLoadError(f"{path} could not be unpickled ({first_line(e)}); is the code that "
                              "defines its classes importable here?") from None
 
 
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def resolve_arch(arch: str, num_classes: int | None = None, in_channels: int | None = None,
-                 state_dict: Mapping[str, torch.Tensor] | None = None
-                 ) -> tuple[Callable[[], nn.Module], tuple[int, ...] | None]:
-    """A zero-argument factory for `arch` and its input shape (None when unknown).
-
-    `arch` is a zoo name (see `python -m locp_trt zoo`) or `package.module:callable`. For zoo
-    models, `num_classes` / `in_channels` not given are read off `state_dict` when it has a
-    different classifier or first conv.
-    """
-    from .models import get_model, list_models, model_spec
-
-    if ":" in arch and arch not in list_models():
-        mod_name, _, attr = arch.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise ModelLoadError(f"--arch {arch}: cannot import {attr!r} from {mod_name!r} "
-                                 f"({_first_line(e)})") from None
-        kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
-                  if v is not None}
-
-        def factory() -> nn.Module:
-            model = fn(**kwargs)
-            if not isinstance(model, nn.Module):
-                raise ModelLoadError(f"--arch {arch} returned a {type(model).__name__}, not an nn.Module")
-            return model
-
-        return factory, None
-    spec = model_spec(arch)  # InvalidConfigError with close names if unknown
-    if state_dict is not None and (num_classes is None or in_channels is None):
-        probe = get_model(arch, num_classes, in_channels)
-        convs = [n for n, m in probe.named_modules() if isinstance(m, nn.Conv2d)]
-        linears = [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)]
-        if in_channels is None and convs and f"{convs[0]}.weight" in state_dict:
-            w = state_dict[f"{convs[0]}.weight"]
-            if w.dim() == 4 and probe.get_submodule(convs[0]).groups == 1:
-                in_channels = int(w.shape[1])
-        if num_classes is None and linears and f"{linears[-1]}.weight" in state_dict:
-            num_classes = int(state_dict[f"{linears[-1]}.weight"].shape[0])
-    shape = (in_channels or spec.input_shape[0], *spec.input_shape[1:])
-    return (lambda: get_model(arch, num_classes, in_channels)), tuple(shape)
-
-
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, Any], source: str,
-                     arch: str | None = None) -> None:
-    """Raise `ModelLoadError` listing the first mismatching keys/shapes unless `state_dict` fits."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [f"{k} file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items()
-              if k in state_dict and isinstance(state_dict[k], torch.Tensor)
-              and tuple(state_dict[k].shape) != tuple(v.shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if shapes:
-        parts.append(f"shape mismatch: {'; '.join(shapes[:3])}")
-    if missing:
-        parts.append(f"missing in file: {', '.join(missing[:4])}")
-    if unexpected:
-        parts.append(f"not in model: {', '.join(unexpected[:4])}")
-    total = len(missing) + len(unexpected) + len(shapes)
-    target = f"--arch {arch}" if arch else type(model).__name__
-    raise ModelLoadError(
-        f"{source} does not fit {target} ({total} mismatching keys; {' | '.join(parts)}); check "
-        "--arch, --num-classes and --in-channels"
-    )
 
 
 def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -268,9 +195,7 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
         raise ModelLoadError(f"{path} holds a {type(payload).__name__}; expected a state_dict, a "
                              "checkpoint dict with a 'state_dict' entry, or a locp_trt pruned model")
 
-    if payload.get("format") == "locp_trt.pruned/1":
-        from .prune.plan import pruned_from_payload
-
+    if payload.get("format") == PRUNED_FORMAT:
         factory = resolve_arch(arch, num_classes, in_channels)[0] if arch else None
         module, plan = pruned_from_payload(payload, factory, str(path))
         return LoadedModel(module, override or plan.input_shape, arch or plan.arch, ModelKind.PRUNED, plan)

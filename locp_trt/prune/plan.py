@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from ..errors import ModelLoadError, PlanError
 from ..graph import ModelGraph, build_graph
+from ..models.arch import check_state_dict, rebuild_arch
 from .importance import Importance, group_importance
 
 __all__ = ["PLAN_SCHEMA", "PRUNED_FORMAT", "PruningPlan", "apply_plan", "save_pruned", "load_pruned",
@@ -36,7 +37,7 @@ PRUNED_FORMAT = "locp_trt.pruned/1"
 class PruningPlan:
     """Target width of each channel group (groups not listed keep their width)."""
 
-    arch: str | None  # zoo name of the original architecture (None: not a zoo model)
+    arch: str | None  # zoo name or "package.module:callable" of the original; None: unknown
     input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
     widths: dict[str, int]  # group id -> channels to keep
     kept: dict[str, list[int]] | None = None  # group id -> kept channel indices (once applied)
@@ -218,21 +219,17 @@ def pruned_from_payload(payload: Mapping[str, Any],
     if arch_factory is not None:
         base = arch_factory()
     elif plan.arch:
-        from ..models import get_model
-
-        base = get_model(plan.arch, num_classes=plan.meta.get("num_classes"),
-                         in_channels=plan.input_shape[0])
+        base = rebuild_arch(plan.arch, plan.meta.get("num_classes"), plan.input_shape[0], source)
     else:
-        raise ModelLoadError(f"{source}: the plan names no zoo architecture; pass --arch "
-                             "module.path:callable for the original model")
+        raise ModelLoadError(f"{source}: the plan names no architecture (the model was loaded from a "
+                             "pickled module); pass --arch NAME or package.module:callable for the "
+                             "original model")
     if plan.kept is None:
         raise ModelLoadError(f"{source}: the plan has no kept channel indices")
     pruned, plan = apply_plan(base, plan, plan.input_shape, kept=plan.kept)
     state = payload.get("state_dict")
     if not isinstance(state, Mapping):
         raise ModelLoadError(f"{source}: no state_dict in the file")
-    from ..loading import check_state_dict
-
     check_state_dict(pruned, state, source)
     pruned.load_state_dict(state)
     return pruned.eval(), plan
