@@ -6,8 +6,9 @@ Accepted, without running code from the file (`torch.load(weights_only=True)`):
 - a checkpoint dict whose "state_dict" / "model_state_dict" / "model" entry is a state_dict;
 - a pruned model written by `locp_trt.prune.save_pruned` (state_dict + plan: no --arch needed).
 
-A whole pickled `nn.Module` is loaded only with `trust_pickle=True`, since unpickling runs
-arbitrary code from the file. TorchScript archives and ONNX files are refused with what to pass
+A whole pickled `nn.Module`, and the weights of a `torch.export` program (.pt2; with --arch, as
+its traced graph has no modules to prune), are loaded only with `trust_pickle=True`, since
+unpickling (which torch.export.load may do) runs arbitrary code from the file. TorchScript archives and ONNX files are refused with what to pass
 instead. Every failure is one `ModelLoadError` line naming the file, what was seen and the fix.
 """
 
@@ -44,6 +45,7 @@ class ModelKind(enum.Enum):
     CHECKPOINT = "checkpoint"
     PICKLED_MODULE = "pickled_module"
     PRUNED = "pruned"
+    EXPORTED_PROGRAM = "exported_program"  # a torch.export .pt2: its weights, with --arch
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ def _sniff(path: Path) -> str:
                 "pruned structurally. Pass the weights instead: torch.save(model.state_dict(), "
                 "'model.pt') and --arch NAME"
             )
+        if any(n.endswith(("/archive_format", "/serialized_exported_program.json")) for n in names):
+            return "pt2"
         return "zip"
     if head[:1] == b"\x80":  # pickle protocol opcode: legacy (pre-1.6) torch.save or plain pickle
         return "pickle"
@@ -149,6 +153,36 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
                              "defines its classes importable here?") from None
 
 
+class _Pt2Weights(dict):
+    """The state_dict of a torch.export program (marks where it came from)."""
+
+
+def _pt2_state_dict(path: Path, trust_pickle: bool, arch: str | None) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of a `torch.export.save` archive, by their original names.
+
+    `torch.export.load` unpickles some entries (sample inputs, pickled weights, opaque constants)
+    with `weights_only=False`, so it runs only with `trust_pickle`.
+    """
+    if not trust_pickle:
+        raise ModelLoadError(
+            f"{path} is a torch.export program (.pt2); torch.export.load may unpickle Python objects "
+            "from it (that runs code), so locp_trt reads it only with --trust-pickle, and only for "
+            f"its weights, with --arch NAME{f' (given: {arch})' if arch else ''}; or save "
+            "torch.save(model.state_dict(), 'model.pt') instead"
+        )
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:  # noqa: BLE001 - any unreadable archive is one user error
+        raise ModelLoadError(f"{path} looks like a torch.export program (.pt2) but torch "
+                             f"{torch.__version__} cannot load it ({first_line(e)}); save the "
+                             "weights instead: torch.save(model.state_dict(), 'model.pt')") from None
+    state = {k: v.detach() for k, v in program.state_dict.items() if isinstance(v, torch.Tensor)}
+    for k, v in getattr(program, "constants", {}).items():
+        if isinstance(v, torch.Tensor) and not k.startswith("lifted_tensor"):
+            state.setdefault(k, v.detach())
+    return _Pt2Weights(state)
+
+
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
@@ -179,8 +213,10 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
             module without `trust_pickle`; state_dict without `arch`; weights that do not fit.
     """
     path = Path(path)
-    _sniff(path)
-    payload = _torch_load(path, trust_pickle)
+    if _sniff(path) == "pt2":
+        payload = _pt2_state_dict(path, trust_pickle, arch)
+    else:
+        payload = _torch_load(path, trust_pickle)
     override = tuple(int(v) for v in input_shape) if input_shape is not None else None
 
     if isinstance(payload, nn.Module):
@@ -200,7 +236,7 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
         module, plan = pruned_from_payload(payload, factory, str(path))
         return LoadedModel(module, override or plan.input_shape, arch or plan.arch, ModelKind.PRUNED, plan)
 
-    kind = ModelKind.STATE_DICT
+    kind = ModelKind.EXPORTED_PROGRAM if isinstance(payload, _Pt2Weights) else ModelKind.STATE_DICT
     state = payload
     if not _is_state_dict(payload):
         for key in _CHECKPOINT_KEYS:
@@ -217,6 +253,12 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
                 f"parameter name, or a checkpoint with one of {', '.join(_CHECKPOINT_KEYS)}"
             )
     state = _strip_prefix(state)
+    if arch is None and kind is ModelKind.EXPORTED_PROGRAM:
+        raise ModelLoadError(
+            f"{path} is a torch.export program (.pt2): its traced graph has no nn.Conv2d modules "
+            "to prune; pass --arch NAME (or package.module:callable) of the model it was exported "
+            "from, and its weights are loaded into that"
+        )
     if arch is None:
         raise ModelLoadError(
             f"{path} holds only weights (a {kind.value}); pass --arch NAME to say which "
