@@ -86,13 +86,13 @@ def torchvision_import_hint(e: BaseException) -> str:
     from ..errors import first_line
 
     try:
-        tv = version("torchvision")
+        tv = f"torchvision {version('torchvision')}"
     except PackageNotFoundError:
-        tv = "?"
+        tv = "torchvision"
     base = torch.__version__.split("+")[0].split(".")
     pin = f"torchvision==0.{int(base[1]) + 15}.*" if base[0] == "2" and base[1].isdigit() else "torchvision"
     index = " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in torch.__version__ else ""
-    return (f"torchvision {tv} is installed but does not import with torch {torch.__version__} "
+    return (f"{tv} is installed but does not import with torch {torch.__version__} "
             f"({first_line(e, 120)}); install the build made for this torch (pip install "
             f"'{pin}'{index}) or uninstall torchvision")
 
