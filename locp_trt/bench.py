@@ -35,7 +35,7 @@ class ModelFormat(str, enum.Enum):
 
 
 _SUFFIXES = {".pt": ModelFormat.TORCH, ".pth": ModelFormat.TORCH, ".tar": ModelFormat.TORCH,
-             ".onnx": ModelFormat.ONNX, ".engine": ModelFormat.ENGINE, ".plan": ModelFormat.ENGINE,
+             ".pt2": ModelFormat.TORCH, ".onnx": ModelFormat.ONNX, ".engine": ModelFormat.ENGINE, ".plan": ModelFormat.ENGINE,
              ".trt": ModelFormat.ENGINE}
 #: `runtime="auto"` per format: the first available of these.
 _AUTO = {ModelFormat.TORCH: ("tensorrt", "onnxruntime-cuda", "torch", "onnxruntime"),

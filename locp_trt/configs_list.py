@@ -184,15 +184,16 @@ class ConfigList:
 
 # ---- listing a model's configs ----------------------------------------------------------------------
 def group_floors(graph: Any, min_width_ratio: float, widths: Mapping[str, int] | None = None) -> dict[str, int]:
-    """Narrowest width per group: `width_floor` of the ORIGINAL width for prunable groups (never
-    above the current width), the original width for fixed ones."""
-    from .prune.candidates import width_floor
+    """Narrowest width per group: `group_floor` of the ORIGINAL group for prunable groups (never
+    above the current width; every concat part keeps its own floor), the original width for
+    fixed ones."""
+    from .prune.candidates import group_floor
 
     widths = widths or {}
     out = {}
     for gid, g in graph.groups.items():
         cur = int(widths.get(gid, g.width))
-        out[gid] = min(width_floor(g.width, min_width_ratio), cur) if g.prunable else g.width
+        out[gid] = min(group_floor(g, min_width_ratio), cur) if g.prunable else g.width
     return out
 
 

@@ -6,6 +6,8 @@ exits 1. Anything else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "LocpError",
     "BackendUnavailableError",
@@ -16,6 +18,7 @@ __all__ = [
     "DatasetError",
     "PlanError",
     "StoreError",
+    "first_line",
 ]
 
 
@@ -53,3 +56,12 @@ class PlanError(LocpError):
 
 class StoreError(LocpError):
     """The latency store or a lookup table file is unreadable or of another schema."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, without terminal colour codes, for one-line errors."""
+    text = _ANSI.sub("", str(e)).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__

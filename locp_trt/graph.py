@@ -14,22 +14,30 @@ that is just `w`; for the Linear after a flatten (LeNet5 `conv2` -> `linear1`: 6
 for a conv after a concat the parts add up.
 
 Groups that cannot change width are kept and marked (`prunable=False`, with a `reason`), never
-dropped: the model's output (the classifier), width 1, channels that pass through a split/slice
-(sizes fixed in the forward code), channels of a grouped (non-depthwise) conv, a reshape that does
-not map whole channels, and layers the forward pass never reaches.
+dropped: the model's output (every conv/linear whose output channels reach a graph output, found
+by walking back from the outputs, whatever the head: conv, linear, pooling, flatten), width 1,
+channels that pass through a split/slice (sizes fixed in the forward code), channels of a grouped
+(non-depthwise) conv, channels that pass an op moving them in a way Torch-Pruning cannot follow
+(a channel shuffle's view/transpose, permute, pixel_shuffle; see `_graph_tp`), a reshape that
+does not map whole channels, and layers the forward pass never reaches. The groups around such
+an op (a ShuffleNet branch's inner convs) stay prunable.
+
+A group may hold several concat parts (branches concatenated, then added to a wider tensor):
+`ChannelGroup.parts` lists their channels, and no width or kept-channel choice may empty one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from .errors import InvalidConfigError, PlanError, UnsupportedLayerError
+from ._graph_tp import channel_op_problem, coupled_groups, nearest_layer, output_layers, tp_guard
+from .errors import InvalidConfigError, PlanError, UnsupportedLayerError, first_line
 from .latency.config import LayerConfig, Op, Precision
 
 __all__ = ["InputPart", "LayerSite", "ChannelGroup", "ModelGraph", "build_graph"]
@@ -74,10 +82,37 @@ class ChannelGroup:
     members: tuple[str, ...]  # "module:out", "module:in", "module:dw", "module:bn", ...
     prunable: bool
     reason: str = ""  # why not prunable
+    # Channels (indices into the group) of each concat part inside it, e.g. two branches
+    # concatenated and then added to a wider tensor; each part must keep some of its channels.
+    parts: tuple[tuple[int, ...], ...] = ()
+
+    def must_keep(self, order: Iterable[int], floor: Callable[[int], int] = lambda n: 1) -> list[int]:
+        """Channels, taken from `order` (best first), that keep `floor(len(part))` of every part.
+
+        Smaller parts are served first, so nested parts (a concat inside a concat) share them.
+        Returns them in the order taken; empty for a group without parts.
+        """
+        ranked = list(order)
+        chosen: list[int] = []
+        for part in sorted(self.parts, key=len):
+            members = set(part)
+            need = min(len(part), max(1, int(floor(len(part))))) - len(members.intersection(chosen))
+            for i in ranked:
+                if need <= 0:
+                    break
+                if i in members and i not in chosen:
+                    chosen.append(i)
+                    need -= 1
+        return chosen
+
+    def min_width(self, floor: Callable[[int], int] = lambda n: 1) -> int:
+        """Narrowest width that keeps `floor(len(part))` channels (at least 1) of every part."""
+        return max(1, len(self.must_keep(range(self.width), floor)))
 
     def __str__(self) -> str:
         state = "prunable" if self.prunable else f"fixed ({self.reason})"
-        return f"group {self.id} [{self.width} ch, {state}]: {', '.join(self.members)}"
+        extra = f", concat parts {'+'.join(str(len(p)) for p in self.parts)}" if self.parts else ""
+        return f"group {self.id} [{self.width} ch{extra}, {state}]: {', '.join(self.members)}"
 
 
 @dataclass
@@ -103,6 +138,10 @@ class ModelGraph:
                 raise PlanError(f"width {w} for group {gid!r} is outside 1..{g.width}")
             if not g.prunable and int(w) != g.width:
                 raise PlanError(f"group {gid!r} cannot be pruned ({g.reason}); keep width {g.width}")
+            if int(w) < g.min_width():
+                raise PlanError(f"width {w} for group {gid!r} would empty one of its concat parts "
+                                f"({'+'.join(str(len(p)) for p in g.parts)} channels); keep at least "
+                                f"{g.min_width()}")
 
     def layer_configs(self, widths: Mapping[str, int]) -> dict[str, LayerConfig]:
         """Config of every conv/linear layer with group widths replaced (missing: original).
@@ -162,7 +201,16 @@ class ModelGraph:
             raise PlanError(f"group {group_id!r} has no Torch-Pruning group (it is {self.groups[group_id].reason})"
                             if group_id in self.groups else f"unknown channel group {group_id!r}")
         module, fn, get_out = self._tp[group_id]
-        return self._dg.get_pruning_group(module, fn, list(range(get_out(module))))
+        with tp_guard():
+            return self._dg.get_pruning_group(module, fn, list(range(get_out(module))))
+
+    def prune_group(self, group_id: str, drop: Iterable[int]) -> None:
+        """Physically remove channels `drop` (indices into the group) from every member."""
+        drop = sorted(int(i) for i in drop)
+        if drop:
+            group = self.tp_group(group_id)
+            with tp_guard():
+                group.prune(drop)
 
     def __str__(self) -> str:
         lines = [f"ModelGraph {tuple(self.input_shape)}: {len(self.groups)} groups, {len(self.layers)} layers"]
@@ -228,6 +276,17 @@ def _site_config(name: str, m: nn.Module, shape: tuple[int, ...], batch: int,
     )
 
 
+def _tp_frame(e: BaseException) -> str:
+    """'module.function' of the innermost frame of `e` (where Torch-Pruning failed)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    mod = tb.tb_frame.f_globals.get("__name__", "?")
+    return f"{mod}.{tb.tb_frame.f_code.co_name}"
+
+
 def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1,
                 precision: Precision = Precision.FP32) -> ModelGraph:
     """Trace `model` once and return its channel groups and layer sites.
@@ -263,14 +322,22 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
         try:
             shapes = _record_inputs(model, example)
         except RuntimeError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InvalidConfigError(
-                f"the model does not run on input shape {input_shape} (batch 1): {first}; "
+                f"the model does not run on input shape {input_shape} (batch 1): {first_line(e)}; "
                 "pass the input shape the model was built for"
             ) from None
-        with torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
-            tp_groups = list(dg.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]))
+        failed: set[Any] = set()  # reshapes whose channel mapping Torch-Pruning could not infer
+        roots = [m for _, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        try:
+            with torch.enable_grad(), tp_guard(failed):
+                dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+                tp_groups = coupled_groups(dg, roots)
+        except Exception as e:  # noqa: BLE001 - a Torch-Pruning failure on this model: one line
+            raise UnsupportedLayerError(
+                f"Torch-Pruning cannot trace the channel dependencies of {type(model).__name__} "
+                f"({first_line(e)}, in {_tp_frame(e)}); this model needs an op locp_trt does not "
+                "handle yet: simplify that part of forward() or prune the model without it"
+            ) from None
     finally:
         model.train(was_training)
 
@@ -289,8 +356,11 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
     tp_handles: dict[str, Any] = {}
     out_group: dict[str, str] = {}
     in_parts: dict[str, list[tuple[int, InputPart]]] = {}  # layer -> (first index, part)
+    outputs = output_layers(dg)
     for grp in tp_groups:
         out_names, members, reasons = [], [], []
+        parts: set[tuple[int, ...]] = set()
+        moved: list[str] = []  # channel-moving ops the group's channels pass
         layer_inputs: dict[str, list[int]] = {}
         for item in grp:
             dep, idxs = item.dep, item.idxs
@@ -298,13 +368,19 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
             is_out, is_in = dg.is_out_channel_pruning_fn(fn), dg.is_in_channel_pruning_fn(fn)
             if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.UNBIND):
                 reasons.append("passes through a split/slice whose sizes are fixed in forward()")
-            if is_out and not is_in and not node.outputs:
-                reasons.append("model output")
+            op = channel_op_problem(node) or ("a reshape" if node in failed else None)
+            if op:
+                after = nearest_layer(node, mod2name)
+                moved.append(f"{op}{f' after {after}' if after else ''}")
             name = mod2name.get(target)
             if name is None:
                 continue
             if isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
                 dw = isinstance(target, nn.Conv2d) and is_in and is_out
+                if is_out and target in outputs:
+                    reasons.append("model output")
+                if is_out and len(item.root_idxs) < dg.get_out_channels(grp[0].dep.target.module):
+                    parts.add(tuple(sorted(set(int(i) for i in item.root_idxs))))
                 if isinstance(target, nn.Conv2d) and target.groups > 1 and not dw:
                     reasons.append(f"feeds or is grouped conv {name} (groups={target.groups}), which "
                                    "Torch-Pruning cannot prune consistently")
@@ -321,6 +397,10 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
                 members.append(f"{name}:{type(target).__name__.lower()}")
         if not out_names:
             continue
+        if moved:
+            more = f" (and {len(moved) - 1} more such ops)" if len(moved) > 1 else ""
+            reasons.append(f"its channels pass {moved[0]}{more}, which moves channels in a way "
+                           "Torch-Pruning cannot follow (e.g. a channel shuffle)")
         gid = min(out_names, key=order.__getitem__)
         root = grp[0].dep.target.module
         width = dg.get_out_channels(root)
@@ -335,7 +415,8 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
             reasons.append("width 1")
         members = sorted(dict.fromkeys(members), key=lambda s: order.get(s.rsplit(":", 1)[0], 0))
         reason = "; ".join(dict.fromkeys(reasons))
-        groups[gid] = ChannelGroup(gid, int(width), tuple(members), not reason, reason)
+        groups[gid] = ChannelGroup(gid, int(width), tuple(members), not reason, reason,
+                                   tuple(sorted(parts)))
         pruner = dg.get_pruner_of_module(root)
         tp_handles[gid] = (root, pruner.prune_out_channels, dg.get_out_channels)
 

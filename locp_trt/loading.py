@@ -6,18 +6,18 @@ Accepted, without running code from the file (`torch.load(weights_only=True)`):
 - a checkpoint dict whose "state_dict" / "model_state_dict" / "model" entry is a state_dict;
 - a pruned model written by `locp_trt.prune.save_pruned` (state_dict + plan: no --arch needed).
 
-A whole pickled `nn.Module` is loaded only with `trust_pickle=True`, since unpickling runs
-arbitrary code from the file. TorchScript archives and ONNX files are refused with what to pass
+A whole pickled `nn.Module`, and the weights of a `torch.export` program (.pt2; with --arch, as
+its traced graph has no modules to prune), are loaded only with `trust_pickle=True`, since
+unpickling (which torch.export.load may do) runs arbitrary code from the file. TorchScript archives and ONNX files are refused with what to pass
 instead. Every failure is one `ModelLoadError` line naming the file, what was seen and the fix.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import InvalidConfigError, ModelLoadError
+from .errors import InvalidConfigError, ModelLoadError, first_line
+from .models.arch import check_state_dict as check_state_dict
+from .models.arch import resolve_arch as resolve_arch
+from .prune.plan import PRUNED_FORMAT, pruned_from_payload
 
 __all__ = ["ModelKind", "LoadedModel", "load_model", "resolve_arch", "check_state_dict"]
 
@@ -42,6 +45,7 @@ class ModelKind(enum.Enum):
     CHECKPOINT = "checkpoint"
     PICKLED_MODULE = "pickled_module"
     PRUNED = "pruned"
+    EXPORTED_PROGRAM = "exported_program"  # a torch.export .pt2: its weights, with --arch
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,6 @@ def _examples() -> str:
         return ", ".join(names)
     except Exception:  # noqa: BLE001 - only a hint
         return "resnet56, lenet5"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def _sniff(path: Path) -> str:
@@ -96,6 +95,8 @@ def _sniff(path: Path) -> str:
                 "pruned structurally. Pass the weights instead: torch.save(model.state_dict(), "
                 "'model.pt') and --arch NAME"
             )
+        if any(n.endswith(("/archive_format", "/serialized_exported_program.json")) for n in names):
+            return "pt2"
         return "zip"
     if head[:1] == b"\x80":  # pickle protocol opcode: legacy (pre-1.6) torch.save or plain pickle
         return "pickle"
@@ -140,91 +141,51 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
                     f"with torch.save(model); {_TRUST_HINT}"
                 ) from None
         elif isinstance(e, (EOFError, RuntimeError)) or "central directory" in text:
-            raise ModelLoadError(f"model file {path} is truncated or corrupt ({_first_line(e)}); "
+            raise ModelLoadError(f"model file {path} is truncated or corrupt ({first_line(e)}); "
                                  "copy or save it again") from None
         else:
-            raise ModelLoadError(f"{path} could not be read as a PyTorch file ({_first_line(e)}); "
+            raise ModelLoadError(f"{path} could not be read as a PyTorch file ({first_line(e)}); "
                                  "pass a file written by torch.save") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - the trusted unpickling failed
-        raise ModelLoadError(f"{path} could not be unpickled ({_first_line(e)}); is the code that "
+        raise ModelLoadError(f"{path} could not be unpickled ({first_line(e)}); is the code that "
                              "defines its classes importable here?") from None
+
+
+class _Pt2Weights(dict):
+    """The state_dict of a torch.export program (marks where it came from)."""
+
+
+def _pt2_state_dict(path: Path, trust_pickle: bool, arch: str | None) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of a `torch.export.save` archive, by their original names.
+
+    `torch.export.load` unpickles some entries (sample inputs, pickled weights, opaque constants)
+    with `weights_only=False`, so it runs only with `trust_pickle`.
+    """
+    if not trust_pickle:
+        raise ModelLoadError(
+            f"{path} is a torch.export program (.pt2); torch.export.load may unpickle Python objects "
+            "from it (that runs code), so locp_trt reads it only with --trust-pickle, and only for "
+            f"its weights, with --arch NAME{f' (given: {arch})' if arch else ''}; or save "
+            "torch.save(model.state_dict(), 'model.pt') instead"
+        )
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:  # noqa: BLE001 - any unreadable archive is one user error
+        raise ModelLoadError(f"{path} looks like a torch.export program (.pt2) but torch "
+                             f"{torch.__version__} cannot load it ({first_line(e)}); save the "
+                             "weights instead: torch.save(model.state_dict(), 'model.pt')") from None
+    state = {k: v.detach() for k, v in program.state_dict.items() if isinstance(v, torch.Tensor)}
+    for k, v in getattr(program, "constants", {}).items():
+        if isinstance(v, torch.Tensor) and not k.startswith("lifted_tensor"):
+            state.setdefault(k, v.detach())
+    return _Pt2Weights(state)
 
 
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def resolve_arch(arch: str, num_classes: int | None = None, in_channels: int | None = None,
-                 state_dict: Mapping[str, torch.Tensor] | None = None
-                 ) -> tuple[Callable[[], nn.Module], tuple[int, ...] | None]:
-    """A zero-argument factory for `arch` and its input shape (None when unknown).
-
-    `arch` is a zoo name (see `python -m locp_trt zoo`) or `package.module:callable`. For zoo
-    models, `num_classes` / `in_channels` not given are read off `state_dict` when it has a
-    different classifier or first conv.
-    """
-    from .models import get_model, list_models, model_spec
-
-    if ":" in arch and arch not in list_models():
-        mod_name, _, attr = arch.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise ModelLoadError(f"--arch {arch}: cannot import {attr!r} from {mod_name!r} "
-                                 f"({_first_line(e)})") from None
-        kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels))
-                  if v is not None}
-
-        def factory() -> nn.Module:
-            model = fn(**kwargs)
-            if not isinstance(model, nn.Module):
-                raise ModelLoadError(f"--arch {arch} returned a {type(model).__name__}, not an nn.Module")
-            return model
-
-        return factory, None
-    spec = model_spec(arch)  # InvalidConfigError with close names if unknown
-    if state_dict is not None and (num_classes is None or in_channels is None):
-        probe = get_model(arch, num_classes, in_channels)
-        convs = [n for n, m in probe.named_modules() if isinstance(m, nn.Conv2d)]
-        linears = [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)]
-        if in_channels is None and convs and f"{convs[0]}.weight" in state_dict:
-            w = state_dict[f"{convs[0]}.weight"]
-            if w.dim() == 4 and probe.get_submodule(convs[0]).groups == 1:
-                in_channels = int(w.shape[1])
-        if num_classes is None and linears and f"{linears[-1]}.weight" in state_dict:
-            num_classes = int(state_dict[f"{linears[-1]}.weight"].shape[0])
-    shape = (in_channels or spec.input_shape[0], *spec.input_shape[1:])
-    return (lambda: get_model(arch, num_classes, in_channels)), tuple(shape)
-
-
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, Any], source: str,
-                     arch: str | None = None) -> None:
-    """Raise `ModelLoadError` listing the first mismatching keys/shapes unless `state_dict` fits."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [f"{k} file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items()
-              if k in state_dict and isinstance(state_dict[k], torch.Tensor)
-              and tuple(state_dict[k].shape) != tuple(v.shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if shapes:
-        parts.append(f"shape mismatch: {'; '.join(shapes[:3])}")
-    if missing:
-        parts.append(f"missing in file: {', '.join(missing[:4])}")
-    if unexpected:
-        parts.append(f"not in model: {', '.join(unexpected[:4])}")
-    total = len(missing) + len(unexpected) + len(shapes)
-    target = f"--arch {arch}" if arch else type(model).__name__
-    raise ModelLoadError(
-        f"{source} does not fit {target} ({total} mismatching keys; {' | '.join(parts)}); check "
-        "--arch, --num-classes and --in-channels"
-    )
 
 
 def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -252,8 +213,10 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
             module without `trust_pickle`; state_dict without `arch`; weights that do not fit.
     """
     path = Path(path)
-    _sniff(path)
-    payload = _torch_load(path, trust_pickle)
+    if _sniff(path) == "pt2":
+        payload = _pt2_state_dict(path, trust_pickle, arch)
+    else:
+        payload = _torch_load(path, trust_pickle)
     override = tuple(int(v) for v in input_shape) if input_shape is not None else None
 
     if isinstance(payload, nn.Module):
@@ -268,14 +231,12 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
         raise ModelLoadError(f"{path} holds a {type(payload).__name__}; expected a state_dict, a "
                              "checkpoint dict with a 'state_dict' entry, or a locp_trt pruned model")
 
-    if payload.get("format") == "locp_trt.pruned/1":
-        from .prune.plan import pruned_from_payload
-
+    if payload.get("format") == PRUNED_FORMAT:
         factory = resolve_arch(arch, num_classes, in_channels)[0] if arch else None
         module, plan = pruned_from_payload(payload, factory, str(path))
         return LoadedModel(module, override or plan.input_shape, arch or plan.arch, ModelKind.PRUNED, plan)
 
-    kind = ModelKind.STATE_DICT
+    kind = ModelKind.EXPORTED_PROGRAM if isinstance(payload, _Pt2Weights) else ModelKind.STATE_DICT
     state = payload
     if not _is_state_dict(payload):
         for key in _CHECKPOINT_KEYS:
@@ -292,6 +253,12 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
                 f"parameter name, or a checkpoint with one of {', '.join(_CHECKPOINT_KEYS)}"
             )
     state = _strip_prefix(state)
+    if arch is None and kind is ModelKind.EXPORTED_PROGRAM:
+        raise ModelLoadError(
+            f"{path} is a torch.export program (.pt2): its traced graph has no nn.Conv2d modules "
+            "to prune; pass --arch NAME (or package.module:callable) of the model it was exported "
+            "from, and its weights are loaded into that"
+        )
     if arch is None:
         raise ModelLoadError(
             f"{path} holds only weights (a {kind.value}); pass --arch NAME to say which "

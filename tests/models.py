@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["TINY_MODELS", "Residual", "Depthwise", "Concat", "Split", "SEBlock", "Grouped",
-           "Flatten", "Unused"]
+           "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead"]
 
 
 class Residual(nn.Module):
@@ -144,6 +144,123 @@ class Unused(nn.Module):
         return self.fc(self.conv(x).mean((2, 3)))
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """torchvision's ShuffleNetV2 channel shuffle: view into groups, transpose, view back."""
+    b, c, h, w = x.size()
+    x = x.view(b, groups, c // groups, h, w)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(b, c, h, w)
+
+
+def _dw(ch: int, stride: int) -> nn.Conv2d:
+    return nn.Conv2d(ch, ch, 3, stride, 1, groups=ch, bias=False)
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's ShuffleNetV2 InvertedResidual: split (stride 1) or two branches (stride 2),
+    concat, channel shuffle."""
+
+    def __init__(self, inp: int, oup: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        half = oup // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(_dw(inp, stride), nn.BatchNorm2d(inp),
+                                         nn.Conv2d(inp, half, 1, bias=False), nn.BatchNorm2d(half),
+                                         nn.ReLU(inplace=True))
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(inp if stride > 1 else half, half, 1, bias=False), nn.BatchNorm2d(half),
+            nn.ReLU(inplace=True), _dw(half, stride), nn.BatchNorm2d(half),
+            nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleV2(nn.Module):
+    """a tiny torchvision ShuffleNetV2: stem, one stage of four units (the first stride 2), conv5,
+    fc; four units are enough for Torch-Pruning 1.6 to fail on its chunk + shuffle."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8),
+                                   nn.ReLU(inplace=True))
+        self.stage2 = nn.Sequential(ShuffleUnit(8, 16, 2), *(ShuffleUnit(16, 16, 1) for _ in range(3)))
+        self.conv5 = nn.Sequential(nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32),
+                                   nn.ReLU(inplace=True))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv5(self.stage2(self.conv1(x)))
+        return self.fc(x.mean([2, 3]))
+
+
+class Fire(nn.Module):
+    """SqueezeNet's fire module: squeeze 1x1, then 1x1 and 3x3 expands concatenated."""
+
+    def __init__(self, inp: int, squeeze: int, e1: int, e3: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(inp, squeeze, 1)
+        self.expand1x1 = nn.Conv2d(squeeze, e1, 1)
+        self.expand3x3 = nn.Conv2d(squeeze, e3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.squeeze(x))
+        return torch.cat([torch.relu(self.expand1x1(x)), torch.relu(self.expand3x3(x))], 1)
+
+
+class SqueezeHead(nn.Module):
+    """a tiny torchvision SqueezeNet: the classifier is a 1x1 conv, ReLU, pooling, flatten."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(2, 2, ceil_mode=True), Fire(8, 4, 8, 8))
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(16, num_classes, 1),
+                                        nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class ConcatAdd(nn.Module):
+    """two branches (4 and 12 channels) concatenated, then added to the 16-channel input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.a = nn.Conv2d(16, 4, 1)
+        self.b = nn.Conv2d(16, 12, 3, padding=1)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        x = torch.relu(torch.cat([self.a(x), self.b(x)], 1) + x)
+        return self.fc(x.mean((2, 3)))
+
+
+class LinearHead(nn.Module):
+    """features pooled, flattened by view, and a conv head whose output is averaged away: the
+    classifier output is a Linear that is not the last module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+        return y.view(y.size(0), 2, 2).flatten(1)
+
+
 TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "residual": (Residual, (3, 8, 8)),
     "depthwise": (Depthwise, (3, 8, 8)),
@@ -153,4 +270,8 @@ TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "grouped": (Grouped, (3, 6, 6)),
     "flatten": (Flatten, (1, 8, 8)),
     "unused": (Unused, (3, 6, 6)),
+    "shufflev2": (ShuffleV2, (3, 16, 16)),
+    "squeeze_head": (SqueezeHead, (3, 16, 16)),
+    "concat_add": (ConcatAdd, (3, 6, 6)),
+    "linear_head": (LinearHead, (3, 6, 6)),
 }

@@ -173,7 +173,7 @@ def test_save_needs_kept_and_load_needs_an_arch(tmp_path):
         save_pruned(model, PruningPlan(None, shape, {"expand": 4}), tmp_path / "x.pt")
     pruned, plan = apply_plan(model, PruningPlan(None, shape, {"expand": 4}), shape)
     path = save_pruned(pruned, plan, tmp_path / "p.pt")
-    with pytest.raises(ModelLoadError, match="names no zoo architecture.*--arch"):
+    with pytest.raises(ModelLoadError, match="names no architecture.*--arch"):
         load_pruned(path)
     loaded, _ = load_pruned(path, arch_factory=factory)
     x = torch.randn(1, *shape)

@@ -23,11 +23,14 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         from ..errors import InvalidConfigError
         from ..models import get_model, list_models, model_spec
+        from ..models.registry import torchvision_problem
 
         names = list_models(args.pattern)
         if not names:
+            problem = torchvision_problem()
             raise InvalidConfigError(
                 f"no registered model matches {args.pattern!r}; registered: {', '.join(list_models())}"
+                + (f" (torchvision models are not: {problem})" if problem else "")
             )
         header = f"{'name':<20} {'input':<12} {'classes':>7} {'params':>12}  {'source':<11}"
         if args.groups:
@@ -45,4 +48,7 @@ class Command:
                 g = build_graph(model, spec.input_shape)
                 line += f" {str(len(g.prunable())) + '/' + str(len(g.groups)):<15}"
             print(f"{line}  {spec.description}")
+        problem = torchvision_problem()
+        if problem:
+            print(f"note: torchvision models are not listed: {problem}")
         return 0

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import InvalidConfigError, UnsupportedLayerError
+from ..errors import InvalidConfigError, UnsupportedLayerError, first_line
 from .config import Precision
 
 if TYPE_CHECKING:
@@ -123,13 +123,21 @@ def _export(module: torch.nn.Module, x: torch.Tensor, opset: int, dynamic_batch:
             exporter: Exporter) -> bytes:
     order = {Exporter.AUTO: (_torchscript_export, _dynamo_export),
              Exporter.TORCHSCRIPT: (_torchscript_export,), Exporter.DYNAMO: (_dynamo_export,)}[exporter]
+    import torch
+
+    try:  # a model that fails in PyTorch itself is not an ONNX problem: say so, not "--opset"
+        with torch.no_grad(), _quiet():
+            module(x)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's forward is one line
+        raise ExportError(f"{type(module).__name__} does not run in PyTorch on input "
+                          f"{tuple(x.shape)} {str(x.dtype).replace('torch.', '')} ({first_line(e, 300)}); "
+                          "fix the model (a pruned layer left with 0 channels?) before exporting") from None
     errors: list[str] = []
     for fn in order:
         try:
             return fn(module, x, opset, dynamic_batch)
         except Exception as e:  # noqa: BLE001 - any exporter failure: try the next, report all
-            first = (str(e).strip().splitlines() or [""])[0][:300]
-            errors.append(f"{fn.__name__.strip('_').replace('_export', '')}: {type(e).__name__}: {first}")
+            errors.append(f"{fn.__name__.strip('_').replace('_export', '')}: {first_line(e, 300)}")
             _log.debug("ONNX export with %s failed", fn.__name__, exc_info=True)
     raise ExportError(f"torch.onnx.export failed for {type(module).__name__} with input "
                       f"{tuple(x.shape)} {str(x.dtype).replace('torch.', '')} ({'; '.join(errors)}); "

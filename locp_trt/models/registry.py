@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from ..errors import InvalidConfigError
 
-__all__ = ["ModelSpec", "register_model", "get_model", "model_spec", "list_models"]
+__all__ = ["ModelSpec", "register_model", "get_model", "model_spec", "list_models",
+           "torchvision_problem", "torchvision_import_hint"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ModelSpec:
 _FACTORIES: dict[str, Callable[..., Any]] = {}
 _SPECS: dict[str, ModelSpec] = {}
 _TORCHVISION_TRIED = False
+_TORCHVISION_PROBLEM: str | None = None  # why an installed torchvision did not import
 #: torchvision models we register when torchvision imports (name -> description).
 TORCHVISION_MODELS = {
     "resnet18": "ResNet-18 (torchvision, ImageNet-sized, no pretrained weights)",
@@ -71,15 +73,50 @@ def register_model(
     return deco
 
 
+def torchvision_import_hint(e: BaseException) -> str:
+    """One line: torchvision is installed but `import torchvision` failed with `e`, and the fix.
+
+    The usual cause is a wheel built for another torch (the package index's torchvision needs the
+    CUDA build of torch); torchvision 0.N pairs with torch 2.(N-15).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from ..errors import first_line
+
+    try:
+        tv = f"torchvision {version('torchvision')}"
+    except PackageNotFoundError:
+        tv = "torchvision"
+    base = torch.__version__.split("+")[0].split(".")
+    pin = f"torchvision==0.{int(base[1]) + 15}.*" if base[0] == "2" and base[1].isdigit() else "torchvision"
+    index = " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in torch.__version__ else ""
+    return (f"{tv} is installed but does not import with torch {torch.__version__} "
+            f"({first_line(e, 120)}); install the build made for this torch (pip install "
+            f"'{pin}'{index}) or uninstall torchvision")
+
+
+def torchvision_problem() -> str | None:
+    """Why torchvision's models are not registered although it is installed; None otherwise."""
+    _register_torchvision()
+    return _TORCHVISION_PROBLEM
+
+
 def _register_torchvision() -> None:
-    """Register torchvision models once, if torchvision imports."""
-    global _TORCHVISION_TRIED
+    """Register torchvision models once, if torchvision imports (else remember why not)."""
+    global _TORCHVISION_TRIED, _TORCHVISION_PROBLEM
     if _TORCHVISION_TRIED:
         return
     _TORCHVISION_TRIED = True
     try:
         import torchvision.models as tvm
-    except Exception:  # torchvision is optional; absent or broken means "not registered"
+    except ModuleNotFoundError as e:
+        if e.name != "torchvision":  # installed, but something it needs is missing
+            _TORCHVISION_PROBLEM = torchvision_import_hint(e)
+        return
+    except Exception as e:  # noqa: BLE001 - a broken install (e.g. built for CUDA torch): say why
+        _TORCHVISION_PROBLEM = torchvision_import_hint(e)
         return
 
     def make(tv_name: str) -> Callable[..., Any]:
@@ -116,7 +153,9 @@ def _unknown(name: str) -> InvalidConfigError:
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     extra = ""
     if name in TORCHVISION_MODELS:
-        extra = " It is a torchvision model: install torchvision to use it."
+        problem = torchvision_problem()
+        extra = (f" It is a torchvision model, but {problem}." if problem else
+                 " It is a torchvision model: install torchvision (pip install 'locp_trt[vision]').")
     return InvalidConfigError(
         f"unknown model {name!r}.{hint}{extra} Valid names: {', '.join(names)}"
     )

@@ -31,6 +31,7 @@ __all__ = [
     "group_latency_fn",
     "discover_candidates",
     "width_floor",
+    "group_floor",
 ]
 
 @dataclass(frozen=True)
@@ -72,6 +73,21 @@ def width_floor(original_width: int, min_width_ratio: float, round_floor: int = 
     lo = math.ceil(min_width_ratio * original_width - 1e-9)
     lo = max(round_floor, math.ceil(lo / round_floor) * round_floor)
     return max(1, min(lo, original_width))
+
+
+def group_floor(group, min_width_ratio: float, round_floor: int = 1) -> int:
+    """The narrowest width a `ChannelGroup` may reach: `width_floor` of its original width, and
+    enough channels for every concat part inside it to keep its own `width_floor` (never 0).
+
+    Two branches of 4 and 12 channels concatenated and added to a 16-channel tensor form one
+    group of 16; at ratio 0.1 the group alone could go to 2, and both could come from the
+    12-channel branch, emptying the other. Here the floor is 1 + 2 = 3.
+    """
+    def part(n: int) -> int:
+        return width_floor(n, min_width_ratio)
+
+    floor = width_floor(group.width, min_width_ratio, round_floor)
+    return max(floor, group.min_width(part)) if getattr(group, "parts", ()) else floor
 
 
 def _current_width(graph, group_id: str, widths: Mapping[str, int]) -> int:
@@ -132,8 +148,9 @@ def discover_candidates(
 ) -> dict[str, GroupCandidates]:
     """Envelope widths of every prunable group's staircase, at the current `widths`.
 
-    Each group is varied between its floor (`width_floor` of its original width) and its current
-    width with all other groups at `widths`.
+    Each group is varied between its floor (`group_floor` of the group) and its current width
+    with all other groups at `widths`. An explicit floor is raised where it would empty a concat
+    part of the group.
 
     Args:
         graph: a `ModelGraph`.
@@ -160,9 +177,12 @@ def discover_candidates(
     out: dict[str, GroupCandidates] = {}
     for gid in tqdm(prunable, desc="stairs", unit="group", disable=not progress):
         hi = _current_width(graph, gid, widths)
+        group = graph.groups[gid]
         floor = (floors or {}).get(gid)
         if floor is None:
-            floor = width_floor(graph.groups[gid].width, min_width_ratio, round_floor)
+            floor = group_floor(group, min_width_ratio, round_floor)
+        if getattr(group, "parts", ()):
+            floor = max(int(floor), group.min_width())
         lo = min(int(floor), hi)
         measure = group_latency_fn(graph, gid, widths, latency_us)
         if lo >= hi:

@@ -75,6 +75,7 @@ def _scorer(kind: Importance) -> Any:
 
 
 def _tp_group(model: nn.Module, graph_or_dg: Any, group_id: str) -> Any:
+    from .._graph_tp import tp_guard
     from ..graph import ModelGraph
 
     if isinstance(graph_or_dg, ModelGraph):
@@ -85,7 +86,8 @@ def _tp_group(model: nn.Module, graph_or_dg: Any, group_id: str) -> Any:
     module = model.get_submodule(group_id)
     pruner = graph_or_dg.get_pruner_of_module(module)
     width = graph_or_dg.get_out_channels(module)
-    return graph_or_dg.get_pruning_group(module, pruner.prune_out_channels, list(range(width)))
+    with tp_guard():  # as in graph.py: no index mapping through channel shuffles
+        return graph_or_dg.get_pruning_group(module, pruner.prune_out_channels, list(range(width)))
 
 
 def group_importance(model: nn.Module, graph_or_DG: Any, group_id: str, kind: Importance, *,

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ModelLoadError, PlanError
+from ..errors import ModelLoadError, PlanError, UnsupportedLayerError, first_line
 from ..graph import ModelGraph, build_graph
+from ..models.arch import check_state_dict, rebuild_arch
+from .candidates import width_floor
 from .importance import Importance, group_importance
 
 __all__ = ["PLAN_SCHEMA", "PRUNED_FORMAT", "PruningPlan", "apply_plan", "save_pruned", "load_pruned",
@@ -36,7 +38,7 @@ PRUNED_FORMAT = "locp_trt.pruned/1"
 class PruningPlan:
     """Target width of each channel group (groups not listed keep their width)."""
 
-    arch: str | None  # zoo name of the original architecture (None: not a zoo model)
+    arch: str | None  # zoo name or "package.module:callable" of the original; None: unknown
     input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
     widths: dict[str, int]  # group id -> channels to keep
     kept: dict[str, list[int]] | None = None  # group id -> kept channel indices (once applied)
@@ -106,6 +108,10 @@ class PruningPlan:
             if not g.prunable and w != g.width:
                 raise PlanError(f"plan changes group {gid!r} to {w} channels, but it cannot be pruned "
                                 f"({g.reason}); keep {g.width}")
+            if w < g.min_width():
+                raise PlanError(f"plan width {w} for group {gid!r} would empty one of its concat parts "
+                                f"({'+'.join(str(len(p)) for p in g.parts)} channels); keep at least "
+                                f"{g.min_width()}")
         for gid, idxs in (self.kept or {}).items():
             g = graph.groups.get(gid)
             if g is None:
@@ -114,6 +120,10 @@ class PruningPlan:
             if len(idxs) != want or len(set(idxs)) != len(idxs) or any(not 0 <= i < g.width for i in idxs):
                 raise PlanError(f"kept indices of group {gid!r} must be {want} distinct values in "
                                 f"0..{g.width - 1}, got {len(idxs)}")
+            empty = [p for p in g.parts if not set(p) & set(idxs)]
+            if empty:
+                raise PlanError(f"kept indices of group {gid!r} leave its concat part of channels "
+                                f"{empty[0][0]}..{empty[0][-1]} empty; keep at least one of them")
 
     def pruned_fraction(self, graph: ModelGraph) -> float:
         """Fraction of the original group channels the plan removes (0: nothing)."""
@@ -123,27 +133,69 @@ class PruningPlan:
 
 
 def _kept_indices(model: nn.Module, graph: ModelGraph, gid: str, width: int,
-                  importance: Importance) -> list[int]:
+                  importance: Importance, part_floor: Callable[[int], int]) -> list[int]:
+    """The `width` most important channels, after each concat part's own floor is served."""
     scores = group_importance(model, graph, gid, importance,
                               grads_available=importance is Importance.TAYLOR)
-    order = np.argsort(-scores, kind="stable")  # most important first, ties: lower index first
-    return sorted(int(i) for i in order[:width])
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]  # best first, ties: lower index
+    group = graph.groups[gid]
+    kept = group.must_keep(order, part_floor)
+    if len(kept) > width:
+        raise PlanError(
+            f"width {width} for group {gid!r} is below the floors of its concat parts "
+            f"({'+'.join(str(len(p)) for p in group.parts)} channels need {len(kept)}); keep at "
+            f"least {len(kept)}")
+    taken = set(kept)
+    kept += [i for i in order if i not in taken][: width - len(kept)]
+    return sorted(kept)
+
+
+def _outputs(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Shapes of the model's output tensors on a batch-1 zero input (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros((1, *input_shape), device=_device(model)))
+    finally:
+        model.train(was_training)
+    flat = out if isinstance(out, (list, tuple)) else list(out.values()) if isinstance(out, dict) else [out]
+    return [tuple(o.shape) for o in flat if isinstance(o, torch.Tensor)]
+
+
+def _check_pruned(work: nn.Module, input_shape: tuple[int, ...], before: list[tuple[int, ...]],
+                  changed: list[str]) -> None:
+    """The pruned model still runs and gives the same output shapes (a guard on the graph)."""
+    try:
+        after = _outputs(work, input_shape)
+    except RuntimeError as e:
+        after = [f"an error ({first_line(e)})"]
+    if after != before:
+        raise UnsupportedLayerError(
+            f"pruning groups {', '.join(changed)} changed the model's output from {before} to "
+            f"{after[0] if len(after) == 1 else after}; locp_trt's channel graph misread how they "
+            "are coupled in this model: keep those groups at full width and report the model")
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...],
                importance: Importance = Importance.L1,
-               kept: Mapping[str, list[int]] | None = None) -> tuple[nn.Module, PruningPlan]:
+               kept: Mapping[str, list[int]] | None = None, *,
+               min_width_ratio: float | None = None) -> tuple[nn.Module, PruningPlan]:
     """Physically prune a deep copy of `model` to the plan's widths.
 
     Channels kept are exactly `kept` (else `plan.kept`) where given, otherwise the most important
     ones by `importance`, all scored on the unpruned copy. The input model is not modified.
+    Every concat part inside a group keeps at least `width_floor(part, min_width_ratio)` of its
+    channels (None: at least one), however low its channels score.
 
     Returns:
         The pruned module (same train/eval mode as `model`) and the plan with `kept` filled in for
         every group it lists and `meta["num_classes"]` when the output is (batch, classes).
 
     Raises:
-        PlanError: the plan does not fit the model.
+        PlanError: the plan does not fit the model (also: a width that would empty a concat part).
+        UnsupportedLayerError: the pruned model would change its output shape (a guard: the
+            channel graph missed a coupling).
     """
     importance = Importance.parse(importance)
     input_shape = tuple(int(v) for v in input_shape)
@@ -160,14 +212,13 @@ def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...]
     plan.validate(graph)
 
     meta = dict(plan.meta)
-    with torch.no_grad():
-        was_training = work.training
-        work.eval()
-        out = work(torch.zeros((1, *input_shape), device=_device(work)))
-        work.train(was_training)
-    if isinstance(out, torch.Tensor) and out.dim() == 2:
-        meta.setdefault("num_classes", int(out.shape[1]))
+    before = _outputs(work, input_shape)
+    if len(before) == 1 and len(before[0]) == 2:
+        meta.setdefault("num_classes", int(before[0][1]))
     meta["importance"] = importance.value
+
+    def part_floor(n: int) -> int:
+        return 1 if min_width_ratio is None else width_floor(n, min_width_ratio)
 
     # Decide every group's kept channels before touching any weights.
     chosen: dict[str, list[int]] = {}
@@ -178,12 +229,15 @@ def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...]
         elif w == full:
             chosen[gid] = list(range(full))
         else:
-            chosen[gid] = _kept_indices(work, graph, gid, w, importance)
+            chosen[gid] = _kept_indices(work, graph, gid, w, importance, part_floor)
+    changed = []
     for gid, idxs in chosen.items():
-        full = graph.groups[gid].width
-        drop = sorted(set(range(full)) - set(idxs))
+        drop = set(range(graph.groups[gid].width)) - set(idxs)
         if drop:
-            graph.tp_group(gid).prune(drop)
+            graph.prune_group(gid, drop)
+            changed.append(gid)
+    if changed:
+        _check_pruned(work, input_shape, before, changed)
     return work, replace(plan, kept=chosen, meta=meta)
 
 
@@ -218,21 +272,17 @@ def pruned_from_payload(payload: Mapping[str, Any],
     if arch_factory is not None:
         base = arch_factory()
     elif plan.arch:
-        from ..models import get_model
-
-        base = get_model(plan.arch, num_classes=plan.meta.get("num_classes"),
-                         in_channels=plan.input_shape[0])
+        base = rebuild_arch(plan.arch, plan.meta.get("num_classes"), plan.input_shape[0], source)
     else:
-        raise ModelLoadError(f"{source}: the plan names no zoo architecture; pass --arch "
-                             "module.path:callable for the original model")
+        raise ModelLoadError(f"{source}: the plan names no architecture (the model was loaded from a "
+                             "pickled module); pass --arch NAME or package.module:callable for the "
+                             "original model")
     if plan.kept is None:
         raise ModelLoadError(f"{source}: the plan has no kept channel indices")
     pruned, plan = apply_plan(base, plan, plan.input_shape, kept=plan.kept)
     state = payload.get("state_dict")
     if not isinstance(state, Mapping):
         raise ModelLoadError(f"{source}: no state_dict in the file")
-    from ..loading import check_state_dict
-
     check_state_dict(pruned, state, source)
     pruned.load_state_dict(state)
     return pruned.eval(), plan
