@@ -49,7 +49,7 @@ from .latency.compare import CompareRule, Comparison, Sampler, Verdict, compare
 from .latency.config import LayerConfig, Precision
 from .latency.timing import Timing
 from .prune.benefit import Candidate, assess, greedy_steps, predicted_latency_us
-from .prune.candidates import DiscoveryMethod, discover_candidates, width_floor
+from .prune.candidates import DiscoveryMethod, discover_candidates, group_floor
 from .prune.importance import Importance, group_importance, most_important, taylor_scores
 from .prune.plan import PruningPlan, apply_plan, save_pruned
 from .train import TrainConfig, evaluate, fine_tune
@@ -305,7 +305,8 @@ class Optimizer:
             gen.manual_seed(seed)
 
     def _floors(self, graph0: ModelGraph) -> dict[str, int]:
-        return {g: width_floor(grp.width, self.config.min_width_ratio)
+        # Per group, and per concat part inside a group: no part may be emptied.
+        return {g: group_floor(grp, self.config.min_width_ratio)
                 for g, grp in graph0.groups.items() if grp.prunable}
 
     def target_speedup(self, baseline: StepRecord) -> float:
@@ -584,11 +585,14 @@ class Optimizer:
             key = tuple(sorted(widths.items()))
             if key not in built:
                 new = {g: w for g, w in widths.items() if w != current[g]}
-                # Keep the channels the step's own scores rank highest (Taylor scores need data,
-                # so they are passed in rather than recomputed inside apply_plan).
-                kept = {g: most_important(scores[g], w) for g, w in new.items()}
+                kept = None
+                if cfg.importance is Importance.TAYLOR:
+                    # Taylor scores need data, so the step's own are passed in rather than
+                    # recomputed inside apply_plan (which keeps concat parts for the others).
+                    kept = {g: most_important(scores[g], w) for g, w in new.items()}
                 built[key] = apply_plan(model, PruningPlan(self.arch, self.input_shape, new),
-                                        self.input_shape, kept=kept)
+                                        self.input_shape, importance=Importance.L1 if kept else cfg.importance,
+                                        kept=kept, min_width_ratio=cfg.min_width_ratio)
             return built[key]
 
         def measure(widths: Mapping[str, int], pred_us: float, label: str, k: int) -> Probe:

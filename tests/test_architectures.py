@@ -143,10 +143,20 @@ def test_optimizer_at_its_floors_keeps_every_concat_part(tmp_path):
     model, shape = tiny("concat_add")
     with torch.no_grad():
         model.a.weight.mul_(1e-6)
-    opt = Optimizer(model, shape, OptimizeConfig(speedup=50.0, steps=2, extra_steps=1),
-                    latency_us=lambda cfg: cfg.flops / 1e3 + cfg.out_channels, time_model=None,
-                    out_dir=tmp_path, log=lambda _: None, progress=False)
-    result = opt.run()
+    import re
+
+    from locp_trt.optimize import UnreachableTargetError
+
+    def optimizer(speedup):
+        return Optimizer(model, shape, OptimizeConfig(speedup=speedup, steps=2, extra_steps=1),
+                         latency_us=lambda cfg: cfg.flops / 1e3 + cfg.out_channels, prepare_model=None,
+                         out_dir=tmp_path, log=lambda _: None, progress=False)
+
+    # Far past the floor is refused; just past it, the loop prunes down to its floors.
+    with pytest.raises(UnreachableTargetError) as far:
+        optimizer(50.0).run()
+    at_floor = float(re.search(r"predicted ([0-9.]+)x", str(far.value)).group(1))
+    result = optimizer(at_floor * 1.05).run()
     assert result.model.a.out_channels >= 1 and result.plan.widths["stem"] < 16
     with torch.no_grad():
         assert result.model(torch.randn(1, *shape)).shape == (1, 3)
