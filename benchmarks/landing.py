@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(REPO))
 MODELS = ("example", "resnet56", "vgg16_bn", "mobilenetv2")
 TARGETS = (1.3, 1.5, 2.0)
 BAND = 1.15  # a run lands when target <= delivered <= BAND x target
@@ -51,22 +53,10 @@ def _weights(model: str, seed: int, out: Path) -> list[str]:
 
 def _delivered(run_dir: Path, model_args: list[str]) -> dict[str, Any]:
     """The unpruned and emitted model timed interleaved here, independently of the optimize run."""
-    from locp_trt.latency.compare import CompareRule, compare
-    from locp_trt.latency.runtimes import get_runtime
-    from locp_trt.loading import load_model
-    from locp_trt.pipeline import EXAMPLE, example_model_path
-    from locp_trt.prune.plan import load_pruned
+    from benchmarks.delivered import delivered_speedup
 
-    if model_args[0] == "example":
-        base = load_model(example_model_path(), arch=EXAMPLE["arch"])
-    else:
-        base = load_model(model_args[0], arch=model_args[2])
-    pruned, _ = load_pruned(run_dir / "pruned.pt")
-    shape = (1, *base.input_shape)
-    rt = get_runtime("onnxruntime")
-    a = rt.prepare_module(base.module.eval(), shape, "fp32")
-    b = rt.prepare_module(pruned.eval(), shape, "fp32")
-    return compare(a, b, CompareRule(max_rounds=12)).summary()
+    arch = model_args[2] if len(model_args) > 2 else None
+    return delivered_speedup(model_args[0], run_dir / "pruned.pt", arch=arch)
 
 
 def one_run(job: dict[str, Any]) -> dict[str, Any]:
