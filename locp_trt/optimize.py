@@ -15,7 +15,7 @@ One step:
 
 Step goals rise geometrically from 1x to the target over `steps` steps (one step when there is
 no fine-tuning between steps: the path is the same and only the landing matters). The last step
-aims a third of the tolerance above the target, so re-measurement noise on either side still
+aims half the tolerance above the target, so re-measurement noise on either side still
 lands in [target, target x (1 + tolerance)]. Extra steps run only while the target is missed and
 the search still finds a narrower width that is faster.
 
@@ -254,9 +254,13 @@ class Optimizer:
             self._reference = self.prepare_model(copy.deepcopy(self.original).cpu().eval())
         return self._reference
 
-    def compare_to_reference(self, model: nn.Module, threshold: float | None) -> Comparison:
-        """Interleaved comparison of `model` with the unpruned model (`latency.compare`)."""
+    def compare_to_reference(self, model: nn.Module, threshold: float | None, *,
+                             fresh_reference: bool = False) -> Comparison:
+        """Interleaved comparison of `model` with the unpruned model (`latency.compare`);
+        `fresh_reference` builds the unpruned model anew first."""
         assert self.prepare_model is not None
+        if fresh_reference:
+            self._reference = None
         candidate = self.prepare_model(copy.deepcopy(model).cpu().eval())
         return compare(self.reference(), candidate, self.config.compare, threshold=threshold)
 
@@ -455,7 +459,7 @@ class Optimizer:
                 s += 1
             goal = target ** (min(s, steps) / steps)
             final = s >= steps
-            aim = goal * (1 + cfg.tolerance / 3) if final else goal
+            aim = goal * (1 + cfg.tolerance / 2) if final else goal
             t0 = time.perf_counter()
             outcome = self._step(step, model, plan, graph0, history, goal, aim, final, t0)
             if isinstance(outcome, str):

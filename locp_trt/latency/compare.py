@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -124,6 +124,16 @@ class Comparison:
     def against(self, threshold: float) -> Verdict:
         """The verdict of this interval against another threshold."""
         return _verdict(self.low, self.high, threshold)
+
+    def pooled(self, other: Comparison) -> Comparison:
+        """This comparison and `other` (the same two models, built afresh) as one: every round of
+        both in one interval, so session-to-session differences count as noise too."""
+        a = self.a_medians_us + other.a_medians_us
+        b = self.b_medians_us + other.b_medians_us
+        logs = [math.log(x / y) if x > 0 and y > 0 else 0.0 for x, y in zip(a, b)]
+        est, low, high = _interval(logs, self.confidence)
+        return replace(self, speedup=est, low=low, high=high, rounds=len(logs), a_medians_us=a,
+                       b_medians_us=b, verdict=_verdict(low, high, self.threshold))
 
     def describe(self) -> str:
         """'1.52x (90% CI 1.49-1.55, 5 rounds)' plus the verdict when there was a threshold."""
