@@ -2,11 +2,12 @@
 
 Examples:
   python -m locp_trt bench runs/r56/pruned.pt --runtime onnxruntime
-  python -m locp_trt bench model.pt --arch resnet56 runs/r56/pruned.pt --runtime torch --precision fp16
+  python -m locp_trt bench model.pt runs/r56/pruned.pt --arch resnet56 --runtime torch --precision fp16
   python -m locp_trt bench runs/r56/model.onnx --runtime tensorrt --json bench.json
   python -m locp_trt bench runs/r56/model.engine --iters 200
 
-.pt files under ONNX Runtime or TensorRT are exported to ONNX in memory first; torch runtimes
+Files come first, options after them (--arch names the architecture of state_dict files; a pruned
+model carries its own). .pt files under ONNX Runtime or TensorRT are exported to ONNX in memory first; torch runtimes
 time the module itself. An .onnx file's batch comes from its input (a dynamic batch takes
 --batch). Prints median, p10, p90, IQR, min, max and n per file; --json writes one flat row per
 file with the device fingerprint.

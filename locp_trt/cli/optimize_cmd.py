@@ -79,6 +79,8 @@ class Command:
         g.add_argument("--test-limit", type=int, help="use this many test images")
         g = p.add_argument_group("run")
         g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+        g.add_argument("--force", action="store_true",
+                       help="replace a previous run in --out (its outputs and checkpoints are deleted)")
         g.add_argument("--no-engine", action="store_true", help="skip the TensorRT engine build")
         g.add_argument("--no-progress", action="store_true", help="no progress bars")
         add_bench_args(p)
@@ -87,6 +89,7 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         from ..latency.config import Precision
         from ..optimize import OptimizeConfig
+        from ..outdir import prepare_out_dir, removed_on_failure
         from ..pipeline import OptimizeJob, run_job
         from ..prune.benefit import SearchMethod
         from ..prune.candidates import DiscoveryMethod
@@ -111,7 +114,9 @@ class Command:
             batch_size=args.batch_size, epochs=args.epochs, final_epochs=args.final_epochs, lr=args.lr,
             method=method, resume=args.resume, engine=not args.no_engine,
             progress=not args.no_progress)
-        report = run_job(job)
+        created = prepare_out_dir(args.out, resume=args.resume, force=args.force)
+        with removed_on_failure(created):
+            report = run_job(job)
         print(f"wrote {args.out}/report.json, pruned.pt, plan.json, model.onnx "
               f"(speedup {report['result']['speedup']:.2f}x, {report['result']['speedup_kind']})")
         return 0

@@ -5,7 +5,7 @@ Examples:
       --widths 56-72 --json out.json --plot out.png
   python -m locp_trt stairs --runtime tensorrt --precision fp16 --cin 256 --hw 14 \\
       --batch 32 --widths 8-256 --method three-point
-  python -m locp_trt stairs --from-json shared/evidence/h100_cudnn_conv3x3_stairs.json \\
+  python -m locp_trt stairs --from-json tests/data/h100_cudnn_conv3x3_stairs.json \\
       --key float16_cin256_hw14_b32 --method three-point
 
 Widths are a comma-separated mix of START-END[:STEP] ranges and single widths. Latencies go
