@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from .. import stairs
 from ..errors import InvalidConfigError
 from ..latency.config import LayerConfig, Op, Precision
+from ..progress import progress_enabled
 from ._args import (
     add_bench_args,
     add_runtime_args,
@@ -136,7 +136,7 @@ class Command:
         try:
             with get_runtime(args.runtime, bench) as runtime:
                 runtime.check_precision(base.precision)
-                meter = LatencyMeter(runtime, store, progress=sys.stderr.isatty())
+                meter = LatencyMeter(runtime, store, progress=progress_enabled())
                 measured: dict[int, Any] = {}
 
                 def measure(width: int) -> float:
@@ -146,7 +146,7 @@ class Command:
 
                 discovery = None
                 if method is stairs.EnvelopeMethod.SWEEP:
-                    stair = stairs.sweep(measure, widths, progress=sys.stderr.isatty())
+                    stair = stairs.sweep(measure, widths, progress=progress_enabled())
                     envelope = stairs.pareto_envelope(stair, args.rel_tol)
                 else:
                     lo, hi, step = _progression(widths)
