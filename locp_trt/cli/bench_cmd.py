@@ -45,7 +45,9 @@ def print_table(rows: list[dict]) -> None:
               f"{r['median_us']:>10.1f} {r['p10_us']:>10.1f} {r['p90_us']:>10.1f} {r['iqr_us']:>9.1f} "
               f"{r['min_us']:>10.1f} {r['max_us']:>10.1f} {r['n']:>5} {_count(r['params']):>8} "
               f"{_count(r['flops']):>8}")
-    print("(latencies in µs)")
+    print("(latencies in µs; params: every PyTorch parameter, BatchNorm affine included"
+          + ("; for .onnx files the weights stored in the file, where BatchNorm is folded into the "
+             "convs)" if any(r.get("format") == "onnx" for r in rows) else ")"))
 
 
 class Command:
