@@ -36,3 +36,15 @@ def test_files_named_in_command_help_exist():
     assert "tests/data/h100_cudnn_conv3x3_stairs.json" in named  # the stairs --from-json example
     missing = [p for p in named if not (REPO / p).is_file()]
     assert not missing, missing
+
+
+def test_install_notes_say_which_torch_build_the_pin_gives():
+    """The torch pin fixes a version, not a build: README and constraints.txt say so and name
+    PyTorch's CPU wheel index, without changing the two quick-start commands."""
+    quick = (REPO / "README.md").read_text(encoding="utf-8").split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "CPU build among them" not in quick
+    assert "CUDA build" in quick and "https://download.pytorch.org/whl/cpu" in quick
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
+    assert "torch==2.13.0\n" in constraints
+    comment = "".join(line for line in constraints.splitlines() if line.startswith("#"))
+    assert "CUDA build" in comment and "download.pytorch.org/whl/cpu" in comment
