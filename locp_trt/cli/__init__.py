@@ -97,8 +97,8 @@ def _interrupt_hint(args: argparse.Namespace) -> str | None:
     from ..outdir import has_checkpoint
 
     if has_checkpoint(args.out):
-        return (f"rerun the same command with --resume to continue from the last completed step "
-                f"checkpointed in {args.out}")
+        return (f"rerun the same command with --resume{' instead of --force' if args.force else ''} to "
+                f"continue from the last completed step checkpointed in {args.out}")
     return "no step was checkpointed yet; rerun the same command to start again"
 
 
