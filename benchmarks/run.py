@@ -220,13 +220,13 @@ def _with_counts(v: Variant, counts: dict[str, Any], end_to_end: int = 0) -> Var
 
 def _halp_allowance(ctx: _Context, cells_left: int, n_variants: int) -> float:
     """Seconds this cell may spend on the exhaustive table: its share of what is left, less the
-    timing phase still to come."""
+    timing phase still to come; never below 0 (a spent budget allows nothing, not minus)."""
     left = ctx.budget.left()
     if left == float("inf"):
         return left
     per_call = max(ctx.s_per_model_timing or [1.0])
     timing = per_call * (n_variants + 1) * ctx.args.rounds
-    return left / max(1, cells_left) - timing
+    return max(0.0, left / max(1, cells_left) - timing)
 
 
 def _run_cell(ctx: _Context, cell: dict[str, Any], cells_left: int) -> None:
@@ -311,7 +311,8 @@ def _run_cell(ctx: _Context, cell: dict[str, Any], cells_left: int) -> None:
     elif args.halp == "auto" and estimate > allowed:
         cell["skipped"][Method.HALP.value] = (
             f"the exhaustive table needs {missing} more layer measurements, about {estimate:.0f} s "
-            f"at {spm * 1000:.0f} ms each, more than this cell's share of the budget ({allowed:.0f} s)")
+            f"at {spm * 1000:.0f} ms each, more than this cell's share of the budget "
+            + (f"({allowed:.0f} s)" if allowed > 0 else "(none left once the variants are timed)"))
     else:
         _log(f"  HALP-style: exhaustive table of {len(table)} configs ({missing} to measure, "
              f"~{estimate:.0f} s)")

@@ -56,7 +56,8 @@ class BenchResult:
     input_shape: tuple[int, ...]  # full input shape, batch first
     timing: Timing
     fingerprint: dict
-    params: int | None = None  # weights + biases (torch model, or ONNX initializers)
+    params: int | None = None  # .pt: graph.count_params (BatchNorm affine included); .onnx: float
+    # initializer elements, where the exporter has folded BatchNorm into conv weights and biases
     flops: int | None = None  # conv/linear FLOPs of one batch, where a torch model is available
     arch: str | None = None
     note: str = ""
@@ -269,9 +270,9 @@ def _engine_side_precision(path: Path) -> Precision | None:
 def _torch_counts(module, input_shape: tuple[int, ...], batch: int, precision: Precision) -> tuple[int, int | None, str]:
     """(parameters, conv/linear FLOPs of one batch or None, note)."""
     from .errors import LocpError
-    from .graph import build_graph
+    from .graph import build_graph, count_params
 
-    params = int(sum(p.numel() for p in module.parameters()))
+    params = count_params(module)
     try:
         flops = build_graph(module, input_shape, batch=batch, precision=precision).flops()
         return params, int(flops), ""

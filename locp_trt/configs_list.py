@@ -5,9 +5,12 @@ them all once on the target (a Jetson, say) and the pruner, on a workstation, on
 
 Two coverages:
 - `Coverage.STEP`: each prunable group varied alone from its floor to its current width, every
-  other group at its current width (plus every layer at the current widths). That is what one
-  search step from `widths` asks for; it is small, but a later step (neighbours already narrower)
-  asks for configs it lacks.
+  other group at its current width (plus every layer at the current widths). That is what a
+  step's staircase discovery asks for, and no more: the step's search then narrows several groups
+  at once, and a layer between two narrowed groups (new input AND output width) is not in this
+  list. So a table of it cannot drive `optimize --latency-table`, not even through its first
+  step. The list is small; use it to look at staircases, and GRID for a table the optimizer
+  runs on.
 - `Coverage.GRID`: for every conv/linear layer, every (input width, output width) its in- and
   out-groups can take between their floors and current widths. A layer's config depends only on
   its own input and output widths, so this set holds the config of every layer under ANY plan
@@ -51,7 +54,7 @@ DEFAULT_MAX_CONFIGS = 20000
 class Coverage(str, enum.Enum):
     """Which configs a config list holds."""
 
-    STEP = "step"  # one group varied at a time, others at the current widths
+    STEP = "step"  # one group varied at a time, others at the current widths: staircases only
     GRID = "grid"  # every (in width, out width) of every layer: sufficient for any plan
     AUTO = "auto"  # GRID when it has at most max_configs configs, else STEP
 
@@ -108,7 +111,8 @@ class ConfigList:
         """One line: how many configs, of what, covering what."""
         what = ("every (in, out) width pair of every layer: sufficient for any plan"
                 if self.coverage is Coverage.GRID else
-                "one group varied at a time: sufficient for the first pruning step")
+                "one group varied at a time: the staircases a pruning step discovers, not the "
+                "configs its search combines (optimize --latency-table needs the grid)")
         return (f"{len(self)} configs of {self.model} (batch {self.batch}, {self.precision.value}, "
                 f"widths down to {self.min_width_ratio:g} of the original); coverage {self.coverage.value}: "
                 f"{what}")

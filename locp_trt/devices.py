@@ -106,6 +106,15 @@ def register_device(profile: DeviceProfile | _F, *, overwrite: bool = False) -> 
     return profile
 
 
+#: Words people type for a target -> the profile they mean. Suggested, not accepted: "gpu" alone
+#: does not say whether a workstation GPU or a Jetson's is meant.
+_ALIASES = {"gpu": "desktop", "cuda": "desktop", "nvidia": "desktop", "dgpu": "desktop",
+            "tensorrt": "desktop", "trt": "desktop", "orin": "jetson", "xavier": "jetson",
+            "tegra": "jetson", "dla": "jetson-dla"}
+_ALIAS_WHY = {"desktop": "a workstation or server with a CUDA GPU; jetson for a Jetson",
+              "jetson": "an NVIDIA Jetson module", "jetson-dla": "a Jetson's deep-learning accelerator"}
+
+
 def list_devices(pattern: str = "*") -> list[str]:
     """Registered profile names matching a shell-style `pattern` (e.g. "jetson*"), sorted."""
     return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern.lower()))
@@ -122,8 +131,12 @@ def get_device(name: str) -> DeviceProfile:
         return resolve_device("auto")
     if key in _REGISTRY:
         return _REGISTRY[key]
-    close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    alias = _ALIASES.get(key)
+    if alias in _REGISTRY:  # "gpu" is spelled like "cpu" but means the opposite
+        hint = f" Did you mean: {alias} ({_ALIAS_WHY[alias]})?"
+    else:
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise InvalidConfigError(f"unknown device {name!r}; valid: auto, {', '.join(list_devices())}.{hint}")
 
 

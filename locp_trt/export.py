@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -149,10 +149,13 @@ def verify_onnx(module: torch.nn.Module, onnx_bytes: bytes, input_shape: tuple[i
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file next to it and a rename, so readers never see half
+    a file. The temporary file is opened like any new file (mode 0666 less the umask, 0644
+    usually), not with `tempfile.mkstemp`'s private 0600, which the rename would keep."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:

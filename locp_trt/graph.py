@@ -40,7 +40,14 @@ from ._graph_tp import channel_op_problem, coupled_groups, nearest_layer, output
 from .errors import InvalidConfigError, PlanError, UnsupportedLayerError, first_line
 from .latency.config import LayerConfig, Op, Precision
 
-__all__ = ["InputPart", "LayerSite", "ChannelGroup", "ModelGraph", "build_graph"]
+__all__ = ["InputPart", "LayerSite", "ChannelGroup", "ModelGraph", "build_graph", "count_params"]
+
+
+def count_params(model: nn.Module) -> int:
+    """The parameter count every locp_trt report, table and listing uses: all of the model's
+    parameters (conv/linear weights and biases, BatchNorm affine weights and biases, any other
+    learned tensor), each shared tensor once; buffers (BatchNorm running statistics) excluded."""
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,10 @@ class ModelGraph:
     # Torch-Pruning handles, for importance and pruning: group id -> (DG, root module, out fn).
     _tp: dict[str, Any] = field(default_factory=dict, repr=False)
     _dg: Any = field(default=None, repr=False)
+    # Parameters besides conv/linear weights and biases (see `params`): per channel of each group
+    # (BatchNorm weight + bias: 2), and the rest, which no group's width changes.
+    _params_per_channel: dict[str, int] = field(default_factory=dict, repr=False)
+    _params_fixed: int = field(default=0, repr=False)
 
     def _check_widths(self, widths: Mapping[str, int]) -> None:
         for gid, w in widths.items():
@@ -179,9 +190,15 @@ class ModelGraph:
         return sum(c.flops for c in self.layer_configs(widths or {}).values())
 
     def params(self, widths: Mapping[str, int] | None = None) -> int:
-        """Conv/linear weights and biases (BatchNorm not counted)."""
-        return sum(math.prod(c.weight_shape) + (c.out_channels if c.bias else 0)
-                   for c in self.layer_configs(widths or {}).values())
+        """Parameters of the model at these widths, as `count_params` counts them (BatchNorm affine
+        weights and biases included, running statistics not): at the original widths the model's
+        own count, after pruning to `widths` the pruned model's."""
+        widths = widths or {}
+        layers = sum(math.prod(c.weight_shape) + (c.out_channels if c.bias else 0)
+                     for c in self.layer_configs(widths).values())
+        per_channel = sum(n * int(widths.get(gid, self.groups[gid].width))
+                          for gid, n in self._params_per_channel.items())
+        return layers + per_channel + self._params_fixed
 
     def prunable(self) -> list[ChannelGroup]:
         """Groups whose width may change, in model order."""
@@ -440,4 +457,33 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
         layers[name] = LayerSite(name, cfg, grouped[0] if grouped else None, out_group.get(name),
                                  tuple(parts))
     groups = dict(sorted(groups.items(), key=lambda kv: order[kv[0]]))
-    return ModelGraph(model, input_shape, groups, layers, batch, precision, tp_handles, dg)
+    graph = ModelGraph(model, input_shape, groups, layers, batch, precision, tp_handles, dg)
+    graph._params_per_channel = _params_per_channel(model, groups)
+    # Everything else (unreached layers, non-channel tensors): the model's count less the rest.
+    graph._params_fixed = 0
+    graph._params_fixed = count_params(model) - graph.params()
+    return graph
+
+
+def _params_per_channel(model: nn.Module, groups: Mapping[str, ChannelGroup]) -> dict[str, int]:
+    """Group id -> parameters per channel in its non-conv/linear members: a BatchNorm's weight
+    and bias give 2. A member tensor counts when its first dimension spans the channels of the
+    groups holding that module (one group, or the parts of a concat)."""
+    modules = dict(model.named_modules())
+    holders: dict[str, list[str]] = {}
+    for gid, g in groups.items():
+        for member in g.members:
+            name = member.rsplit(":", 1)[0]
+            m = modules.get(name)
+            if m is not None and not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+                holders.setdefault(name, []).append(gid)
+    out: dict[str, int] = {}
+    for name, gids in holders.items():
+        gids = list(dict.fromkeys(gids))
+        channels = sum(groups[gid].width for gid in gids)
+        n = sum(p.numel() // channels for p in modules[name].parameters(recurse=False)
+                if p.dim() >= 1 and p.shape[0] == channels)
+        for gid in gids:
+            if n:
+                out[gid] = out.get(gid, 0) + n
+    return out

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .config_diff import config_differences
 from .errors import InvalidConfigError, LocpError
 from .graph import ModelGraph, build_graph
 from .landing import Landing, Probe, land
@@ -380,9 +381,10 @@ class Optimizer:
             raise LocpError(f"cannot resume: {path} has schema {state.get('schema')!r}, "
                             f"expected {STATE_SCHEMA!r}; delete {self.ckpt_dir} to start afresh")
         if state.get("config") != self.config.to_json():
+            diffs = config_differences(state.get("config") or {}, self.config.to_json())
             raise LocpError(f"cannot resume: the options differ from the interrupted run's "
-                            f"({_differences(state.get('config') or {}, self.config.to_json())}); "
-                            "rerun with the same options, or without --resume")
+                            f"({'; '.join(diffs) or 'the saved config does not match'}); rerun with "
+                            "the same options, or with --force to start afresh")
         return state
 
     def _load_step(self, step: int) -> tuple[nn.Module, PruningPlan]:
@@ -718,10 +720,3 @@ def _exhaust(gen) -> list[Candidate]:
             step = gen.send(True)
     except StopIteration:
         return out
-
-
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """'speedup: 2.0 then, 1.5 now; ...' for the options that differ."""
-    keys = sorted(set(old) | set(new))
-    diffs = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
-    return "; ".join(diffs) or "no option differs, but the saved config does not match"

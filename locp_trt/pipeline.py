@@ -123,13 +123,16 @@ class _Recorder:
         return v
 
 
-def _group_stairs(graph0, result: OptimizeResult, seen: Mapping[LayerConfig, float], top: int = 4) -> dict[str, Any]:
+def _group_stairs(graph0, result: OptimizeResult, recorder: _Recorder, top: int = 4) -> dict[str, Any]:
     """Staircases of the `top` groups with the most latency at the start, from the points the
-    run actually measured (others at their original widths, as in the first step's discovery)."""
+    run actually measured (others at their original widths, as in the first step's discovery);
+    the chosen width's point is measured too (shared: usually already known), so every panel
+    shows it."""
     from .prune.candidates import group_latency_fn
 
     history = result.history
     final = result.final.widths
+    seen = recorder.seen
     offered = history[1].candidates if len(history) > 1 else {}
     shares = []
     for gid, g in graph0.groups.items():
@@ -141,6 +144,9 @@ def _group_stairs(graph0, result: OptimizeResult, seen: Mapping[LayerConfig, flo
     for _, gid in sorted(shares, reverse=True)[:top]:
         g = graph0.groups[gid]
         points = {}
+        if final.get(gid) is not None:
+            for n in graph0.touched_layers(gid):
+                recorder(graph0.layer_configs({gid: final[gid]})[n])
         for w in range(1, g.width + 1):
             cfgs = [graph0.layer_configs({gid: w})[n] for n in graph0.touched_layers(gid)]
             if all(c in seen for c in cfgs):
@@ -344,10 +350,12 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
     interleaved comparison, the report.
     """
     from .graph import build_graph
+    from .progress import progress_enabled
     from .report import summary_table, write_plots, write_report
 
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
+    job = replace(job, progress=progress_enabled(job.progress))
     s = _Session(job)
     _load_stage(s)
     _latency_stage(s)
@@ -386,7 +394,7 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
             "per_layer": _per_layer(graph0, result.final.widths, s.recorder, in_model),
             "envelope_check": _envelope_check(result.history),
             "measurements": s.meter.stats.__dict__ | {"saved": s.meter.stats.saved},
-            "stairs": _group_stairs(graph0, result, s.recorder.seen),
+            "stairs": _group_stairs(graph0, result, s.recorder),
             "artifacts": artifacts,
             "runtimes_exercised": _runtime_status(s.runtime),
         }

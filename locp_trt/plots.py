@@ -17,6 +17,7 @@ def plot_staircase(
     envelope: Iterable[int] | None = None,
     chosen: int | None = None,
     title: str = "",
+    xlabel: str = "channels",
 ) -> Path:
     """Draw latency (µs) against width, with the envelope and a chosen width marked.
 
@@ -26,6 +27,7 @@ def plot_staircase(
         envelope: widths to mark as the Pareto envelope.
         chosen: one width to highlight (e.g. the width a plan picked).
         title: figure title.
+        xlabel: x-axis label (which channel count the widths are).
 
     Returns:
         The written path.
@@ -53,7 +55,7 @@ def plot_staircase(
         if chosen is not None and chosen in lat:
             ax.scatter([chosen], [lat[chosen]], marker="*", s=160, color="tab:green", zorder=4,
                        label=f"chosen ({chosen})")
-        ax.set_xlabel("channels")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("latency (µs)")
         if title:
             ax.set_title(title, fontsize=10)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import LocpError
 
 __all__ = ["REPORT_SCHEMA", "write_report", "load_report", "summary_table", "plot_history",
-           "plot_group_stairs", "write_plots"]
+           "plot_group_stairs", "StairsPanel", "stairs_panels", "STAIRS_YLABEL", "STAIRS_TITLE", "write_plots"]
 
 REPORT_SCHEMA = "locp_trt.report/1"
 
@@ -119,37 +119,122 @@ def plot_history(history: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return Path(path)
 
 
-def plot_group_stairs(stairs: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
-    """Each group's staircase (summed latency of the layers it touches vs its width), with the
-    envelope widths it was offered and the width finally chosen."""
+#: stairs.png's y axis: a panel shows the sum over the layers a group touches, not one layer.
+STAIRS_YLABEL = "summed latency of the group's layers (µs)"
+#: stairs.png's title.
+STAIRS_TITLE = ("Latency staircases of the costliest channel groups (other groups at their original widths)\n"
+                "dots: measured widths (lines join consecutive widths only); circles: envelope widths "
+                "offered at step 1; red: final width")
+
+
+@dataclass(frozen=True)
+class StairsPanel:
+    """What one panel of stairs.png draws; `stairs_panels` computes it, so it can be checked."""
+
+    group: str
+    title: str
+    points: tuple[tuple[int, float], ...]  # (width, µs) measured, ascending width
+    runs: tuple[tuple[tuple[int, float], ...], ...]  # points of consecutive widths: joined by a line
+    envelope: tuple[int, ...]  # envelope widths offered at step 1, all of them
+    envelope_points: tuple[tuple[int, float], ...]  # the offered widths that have a measured point
+    chosen: int | None  # the group's final width
+    chosen_us: float | None  # its point, where that width was measured with the others at full width
+    xlim: tuple[float, float]  # holds every point, every offered width and the chosen width
+
+
+def _runs(points: Sequence[tuple[int, float]]) -> tuple[tuple[tuple[int, float], ...], ...]:
+    """Split points into runs of consecutive widths: points far apart (sparse three-point
+    probes) are not joined, a line between them would invent a slope nobody measured."""
+    runs: list[list[tuple[int, float]]] = []
+    for w, v in points:
+        if runs and w == runs[-1][-1][0] + 1:
+            runs[-1].append((w, v))
+        else:
+            runs.append([(w, v)])
+    return tuple(tuple(r) for r in runs)
+
+
+def stairs_panels(stairs: Mapping[str, Mapping[str, Any]],
+                  chosen_steps: Mapping[str, int] | None = None) -> list[StairsPanel]:
+    """The panels of stairs.png from a report's "stairs" block.
+
+    Args:
+        stairs: group id -> {"points": {width: µs}, "envelope": [widths offered at step 1],
+            "chosen": final width} (widths may be JSON strings).
+        chosen_steps: group id -> the step that set its final width, for the panel titles.
+    """
+    panels = []
+    for gid, s in stairs.items():
+        pts = tuple(sorted((int(w), float(v)) for w, v in (s.get("points") or {}).items()))
+        lat = dict(pts)
+        env = tuple(sorted({int(w) for w in s.get("envelope") or ()}))
+        chosen = None if s.get("chosen") is None else int(s["chosen"])
+        widths = [w for w, _ in pts] + list(env) + ([chosen] if chosen is not None else [])
+        lo, hi = (min(widths), max(widths)) if widths else (0, 1)
+        pad = max(1.0, 0.03 * (hi - lo))
+        full = max(env) if env else (max(lat) if lat else None)
+        if chosen is None:
+            title = f"{gid}: not in the final plan"
+        elif chosen == full:
+            title = f"{gid}: kept at {chosen} channels"
+        else:
+            title = f"{gid}: {full} -> {chosen} channels"
+        step = (chosen_steps or {}).get(gid)
+        if step is not None and chosen != full:
+            title += f" (chosen at step {step})"
+        panels.append(StairsPanel(
+            group=gid, title=title, points=pts, runs=_runs(pts), envelope=env,
+            envelope_points=tuple((w, lat[w]) for w in env if w in lat), chosen=chosen,
+            chosen_us=lat.get(chosen) if chosen is not None else None, xlim=(lo - pad, hi + pad)))
+    return panels
+
+
+def _stairs_figure(panels: Sequence[StairsPanel]):
+    """A matplotlib Figure drawing `panels` (two columns), titled `STAIRS_TITLE`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = max(1, len(stairs))
+    n = max(1, len(panels))
     cols = min(2, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.2 * rows), squeeze=False)
-    for ax, (gid, s) in zip(axes.flat, stairs.items()):
-        pts = sorted((int(w), float(v)) for w, v in s["points"].items())
-        if pts:
-            ax.plot(*zip(*pts), ".-", lw=0.8, label="measured")
-        env = [(w, v) for w, v in pts if w in set(s.get("envelope", []))]
-        if env:
-            ax.plot(*zip(*env), "o", mfc="none", label="envelope")
-        chosen = s.get("chosen")
-        if chosen is not None and str(chosen) in {str(w) for w, _ in pts}:
-            ax.axvline(int(chosen), color="tab:red", lw=1, label=f"chosen {chosen}")
-        ax.set_title(gid, fontsize=9)
-        ax.set_xlabel("width (channels)")
-        ax.set_ylabel("µs")
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.4 * rows + 0.7), squeeze=False)
+    for ax, p in zip(axes.flat, panels):
+        for run in p.runs:
+            if len(run) > 1:
+                ax.plot(*zip(*run), "-", lw=0.8, color="tab:blue", alpha=0.6)
+        if p.points:
+            ax.plot(*zip(*p.points), ".", color="tab:blue", label="measured")
+        if p.envelope_points:
+            ax.plot(*zip(*p.envelope_points), "o", mfc="none", color="tab:orange", label="envelope (step 1)")
+        if p.chosen is not None:
+            ax.axvline(p.chosen, color="tab:red", lw=1, label=f"final width {p.chosen}")
+            if p.chosen_us is not None:
+                ax.plot([p.chosen], [p.chosen_us], "*", ms=11, color="tab:red")
+        ax.set_xlim(*p.xlim)
+        ax.set_title(p.title, fontsize=9)
+        ax.set_xlabel("group width (channels)")
+        ax.set_ylabel(STAIRS_YLABEL, fontsize=8)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(stairs):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    fig.suptitle(STAIRS_TITLE, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_group_stairs(stairs: Mapping[str, Mapping[str, Any]], path: Path,
+                      chosen_steps: Mapping[str, int] | None = None) -> Path:
+    """Each group's staircase (summed latency of the layers it touches vs its width), with the
+    envelope widths it was offered and the width finally chosen (see `stairs_panels`)."""
+    import matplotlib.pyplot as plt
+
+    fig = _stairs_figure(stairs_panels(stairs, chosen_steps))
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
     return Path(path)
 
 
@@ -158,5 +243,6 @@ def write_plots(out_dir: Path, report: Mapping[str, Any]) -> list[Path]:
     out_dir = Path(out_dir)
     paths = [plot_history(report["history"], out_dir / "history.png")]
     if report.get("stairs"):
-        paths.append(plot_group_stairs(report["stairs"], out_dir / "stairs.png"))
+        steps = {gid: c["step"] for gid, c in (report.get("envelope_check") or {}).items()}
+        paths.append(plot_group_stairs(report["stairs"], out_dir / "stairs.png", steps))
     return paths

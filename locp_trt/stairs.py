@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidConfigError, StoreError
+from .progress import progress_enabled
 
 __all__ = [
     "Staircase",
@@ -273,7 +274,7 @@ def sweep(measure: Callable[[int], float], widths: Iterable[int], *, progress: b
     if not ws:
         raise InvalidConfigError("sweep needs at least one width")
     it: Iterable[int] = ws
-    if progress:
+    if progress_enabled(progress):
         from tqdm.auto import tqdm
 
         it = tqdm(ws, desc="sweep", unit="width")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .errors import BackendUnavailableError, DatasetError, InvalidConfigError
+from .progress import progress_enabled
 
 __all__ = [
     "TrainConfig",
@@ -175,7 +176,7 @@ def _steps_per_epoch(loader: DataLoader, cfg: TrainConfig) -> int:
 def _progress(iterable, total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total or None, desc=desc, file=sys.stderr, disable=not enabled,
+    return tqdm(iterable, total=total or None, desc=desc, file=sys.stderr, disable=not progress_enabled(enabled),
                 leave=False, dynamic_ncols=True)
 
 

@@ -224,3 +224,23 @@ def test_torch_runtime_path(tmp_path):
     assert rc == 0 and cell["status"] == "done" and cell["runtime"] == "torch-cpu" and cell["batch"] == 2
     assert list(cell["variants"]) == ALL[:-1] and cell["skipped"] == {"halp_exhaustive": "--halp never"}
     assert all("latency" in v for v in cell["variants"].values())
+
+
+def test_slower_is_said_as_slower_and_budgets_are_never_negative():
+    from types import SimpleNamespace
+
+    from benchmarks.run import _halp_allowance
+
+    assert results.relative_speed(0.8) == "20.0% faster"
+    assert results.relative_speed(1.261) == "26.1% slower"
+    cell = {"model": "m", "runtime": "torch", "precision": "fp16", "batch": 1, "variants": {
+        "locp": {"latency": {"median_us": 126.1, "p10_us": 125.0, "p90_us": 127.0}, "flops_ratio": 0.5},
+        "tp_round1": {"latency": {"median_us": 100.0, "p10_us": 99.0, "p90_us": 101.0}, "flops_ratio": 0.5,
+                      "detail": {}}}}
+    check = results._vs_tp("locp_vs_tp_round1", cell)
+    assert check["status"] == "missed" and "LOCP is 26.1% slower" in check["why"]
+    assert "LOCP is -" not in check["why"]
+
+    spent = SimpleNamespace(budget=SimpleNamespace(left=lambda: 5.0), s_per_model_timing=[2.0],
+                            args=SimpleNamespace(rounds=3))
+    assert _halp_allowance(spent, cells_left=2, n_variants=5) == 0.0  # 2.5 s share, 36 s of timing ahead

@@ -110,7 +110,7 @@ def test_from_json_evidence_three_point(stairs_main, tmp_path):
           "--no-store"], "needs evenly spaced widths"),
         (["--from-json", str(EVIDENCE)], "holds 4 staircases; pick one with --key"),
         (["--from-json", "/nonexistent/x.json"], "error: file not found"),
-        (["--cin", "x"], "error: argument --cin"),
+        (["--cin", "x"], "error: locp_trt stairs: argument --cin"),
     ],
 )
 def test_bad_input_exits_1_with_one_line(stairs_main, argv, message):

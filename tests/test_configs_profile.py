@@ -290,11 +290,44 @@ def test_table_gives_the_same_plans_as_measuring_directly(profiled, residual_fil
     assert direct.stats.measured == 0 and direct.stats.store_hits > 0  # the profile measured it all
     assert by_table.stats.table_hits > 0 and by_table.stats.measured == 0
 
-    # a one-step table is honest about its limit: the second step asks for configs it lacks
+    # a one-step table is honest about its limit: the search asks for configs it lacks
     step_rows = {c: LatencyTable.load(table).get(c) for c in configs_for_model(graph, coverage="step").configs}
     step_table = LatencyTable(by_table.table.fingerprint, step_rows, source="step table")
     with pytest.raises(StoreError, match="no latency for"):
         _two_step_plans(graph, model, LatencyMeter(None, LatencyStore(None), table=step_table))
+
+
+def test_step_list_covers_a_steps_staircases_not_its_search(profiled, residual_file, capsys):
+    """What `configs --coverage step` says is true: the first step's staircase discovery finds
+    every config in it, while the search that follows (several groups narrowed at once) asks for
+    configs only the grid holds, so `optimize --latency-table` needs a grid table."""
+    from locp_trt.loading import load_model
+
+    grid, table, _ = profiled
+    model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
+    graph = build_graph(model, (3, 24, 24))
+    step = configs_for_model(graph, coverage="step")
+    meter = LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(table), progress=False)
+    asked: set[LayerConfig] = set()
+
+    def latency_us(cfg: LayerConfig) -> float:
+        asked.add(cfg)
+        return meter(cfg)
+
+    cands = discover_candidates(graph, {}, latency_us, min_width_ratio=0.1, progress=False)
+    assert asked <= set(step.configs)  # the staircases of step 1: all in the step list
+    scores = {g: group_importance(model, graph, g, Importance.L1) for g in cands}
+    now = predicted_latency_us(graph, graph.widths(), latency_us)
+    search(graph, {}, cands, scores, latency_us, 0.8 * now)
+    beyond = asked - set(step.configs)
+    assert beyond and beyond <= set(grid.configs)  # the search needs the grid
+
+    text = step.describe()
+    assert "sufficient for the first" not in text and "optimize --latency-table needs the grid" in text
+    from locp_trt.cli.configs_cmd import print_counts
+
+    print_counts(step)
+    assert "cannot drive optimize --latency-table" in capsys.readouterr().out
 
 
 def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_file, tmp_path):

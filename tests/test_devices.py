@@ -51,6 +51,22 @@ def test_unknown_name_lists_close_and_valid():
         get_device("jetsn")
 
 
+@pytest.mark.parametrize("name", ["gpu", "GPU", "cuda", "nvidia"])
+def test_gpu_words_suggest_desktop_not_cpu(name):
+    with pytest.raises(InvalidConfigError, match=r"Did you mean: desktop \(a workstation") as info:
+        get_device(name)
+    assert "Did you mean: cpu" not in str(info.value)
+
+
+def test_cli_device_gpu_is_one_error_line(capsys):
+    from locp_trt.cli import main
+
+    assert main(["export", "m.pt", "--out", "x", "--device", "gpu"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("error: unknown device 'gpu'") and "desktop" in err[0]
+    assert err[1].startswith("FAILED | locp_trt export")
+
+
 def test_register_function_decorator_and_duplicates(registry):
     @register_device
     def orin_nano() -> DeviceProfile:

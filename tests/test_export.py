@@ -246,3 +246,19 @@ def test_export_command_jetson_without_tensorrt(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "fp16" in text and "input Nx1x28x28" in text and "TensorRT is not installed here" in text
     assert sorted(p.name for p in out.iterdir()) == ["n.export.json", "n.onnx"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_onnx_file_mode_follows_the_umask(tmp_path, umask):
+    """model.onnx gets the permissions of any new file (0644 under the usual umask), not the
+    private 0600 of a temporary file renamed into place; no temporary file is left."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        path = export_onnx(tiny_conv(), tmp_path / "model.onnx", (1, 3, 8, 8), verify=False).path
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

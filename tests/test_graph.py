@@ -151,19 +151,28 @@ def test_layer_config_fields_batch_and_precision():
     assert g.layers["fc"].config.batch == 4 and g.layers["a1"].config.bias
 
 
-def test_flops_and_params_count_conv_and_linear():
+def test_flops_and_params():
     model, shape = tiny("residual")
     g = build_graph(model, shape)
-    real = sum(p.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-               for p in m.parameters())
-    assert g.params() == real
+    # params: every parameter, as model.parameters() counts them (BatchNorm affine included)
+    assert g.params() == sum(p.numel() for p in model.parameters())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     # stem conv 3->8, 3x3 on 8x8: 2 * 8*8*8 * 3*9
     assert g.layers["stem"].config.flops == 2 * 8 * 8 * 8 * 3 * 9
     assert g.flops({"a1": 3}) < g.flops()
     pruned, _ = apply_plan(model, PruningPlan(None, shape, {"stem": 5, "b1": 2}), shape)
-    real_pruned = sum(p.numel() for m in pruned.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-                      for p in m.parameters())
-    assert g.params({"stem": 5, "b1": 2}) == real_pruned
+    assert g.params({"stem": 5, "b1": 2}) == sum(p.numel() for p in pruned.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_params_predict_the_pruned_models_count(name):
+    """The report's params (graph) equal the reloaded pruned model's, for every coupling kind."""
+    model, shape = tiny(name)
+    g = build_graph(model, shape)
+    assert g.params() == sum(p.numel() for p in model.parameters())
+    widths = {gr.id: max(1, gr.width // 2) for gr in g.prunable()}
+    pruned, _ = apply_plan(model, PruningPlan(None, shape, widths), shape)
+    assert g.params(widths) == sum(p.numel() for p in pruned.parameters())
 
 
 def test_bad_widths_raise_plan_error():

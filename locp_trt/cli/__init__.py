@@ -1,7 +1,8 @@
 """Command line: `python -m locp_trt <command>`. Each command is a small class in its own module.
 
-A command's docstring is its help text. `main` catches `LocpError`, prints one line and exits 1;
-every command ends with a one-line PASSED/FAILED summary and its run time.
+A command's docstring is its help text. `main` catches `LocpError` and bad usage (argparse
+errors), prints one `error:` line and exits 1; every command ends with a one-line PASSED/FAILED
+summary and its run time.
 """
 
 from __future__ import annotations
@@ -30,13 +31,35 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _UsageError(Exception):
+    """Bad command-line usage, raised by `_Parser.error` and reported by `main` on one line."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises LocpError-style exit code 1 on bad usage instead of 2 with usage spam."""
+    """argparse whose usage errors `main` reports as one `error:` line and exit code 1 (not
+    argparse's usage block and exit code 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        raise _UsageError(self.prog, message)
+
+
+def _command_name(prog: str, argv: Sequence[str]) -> str | None:
+    """The subcommand a usage error belongs to: the parser's own, else the first one in argv."""
+    last = prog.rsplit(" ", 1)[-1]
+    if last in COMMANDS:
+        return last
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def _usage_error_line(command: str | None, message: str) -> str:
+    """One line: what argparse objected to, and where the usage is explained."""
+    where = f"python -m locp_trt {command} --help" if command else "python -m locp_trt --help"
+    prefix = f"locp_trt {command}: " if command else ""
+    return f"error: {prefix}{message}; see {where}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,10 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_hint(args: argparse.Namespace) -> str | None:
+    """What to do after Ctrl-C: an interrupted `optimize` resumes from its last checkpoint."""
+    if args.command != "optimize":
+        return None
+    from ..outdir import has_checkpoint
+
+    if has_checkpoint(args.out):
+        return (f"rerun the same command with --resume{' instead of --force' if args.force else ''} to "
+                f"continue from the last completed step checkpointed in {args.out}")
+    return "no step was checkpointed yet; rerun the same command to start again"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as e:
+        command = _command_name(e.prog, argv)
+        print(_usage_error_line(command, str(e)), file=sys.stderr)
+        print(f"FAILED | locp_trt{' ' + command if command else ''} | 0.0 s", file=sys.stderr)
+        return 1
     if not getattr(args, "_command", None):
         parser.print_help()
         return 1
@@ -82,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        hint = _interrupt_hint(args)
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
         code = 130
     elapsed = time.perf_counter() - start
     status = "PASSED" if code == 0 else "FAILED"

@@ -2,11 +2,12 @@
 
 Examples:
   python -m locp_trt bench runs/r56/pruned.pt --runtime onnxruntime
-  python -m locp_trt bench model.pt --arch resnet56 runs/r56/pruned.pt --runtime torch --precision fp16
+  python -m locp_trt bench model.pt runs/r56/pruned.pt --arch resnet56 --runtime torch --precision fp16
   python -m locp_trt bench runs/r56/model.onnx --runtime tensorrt --json bench.json
   python -m locp_trt bench runs/r56/model.engine --iters 200
 
-.pt files under ONNX Runtime or TensorRT are exported to ONNX in memory first; torch runtimes
+Files come first, options after them (--arch names the architecture of state_dict files; a pruned
+model carries its own). .pt files under ONNX Runtime or TensorRT are exported to ONNX in memory first; torch runtimes
 time the module itself. An .onnx file's batch comes from its input (a dynamic batch takes
 --batch). Prints median, p10, p90, IQR, min, max and n per file; --json writes one flat row per
 file with the device fingerprint.
@@ -44,7 +45,9 @@ def print_table(rows: list[dict]) -> None:
               f"{r['median_us']:>10.1f} {r['p10_us']:>10.1f} {r['p90_us']:>10.1f} {r['iqr_us']:>9.1f} "
               f"{r['min_us']:>10.1f} {r['max_us']:>10.1f} {r['n']:>5} {_count(r['params']):>8} "
               f"{_count(r['flops']):>8}")
-    print("(latencies in µs)")
+    print("(latencies in µs; params: every PyTorch parameter, BatchNorm affine included"
+          + ("; for .onnx files the weights stored in the file, where BatchNorm is folded into the "
+             "convs)" if any(r.get("format") == "onnx" for r in rows) else ")"))
 
 
 class Command:

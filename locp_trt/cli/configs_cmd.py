@@ -7,7 +7,9 @@ Examples:
 Copy configs.json to the target, run `python -m locp_trt profile --configs configs.json
 --out table.json` there (it needs no torch), and optimize here with --latency-table table.json.
 The default coverage (the full (in, out) width grid of every layer, when it is at most
---max-configs configs) makes the table sufficient for every pruning step.
+--max-configs configs) makes the table sufficient for every pruning step. --coverage step lists
+only the staircases of one step (one group varied at a time): optimize --latency-table stops at
+the first step's search on such a table, so use it to look at staircases, not to optimize.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def add_configs_args(p: argparse.ArgumentParser, *, precision: bool = True) -> N
                         "you will pass to optimize (default 0.1)")
     g.add_argument("--coverage", choices=[c.value for c in Coverage], default=Coverage.AUTO.value,
                    help="grid: every (in, out) width pair of every layer, enough for any plan; step: "
-                        "one group varied at a time, enough for one pruning step; auto: grid up to "
-                        "--max-configs configs, else step (default auto)")
+                        "one group varied at a time, the staircases only (not enough for optimize "
+                        "--latency-table); auto: grid up to --max-configs configs, else step "
+                        "(default auto)")
     g.add_argument("--max-configs", type=int, default=DEFAULT_MAX_CONFIGS,
                    help=f"auto takes the grid up to this many configs (default {DEFAULT_MAX_CONFIGS})")
 
@@ -97,8 +100,9 @@ def print_counts(configs) -> None:
 
     print(configs.describe())
     if configs.coverage is Coverage.STEP:
-        print(f"the full grid would be {configs.grid_configs} configs (sufficient for every step); "
-              "pass --coverage grid to list it, or profile again after each pruning step")
+        print(f"warning: a table of this list cannot drive optimize --latency-table (its search "
+              f"combines groups); the full grid, sufficient for every step, is {configs.grid_configs} "
+              "configs: pass --coverage grid (and --max-configs above it) to list it")
     else:
         print(f"(the one-step list alone would be {configs.step_configs} configs)")
 

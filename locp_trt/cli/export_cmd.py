@@ -49,10 +49,10 @@ class Command:
 
     def run(self, args: argparse.Namespace) -> int:
         from ..devices import resolve_device
-        from ..errors import BackendUnavailableError, InvalidConfigError, ModelLoadError
-        from ..export import build_trt_engine, export_onnx
+        from ..errors import InvalidConfigError, ModelLoadError
         from ..latency.config import Precision
         from ..loading import load_model
+        from ..outdir import prepare_out_dir, removed_on_failure
 
         profile = resolve_device(args.device)
         precision = Precision.parse(args.precision) if args.precision else profile.precision
@@ -67,6 +67,17 @@ class Command:
                                  "--input-shape C,H,W")
         shape = (batch, *loaded.input_shape)
         out: Path = args.out
+        # Exports overwrite their own files; only a failed export's new folder is removed.
+        created = prepare_out_dir(out, outputs=())
+        with removed_on_failure(created, keep_if=(f"{args.name}.onnx",)):
+            return self._export(args, loaded, profile, precision, batch, shape, out)
+
+    @staticmethod
+    def _export(args: argparse.Namespace, loaded, profile, precision, batch: int, shape: tuple[int, ...],
+                out: Path) -> int:
+        from ..errors import BackendUnavailableError
+        from ..export import build_trt_engine, export_onnx
+
         onnx_path = out / f"{args.name}.onnx"
         result = export_onnx(loaded.module, onnx_path, shape, precision, opset=args.opset,
                              dynamic_batch=args.dynamic_batch, verify=not args.no_verify)

@@ -160,6 +160,8 @@ class Command:
                             "when torch sees a GPU, else CPU), cpu, cuda or cuda:N (default auto)")
         g = p.add_argument_group("run")
         g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+        g.add_argument("--force", action="store_true",
+                       help="replace a previous run in --out (its outputs and checkpoints are deleted)")
         g.add_argument("--no-engine", action="store_true", help="skip the TensorRT engine build")
         g.add_argument("--no-progress", action="store_true", help="no progress bars")
         add_bench_args(p)
@@ -167,6 +169,7 @@ class Command:
 
     def run(self, args: argparse.Namespace) -> int:
         from ..optimize import OptimizeConfig
+        from ..outdir import prepare_out_dir, removed_on_failure
         from ..pipeline import OptimizeJob, run_job
         from ..prune.candidates import DiscoveryMethod
         from ..prune.importance import Importance
@@ -192,7 +195,9 @@ class Command:
             max_acc_drop=args.max_acc_drop,
             method=method, resume=args.resume, engine=not args.no_engine,
             progress=not args.no_progress)
-        report = run_job(job)
+        created = prepare_out_dir(args.out, resume=args.resume, force=args.force)
+        with removed_on_failure(created):
+            report = run_job(job)
         r = report["result"]
         print(f"wrote {args.out}/report.json, pruned.pt, plan.json, model.onnx "
               f"(speedup {r['speedup']:.2f}x, {r['speedup_kind']})")

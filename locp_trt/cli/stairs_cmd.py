@@ -5,7 +5,7 @@ Examples:
       --widths 56-72 --json out.json --plot out.png
   python -m locp_trt stairs --runtime tensorrt --precision fp16 --cin 256 --hw 14 \\
       --batch 32 --widths 8-256 --method three-point
-  python -m locp_trt stairs --from-json shared/evidence/h100_cudnn_conv3x3_stairs.json \\
+  python -m locp_trt stairs --from-json tests/data/h100_cudnn_conv3x3_stairs.json \\
       --key float16_cin256_hw14_b32 --method three-point
 
 Widths are a comma-separated mix of START-END[:STEP] ranges and single widths. Latencies go
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from .. import stairs
 from ..errors import InvalidConfigError
 from ..latency.config import LayerConfig, Op, Precision
+from ..progress import progress_enabled
 from ._args import (
     add_bench_args,
     add_runtime_args,
@@ -33,7 +33,7 @@ from ._args import (
     write_json,
 )
 
-__all__ = ["Command"]
+__all__ = ["Command", "stairs_title"]
 
 
 def _positive(text: str) -> int:
@@ -136,7 +136,7 @@ class Command:
         try:
             with get_runtime(args.runtime, bench) as runtime:
                 runtime.check_precision(base.precision)
-                meter = LatencyMeter(runtime, store, progress=sys.stderr.isatty())
+                meter = LatencyMeter(runtime, store, progress=progress_enabled())
                 measured: dict[int, Any] = {}
 
                 def measure(width: int) -> float:
@@ -146,7 +146,7 @@ class Command:
 
                 discovery = None
                 if method is stairs.EnvelopeMethod.SWEEP:
-                    stair = stairs.sweep(measure, widths, progress=sys.stderr.isatty())
+                    stair = stairs.sweep(measure, widths, progress=progress_enabled())
                     envelope = stairs.pareto_envelope(stair, args.rel_tol)
                 else:
                     lo, hi, step = _progression(widths)
@@ -200,7 +200,8 @@ class Command:
         if discovery is not None:
             doc["three_point"] = {"alignment": discovery.alignment, "probes": discovery.probes,
                                   "probed": list(discovery.probed), "budget": args.budget}
-        self._outputs(args, doc, stair, envelope, title=f"{label}: {base} ({args.dim} channels)")
+        self._outputs(args, doc, stair, envelope, title=stairs_title(label, base, args.dim, widths),
+                      xlabel=f"{args.dim}put channels")
         return 0
 
     # ---- re-analysis ------------------------------------------------------------------------------
@@ -251,14 +252,26 @@ class Command:
     # ---- shared ----------------------------------------------------------------------------------
     @staticmethod
     def _outputs(args: argparse.Namespace, doc: dict, stair: stairs.Staircase, envelope: list[int],
-                 title: str) -> None:
+                 title: str, xlabel: str = "channels") -> None:
         if args.json is not None:
             write_json(args.json, doc)
         if args.plot is not None:
             from ..plots import plot_staircase
 
-            plot_staircase(stair, args.plot, envelope=envelope, title=title)
+            try:
+                plot_staircase(stair, args.plot, envelope=envelope, title=title, xlabel=xlabel)
+            except OSError as exc:
+                raise InvalidConfigError(f"cannot write the plot {args.plot}: {exc.strerror or exc}") from None
             print(f"wrote {args.plot}")
+
+
+def stairs_title(label: str, base: LayerConfig, dim: str, widths: list[int]) -> str:
+    """Plot title naming the layer with its varying channel count as the measured range, e.g.
+    "conv3x3/s1 128->56..72 @14x14 b1 fp32 (output channels vary)" and, on a second line, the runtime."""
+    span = f"{min(widths)}..{max(widths)}" if len(set(widths)) > 1 else str(widths[0])
+    cin, cout = (base.in_channels, span) if dim == "out" else (span, base.out_channels)
+    text = str(base).replace(f"{base.in_channels}->{base.out_channels}", f"{cin}->{cout}", 1)
+    return f"{text} ({dim}put channels vary)\non {label}"
 
 
 def _command_line(args: argparse.Namespace) -> str:

@@ -1,6 +1,8 @@
 """List the registered models (zoo and, when installed, torchvision) with input shapes and sizes.
 
-Parameter counts come from building each model (random weights; nothing is downloaded).
+Parameter counts come from building each model (random weights; nothing is downloaded) and are
+`graph.count_params`: every parameter, BatchNorm affine weights and biases included, as in the
+optimize report and `bench`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Command:
 
     def run(self, args: argparse.Namespace) -> int:
         from ..errors import InvalidConfigError
+        from ..graph import count_params
         from ..models import get_model, list_models, model_spec
         from ..models.registry import torchvision_problem
 
@@ -39,7 +42,7 @@ class Command:
         for name in names:
             spec = model_spec(name)
             model = get_model(name)
-            params = sum(p.numel() for p in model.parameters())
+            params = count_params(model)
             shape = "x".join(str(v) for v in spec.input_shape)
             line = f"{name:<20} {shape:<12} {spec.num_classes:>7} {params:>12,}  {spec.source:<11}"
             if args.groups:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidConfigError, StoreError
+from ..progress import progress_enabled
 from .config import LayerConfig, Precision
 from .fingerprint import DeviceFingerprint
 from .runtimes.base import Runtime
@@ -234,7 +235,7 @@ class LatencyMeter:
             from tqdm.auto import tqdm
 
             bar = tqdm(todo, desc="measure", unit="config", file=sys.stderr,
-                       disable=not self.progress or len(todo) < 2)
+                       disable=not progress_enabled(self.progress) or len(todo) < 2)
             for cfg in bar:
                 bar.set_postfix_str(str(cfg), refresh=False)
                 answers[cfg] = self._run(cfg)

@@ -48,6 +48,7 @@ import numpy as np
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
+from ..progress import progress_enabled
 from .candidates import GroupCandidates, group_latency_fn
 from .importance import importance_lost
 
@@ -430,7 +431,7 @@ def search(
     need = max(0.0, start_us - target_us)
     steps: list[Candidate] = []
     widths = dict(start)
-    with tqdm(total=round(need, 1), unit="µs", desc=f"{method.value} search", disable=not progress) as bar:
+    with tqdm(total=round(need, 1), unit="µs", desc=f"{method.value} search", disable=not progress_enabled(progress)) as bar:
         if method is SearchMethod.KNAPSACK and need > 0:
             widths, steps = _knapsack(
                 graph, start, candidates, scores, latency_us, target_us, max_prune_ratio, buckets

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
+from ..progress import progress_enabled
 from ..stairs import DEFAULT_REL_TOL, pareto_envelope, sweep, three_point_discrimination
 from ..stairs import EnvelopeMethod as DiscoveryMethod
 
@@ -175,7 +176,7 @@ def discover_candidates(
     method = DiscoveryMethod(method)
     prunable = [gid for gid, g in graph.groups.items() if g.prunable]
     out: dict[str, GroupCandidates] = {}
-    for gid in tqdm(prunable, desc="stairs", unit="group", disable=not progress):
+    for gid in tqdm(prunable, desc="stairs", unit="group", disable=not progress_enabled(progress)):
         hi = _current_width(graph, gid, widths)
         group = graph.groups[gid]
         floor = (floors or {}).get(gid)

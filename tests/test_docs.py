@@ -1,0 +1,50 @@
+"""What the README and the commands' help say is true: load_pruned's return value, files named."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import torch.nn as nn
+from models import TINY_MODELS  # tests/models.py
+
+import locp_trt
+from locp_trt.cli import COMMANDS
+from locp_trt.prune import PruningPlan, apply_plan
+from locp_trt.prune.plan import save_pruned
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_load_pruned_returns_model_and_plan(tmp_path):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "model, plan = locp_trt.load_pruned(" in readme
+    factory, shape = TINY_MODELS["residual"]
+    pruned, plan = apply_plan(factory(), PruningPlan(None, shape, {"stem": 5}), shape)
+    path = save_pruned(pruned, plan, tmp_path / "pruned.pt")
+    model, plan2 = locp_trt.load_pruned(path, arch_factory=factory)
+    assert isinstance(model, nn.Module) and isinstance(plan2, PruningPlan) and plan2.widths == plan.widths
+
+
+def test_files_named_in_command_help_exist():
+    """Repository paths in each command's help (module docstring) are in the repository."""
+    named = []
+    for module in COMMANDS.values():
+        doc = importlib.import_module(f"locp_trt.cli.{module}").__doc__ or ""
+        named += re.findall(r"\b((?:tests|docs|benchmarks|scripts|shared)/[\w./-]+\.\w+)", doc)
+    assert "tests/data/h100_cudnn_conv3x3_stairs.json" in named  # the stairs --from-json example
+    missing = [p for p in named if not (REPO / p).is_file()]
+    assert not missing, missing
+
+
+def test_install_notes_say_which_torch_build_the_pin_gives():
+    """The torch pin fixes a version, not a build: README and constraints.txt say so and name
+    PyTorch's CPU wheel index, without changing the two quick-start commands."""
+    quick = (REPO / "README.md").read_text(encoding="utf-8").split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "CPU build among them" not in quick
+    assert "CUDA build" in quick and "https://download.pytorch.org/whl/cpu" in quick
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
+    assert "torch==2.13.0\n" in constraints
+    comment = "".join(line for line in constraints.splitlines() if line.startswith("#"))
+    assert "CUDA build" in comment and "download.pytorch.org/whl/cpu" in comment

@@ -1,0 +1,93 @@
+"""stairs.png (optimize) and the `stairs` command's plot: what is drawn, checked on the data."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import pytest
+
+from locp_trt.cli.stairs_cmd import stairs_title
+from locp_trt.latency.config import LayerConfig, Op
+from locp_trt.report import (
+    STAIRS_TITLE,
+    STAIRS_YLABEL,
+    _stairs_figure,
+    stairs_panels,
+    write_plots,
+)
+
+matplotlib.use("Agg")
+
+# As a report.json holds it (widths are JSON strings): conv2 was measured at 40..64 only and
+# pruned to 30 at step 2; linear1 has sparse three-point probes; conv1 was not pruned.
+STAIRS = {
+    "conv2": {"points": {"40": 80.0, "41": 110.0, "48": 88.0, "49": 101.0, "50": 120.0, "64": 157.0},
+              "envelope": [7, 40, 48, 64], "chosen": 30},
+    "linear1": {"points": {"20": 17.0, "75": 19.0, "96": 23.0, "97": 39.0, "151": 120.0, "200": 114.0},
+                "envelope": [75, 96, 200], "chosen": 96},
+    "conv1": {"points": {"16": 40.0, "17": 61.0, "32": 62.0}, "envelope": [16, 17, 32], "chosen": 32},
+}
+STEPS = {"conv2": 2, "linear1": 1}
+
+
+def test_panels_hold_the_chosen_width_and_every_offered_width():
+    panels = {p.group: p for p in stairs_panels(STAIRS, STEPS)}
+    assert list(panels) == list(STAIRS)
+    for gid, p in panels.items():
+        lo, hi = p.xlim
+        assert lo < p.chosen < hi  # always visible, measured or not
+        assert all(lo < w < hi for w in p.envelope)
+        assert p.envelope == tuple(STAIRS[gid]["envelope"])  # every offered width, as offered
+    c2 = panels["conv2"]
+    assert c2.chosen == 30 and c2.chosen_us is None  # 30 was not measured with the others at full width
+    assert c2.envelope_points == ((40, 80.0), (48, 88.0), (64, 157.0))  # 7 has no point: not drawn as one
+    assert c2.title == "conv2: 64 -> 30 channels (chosen at step 2)"
+    assert panels["linear1"].chosen_us == 23.0 and "200 -> 96" in panels["linear1"].title
+    assert panels["conv1"].title == "conv1: kept at 32 channels"
+
+
+def test_only_consecutive_widths_are_joined():
+    p = {p.group: p for p in stairs_panels(STAIRS)}["linear1"]
+    assert [tuple(w for w, _ in run) for run in p.runs] == [(20,), (75,), (96, 97), (151,), (200,)]
+    assert sum(len(r) for r in p.runs) == len(p.points)
+
+
+def test_figure_draws_the_panels():
+    panels = stairs_panels(STAIRS, STEPS)
+    fig = _stairs_figure(panels)
+    try:
+        assert fig._suptitle.get_text() == STAIRS_TITLE
+        axes = [ax for ax in fig.axes if ax.axison]
+        assert len(axes) == 3
+        for ax, p in zip(axes, panels):
+            assert ax.get_title() == p.title and ax.get_ylabel() == STAIRS_YLABEL
+            lo, hi = ax.get_xlim()
+            assert lo < p.chosen < hi
+            for line in ax.get_lines():  # no line spans a gap between measured widths
+                xs = list(line.get_xdata())
+                if line.get_linestyle() == "-" and len(xs) > 1 and xs[0] != xs[-1]:
+                    assert all(b - a == 1 for a, b in zip(xs, xs[1:])), xs
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_write_plots_takes_steps_from_the_report(tmp_path):
+    report = {"history": [{"step": 0, "predicted_us": 10.0, "measured": {}},
+                          {"step": 1, "predicted_us": 8.0, "measured": {}}],
+              "stairs": json.loads(json.dumps(STAIRS)),
+              "envelope_check": {"conv2": {"width": 30, "step": 2, "on_envelope": True}}}
+    paths = write_plots(tmp_path, report)
+    assert [p.name for p in paths] == ["history.png", "stairs.png"]
+    assert (tmp_path / "stairs.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("dim, expected", [
+    ("out", "conv3x3/s1 128->56..72 @14x14 b1 fp32 (output channels vary)\non onnxruntime"),
+    ("in", "conv3x3/s1 56..72->128 @14x14 b1 fp32 (input channels vary)\non onnxruntime"),
+])
+def test_stairs_command_title_names_the_measured_widths(dim, expected):
+    base = LayerConfig(Op.CONV, 128, 128, kernel=3, padding=1, input_hw=(14, 14))
+    assert stairs_title("onnxruntime", base, dim, list(range(56, 73))) == expected
