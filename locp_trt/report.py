@@ -15,9 +15,10 @@ from typing import Any
 from .errors import LocpError
 
 __all__ = ["REPORT_SCHEMA", "write_report", "load_report", "summary_table", "plot_history",
-           "plot_group_stairs", "StairsPanel", "stairs_panels", "STAIRS_YLABEL", "STAIRS_TITLE", "write_plots"]
+           "plot_group_stairs", "StairsPanel", "stairs_panels", "STAIRS_YLABEL", "STAIRS_TITLE", "write_plots",
+           "history_plot", "HistoryPlot"]
 
-REPORT_SCHEMA = "locp_trt.report/1"
+REPORT_SCHEMA = "locp_trt.report/2"
 
 
 def write_report(out_dir: Path, report: Mapping[str, Any]) -> Path:
@@ -60,20 +61,40 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def summary_table(report: Mapping[str, Any]) -> str:
-    """A plain-text table: one row per step, then before/after and the measurement counts."""
-    rows = [f"{'step':>4} {'latency µs':>11} {'kind':>9} {'predicted':>10} {'target':>9} "
-            f"{'acc %':>6} {'MFLOPs':>8} {'params':>9}"]
+    """A plain-text table: one row per step (* marks the emitted one), then the headline (the
+    final interleaved comparison: the report's one source of truth), before -> after, counts."""
+    r = report["result"]
+    rows = [f"{'step':>5} {'speedup':>8} {'kind':>9} {'latency µs':>11} {'predicted':>10} {'goal':>6} "
+            f"{'val %':>6} {'test %':>6} {'MFLOPs':>8} {'params':>9}"]
     for h in report["history"]:
         measured = h.get("measured") or {}
         lat = measured.get("median_us", h["predicted_us"])
-        rows.append(f"{h['step']:>4} {lat:>11.1f} {'measured' if measured else 'predicted':>9} "
-                    f"{h['predicted_us']:>10.1f} {_fmt(h.get('target_us'), '9.1f'):>9} "
-                    f"{_fmt(h.get('accuracy'), '6.2f'):>6} {h['flops'] / 1e6:>8.2f} {h['params']:>9}")
-    r = report["result"]
+        mark = "*" if h.get("emitted") else ("x" if h.get("guard_rejected") else " ")
+        rows.append(f"{mark}{h['step']:>4} {_fmt(h.get('speedup'), '7.3f'):>7}x "
+                    f"{h.get('kind', 'measured' if measured else 'predicted'):>9} {lat:>11.1f} "
+                    f"{h['predicted_us']:>10.1f} {_fmt(h.get('goal_speedup'), '5.2f'):>5}x "
+                    f"{_fmt(h.get('val_accuracy'), '6.2f'):>6} {_fmt(h.get('accuracy'), '6.2f'):>6} "
+                    f"{h['flops'] / 1e6:>8.2f} {h['params']:>9}")
+    rows.append("(* emitted step; x refused by the accuracy guard; per-step figures are the loop's own "
+                "comparisons, the headline below is the final one)")
     rows.append("")
-    rows.append(f"speedup {r['speedup']:.2f}x, {r['speedup_kind']} "
-                f"({'met' if r['met_target'] else 'MISSED'} the target: {report['target']}) "
-                f"on {report['fingerprint']}")
+    ci = (f" (90% CI {r['speedup_low']:.3f}-{r['speedup_high']:.3f}, {r['rounds']} rounds, "
+          f"{r.get('verdict', '')})" if r.get("speedup_low") is not None else "")
+    status = "met" if r["met_target"] else "MISSED"
+    rows.append(f"speedup {r['speedup']:.3f}x{ci}, {r['speedup_kind']}; {status} the target "
+                f"{r.get('target_speedup', 0):.3g}x (tolerance +{r.get('tolerance', 0):.0%}); "
+                f"emitted step {r.get('chosen_step')}; {r.get('stop_reason', '')}")
+    line = f"before -> after: {r['baseline_us']:.1f} -> {r['final_us']:.1f} µs"
+    if r.get("accuracy_before") is not None:
+        line += f", test accuracy {r['accuracy_before']:.2f}% -> {r['accuracy_after']:.2f}%"
+    if r.get("val_accuracy_before") is not None:
+        line += f" (validation {r['val_accuracy_before']:.2f}% -> {r['val_accuracy_after']:.2f}%)"
+    line += f", {r['flops_before'] / 1e6:.2f} -> {r['flops_after'] / 1e6:.2f} MFLOPs on {report['fingerprint']}"
+    rows.append(line)
+    if r.get("guard"):
+        rows.append(f"accuracy guard (--max-acc-drop {r['guard']['max_acc_drop']}): {r['guard']['note']}")
+    if not r["met_target"] and r.get("why_missed"):
+        rows.append(f"why: {r['why_missed']}")
     placed = [p for p in report.get("per_layer", []) if p.get("measured_after_us") is not None]
     if placed:
         pred = sum(p["predicted_after_us"] for p in placed)
@@ -88,32 +109,83 @@ def summary_table(report: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def plot_history(history: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Latency (measured and predicted) and accuracy over the steps, one PNG."""
+@dataclass(frozen=True)
+class HistoryPlot:
+    """What history.png draws; `history_plot` computes it, so it can be checked."""
+
+    title: str
+    steps: tuple[int, ...]  # integer x ticks
+    speedup: tuple[tuple[int, float], ...]  # per step: the loop's comparison (or prediction)
+    kind: str  # measured | predicted
+    predicted: tuple[tuple[int, float], ...]  # layer-sum speedup per step
+    target: float
+    band: tuple[float, float]  # [target, target x (1 + tolerance)]
+    headline: tuple[int, float]  # (emitted step, the report's final speedup)
+    headline_label: str
+    accuracy: tuple[tuple[int, float], ...]  # test accuracy per step ({} without data)
+    val_accuracy: tuple[tuple[int, float], ...]
+
+
+def history_plot(report: Mapping[str, Any]) -> HistoryPlot:
+    """The data of history.png, from report.json alone."""
+    r = report["result"]
+    hist = report["history"]
+    base_pred = hist[0]["predicted_us"]
+    kind = "measured" if any(h.get("measured") for h in hist) else "predicted"
+    model = report.get("model", {})
+    title = (f"{model.get('arch') or model.get('source', 'model')}: {r['speedup']:.2f}x "
+             f"({'met' if r['met_target'] else 'MISSED'} {r['target_speedup']:.3g}x)\n"
+             f"{report.get('runtime') or 'lookup table'} on "
+             f"{(report.get('fingerprint_detail') or {}).get('device', '?')}, "
+             f"{report.get('precision', '')}, batch {report.get('batch', '')}")
+    return HistoryPlot(
+        title=title, steps=tuple(int(h["step"]) for h in hist),
+        speedup=tuple((int(h["step"]), float(h["speedup"])) for h in hist if h.get("speedup") is not None),
+        kind=kind,
+        predicted=tuple((int(h["step"]), base_pred / h["predicted_us"]) for h in hist if h["predicted_us"] > 0),
+        target=float(r["target_speedup"]),
+        band=(float(r["target_speedup"]), float(r["target_speedup"]) * (1 + float(r.get("tolerance", 0)))),
+        headline=(int(r["chosen_step"]), float(r["speedup"])),
+        headline_label=f"final: {r['speedup']:.3f}x, {r['speedup_kind']}",
+        accuracy=tuple((int(h["step"]), float(h["accuracy"])) for h in hist if h.get("accuracy") is not None),
+        val_accuracy=tuple((int(h["step"]), float(h["val_accuracy"])) for h in hist
+                           if h.get("val_accuracy") is not None),
+    )
+
+
+def plot_history(report: Mapping[str, Any], path: Path) -> Path:
+    """Speedup per step (the loop's comparisons), the target and its tolerance band, the final
+    headline at the emitted step, and accuracy where data was given: one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    measured = [(h["step"], h["measured"]["median_us"]) for h in history if h.get("measured")]
-    if measured:
-        ax.plot(*zip(*measured), "o-", label="measured end to end")
-    ax.plot(steps, [h["predicted_us"] for h in history], "s--", label="predicted (layer sum)")
-    targets = [(h["step"], h["target_us"]) for h in history if h.get("target_us")]
-    if targets:
-        ax.plot(*zip(*targets), "k:", label="step target")
-    ax.set_xlabel("step")
-    ax.set_ylabel("latency (µs)")
-    accs = [(h["step"], h["accuracy"]) for h in history if h.get("accuracy") is not None]
-    if accs:
+    d = history_plot(report)
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    ax.axhspan(*d.band, color="tab:green", alpha=0.12, label=f"target {d.target:.3g}x, tolerance band")
+    ax.axhline(d.target, color="tab:green", lw=1)
+    if d.speedup:
+        ax.plot(*zip(*d.speedup), "o-", color="tab:blue", label=f"speedup per step ({d.kind}, interleaved)"
+                if d.kind == "measured" else "speedup per step (predicted)")
+    ax.plot(*zip(*d.predicted), "s--", color="0.5", ms=4, lw=1, label="predicted (layer sum)")
+    ax.plot([d.headline[0]], [d.headline[1]], "*", color="tab:red", ms=16, label=d.headline_label)
+    ax.set_xticks(list(d.steps))
+    ax.set_xlabel("step (0: unpruned)")
+    ax.set_ylabel("speedup over the unpruned model (x)")
+    handles, labels = ax.get_legend_handles_labels()
+    if d.accuracy or d.val_accuracy:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*accs), "^-", color="tab:green", label="accuracy")
-        ax2.set_ylabel("top-1 accuracy (%)", color="tab:green")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("latency and accuracy over pruning steps")
-    fig.tight_layout()
+        if d.val_accuracy:
+            ax2.plot(*zip(*d.val_accuracy), "^-", color="tab:purple", label="validation accuracy")
+        if d.accuracy:
+            ax2.plot(*zip(*d.accuracy), "v:", color="tab:olive", label="test accuracy")
+        ax2.set_ylabel("top-1 accuracy (%)")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.set_title(d.title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
@@ -241,7 +313,7 @@ def plot_group_stairs(stairs: Mapping[str, Mapping[str, Any]], path: Path,
 def write_plots(out_dir: Path, report: Mapping[str, Any]) -> list[Path]:
     """history.png and stairs.png (where the report has staircases) in `out_dir`."""
     out_dir = Path(out_dir)
-    paths = [plot_history(report["history"], out_dir / "history.png")]
+    paths = [plot_history(report, out_dir / "history.png")]
     if report.get("stairs"):
         steps = {gid: c["step"] for gid, c in (report.get("envelope_check") or {}).items()}
         paths.append(plot_group_stairs(report["stairs"], out_dir / "stairs.png", steps))

@@ -75,9 +75,7 @@ def test_figure_draws_the_panels():
 
 
 def test_write_plots_takes_steps_from_the_report(tmp_path):
-    report = {"history": [{"step": 0, "predicted_us": 10.0, "measured": {}},
-                          {"step": 1, "predicted_us": 8.0, "measured": {}}],
-              "stairs": json.loads(json.dumps(STAIRS)),
+    report = {**_report(with_data=False), "stairs": json.loads(json.dumps(STAIRS)),
               "envelope_check": {"conv2": {"width": 30, "step": 2, "on_envelope": True}}}
     paths = write_plots(tmp_path, report)
     assert [p.name for p in paths] == ["history.png", "stairs.png"]
@@ -91,3 +89,32 @@ def test_write_plots_takes_steps_from_the_report(tmp_path):
 def test_stairs_command_title_names_the_measured_widths(dim, expected):
     base = LayerConfig(Op.CONV, 128, 128, kernel=3, padding=1, input_hw=(14, 14))
     assert stairs_title("onnxruntime", base, dim, list(range(56, 73))) == expected
+
+
+def _report(with_data: bool) -> dict:
+    hist = []
+    for step, sp in enumerate((1.0, 1.4, 2.1)):
+        hist.append({"step": step, "speedup": sp, "predicted_us": 100.0 / (sp * 1.1 if step else 1.0),
+                     "measured": {"median_us": 100.0 / sp, "speedup": sp}, "kind": "measured",
+                     "accuracy": 90.0 - step if with_data else None,
+                     "val_accuracy": 91.0 - step if with_data else None, "emitted": step == 2})
+    return {"model": {"arch": "resnet20"}, "runtime": "onnxruntime (CPUExecutionProvider, 1 thread(s))",
+            "fingerprint_detail": {"device": "Test CPU"}, "precision": "fp32", "batch": 1,
+            "history": hist,
+            "result": {"speedup": 2.04, "target_speedup": 2.0, "tolerance": 0.1, "met_target": True,
+                       "chosen_step": 2, "speedup_kind": "measured, interleaved"}}
+
+
+def test_history_plot_headline_is_the_reports_final_figure(tmp_path):
+    from locp_trt.report import history_plot, plot_history
+
+    d = history_plot(_report(with_data=True))
+    assert d.headline == (2, 2.04) and "2.040x" in d.headline_label  # the report's result, not the loop's 2.1
+    assert d.steps == (0, 1, 2) and all(isinstance(s, int) for s in d.steps)
+    assert d.band == (2.0, pytest.approx(2.2)) and d.target == 2.0
+    assert "resnet20" in d.title and "Test CPU" in d.title and "onnxruntime" in d.title
+    assert d.accuracy and d.val_accuracy
+    assert plot_history(_report(with_data=True), tmp_path / "h.png").stat().st_size > 0
+
+    bare = history_plot(_report(with_data=False))
+    assert bare.accuracy == () and bare.val_accuracy == ()  # no accuracy line without data
