@@ -22,7 +22,11 @@ from .optimize import OptimizeConfig, Optimizer, OptimizeResult
 __all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "match_nodes"]
 
 #: `optimize example` runs this built-in model (weights ship inside the package).
-EXAMPLE = {"arch": "resnet20", "file": "resnet20_synthetic.pt", "data": "synthetic:2048:10"}
+#: Its data set is small (2,048 images), so it fine-tunes for more epochs than the defaults give.
+EXAMPLE = {"arch": "resnet20", "file": "resnet20_synthetic.pt", "data": "synthetic:2048:10",
+           "epochs": 2.0, "final_epochs": 4.0}
+#: Fine-tuning epochs when the user gives none (per step, and once at the end).
+DEFAULT_EPOCHS, DEFAULT_FINAL_EPOCHS = 1.0, 2.0
 
 
 def example_model_path() -> Path:
@@ -55,8 +59,8 @@ class OptimizeJob:
     train_limit: int | None = None  # training images used per epoch (None: all)
     test_limit: int | None = None
     batch_size: int = 128
-    epochs: float = 1.0  # fine-tune epochs after each step
-    final_epochs: float = 2.0
+    epochs: float | None = None  # fine-tune epochs after each step (None: 1, or the example's 2)
+    final_epochs: float | None = None  # once at the end (None: 2, or the example's 4)
     lr: float = 0.01
     val_fraction: float = 0.1  # of the training split held out for decisions (the test split only reports)
     distill: bool = True  # distil from the unpruned model in every fine-tune (when data is given)
@@ -244,8 +248,12 @@ def _data_stage(s: _Session) -> OptimizeConfig:
     s.loaders = make_split_loaders(s.data, s.input_shape, job.batch_size, val_fraction=job.val_fraction,
                                    limit_train=job.train_limit, limit_test=job.test_limit,
                                    seed=method.seed)
-    return replace(method, finetune=_train_config(job, job.epochs, s.loaders.train, method.seed),
-                   final_finetune=_train_config(job, job.final_epochs, s.loaders.train, method.seed + 1000),
+    example = job.model == "example"
+    epochs = job.epochs if job.epochs is not None else (EXAMPLE["epochs"] if example else DEFAULT_EPOCHS)
+    final = (job.final_epochs if job.final_epochs is not None
+             else (EXAMPLE["final_epochs"] if example else DEFAULT_FINAL_EPOCHS))
+    return replace(method, finetune=_train_config(job, epochs, s.loaders.train, method.seed),
+                   final_finetune=_train_config(job, final, s.loaders.train, method.seed + 1000),
                    max_acc_drop=job.max_acc_drop)
 
 

@@ -134,8 +134,10 @@ class Command:
         g = p.add_argument_group("data and fine-tuning")
         g.add_argument("--data", help="mnist:PATH | fashion-mnist[:PATH] | cifar10:PATH | cifar100:PATH | "
                                       "imagefolder:PATH | synthetic[:N[:K]] (none: no fine-tuning)")
-        g.add_argument("--epochs", type=float, default=1.0, help="fine-tune epochs per step (default 1)")
-        g.add_argument("--final-epochs", type=float, default=2.0, help="final fine-tune epochs (default 2)")
+        g.add_argument("--epochs", type=float, default=None,
+                       help="fine-tune epochs per step (default 1; 2 for the built-in example)")
+        g.add_argument("--final-epochs", type=float, default=None,
+                       help="final fine-tune epochs (default 2; 4 for the built-in example)")
         g.add_argument("--lr", type=float, default=0.01)
         g.add_argument("--batch-size", type=int, default=128)
         g.add_argument("--train-limit", type=int, help="use this many training images")
