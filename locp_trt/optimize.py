@@ -44,7 +44,7 @@ import torch.nn as nn
 
 from .config_diff import config_differences
 from .errors import InvalidConfigError, LocpError
-from .graph import ModelGraph, build_graph
+from .graph import ModelGraph, build_graph, count_params
 from .landing import Landing, Probe, land
 from .latency.compare import CompareRule, Comparison, Sampler, Verdict, compare
 from .latency.config import LayerConfig, Precision
@@ -298,7 +298,7 @@ class Optimizer:
             predicted_us=predicted_latency_us(graph0, widths, self.latency_us),
             measured=dict(measured), accuracy=self._accuracy(model),
             val_accuracy=self._accuracy(model, "val"),
-            flops=graph0.flops(widths), params=graph0.params(widths),
+            flops=graph0.flops(widths), params=count_params(model),
             wall_s=round(time.perf_counter() - start, 3), **extra)
 
     def _reseed(self, seed: int) -> None:
