@@ -14,7 +14,7 @@ from typing import Any
 
 from .devices import DeviceProfile
 from .errors import BackendUnavailableError, InvalidConfigError
-from .latency.compare import Comparison, Verdict
+from .latency.compare import Comparison
 from .latency.config import LayerConfig, Precision
 from .latency.timing import BenchConfig
 from .optimize import OptimizeConfig, Optimizer, OptimizeResult
@@ -301,20 +301,9 @@ def _artifact_stage(s: _Session, result: OptimizeResult) -> dict[str, Any]:
 
 
 def _final_stage(s: _Session, result: OptimizeResult) -> Comparison | None:
-    """The emitted model against the unpruned one, interleaved, judged against the target."""
-    if s.optimizer is None or not s.optimizer.measures:
-        return None
-    _log("final check: the emitted model against the unpruned one, timed interleaved")
-    target = result.target_speedup
-    cmp = s.optimizer.compare_to_reference(result.model, threshold=target)
-    if cmp.verdict is Verdict.UNCLEAR and cmp.speedup < target:
-        # Just short, inside the noise: build both models afresh and decide on every round of
-        # both comparisons (a fresh build may run a little faster or slower than the last).
-        _log(f"final: {cmp.describe()}; re-measuring with fresh builds of both models")
-        again = s.optimizer.compare_to_reference(result.model, threshold=target, fresh_reference=True)
-        cmp = cmp.pooled(again)
-    _log(f"final: {cmp.describe()}")
-    return cmp
+    """The loop's final check of the emitted model (interleaved with the unpruned one), or None
+    when every figure is predicted from a lookup table."""
+    return result.confirmation
 
 
 def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Comparison | None) -> dict[str, Any]:
