@@ -471,15 +471,18 @@ class Optimizer:
             history[i] = replace(history[i], measured={**confirmation.summary(), "final_check": True})
             if i + 1 == len(history):  # the emitted step is the last: its checkpoint is this model
                 self._save_state(model, plan, history, target)
-            if confirmation.speedup >= target:
+            if confirmation.verdict is Verdict.MEETS:  # the whole interval at or above the target
                 break
             if hard_stop or chosen.step != history[-1].step or history[-1].step >= steps + cfg.extra_steps:
                 stop_reason = (f"{stop_reason}; the final check measured {confirmation.speedup:.3f}x"
                                if stop_reason else f"the final check measured {confirmation.speedup:.3f}x")
                 break
-            self.log(f"final check {confirmation.describe()}: short of {target:.3g}x, one more step")
+            self.log(f"final check {confirmation.describe()}: not clearly at or above {target:.3g}x, "
+                     "one more step")
             self._current = (model, plan)
         met = chosen.step > 0 and chosen.speedup_over(history[0]) >= target
+        if confirmation is not None:  # measured: met only when the final check clearly says so
+            met = met and confirmation.verdict is Verdict.MEETS
         guard = None
         if cfg.max_acc_drop is not None:
             rejected = [h.step for h in history if h.guard_rejected]
@@ -539,9 +542,9 @@ class Optimizer:
 
     def confirm(self, model: nn.Module, target: float) -> Comparison:
         """The emitted model against the unpruned one, judged against the target; an unclear
-        near miss is measured again with fresh builds of both and decided on every round."""
+        verdict is measured again with fresh builds of both and decided on every round."""
         cmp = self.compare_to_reference(model, threshold=target)
-        if cmp.verdict is Verdict.UNCLEAR and cmp.speedup < target:
+        if cmp.verdict is Verdict.UNCLEAR:
             self.log(f"final check {cmp.describe()}; re-measuring with fresh builds of both models")
             cmp = cmp.pooled(self.compare_to_reference(model, threshold=target, fresh_reference=True))
         self.log(f"final check: {cmp.describe()}")

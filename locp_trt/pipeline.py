@@ -14,7 +14,7 @@ from typing import Any
 
 from .devices import DeviceProfile
 from .errors import BackendUnavailableError, InvalidConfigError
-from .latency.compare import Comparison
+from .latency.compare import Comparison, Verdict
 from .latency.config import LayerConfig, Precision
 from .latency.timing import BenchConfig
 from .optimize import OptimizeConfig, Optimizer, OptimizeResult
@@ -319,9 +319,12 @@ def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Compariso
         speedup, base_us, final_us = result.speedup, result.baseline.predicted_us, result.final.predicted_us
         kind = "predicted from the lookup table"
         extra = {"verdict": "meets" if speedup >= target else "misses"}
-    met = result.chosen_step > 0 and speedup >= target
+    met = result.met_target
     why = ""
-    if not met:
+    if not met and cmp is not None and cmp.verdict is Verdict.UNCLEAR:
+        why = (f"the final check cannot tell {speedup:.3f}x (90% CI {cmp.low:.3f}-{cmp.high:.3f}) from the "
+               f"{target:.3g}x target; the loop stopped because {result.stop_reason}")
+    elif not met:
         why = (f"{speedup:.3f}x {kind} is below the {target:.3g}x target; the loop stopped because "
                f"{result.stop_reason}")
     return {
