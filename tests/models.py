@@ -275,3 +275,15 @@ TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "concat_add": (ConcatAdd, (3, 6, 6)),
     "linear_head": (LinearHead, (3, 6, 6)),
 }
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine params, so pruning mistakes change outputs."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)

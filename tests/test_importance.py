@@ -13,25 +13,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from models import TINY_MODELS  # tests/models.py
+from models import TINY_MODELS, randomise_bn  # tests/models.py
 from torch.utils.data import DataLoader, TensorDataset
 
 from locp_trt.errors import DatasetError, InvalidConfigError
 from locp_trt.graph import build_graph
 from locp_trt.prune.importance import most_important, taylor_scores
 from locp_trt.prune.plan import PruningPlan, apply_plan
-
-
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
 
 
 def conv_gate(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

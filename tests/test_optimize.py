@@ -91,16 +91,22 @@ def _write_staircase_table(configs: Path, table: Path) -> None:
                                  "entries": entries}))
 
 
+def _lenet_and_table(tmp_path: Path) -> tuple[Path, Path]:
+    """Seeded LeNet5 weights and a recorded staircase table for every config it may need."""
+    weights = tmp_path / "lenet.pt"
+    torch.manual_seed(0)
+    torch.save(get_model("lenet5").state_dict(), weights)
+    configs, table = tmp_path / "configs.json", tmp_path / "table.json"
+    assert main(["configs", str(weights), "--arch", "lenet5", "--device", "cpu", "--out", str(configs)]) == 0
+    _write_staircase_table(configs, table)
+    return weights, table
+
+
 def test_killed_run_resumes_to_the_same_plan(tmp_path: Path) -> None:
     """Kill optimize right after its first checkpoint, resume it, and compare with a run that was
     never interrupted. Both decide on one recorded lookup table (profiled once here), so the
     comparison is exact; live timing would make two honest runs differ by noise."""
-    weights = tmp_path / "lenet.pt"
-    torch.manual_seed(0)
-    torch.save(get_model("lenet5").state_dict(), weights)
-    configs, store = tmp_path / "configs.json", tmp_path / "table.json"
-    assert main(["configs", str(weights), "--arch", "lenet5", "--device", "cpu", "--out", str(configs)]) == 0
-    _write_staircase_table(configs, store)
+    weights, store = _lenet_and_table(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
     killed = tmp_path / "killed"
@@ -293,12 +299,7 @@ def test_missed_target_ends_failed_with_its_own_exit_code(tmp_path: Path) -> Non
     ends FAILED with exit 3 and one line saying why; a far one is refused before any pruning."""
     import re
 
-    weights = tmp_path / "lenet.pt"
-    torch.manual_seed(0)
-    torch.save(get_model("lenet5").state_dict(), weights)
-    configs, table = tmp_path / "configs.json", tmp_path / "table.json"
-    assert main(["configs", str(weights), "--arch", "lenet5", "--device", "cpu", "--out", str(configs)]) == 0
-    _write_staircase_table(configs, table)
+    weights, table = _lenet_and_table(tmp_path)
     base = [sys.executable, "-m", "locp_trt", "optimize", str(weights), "--arch", "lenet5", "--device", "cpu",
             "--latency-table", str(table), "--no-store", "--no-progress", "--no-engine",
             "--min-width-ratio", "0.5"]

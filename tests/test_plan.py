@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from models import TINY_MODELS  # tests/models.py
+from models import TINY_MODELS, randomise_bn  # tests/models.py
 
 from locp_trt.errors import InvalidConfigError, ModelLoadError, PlanError
 from locp_trt.graph import build_graph
@@ -26,18 +26,6 @@ from locp_trt.prune import (
 )
 
 ZOO = ["resnet20", "resnet56", "resnet110", "vgg16_bn", "mobilenetv2", "lenet5"]
-
-
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine params, so pruning mistakes change outputs."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
 
 
 @pytest.mark.parametrize("arch", ZOO)
