@@ -339,7 +339,7 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
     configs, table, store_path = profiled
     out = tmp_path / "run"
     assert main(["optimize", str(residual_file), *MODEL_ARGS, "--device", "cpu", "--latency-table", str(table),
-                 "--speedup", "1.6", "--steps", "2", "--extra-steps", "0", "--no-store", "--no-engine",
+                 "--speedup", "1.3", "--steps", "2", "--extra-steps", "0", "--no-store", "--no-engine",
                  "--no-progress", "--out", str(out)]) == 0
     plan_cli = json.loads((out / "plan.json").read_text())["widths"]
 
@@ -347,7 +347,9 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
     store = LatencyStore(store_path)
     with get_runtime("onnxruntime", BenchConfig(iters=5, warmup=1)) as rt:
         meter = LatencyMeter(rt, store, progress=False)
-        cfg = OptimizeConfig(speedup=1.6, steps=2, extra_steps=0, precision=P.FP32, batch=1)
+        # 1.3x: well inside what the live-profiled table allows at the floor even on a loaded
+        # machine (1.6x was refused once there: its floor prediction came out at 1.40x).
+        cfg = OptimizeConfig(speedup=1.3, steps=2, extra_steps=0, precision=P.FP32, batch=1)
         result = Optimizer(model, (3, 24, 24), cfg, latency_us=meter, prepare_model=None,
                            out_dir=tmp_path / "direct", log=lambda _m: None, progress=False).run()
     store.close()
