@@ -300,12 +300,6 @@ def _artifact_stage(s: _Session, result: OptimizeResult) -> dict[str, Any]:
             "engine": engine_note}
 
 
-def _final_stage(s: _Session, result: OptimizeResult) -> Comparison | None:
-    """The loop's final check of the emitted model (interleaved with the unpruned one), or None
-    when every figure is predicted from a lookup table."""
-    return result.confirmation
-
-
 def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Comparison | None) -> dict[str, Any]:
     """The report's one source of truth for the final latency and speedup."""
     target = result.target_speedup
@@ -346,8 +340,8 @@ def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Compariso
 def run_job(job: OptimizeJob) -> dict[str, Any]:
     """Run one optimize job; returns the report dict (also written to `job.out/report.json`).
 
-    Stages: load the model, set up latency measurement, data, the loop, artifacts, the final
-    interleaved comparison, the report.
+    Stages: load the model, set up latency measurement, data, the loop (which ends with the final
+    interleaved check of the emitted model), artifacts, the report.
     """
     from .graph import build_graph
     from .progress import progress_enabled
@@ -363,7 +357,7 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
         method = _data_stage(s)
         result = _loop_stage(s, method)
         artifacts = _artifact_stage(s, result)
-        cmp = _final_stage(s, result)
+        cmp = result.confirmation  # the loop's final check (None: predicted from a table)
         graph0 = build_graph(s.model, s.input_shape, batch=job.batch, precision=job.precision)
         in_model = None
         if s.runtime is not None and s.table is None:

@@ -184,7 +184,7 @@ def test_accuracy_kept_within_one_point_at_1p5x(tmp_path: Path) -> None:
     torch.save(model.state_dict(), weights)
     job = OptimizeJob(model=str(weights), arch="lenet5", out=tmp_path / "run", device="cpu",
                       store=tmp_path / "store.sqlite", data="synthetic:3000:10", batch_size=64,
-                      epochs=1, final_epochs=1, method=OptimizeConfig(speedup=1.5, steps=2),
+                      epochs=2, final_epochs=3, method=OptimizeConfig(speedup=1.5, steps=2),
                       engine=False, progress=False)
     report = run_job(job)
     r = report["result"]
