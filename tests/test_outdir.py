@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from live import assert_honest_end
 from locp_trt.config_diff import config_differences
 from locp_trt.models import get_model
 from locp_trt.optimize import OptimizeConfig
@@ -110,7 +111,7 @@ def test_optimize_force_replaces_a_previous_run(tmp_path):
                            "--extra-steps", "0", "--speedup", "1.2", "--iters", "5", "--warmup", "1",
                            "--max-spread", "10"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_honest_end(proc, run / "report.json")  # live timing: 1.2x may honestly be missed
     assert not (run / "checkpoints" / "step_009.pt").exists()
     assert (run / "notes.txt").read_text() == "the user's own file"
     assert (run / "report.json").is_file() and (run / "pruned.pt").read_bytes() != b"old"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from live import assert_honest_end
 from locp_trt.models import get_model
 from locp_trt.progress import progress_enabled
 from locp_trt.stairs import sweep
@@ -55,7 +56,10 @@ def cli_env(tmp_path_factory):
 def _run(tmp: Path, env: dict, *argv: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "locp_trt", *argv], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    if argv[0] == "optimize":  # live timing: a modest target may honestly be missed (exit 3)
+        assert_honest_end(proc, tmp / argv[argv.index("--out") + 1] / "report.json")
+    else:
+        assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 
 
@@ -83,4 +87,3 @@ def test_piped_optimize_has_no_bars(cli_env):
                 "--data", "synthetic:64:10", "--epochs", "1", "--final-epochs", "1", "--batch-size", "16",
                 "--steps", "1", "--extra-steps", "0", "--speedup", "1.2", *FAST)
     _no_bars(proc)
-    assert "PASSED | locp_trt optimize" in proc.stderr

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from live import assert_honest_end
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,18 +41,10 @@ def test_quick_start_main_job_runs(tmp_path: Path) -> None:
     env = {**os.environ, "LOCP_TRT_STORE": str(tmp_path / "store.sqlite")}
     proc = subprocess.run([sys.executable, *args[1:], "--no-progress"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
-    # 0: the 2x target was met; 3: it was missed (live timing on a shared machine decides which),
-    # and then the run must say so in one line. Anything else is a failure of the tool.
-    assert proc.returncode in (0, 3), proc.stderr[-3000:]
+    # 0: the 2x target was met; 3: it was missed (live timing on a shared machine decides which).
     out = tmp_path / "runs" / "example"
-    report = json.loads((out / "report.json").read_text())
-    result = report["result"]
+    result = assert_honest_end(proc, out / "report.json")
     assert result["speedup_kind"] == "measured, interleaved"
     assert result["speedup"] > 1.0  # wide margin: the pruned example has ~7x fewer FLOPs
-    assert result["met_target"] == (proc.returncode == 0), result
-    missed = [x for x in proc.stderr.splitlines() if x.startswith("missed the target:")]
-    assert len(missed) == (0 if result["met_target"] else 1), proc.stderr[-3000:]
-    status = "PASSED" if proc.returncode == 0 else "FAILED"
-    assert f"{status} | locp_trt optimize" in proc.stderr
     for name in ("pruned.pt", "plan.json", "model.onnx", "history.png", "stairs.png"):
         assert (out / name).is_file(), name
