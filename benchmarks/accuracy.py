@@ -1,0 +1,635 @@
+"""Accuracy at equal *measured* speedup (issue 10): train, prune every method to the same measured
+speedup, fine-tune every variant alike, report test accuracy.
+
+  python benchmarks/accuracy.py run --data fashion-mnist:/usr/share/datasets/fashion-mnist \\
+      --out /tmp/acc --budget-s 300          # on the lent H200: trains on CUDA, times on ORT CPU
+  python benchmarks/accuracy.py report /tmp/acc/results.json --out benchmarks/results/DIR
+
+One `run` does, in one process tree, what a single lease of the GPU allows:
+
+1. **Train** ResNet-56 and MobileNetV2 (CIFAR-style, 1-channel 28x28 input) on the whole training
+   split on the GPU (SGD + cosine, AMP, random crop + flip, the tool's own `fine_tune`). The
+   number of epochs is the most that fits `--train-s`, capped by `--max-epochs`; both are recorded.
+2. **Prune** on the CPU, latency under ONNX Runtime CPU with 1 thread (these small-input networks
+   are compute-bound there), every decision timed interleaved against the unpruned model:
+   * LOCP: this tool's loop (`Optimizer`, no fine-tuning inside it) to 1.5x, 2x and 2.5x; L1
+     importance, and on ResNet-56 also Taylor importance;
+   * Torch-Pruning L1 (global) round_to=1 and round_to=8, uniform L1, the HALP-style knapsack
+     over an exhaustive table: each one's knob searched (`speed_match`) until its measured
+     speedup is within 3% of what LOCP measured at that target.
+   Each variant's speedup is then measured once more, the same way for all (`CompareRule()`).
+3. **Fine-tune** every variant the same way on the GPU: `--ft-epochs` epochs, lr 0.01 cosine,
+   distillation from the unpruned model (alpha 0.7, T 4), AMP; test accuracy before and after.
+
+Jobs run in two process pools (CPU: one ORT thread each; GPU: several trainers sharing the card),
+ResNet-56 first; results.json is rewritten after every job, so a run cut short by its budget
+still returns everything finished. `report` turns results.json into the table and the plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import copy
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `locp_trt` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS = ("resnet56", "mobilenetv2")
+SHAPE = (1, 28, 28)
+TARGETS = (1.5, 2.0, 2.5)
+BASELINES = ("tp_round1", "tp_round8", "uniform_l1", "halp_knapsack")
+LABELS = {"unpruned": "unpruned", "locp": "LOCP (L1)", "locp_taylor": "LOCP (Taylor)",
+          "tp_round1": "Torch-Pruning L1, round_to=1", "tp_round8": "Torch-Pruning L1, round_to=8",
+          "uniform_l1": "uniform L1", "halp_knapsack": "HALP-style knapsack (exhaustive table)"}
+
+
+@dataclass
+class Settings:
+    """What one `run` does; saved in results.json."""
+
+    data: str = "fashion-mnist:/usr/share/datasets/fashion-mnist"
+    out: str = "runs/accuracy"
+    models: tuple[str, ...] = MODELS
+    targets: tuple[float, ...] = TARGETS
+    taylor_models: tuple[str, ...] = ("resnet56",)
+    budget_s: float = 300.0  # wall time of the whole run; nothing new starts that cannot end in it
+    train_s: float = 90.0  # training time per model (epochs fitted to it)
+    max_epochs: int = 40
+    min_epochs: int = 1
+    train_lr: float = 0.1
+    ft_epochs: int = 5
+    ft_lr: float = 0.01
+    distill_alpha: float = 0.7
+    distill_temperature: float = 4.0
+    batch_size: int = 256
+    match_tol: float = 0.03
+    min_width_ratio: float = 0.1
+    cpu_workers: int = 8
+    gpu_workers: int = 6
+    train_limit: int | None = None  # first N training images (quick runs / tests)
+    test_limit: int | None = None
+    max_steps: int | None = None  # batches per epoch at most (quick runs / tests)
+    start: float = field(default_factory=time.time)  # wall clock (s since the epoch) at the start
+
+    def left(self) -> float:
+        return self.budget_s - (time.time() - self.start)
+
+
+# ---- shared per-process state -------------------------------------------------------------------
+_CACHE: dict[str, Any] = {}
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _data(s: Settings, device) -> tuple[Any, Any, Any, Any]:
+    """(train images, train labels, test images, test labels), cached per process and device."""
+    key = f"data:{device}"
+    if key not in _CACHE:
+        from benchmarks.images import load_split
+
+        xtr, ytr = load_split(s.data, SHAPE, train=True)
+        xte, yte = load_split(s.data, SHAPE, train=False)
+        if s.train_limit:
+            xtr, ytr = xtr[:s.train_limit], ytr[:s.train_limit]
+        if s.test_limit:
+            xte, yte = xte[:s.test_limit], yte[:s.test_limit]
+        _CACHE[key] = (xtr.to(device), ytr.to(device), xte.to(device), yte)  # test labels stay on CPU
+    return _CACHE[key]
+
+
+def _loaders(s: Settings, device, seed: int = 0):
+    from benchmarks.images import TensorBatches
+
+    xtr, ytr, xte, yte = _data(s, device)
+    cl = device.type == "cuda"
+    train = TensorBatches(xtr, ytr, s.batch_size, shuffle=True, augment=True, seed=seed, channels_last=cl)
+    test = TensorBatches(xte, yte, 1000, channels_last=cl)
+    return train, test
+
+
+def _weights_path(s: Settings, name: str) -> Path:
+    return Path(s.out) / f"{name}.pt"
+
+
+def _unpruned(s: Settings, name: str):
+    """The trained unpruned model (CPU, eval), cached per process."""
+    key = f"model:{name}"
+    if key not in _CACHE:
+        import torch
+
+        from locp_trt.models import get_model
+
+        model = get_model(name, in_channels=1)
+        model.load_state_dict(torch.load(_weights_path(s, name), map_location="cpu", weights_only=True))
+        _CACHE[key] = model.eval()
+    return _CACHE[key]
+
+
+def _guarded(fn, *args: Any) -> dict[str, Any]:
+    """Run a job; a failure becomes {"error": ...} so one bad job cannot end the run."""
+    t0 = time.time()
+    try:
+        out = fn(*args)
+    except Exception:  # noqa: BLE001 - reported in results.json, the run goes on
+        out = {"error": traceback.format_exc(limit=8)}
+    out["job_s"] = round(time.time() - t0, 2)
+    return out
+
+
+# ---- 1. train -----------------------------------------------------------------------------------
+def train_job(s: Settings, name: str) -> dict[str, Any]:
+    import torch
+
+    from locp_trt.models import get_model
+    from locp_trt.train import TrainConfig, evaluate, fine_tune
+
+    torch.backends.cudnn.benchmark = True
+    device = _device()
+    train, test = _loaders(s, device)
+    torch.manual_seed(0)
+    model = get_model(name, in_channels=1).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    steps = len(train) if s.max_steps is None else min(len(train), s.max_steps)
+    # Fit the epochs to the time given: time a few steps on a copy (after a warm-up for cuDNN).
+    probe = copy.deepcopy(model)
+    quick = TrainConfig(epochs=1, max_steps_per_epoch=5, lr=s.train_lr, amp=True)
+    fine_tune(probe, train, quick, device, progress=False)
+    n_probe = min(steps, 20)
+    t0 = time.perf_counter()
+    fine_tune(probe, train, TrainConfig(epochs=1, max_steps_per_epoch=n_probe, lr=s.train_lr, amp=True),
+              device, progress=False)
+    per_step = (time.perf_counter() - t0) / n_probe
+    del probe
+    epochs = int(max(s.min_epochs, min(s.max_epochs, s.train_s // max(per_step * steps, 1e-6))))
+    cfg = TrainConfig(epochs=epochs, max_steps_per_epoch=s.max_steps, lr=s.train_lr, amp=True,
+                      batch_size=s.batch_size)
+    res = fine_tune(model, train, cfg, device, progress=False, desc=name)
+    acc = evaluate(model, test, device)
+    model = model.to(memory_format=torch.contiguous_format).cpu()
+    torch.save(model.state_dict(), _weights_path(s, name))
+    return {"model": name, "epochs": epochs, "steps": res.steps, "train_s": round(res.seconds, 1),
+            "s_per_step": round(per_step, 5), "epoch_losses": [round(x, 4) for x in res.epoch_losses],
+            "test_accuracy": round(acc, 2), "amp": res.amp, "lr": s.train_lr, "batch_size": s.batch_size,
+            "train_images": len(train.labels), "params": sum(p.numel() for p in model.parameters())}
+
+
+# ---- 2. prune (CPU, ORT 1 thread) ---------------------------------------------------------------
+def _runtimes():
+    if "rts" not in _CACHE:
+        from benchmarks.measure import make_runtimes
+
+        _CACHE["rts"] = make_runtimes("onnxruntime", threads=1)
+    return _CACHE["rts"]
+
+
+def _sampler(model):
+    from locp_trt.latency.config import Precision
+
+    return _runtimes().model.prepare_module(model.eval(), (1, *SHAPE), Precision.FP32)
+
+
+def _base_sampler(s: Settings, name: str):
+    key = f"base_sampler:{name}"
+    if key not in _CACHE:
+        _CACHE[key] = _sampler(_unpruned(s, name))
+    return _CACHE[key]
+
+
+def _speedup(s: Settings, name: str, model, max_rounds: int = 12) -> dict[str, Any]:
+    """The interleaved comparison of `model` against the unpruned model (ORT CPU, 1 thread)."""
+    from locp_trt.latency.compare import CompareRule, compare
+
+    return compare(_base_sampler(s, name), _sampler(model), CompareRule(max_rounds=max_rounds)).summary()
+
+
+def _save_variant(s: Settings, name: str, method: str, target: float, model) -> str:
+    import torch
+
+    path = Path(s.out) / "variants" / f"{name}_{method}_{target:g}x.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.cpu().eval(), path)  # a pickled module: read back only by this benchmark
+    return str(path)
+
+
+def _describe(subject, model) -> dict[str, Any]:
+    from benchmarks.methods import widths_of
+
+    w = widths_of(subject, model)
+    return {"flops": subject.graph.flops(w), "params": subject.graph.params(w), "widths": w}
+
+
+def _subject(s: Settings, name: str):
+    key = f"subject:{name}"
+    if key not in _CACHE:
+        from benchmarks.methods import make_subject
+
+        _CACHE[key] = make_subject(name, _unpruned(s, name), SHAPE)
+    return _CACHE[key]
+
+
+def locp_job(s: Settings, name: str, target: float, importance: str) -> dict[str, Any]:
+    from benchmarks.images import TensorBatches
+    from benchmarks.measure import CountedLatency
+    from locp_trt.data import Loaders
+    from locp_trt.latency.config import Precision
+    from locp_trt.latency.store import LatencyStore
+    from locp_trt.optimize import OptimizeConfig, Optimizer
+    from locp_trt.prune.importance import Importance
+
+    subject = _subject(s, name)
+    imp = Importance(importance)
+    loaders = None
+    if imp is Importance.TAYLOR:  # gradients from 8 training batches of 64, on this CPU
+        xtr, ytr, _, _ = _data(s, _cpu())
+        loaders = Loaders(train=TensorBatches(xtr, ytr, 64, shuffle=True, seed=1), val=None, test=None)
+    cfg = OptimizeConfig(speedup=target, batch=1, precision=Precision.FP32, importance=imp,
+                         min_width_ratio=s.min_width_ratio, finetune=None, final_finetune=None)
+    latency = CountedLatency(_runtimes().layer, LatencyStore(None))
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="acc_locp_") as tmp:
+        opt = Optimizer(subject.model, SHAPE, cfg, latency_us=latency,
+                        prepare_model=lambda m: _sampler(m), out_dir=Path(tmp), arch=name,
+                        loaders=loaders, train_device="cpu", log=lines.append, progress=False)
+        result = opt.run()
+    decision_s = time.perf_counter() - t0
+    model = result.model.eval()
+    method = "locp" if imp is Importance.L1 else "locp_taylor"
+    return {"model": name, "method": method, "target": target, "decision_s": round(decision_s, 1),
+            "loop_met_target": result.met_target, "loop_speedup": round(result.speedup, 4),
+            "layer_latencies": latency.counts(), "loop_log": lines[-4:],
+            "measured": _speedup(s, name, model), **_describe(subject, model),
+            "file": _save_variant(s, name, method, target, model)}
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
+
+
+def _knob_model(s: Settings, name: str, method: str):
+    """knob -> pruned model for a baseline, and a first guess of the knob for a speedup."""
+    from benchmarks.methods import tp_prune, uniform_widths
+    from locp_trt.prune.importance import Importance
+    from locp_trt.prune.plan import PruningPlan, apply_plan
+
+    subject = _subject(s, name)
+    hi = 1.0 - s.min_width_ratio
+    if method in ("tp_round1", "tp_round8"):
+        round_to = 1 if method == "tp_round1" else 8
+        return (lambda k: tp_prune(subject.model, SHAPE, k, round_to, global_pruning=True, max_ratio=hi),
+                lambda t: 1 - t ** -0.5, hi)
+    if method == "uniform_l1":
+        def uniform(k: float):
+            plan = PruningPlan(name, SHAPE, uniform_widths(subject, k))
+            return apply_plan(subject.model, plan, SHAPE, importance=Importance.L1)[0]
+        return uniform, (lambda t: 1 - t ** -0.5), hi
+    if method == "halp_knapsack":
+        return (*_knapsack(s, name), 0.95)
+    raise ValueError(f"unknown baseline {method!r}")
+
+
+def _knapsack(s: Settings, name: str):
+    """knob k -> the knapsack's plan for (1 - k) x the unpruned layer-sum latency (exhaustive table)."""
+    from benchmarks.measure import CountedLatency
+    from locp_trt.graph import build_graph
+    from locp_trt.latency.config import Precision
+    from locp_trt.latency.store import LatencyStore
+    from locp_trt.prune.benefit import SearchMethod, predicted_latency_us, search
+    from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates
+    from locp_trt.prune.importance import Importance
+    from locp_trt.prune.plan import PruningPlan, apply_plan
+
+    subject = _subject(s, name)
+    graph = build_graph(subject.model, SHAPE, batch=1, precision=Precision.FP32)
+    latency = CountedLatency(_runtimes().layer, LatencyStore(None))
+    cands = discover_candidates(graph, {}, latency, method=DiscoveryMethod.SWEEP,
+                                min_width_ratio=s.min_width_ratio, progress=False)
+    base_us = predicted_latency_us(graph, {}, latency)
+    _CACHE[f"knapsack_counts:{name}"] = latency.counts()
+
+    def plan_for(k: float):
+        res = search(graph, {}, cands, subject.scores, latency, (1.0 - k) * base_us,
+                     method=SearchMethod.KNAPSACK, progress=False)
+        plan = PruningPlan(name, SHAPE, {g: w for g, w in res.widths.items() if graph.groups[g].prunable})
+        return apply_plan(subject.model, plan, SHAPE, importance=Importance.L1)[0]
+
+    return plan_for, (lambda t: 1 - 1 / t)
+
+
+def baseline_job(s: Settings, name: str, method: str, target: float, aim: float) -> dict[str, Any]:
+    """`method` pruned until its measured speedup is within `match_tol` of `aim` (LOCP's)."""
+    from benchmarks.speed_match import match_speedup
+
+    subject = _subject(s, name)
+    t0 = time.perf_counter()
+    make, guess, hi = _knob_model(s, name, method)
+    models: dict[float, Any] = {}
+
+    def measure(k: float) -> float:
+        models[k] = make(k)
+        return _speedup(s, name, models[k], max_rounds=8)["speedup"]
+
+    match = match_speedup(measure, aim, guess=guess(aim), hi=hi, tol=s.match_tol)
+    model = models[match.best.knob]
+    out = {"model": name, "method": method, "target": target, "aim": round(aim, 4),
+           "decision_s": round(time.perf_counter() - t0, 1), "match": match.to_json(),
+           "measured": _speedup(s, name, model), **_describe(subject, model),
+           "file": _save_variant(s, name, method, target, model)}
+    if method == "halp_knapsack":
+        out["layer_latencies"] = _CACHE.get(f"knapsack_counts:{name}")
+    return out
+
+
+# ---- 3. fine-tune (GPU) -------------------------------------------------------------------------
+def finetune_job(s: Settings, name: str, file: str) -> dict[str, Any]:
+    import torch
+
+    from locp_trt.train import TrainConfig, evaluate, fine_tune
+
+    torch.backends.cudnn.benchmark = True
+    device = _device()
+    train, test = _loaders(s, device, seed=1)
+    key = f"teacher:{name}:{device}"
+    if key not in _CACHE:
+        teacher = copy.deepcopy(_unpruned(s, name)).to(device)
+        if device.type == "cuda":
+            teacher = teacher.to(memory_format=torch.channels_last)
+        _CACHE[key] = teacher.eval()
+    teacher = _CACHE[key]
+    model = torch.load(file, map_location="cpu", weights_only=False).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    before = evaluate(model, test, device)
+    cfg = TrainConfig(epochs=s.ft_epochs, max_steps_per_epoch=s.max_steps, lr=s.ft_lr, amp=True,
+                      batch_size=s.batch_size, distill_alpha=s.distill_alpha,
+                      distill_temperature=s.distill_temperature)
+    res = fine_tune(model, train, cfg, device, teacher=teacher, progress=False)
+    after = evaluate(model, test, device)
+    return {"file": file, "accuracy_before_ft": round(before, 2), "accuracy": round(after, 2),
+            "ft_s": round(res.seconds, 1), "ft_steps": res.steps, "distilled": res.distilled}
+
+
+# ---- orchestration ------------------------------------------------------------------------------
+def _machine() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    info = {"host": platform.node(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    try:
+        import torch_pruning
+
+        info["torch_pruning"] = torch_pruning.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(s: Settings) -> dict[str, Any]:
+    """Train, prune and fine-tune everything that fits the budget; returns (and keeps writing)
+    results.json under `s.out`."""
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"settings": asdict(s), "machine": _machine(), "command": sys.argv,
+                               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "train": {},
+                               "variants": [], "errors": [], "events": []}
+    path = out / "results.json"
+
+    def save() -> None:
+        results["elapsed_s"] = round(time.time() - s.start, 1)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+        tmp.replace(path)
+
+    def event(msg: str) -> None:
+        line = f"[{time.time() - s.start:6.1f}s] {msg}"
+        print(line, flush=True)
+        results["events"].append(line)
+
+    ctx = mp.get_context("spawn")
+    gpu = cf.ProcessPoolExecutor(s.gpu_workers, mp_context=ctx, initializer=_worker_init)
+    cpu = cf.ProcessPoolExecutor(s.cpu_workers, mp_context=ctx, initializer=_worker_init)
+    pending: dict[cf.Future, tuple] = {}
+    variants: dict[tuple[str, str, float], dict[str, Any]] = {}
+    ft_cost: dict[str, float] = {}  # model -> seconds of one fine-tune (estimate)
+
+    def submit(pool, kind: str, fn, *args: Any) -> None:
+        pending[pool.submit(_guarded, fn, s, *args)] = (kind, *args)
+
+    for name in s.models:
+        submit(gpu, "train", train_job, name)
+    try:
+        while pending:
+            done, _ = cf.wait(list(pending), timeout=max(1.0, s.left()), return_when=cf.FIRST_COMPLETED)
+            if not done:
+                event("budget spent: stopping with the jobs still running")
+                break
+            for fut in done:
+                kind, *args = pending.pop(fut)
+                res = fut.result()
+                if "error" in res:
+                    results["errors"].append({"job": [kind, *map(str, args)], "error": res["error"]})
+                    event(f"{kind} {args} failed: {res['error'].strip().splitlines()[-1]}")
+                    continue
+                if kind == "train":
+                    name = args[0]
+                    results["train"][name] = res
+                    event(f"trained {name}: {res['epochs']} epochs, {res['test_accuracy']}% in {res['train_s']} s")
+                    for t in s.targets:
+                        submit(cpu, "locp", locp_job, name, t, "l1")
+                    if name in s.taylor_models:
+                        for t in s.targets:
+                            submit(cpu, "locp", locp_job, name, t, "taylor")
+                elif kind in ("locp", "baseline"):
+                    key = (res["model"], res["method"], res["target"])
+                    variants[key] = res
+                    results["variants"].append(res)
+                    m = res["measured"]
+                    event(f"pruned {key}: {m['speedup']:.3f}x measured, {res['flops'] / 1e6:.1f} MFLOPs, "
+                          f"{res['decision_s']} s")
+                    if res["method"] == "locp":
+                        for b in BASELINES:
+                            submit(cpu, "baseline", baseline_job, res["model"], b, res["target"], m["speedup"])
+                    cost = ft_cost.get(res["model"], 0.0)
+                    if s.left() > cost * 1.2:
+                        submit(gpu, "finetune", finetune_job, res["model"], res["file"])
+                    else:
+                        event(f"no time left to fine-tune {key}")
+                elif kind == "finetune":
+                    for v in results["variants"]:
+                        if v["file"] == res["file"]:
+                            v.update(res)
+                            name = v["model"]
+                            ft_cost[name] = max(ft_cost.get(name, 0.0), res["job_s"])
+                            event(f"fine-tuned {name} {v['method']} {v['target']}x: "
+                                  f"{res['accuracy_before_ft']} -> {res['accuracy']}%")
+                save()
+    finally:
+        save()
+        for pool in (gpu, cpu):
+            # Jobs still running when the budget ends are killed: waiting for them would outlast
+            # the lease, and what they would add is not worth losing what is already written.
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+    return results
+
+
+# ---- report -------------------------------------------------------------------------------------
+def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, target, method), unpruned first per model, fine-tuned accuracy."""
+    rows = []
+    for name, tr in results["train"].items():
+        rows.append({"model": name, "target": None, "method": "unpruned", "speedup": 1.0,
+                     "low": 1.0, "high": 1.0, "mflops": None, "accuracy": tr["test_accuracy"],
+                     "before": None, "drop": 0.0})
+        base_acc = tr["test_accuracy"]
+        order = ["locp", "locp_taylor", *BASELINES]
+        for t in results["settings"]["targets"]:
+            for method in order:
+                for v in results["variants"]:
+                    if v["model"] == name and v["target"] == t and v["method"] == method:
+                        m = v["measured"]
+                        acc = v.get("accuracy")
+                        rows.append({"model": name, "target": t, "method": method, "speedup": m["speedup"],
+                                     "low": m["speedup_low"], "high": m["speedup_high"], "mflops": v["flops"] / 1e6,
+                                     "accuracy": acc, "before": v.get("accuracy_before_ft"),
+                                     "drop": None if acc is None else round(acc - base_acc, 2),
+                                     "match": v.get("match")})
+    return rows
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    lines = ["| model | target | method | measured speedup (90% CI) | MFLOPs | test acc. before FT | "
+             "test acc. after FT | vs unpruned |", "|---|---|---|---|---|---|---|---|"]
+    for r in table_rows(results):
+        tgt = "-" if r["target"] is None else f"{r['target']:g}x"
+        ci = "" if r["method"] == "unpruned" else f" ({r['low']:.2f}-{r['high']:.2f})"
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}%"
+        before = "-" if r["before"] is None else f"{r['before']:.2f}%"
+        drop = "-" if r["drop"] is None else f"{r['drop']:+.2f}"
+        mf = "-" if r["mflops"] is None else f"{r['mflops']:.1f}"
+        lines.append(f"| {r['model']} | {tgt} | {LABELS[r['method']]} | {r['speedup']:.3f}x{ci} | {mf} | "
+                     f"{before} | {acc} | {drop} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Accuracy after fine-tuning against measured speedup, one line per method, a panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table_rows(results)
+    names = list(results["train"])
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        base = next(r for r in rows if r["model"] == name and r["method"] == "unpruned")
+        ax.axhline(base["accuracy"], color="grey", ls="--", lw=1, label=f"unpruned {base['accuracy']:.2f}%")
+        for method in ["locp", "locp_taylor", *BASELINES]:
+            pts = sorted((r["speedup"], r["accuracy"]) for r in rows
+                         if r["model"] == name and r["method"] == method and r["accuracy"] is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", lw=2 if method.startswith("locp") else 1,
+                        label=LABELS[method])
+        ax.set_title(f"{name}, Fashion-MNIST (ORT CPU, 1 thread)")
+        ax.set_xlabel("measured speedup over unpruned (x)")
+        ax.set_ylabel("test accuracy after fine-tuning (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(results_path: Path, out: Path) -> None:
+    results = json.loads(results_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(markdown_table(results) + "\n")
+    plot(results, out / "accuracy_vs_speedup.png")
+    print(markdown_table(results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train, prune and fine-tune within a time budget")
+    defaults = Settings()
+    for f in ("data", "out"):
+        r.add_argument(f"--{f}", default=getattr(defaults, f))
+    r.add_argument("--models", nargs="+", default=list(MODELS))
+    r.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
+    r.add_argument("--taylor-models", nargs="*", default=["resnet56"])
+    for f in ("budget_s", "train_s", "train_lr", "ft_lr", "distill_alpha", "distill_temperature", "match_tol"):
+        r.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(defaults, f))
+    for f in ("max_epochs", "min_epochs", "ft_epochs", "batch_size", "cpu_workers", "gpu_workers"):
+        r.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(defaults, f))
+    for f in ("train_limit", "test_limit", "max_steps"):
+        r.add_argument("--" + f.replace("_", "-"), type=int, default=None)
+    rep = sub.add_parser("report", help="table.md and accuracy_vs_speedup.png from results.json")
+    rep.add_argument("results", type=Path)
+    rep.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    if a.cmd == "report":
+        report(a.results, a.out)
+        return 0
+    s = Settings(data=a.data, out=a.out, models=tuple(a.models), targets=tuple(a.targets),
+                 taylor_models=tuple(a.taylor_models), budget_s=a.budget_s, train_s=a.train_s,
+                 max_epochs=a.max_epochs, min_epochs=a.min_epochs, train_lr=a.train_lr,
+                 ft_epochs=a.ft_epochs, ft_lr=a.ft_lr, distill_alpha=a.distill_alpha,
+                 distill_temperature=a.distill_temperature, batch_size=a.batch_size,
+                 match_tol=a.match_tol, cpu_workers=a.cpu_workers, gpu_workers=a.gpu_workers,
+                 train_limit=a.train_limit, test_limit=a.test_limit, max_steps=a.max_steps)
+    results = run(s)
+    done = sum(1 for v in results["variants"] if "accuracy" in v)
+    print(f"{len(results['variants'])} variants pruned, {done} fine-tuned, {len(results['errors'])} errors, "
+          f"{results['elapsed_s']} s")
+    return 0 if not results["errors"] else 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # no interpreter-exit join of pool threads whose workers were killed

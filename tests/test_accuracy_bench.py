@@ -1,0 +1,98 @@
+"""benchmarks/accuracy.py and its parts: speed matching on measured speedups, in-memory batches,
+the report. The GPU run itself is not part of CI; its pieces are, on made-up measurements."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.accuracy import markdown_table, plot, table_rows  # noqa: E402
+from benchmarks.images import TensorBatches  # noqa: E402
+from benchmarks.speed_match import match_speedup  # noqa: E402
+
+CURVES = {
+    "smooth": lambda k: 1 / (1 - k) ** 1.7,
+    # odd widths slower than the unpruned model first, then faster (round_to=1 on the stairs)
+    "dip_then_rise": lambda k: 0.9 + 3 * max(0.0, k - 0.5) if k < 0.85 else 2.2,
+    # faster up to a point, then slower again (groups left whole under their floor)
+    "narrow_peak": lambda k: 1 + 1.7 * k if k <= 0.7 else max(1.0, 2.19 - 3 * (k - 0.7)),
+    "stairs": lambda k: 1 + 3 * math.floor(k * 10) / 10,
+}
+
+
+@pytest.mark.parametrize("name", CURVES)
+def test_match_speedup_lands_within_tolerance(name):
+    calls = []
+
+    def measure(k):
+        calls.append(k)
+        return CURVES[name](k)
+
+    m = match_speedup(measure, 2.15, guess=0.32, hi=0.9, tol=0.03)
+    assert m.within_tol, m
+    assert abs(m.best.speedup / 2.15 - 1) <= 0.03
+    assert len(calls) == len(set(calls)) == len(m.probes) <= 14
+    assert all(0 < k <= 0.9 for k in calls)
+
+
+def test_match_speedup_prefers_the_least_pruning_and_says_when_out_of_reach():
+    # two separate knob ranges reach 2x; the smaller knob prunes less and is chosen
+    two = lambda k: 2.0 if 0.3 <= k < 0.35 or k >= 0.8 else 1.2  # noqa: E731
+    m = match_speedup(two, 2.0, guess=0.1, hi=0.9, tol=0.03, grid=18)
+    assert m.within_tol and m.best.knob < 0.35
+    never = match_speedup(lambda k: 1 + 0.3 * k, 2.5, guess=0.2, hi=0.9)
+    assert not never.within_tol and never.best.knob == pytest.approx(0.9)
+    assert never.to_json()["rel_error"] < -0.4
+    with pytest.raises(ValueError, match="target speedup"):
+        match_speedup(lambda k: 2.0, 1.0, guess=0.1, hi=0.9)
+
+
+def test_tensor_batches_cover_every_image_once_and_augment_in_place():
+    x = torch.arange(10 * 1 * 4 * 4, dtype=torch.float32).reshape(10, 1, 4, 4)
+    y = torch.arange(10)
+    seen = torch.cat([yb for _, yb in TensorBatches(x, y, 4, shuffle=True)])
+    assert sorted(seen.tolist()) == list(range(10)) and len(TensorBatches(x, y, 4)) == 3
+    # no padding: every augmented image is the image or its mirror
+    for xb, yb in TensorBatches(x, y, 5, augment=True, pad=0, shuffle=True):
+        for img, label in zip(xb, yb):
+            assert torch.equal(img, x[label]) or torch.equal(img, x[label].flip(-1))
+    # padding 1: a shifted crop keeps the size and contains only the image's pixels or zeros
+    xb, yb = next(iter(TensorBatches(x, y, 10, augment=True, pad=1, seed=3)))
+    assert xb.shape == x.shape
+    for img, label in zip(xb, yb):
+        assert set(img.unique().tolist()) <= set(x[label].unique().tolist()) | {0.0}
+    with pytest.raises(ValueError):
+        TensorBatches(x, y[:3], 4)
+
+
+def _results() -> dict:
+    def variant(method, target, speedup, acc):
+        return {"model": "resnet56", "method": method, "target": target, "flops": 50e6,
+                "measured": {"speedup": speedup, "speedup_low": speedup * 0.98, "speedup_high": speedup * 1.02},
+                "accuracy_before_ft": acc - 10, "accuracy": acc}
+    return {"settings": {"targets": [2.0]},
+            "train": {"resnet56": {"test_accuracy": 94.5}},
+            "variants": [variant("tp_round8", 2.0, 2.01, 92.9), variant("locp", 2.0, 2.05, 94.1),
+                         {**variant("uniform_l1", 2.0, 1.98, 0.0), "accuracy": None}]}
+
+
+def test_report_table_and_plot(tmp_path):
+    res = _results()
+    rows = table_rows(res)
+    assert [r["method"] for r in rows] == ["unpruned", "locp", "tp_round8", "uniform_l1"]
+    assert rows[1]["drop"] == pytest.approx(-0.4) and rows[3]["drop"] is None
+    md = markdown_table(res)
+    assert "| resnet56 | 2x | LOCP (L1) | 2.050x (2.01-2.09) | 50.0 | 84.10% | 94.10% | -0.40 |" in md
+    assert "| resnet56 | 2x | uniform L1 | 1.980x" in md and md.count("\n") == len(rows) + 1
+    plot(res, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    json.dumps(rows)  # the rows are JSON-able as they are written
