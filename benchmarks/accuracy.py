@@ -52,6 +52,8 @@ SHAPE = (1, 28, 28)
 TARGETS = (1.5, 2.0, 2.5)
 BASELINES = ("tp_round1", "tp_round8", "uniform_l1", "halp_knapsack")
 LABELS = {"unpruned": "unpruned", "locp": "LOCP (L1)", "locp_taylor": "LOCP (Taylor)",
+          "locp_unweighted": "LOCP (L1, groups unweighted)",
+          "locp_taylor_unweighted": "LOCP (Taylor, groups unweighted)",
           "tp_round1": "Torch-Pruning L1, round_to=1", "tp_round8": "Torch-Pruning L1, round_to=8",
           "uniform_l1": "uniform L1", "halp_knapsack": "HALP-style knapsack (exhaustive table)"}
 
@@ -83,6 +85,7 @@ class Settings:
     train_limit: int | None = None  # first N training images (quick runs / tests)
     test_limit: int | None = None
     max_steps: int | None = None  # batches per epoch at most (quick runs / tests)
+    weigh_groups: bool = True  # LOCP's default: group importance weighed by channel reach
     start: float = field(default_factory=time.time)  # wall clock (s since the epoch) at the start
 
     def left(self) -> float:
@@ -253,7 +256,7 @@ def _subject(s: Settings, name: str):
     return _CACHE[key]
 
 
-def locp_job(s: Settings, name: str, target: float, importance: str) -> dict[str, Any]:
+def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool = True) -> dict[str, Any]:
     from benchmarks.images import TensorBatches
     from benchmarks.measure import CountedLatency
     from locp_trt.data import Loaders
@@ -269,7 +272,8 @@ def locp_job(s: Settings, name: str, target: float, importance: str) -> dict[str
         xtr, ytr, _, _ = _data(s, _cpu())
         loaders = Loaders(train=TensorBatches(xtr, ytr, 64, shuffle=True, seed=1), val=None, test=None)
     cfg = OptimizeConfig(speedup=target, batch=1, precision=Precision.FP32, importance=imp,
-                         min_width_ratio=s.min_width_ratio, finetune=None, final_finetune=None)
+                         weigh_groups=weigh, min_width_ratio=s.min_width_ratio, finetune=None,
+                         final_finetune=None)
     latency = CountedLatency(_runtimes().layer, LatencyStore(None))
     lines: list[str] = []
     t0 = time.perf_counter()
@@ -280,7 +284,7 @@ def locp_job(s: Settings, name: str, target: float, importance: str) -> dict[str
         result = opt.run()
     decision_s = time.perf_counter() - t0
     model = result.model.eval()
-    method = "locp" if imp is Importance.L1 else "locp_taylor"
+    method = ("locp" if imp is Importance.L1 else "locp_taylor") + ("" if weigh else "_unweighted")
     return {"model": name, "method": method, "target": target, "decision_s": round(decision_s, 1),
             "loop_met_target": result.met_target, "loop_speedup": round(result.speedup, 4),
             "layer_latencies": latency.counts(), "loop_log": lines[-4:],
@@ -324,7 +328,7 @@ def _knapsack(s: Settings, name: str):
     from locp_trt.latency.store import LatencyStore
     from locp_trt.prune.benefit import SearchMethod, predicted_latency_us, search
     from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates
-    from locp_trt.prune.importance import Importance
+    from locp_trt.prune.importance import Importance, weigh_by_reach
     from locp_trt.prune.plan import PruningPlan, apply_plan
 
     subject = _subject(s, name)
@@ -333,10 +337,11 @@ def _knapsack(s: Settings, name: str):
     cands = discover_candidates(graph, {}, latency, method=DiscoveryMethod.SWEEP,
                                 min_width_ratio=s.min_width_ratio, progress=False)
     base_us = predicted_latency_us(graph, {}, latency)
+    scores = weigh_by_reach(subject.scores, graph)  # the same scores LOCP decides on
     _CACHE[f"knapsack_counts:{name}"] = latency.counts()
 
     def plan_for(k: float):
-        res = search(graph, {}, cands, subject.scores, latency, (1.0 - k) * base_us,
+        res = search(graph, {}, cands, scores, latency, (1.0 - k) * base_us,
                      method=SearchMethod.KNAPSACK, progress=False)
         plan = PruningPlan(name, SHAPE, {g: w for g, w in res.widths.items() if graph.groups[g].prunable})
         return apply_plan(subject.model, plan, SHAPE, importance=Importance.L1)[0]
@@ -517,7 +522,92 @@ def run(s: Settings) -> dict[str, Any]:
     return results
 
 
+# ---- proxy: accuracy after BatchNorm recalibration, on the CPU ----------------------------------
+def bn_recalibrated_accuracy(model, train, test, batches: int = 40) -> float:
+    """Test accuracy after re-estimating every BatchNorm's statistics on `batches` training
+    batches (no gradient step): the adaptive-BN proxy of how well a pruned network can recover
+    (Li et al., EagleEye, ECCV 2020), cheap enough for a CPU."""
+    import torch
+
+    from locp_trt.train import evaluate
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+    model.train()
+    with torch.no_grad():
+        for i, (x, _) in enumerate(train):
+            if i >= batches:
+                break
+            model(x)
+    model.eval()
+    return evaluate(model, test, "cpu")
+
+
+def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
+    """Prune on this machine's CPU (ORT, 1 thread) from trained weights in `s.out`, and score every
+    variant by `bn_recalibrated_accuracy`; sequential, one process. Baselines match the measured
+    speedup of `locp` (group-weighted L1)."""
+    import torch
+
+    from benchmarks.images import TensorBatches
+    from locp_trt.train import evaluate
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+    out = Path(s.out)
+    results: dict[str, Any] = {"settings": asdict(s), "machine": _machine(), "command": sys.argv,
+                               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                               "accuracy_kind": "after BatchNorm recalibration on 40 training batches, "
+                                                "no fine-tuning", "train": {}, "variants": [], "errors": []}
+    xtr, ytr, xte, yte = _data(s, _cpu())
+    test = TensorBatches(xte, yte, 1000)
+
+    def score(res: dict[str, Any]) -> None:
+        model = torch.load(res["file"], map_location="cpu", weights_only=False)
+        train = TensorBatches(xtr, ytr, 128, shuffle=True, seed=2)
+        torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+        res["accuracy"] = round(bn_recalibrated_accuracy(model, train, test), 2)
+        results["variants"].append(res)
+        (out / "proxy_results.json").write_text(json.dumps(results, indent=1) + "\n")
+        print(f"{res['model']} {res['method']} {res['target']}x: {res['measured']['speedup']:.3f}x, "
+              f"{res['flops'] / 1e6:.1f} MFLOPs, {res['accuracy']}%", flush=True)
+
+    for name in s.models:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+        results["train"][name] = {"test_accuracy": round(evaluate(_unpruned(s, name), test, "cpu"), 2)}
+        for t in s.targets:
+            torch.set_num_threads(1)
+            lead = locp_job(s, name, t, "l1", True)
+            score(lead)
+            aim = lead["measured"]["speedup"]
+            for m in methods:
+                torch.set_num_threads(1)
+                if m == "locp":
+                    continue
+                if m.startswith("locp"):
+                    res = locp_job(s, name, t, "taylor" if "taylor" in m else "l1", not m.endswith("unweighted"))
+                else:
+                    res = baseline_job(s, name, m, t, aim)
+                score(res)
+    return results
+
+
 # ---- report -------------------------------------------------------------------------------------
+METHOD_ORDER = ["locp", "locp_taylor", "locp_unweighted", "locp_taylor_unweighted", *BASELINES]
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """results.json of `run` or `proxy`. Runs made before group weighing existed (no
+    `weigh_groups` in their settings) decided LOCP unweighted: their methods are renamed so."""
+    results = json.loads(Path(path).read_text())
+    if "weigh_groups" not in results["settings"]:
+        for v in results["variants"]:
+            if v["method"] in ("locp", "locp_taylor"):
+                v["method"] += "_unweighted"
+    return results
+
+
 def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (model, target, method), unpruned first per model, fine-tuned accuracy."""
     rows = []
@@ -526,7 +616,7 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                      "low": 1.0, "high": 1.0, "mflops": None, "accuracy": tr["test_accuracy"],
                      "before": None, "drop": 0.0})
         base_acc = tr["test_accuracy"]
-        order = ["locp", "locp_taylor", *BASELINES]
+        order = METHOD_ORDER
         for t in results["settings"]["targets"]:
             for method in order:
                 for v in results["variants"]:
@@ -541,9 +631,14 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _accuracy_label(results: dict[str, Any]) -> str:
+    kind = results.get("accuracy_kind")
+    return f"test acc. ({kind})" if kind else "test acc. after FT"
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     lines = ["| model | target | method | measured speedup (90% CI) | MFLOPs | test acc. before FT | "
-             "test acc. after FT | vs unpruned |", "|---|---|---|---|---|---|---|---|"]
+             f"{_accuracy_label(results)} | vs unpruned |", "|---|---|---|---|---|---|---|---|"]
     for r in table_rows(results):
         tgt = "-" if r["target"] is None else f"{r['target']:g}x"
         ci = "" if r["method"] == "unpruned" else f" ({r['low']:.2f}-{r['high']:.2f})"
@@ -564,12 +659,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = table_rows(results)
-    names = list(results["train"])
+    names = [n for n in results["train"]
+             if any(r["model"] == n and r["method"] != "unpruned" and r["accuracy"] is not None for r in rows)]
+    names = names or list(results["train"])[:1]
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
     for ax, name in zip(axes[0], names):
         base = next(r for r in rows if r["model"] == name and r["method"] == "unpruned")
         ax.axhline(base["accuracy"], color="grey", ls="--", lw=1, label=f"unpruned {base['accuracy']:.2f}%")
-        for method in ["locp", "locp_taylor", *BASELINES]:
+        for method in METHOD_ORDER:
             pts = sorted((r["speedup"], r["accuracy"]) for r in rows
                          if r["model"] == name and r["method"] == method and r["accuracy"] is not None)
             if pts:
@@ -577,7 +674,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                         label=LABELS[method])
         ax.set_title(f"{name}, Fashion-MNIST (ORT CPU, 1 thread)")
         ax.set_xlabel("measured speedup over unpruned (x)")
-        ax.set_ylabel("test accuracy after fine-tuning (%)")
+        ax.set_ylabel(_accuracy_label(results).replace("test acc.", "test accuracy") + " (%)", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -586,7 +683,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def report(results_path: Path, out: Path) -> None:
-    results = json.loads(results_path.read_text())
+    results = load_results(results_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(markdown_table(results) + "\n")
     plot(results, out / "accuracy_vs_speedup.png")
@@ -609,12 +706,24 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(defaults, f))
     for f in ("train_limit", "test_limit", "max_steps"):
         r.add_argument("--" + f.replace("_", "-"), type=int, default=None)
+    px = sub.add_parser("proxy", help="prune here (CPU) from trained weights in --out, score each "
+                                      "variant by accuracy after BatchNorm recalibration")
+    px.add_argument("--data", default=defaults.data)
+    px.add_argument("--out", required=True, help="folder holding MODEL.pt (trained weights)")
+    px.add_argument("--work", default=defaults.work)
+    px.add_argument("--models", nargs="+", default=["resnet56"])
+    px.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
+    px.add_argument("--methods", nargs="+", default=["locp", "locp_unweighted", *BASELINES])
     rep = sub.add_parser("report", help="table.md and accuracy_vs_speedup.png from results.json")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     if a.cmd == "report":
         report(a.results, a.out)
+        return 0
+    if a.cmd == "proxy":
+        proxy(Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets)),
+              tuple(a.methods))
         return 0
     s = Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets),
                  taylor_models=tuple(a.taylor_models), budget_s=a.budget_s, train_s=a.train_s,

@@ -51,7 +51,7 @@ from .latency.config import LayerConfig, Precision
 from .latency.timing import Timing
 from .prune.benefit import Candidate, assess, greedy_steps, predicted_latency_us
 from .prune.candidates import DiscoveryMethod, discover_candidates, group_floor
-from .prune.importance import Importance, group_importance, most_important, taylor_scores
+from .prune.importance import Importance, group_importance, most_important, taylor_scores, weigh_by_reach
 from .prune.plan import PruningPlan, apply_plan, save_pruned
 from .train import TrainConfig, evaluate, fine_tune
 
@@ -83,6 +83,7 @@ class OptimizeConfig:
     # ---- method
     discovery: DiscoveryMethod = DiscoveryMethod.THREE_POINT
     importance: Importance = Importance.L1
+    weigh_groups: bool = True  # scale each group's importance by its reach (layers it touches)
     min_width_ratio: float = 0.1  # never below this fraction of a group's original width
     # ---- what is measured, and how decisions are taken
     batch: int = 1
@@ -590,6 +591,8 @@ class Optimizer:
                                    groups=list(cands))
         else:
             scores = {g: group_importance(model, graph, g, cfg.importance) for g in cands}
+        if cfg.weigh_groups:
+            scores = weigh_by_reach(scores, graph)
         path: list[Candidate] = _exhaust(greedy_steps(graph, current, cands, scores,
                                                       self.latency_us, 1e-9))
         return cands, scores, _one_notch_at_a_time(graph, current, path, cands, scores, self.latency_us)

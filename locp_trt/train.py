@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -259,7 +260,13 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, devi
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                sched.step()
+                with warnings.catch_warnings():
+                    # With AMP the scaler skips the optimiser step while it calibrates its scale
+                    # (inf gradients at the first steps); torch then warns that the schedule ran
+                    # ahead. The schedule is per step and skipping one is intended: no warning.
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step",
+                                            category=UserWarning)
+                    sched.step()
                 steps += 1
                 running += float(loss.detach()) * len(targets)
                 count += len(targets)

@@ -194,3 +194,52 @@ def test_input_gates_of_every_reader_kind(layer):
     layer.zero_grad()
     (layer(x * gate) ** 2).sum().backward()
     torch.testing.assert_close(_input_gates(layer), z.grad)
+
+
+# ---- weighing groups against each other (issue 10: the trunk was cut first) ---------------------
+def test_reach_counts_the_layers_a_group_touches_and_keeps_rankings():
+    from locp_trt.models import get_model
+    from locp_trt.prune.importance import Importance, channel_reach, group_importance, weigh_by_reach
+
+    torch.manual_seed(0)
+    model = get_model("resnet20")
+    graph = build_graph(model, (3, 16, 16))
+    ids = [g.id for g in graph.prunable()]
+    reach = channel_reach(graph, ids)
+    trunk, inner = "layer3.0.conv2", "layer3.1.conv1"  # stage-3 residual trunk vs one block's conv
+    assert reach[inner] == 2 and reach[trunk] >= 3 * 2  # every block of the stage reads the trunk
+    scores = {g: group_importance(model, graph, g, Importance.L1) for g in ids}
+    weighed = weigh_by_reach(scores, graph)
+    assert np.mean([weighed[g].sum() for g in ids]) == pytest.approx(1.0)
+    assert weighed[trunk].sum() / weighed[inner].sum() == pytest.approx(reach[trunk] / reach[inner])
+    for g in ids:  # a group's own ranking is unchanged: the same channels are kept
+        assert list(np.argsort(weighed[g], kind="stable")) == list(np.argsort(scores[g], kind="stable"))
+
+
+def test_weighed_search_keeps_residual_trunks_wider():
+    """A latency-greedy search with per-group fractions cuts the trunks (each saves the time of
+    every layer it touches) before anything else; weighed by reach it leaves them wider."""
+    from locp_trt.latency.config import LayerConfig
+    from locp_trt.models import get_model
+    from locp_trt.prune.benefit import predicted_latency_us, search
+    from locp_trt.prune.candidates import discover_candidates
+    from locp_trt.prune.importance import Importance, group_importance, weigh_by_reach
+
+    torch.manual_seed(0)
+    model = get_model("resnet20")
+    graph = build_graph(model, (3, 16, 16))
+
+    def flops_us(cfg: LayerConfig) -> float:  # compute-bound stand-in: time follows FLOPs
+        return cfg.flops / 1e6
+
+    cands = discover_candidates(graph, {}, flops_us, progress=False)
+    scores = {g: group_importance(model, graph, g, Importance.L1) for g in cands}
+    target = 0.5 * predicted_latency_us(graph, {}, flops_us)
+    plain = search(graph, {}, cands, scores, flops_us, target)
+    weighed = search(graph, {}, cands, weigh_by_reach(scores, graph), flops_us, target)
+    assert plain.met_target and weighed.met_target
+    trunks = [g.id for g in graph.prunable() if len(graph.touched_layers(g.id)) > 2]
+    assert trunks
+    kept = lambda res: sum(res.widths.get(t, graph.groups[t].width) / graph.groups[t].width  # noqa: E731
+                           for t in trunks) / len(trunks)
+    assert kept(weighed) > kept(plain) + 0.2, (kept(weighed), kept(plain))

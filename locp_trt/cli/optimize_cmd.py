@@ -128,6 +128,11 @@ class Command:
                        help="how channels are ranked: l1 (default) / l2 weight magnitude, bn_scale "
                             "|gamma|, or taylor: first-order Taylor estimate of the loss change "
                             "(Molchanov 2019, as in HALP) averaged over training batches; needs --data")
+        g.add_argument("--group-weights", choices=["reach", "none"], default="reach",
+                       help="how groups are weighed against each other: reach (default) scales each "
+                            "group's importance by the number of layers its channels reach, so a "
+                            "residual trunk read by every block is not cut first; none compares "
+                            "groups by the fraction of their own importance lost")
         g.add_argument("--min-width-ratio", type=float, default=0.1,
                        help="never prune a group below this fraction of its width (default 0.1)")
         g.add_argument("--seed", type=int, default=0)
@@ -184,7 +189,8 @@ class Command:
         method = OptimizeConfig(
             speedup=speedup, target_latency_ms=args.target_latency_ms, tolerance=args.tolerance,
             steps=args.steps, extra_steps=args.extra_steps, discovery=DiscoveryMethod(args.discovery),
-            importance=Importance(args.importance), min_width_ratio=args.min_width_ratio,
+            importance=Importance(args.importance), weigh_groups=args.group_weights == "reach",
+            min_width_ratio=args.min_width_ratio,
             seed=args.seed, compare=compare_rule_from(args))
         job = OptimizeJob(
             model=args.model, out=args.out, arch=args.arch, trust_pickle=args.trust_pickle,
