@@ -51,6 +51,12 @@ def test_options_reach_the_job(monkeypatch, tmp_path):
     assert job.method.importance.value == "taylor"
 
 
+def test_groups_are_weighed_unless_asked_not_to(monkeypatch, tmp_path):
+    assert job_for(monkeypatch, tmp_path).method.weigh_groups is True
+    assert job_for(monkeypatch, tmp_path / "b", "--group-weights", "none").method.weigh_groups is False
+    assert job_for(monkeypatch, tmp_path / "c").method.to_json()["weigh_groups"] is True  # in report.json
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--distill-alpha", "1.5", "expected a number in [0, 1]"),
     ("--distill-temperature", "0", "expected a positive number"),
@@ -59,6 +65,7 @@ def test_options_reach_the_job(monkeypatch, tmp_path):
     ("--max-acc-drop", "-1", "expected a number >= 0"),
     ("--max-acc-drop", "nan", "expected a finite number"),
     ("--distill", "maybe", "invalid choice: 'maybe'"),
+    ("--group-weights", "params", "invalid choice: 'params'"),
 ])
 def test_bad_values_are_one_error_line(tmp_path, capsys, option, value, message):
     assert main(["optimize", "example", "--out", str(tmp_path / "o"), option, value]) == 1
