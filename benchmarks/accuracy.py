@@ -54,6 +54,7 @@ BASELINES = ("tp_round1", "tp_round8", "uniform_l1", "halp_knapsack")
 LABELS = {"unpruned": "unpruned", "locp": "LOCP (L1)", "locp_taylor": "LOCP (Taylor)",
           "locp_unweighted": "LOCP (L1, groups unweighted)",
           "locp_taylor_unweighted": "LOCP (Taylor, groups unweighted)",
+          "halp_knapsack_unweighted": "HALP-style knapsack (exhaustive table, groups unweighted)",
           "tp_round1": "Torch-Pruning L1, round_to=1", "tp_round8": "Torch-Pruning L1, round_to=8",
           "uniform_l1": "uniform L1", "halp_knapsack": "HALP-style knapsack (exhaustive table)"}
 
@@ -468,12 +469,15 @@ def run(s: Settings) -> dict[str, Any]:
     try:
         while pending:
             done, _ = cf.wait(list(pending), timeout=max(1.0, s.left()), return_when=cf.FIRST_COMPLETED)
-            if not done:
+            if not done or s.left() <= 0:
                 event("budget spent: stopping with the jobs still running")
                 break
             for fut in done:
                 kind, *args = pending.pop(fut)
-                res = fut.result()
+                try:
+                    res = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker process died (BrokenProcessPool)
+                    res = {"error": f"{type(exc).__name__}: {exc}"}
                 if "error" in res:
                     results["errors"].append({"job": [kind, *map(str, args)], "error": res["error"]})
                     event(f"{kind} {args} failed: {res['error'].strip().splitlines()[-1]}")
@@ -483,10 +487,10 @@ def run(s: Settings) -> dict[str, Any]:
                     results["train"][name] = res
                     event(f"trained {name}: {res['epochs']} epochs, {res['test_accuracy']}% in {res['train_s']} s")
                     for t in s.targets:
-                        submit(cpu, "locp", locp_job, name, t, "l1")
+                        submit(cpu, "locp", locp_job, name, t, "l1", s.weigh_groups)
                     if name in s.taylor_models:
                         for t in s.targets:
-                            submit(cpu, "locp", locp_job, name, t, "taylor")
+                            submit(cpu, "locp", locp_job, name, t, "taylor", s.weigh_groups)
                 elif kind in ("locp", "baseline"):
                     key = (res["model"], res["method"], res["target"])
                     variants[key] = res
@@ -494,7 +498,7 @@ def run(s: Settings) -> dict[str, Any]:
                     m = res["measured"]
                     event(f"pruned {key}: {m['speedup']:.3f}x measured, {res['flops'] / 1e6:.1f} MFLOPs, "
                           f"{res['decision_s']} s")
-                    if res["method"] == "locp":
+                    if res["method"].startswith("locp") and "taylor" not in res["method"]:
                         for b in BASELINES:
                             submit(cpu, "baseline", baseline_job, res["model"], b, res["target"], m["speedup"])
                     cost = ft_cost.get(res["model"], 0.0)
@@ -503,11 +507,12 @@ def run(s: Settings) -> dict[str, Any]:
                     else:
                         event(f"no time left to fine-tune {key}")
                 elif kind == "finetune":
+                    res["ft_job_s"] = res.pop("job_s")
                     for v in results["variants"]:
                         if v["file"] == res["file"]:
                             v.update(res)
                             name = v["model"]
-                            ft_cost[name] = max(ft_cost.get(name, 0.0), res["job_s"])
+                            ft_cost[name] = max(ft_cost.get(name, 0.0), res["ft_job_s"])
                             event(f"fine-tuned {name} {v['method']} {v['target']}x: "
                                   f"{res['accuracy_before_ft']} -> {res['accuracy']}%")
                 save()
@@ -594,16 +599,18 @@ def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
 
 
 # ---- report -------------------------------------------------------------------------------------
-METHOD_ORDER = ["locp", "locp_taylor", "locp_unweighted", "locp_taylor_unweighted", *BASELINES]
+METHOD_ORDER = ["locp", "locp_taylor", "locp_unweighted", "locp_taylor_unweighted", *BASELINES,
+                "halp_knapsack_unweighted"]
 
 
 def load_results(path: Path) -> dict[str, Any]:
     """results.json of `run` or `proxy`. Runs made before group weighing existed (no
-    `weigh_groups` in their settings) decided LOCP unweighted: their methods are renamed so."""
+    `weigh_groups` in their settings) decided LOCP and the knapsack on unweighted scores: their
+    methods are renamed so."""
     results = json.loads(Path(path).read_text())
     if "weigh_groups" not in results["settings"]:
         for v in results["variants"]:
-            if v["method"] in ("locp", "locp_taylor"):
+            if v["method"] in ("locp", "locp_taylor", "halp_knapsack"):
                 v["method"] += "_unweighted"
     return results
 
@@ -627,7 +634,7 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                                      "low": m["speedup_low"], "high": m["speedup_high"], "mflops": v["flops"] / 1e6,
                                      "accuracy": acc, "before": v.get("accuracy_before_ft"),
                                      "drop": None if acc is None else round(acc - base_acc, 2),
-                                     "match": v.get("match")})
+                                     "matched": (v.get("match") or {}).get("within_tol", True)})
     return rows
 
 
@@ -646,8 +653,12 @@ def markdown_table(results: dict[str, Any]) -> str:
         before = "-" if r["before"] is None else f"{r['before']:.2f}%"
         drop = "-" if r["drop"] is None else f"{r['drop']:+.2f}"
         mf = "-" if r["mflops"] is None else f"{r['mflops']:.1f}"
-        lines.append(f"| {r['model']} | {tgt} | {LABELS[r['method']]} | {r['speedup']:.3f}x{ci} | {mf} | "
+        miss = "" if r.get("matched", True) else " †"
+        lines.append(f"| {r['model']} | {tgt} | {LABELS[r['method']]}{miss} | {r['speedup']:.3f}x{ci} | {mf} | "
                      f"{before} | {acc} | {drop} |")
+    if any(not r.get("matched", True) for r in table_rows(results)):
+        lines += ["", "† not matched: no knob brought this method within the tolerance of LOCP's "
+                      "measured speedup; the row shows the closest it came (see `match` in results.json)."]
     return "\n".join(lines)
 
 
@@ -659,6 +670,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = table_rows(results)
+    if not results["train"]:
+        return  # nothing trained, nothing to draw
     names = [n for n in results["train"]
              if any(r["model"] == n and r["method"] != "unpruned" and r["accuracy"] is not None for r in rows)]
     names = names or list(results["train"])[:1]

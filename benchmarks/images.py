@@ -37,7 +37,8 @@ class TensorBatches:
 
     Args:
         images: (N, C, H, W) float tensor; batches come out on its device.
-        labels: (N,) int64 tensor on the same device.
+        labels: (N,) int64 tensor, on the images' device or the CPU (batches of labels stay where
+            the labels are: `evaluate` may keep them on the CPU).
         batch_size: images per batch; the last, smaller batch is kept.
         shuffle: a fresh permutation every epoch (seeded from `seed` and the epoch number).
         augment: random crop after zero-padding by `pad` pixels, and a horizontal flip, per image.

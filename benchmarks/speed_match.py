@@ -109,8 +109,8 @@ def match_speedup(measure: Callable[[float], float], target: float, *, guess: fl
                     if (a.speedup - target) * (b.speedup - target) < 0 and b.knob - a.knob > 1e-4]
         if not brackets:  # nothing measured reaches the target: look closer around the fastest
             top = max(range(1, len(pts)), key=lambda i: pts[i].speedup)
-            around = [0.5 * (pts[j].knob + pts[top].knob) for j in (top - 1, top + 1) if 0 < j < len(pts)]
-            fresh = [k for k in around if round(k, 6) not in seen]
+            around = [0.5 * (pts[j].knob + pts[top].knob) for j in (top - 1, top + 1) if 0 <= j < len(pts)]
+            fresh = [k for k in around if round(k, 6) not in seen][:max_probes - len(order)]
             if not fresh or pts[top].speedup < 1 or closer >= 2:
                 break
             closer += 1

@@ -324,7 +324,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *
         total = 0
     for inputs, targets in _progress(loader, total, "evaluate", progress):
         logits = model(inputs.to(device, dtype=dtype, non_blocking=True))
-        correct += int((logits.argmax(dim=1).cpu() == targets).sum())
+        correct += int((logits.argmax(dim=1) == targets.to(logits.device)).sum())
         seen += len(targets)
     model.train(was_training)
     if seen == 0:

@@ -22,5 +22,6 @@ def assert_honest_end(proc: subprocess.CompletedProcess, report: Path) -> dict:
     missed = [x for x in proc.stderr.splitlines() if x.startswith("missed the target:")]
     assert len(missed) == (0 if met else 1), proc.stderr[-3000:]
     status = "PASSED" if met else "FAILED"
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"{status} | locp_trt optimize"), proc.stderr[-500:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith(f"{status} | locp_trt optimize"), proc.stderr[-500:]
     return result

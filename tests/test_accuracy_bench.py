@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.accuracy import markdown_table, plot, table_rows  # noqa: E402
+from benchmarks.accuracy import load_results, markdown_table, plot, table_rows  # noqa: E402
 from benchmarks.images import TensorBatches  # noqa: E402
 from benchmarks.speed_match import match_speedup  # noqa: E402
 
@@ -96,3 +96,34 @@ def test_report_table_and_plot(tmp_path):
     plot(res, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
     json.dumps(rows)  # the rows are JSON-able as they are written
+
+
+def test_match_speedup_looks_below_the_first_grid_knob_and_keeps_its_probe_budget():
+    narrow = lambda k: 2.0 if 0.05 < k < 0.1 else (1.5 if k <= 0.2 else 0.8)  # noqa: E731
+    m = match_speedup(narrow, 2.0, guess=0.6, hi=0.9)
+    assert m.within_tol and 0.05 < m.best.knob < 0.1
+    for cap in (5, 8, 10):
+        calls = []
+        match_speedup(lambda k: calls.append(k) or 1 + 0.3 * k, 2.5, guess=0.2, hi=0.9, max_probes=cap)
+        assert len(calls) <= cap
+
+
+def test_old_results_are_relabelled_and_missed_matches_marked(tmp_path):
+    res = _results()
+    res["variants"].append({**res["variants"][0], "method": "halp_knapsack",
+                            "match": {"within_tol": False}})
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(res))  # no settings["weigh_groups"]: a run from before group weighing
+    old = load_results(path)
+    assert {v["method"] for v in old["variants"]} == {"tp_round8", "locp_unweighted", "uniform_l1",
+                                                      "halp_knapsack_unweighted"}
+    md = markdown_table(old)
+    assert "LOCP (L1, groups unweighted)" in md and "groups unweighted) †" in md and "† not matched" in md
+    res["settings"]["weigh_groups"] = True
+    path.write_text(json.dumps(res))
+    assert "locp" in {v["method"] for v in load_results(path)["variants"]}
+
+
+def test_plot_with_nothing_trained_draws_nothing(tmp_path):
+    plot({"settings": {"targets": [2.0]}, "train": {}, "variants": []}, tmp_path / "p.png")
+    assert not (tmp_path / "p.png").exists()
