@@ -598,6 +598,35 @@ def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
     return results
 
 
+def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest: Path) -> dict[str, Any]:
+    """Fine-tune, the same way for all (`finetune_job` with `s`'s epochs, lr and distillation), the
+    variants of `source` (a `proxy` or `run` results.json whose variant files still exist) that
+    are of `methods` and `s.targets`, on whatever device this machine has; the teacher's weights
+    come from `s.out`; results.json is rewritten in `dest` after every variant."""
+    src = load_results(source)
+    dest.mkdir(parents=True, exist_ok=True)
+    device = _device()
+    kind = (f"after {s.ft_epochs} epoch(s) of fine-tuning with distillation (alpha {s.distill_alpha}, "
+            f"T {s.distill_temperature}), lr {s.ft_lr}, batch {s.batch_size}, on {device.type}")
+    results: dict[str, Any] = {"settings": {**asdict(s), "source": str(source), "weigh_groups": True},
+                               "machine": _machine(), "command": sys.argv, "accuracy_kind": kind,
+                               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                               "train": src["train"], "variants": [], "errors": []}
+    for v in src["variants"]:
+        if v["method"] not in methods or v["target"] not in s.targets:
+            continue
+        res = _guarded(finetune_job, s, v["model"], v["file"])
+        if "error" in res:
+            results["errors"].append({"file": v["file"], "error": res["error"]})
+            continue
+        res["ft_job_s"] = res.pop("job_s")
+        results["variants"].append({**{k: x for k, x in v.items() if k != "accuracy"}, **res})
+        (dest / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        print(f"{v['model']} {v['method']} {v['target']}x ({v['measured']['speedup']:.3f}x): "
+              f"{res['accuracy_before_ft']} -> {res['accuracy']}% in {res['ft_s']} s", flush=True)
+    return results
+
+
 # ---- report -------------------------------------------------------------------------------------
 METHOD_ORDER = ["locp", "locp_taylor", "locp_unweighted", "locp_taylor_unweighted", *BASELINES,
                 "halp_knapsack_unweighted"]
@@ -727,6 +756,15 @@ def main(argv: list[str] | None = None) -> int:
     px.add_argument("--models", nargs="+", default=["resnet56"])
     px.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
     px.add_argument("--methods", nargs="+", default=["locp", "locp_unweighted", *BASELINES])
+    ft = sub.add_parser("finetune", help="fine-tune the variants of a results.json (e.g. a proxy's) "
+                                         "here, the same way for all")
+    ft.add_argument("results", type=Path)
+    ft.add_argument("--data", default=defaults.data)
+    ft.add_argument("--weights", required=True, help="folder holding MODEL.pt (the teacher)")
+    ft.add_argument("--out", required=True, help="where the new results.json goes")
+    ft.add_argument("--methods", nargs="+", default=["locp", "locp_unweighted", *BASELINES])
+    ft.add_argument("--targets", nargs="+", type=float, default=[2.0])
+    ft.add_argument("--ft-epochs", type=int, default=1)
     rep = sub.add_parser("report", help="table.md and accuracy_vs_speedup.png from results.json")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, required=True)
@@ -734,6 +772,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "report":
         report(a.results, a.out)
         return 0
+    if a.cmd == "finetune":
+        import torch
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        fs = Settings(data=a.data, out=a.weights, targets=tuple(a.targets), ft_epochs=a.ft_epochs)
+        res = finetune_existing(fs, a.results, tuple(a.methods), Path(a.out))
+        return 0 if not res["errors"] else 1
     if a.cmd == "proxy":
         proxy(Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets)),
               tuple(a.methods))
