@@ -53,6 +53,7 @@ TARGETS = (1.5, 2.0, 2.5)
 BASELINES = ("tp_round1", "tp_round8", "uniform_l1", "halp_knapsack")
 LABELS = {"unpruned": "unpruned", "locp": "LOCP (L1)", "locp_taylor": "LOCP (Taylor)",
           "locp_unweighted": "LOCP (L1, groups unweighted)",
+          "locp_knapsack": "LOCP (L1, knapsack ladder)",
           "locp_taylor_unweighted": "LOCP (Taylor, groups unweighted)",
           "halp_knapsack_unweighted": "HALP-style knapsack (exhaustive table, groups unweighted)",
           "tp_round1": "Torch-Pruning L1, round_to=1", "tp_round8": "Torch-Pruning L1, round_to=8",
@@ -257,13 +258,15 @@ def _subject(s: Settings, name: str):
     return _CACHE[key]
 
 
-def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool = True) -> dict[str, Any]:
+def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool = True,
+             search: str = "greedy") -> dict[str, Any]:
     from benchmarks.images import TensorBatches
     from benchmarks.measure import CountedLatency
     from locp_trt.data import Loaders
     from locp_trt.latency.config import Precision
     from locp_trt.latency.store import LatencyStore
     from locp_trt.optimize import OptimizeConfig, Optimizer
+    from locp_trt.prune.benefit import SearchMethod
     from locp_trt.prune.importance import Importance
 
     subject = _subject(s, name)
@@ -273,7 +276,8 @@ def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool
         xtr, ytr, _, _ = _data(s, _cpu())
         loaders = Loaders(train=TensorBatches(xtr, ytr, 64, shuffle=True, seed=1), val=None, test=None)
     cfg = OptimizeConfig(speedup=target, batch=1, precision=Precision.FP32, importance=imp,
-                         weigh_groups=weigh, min_width_ratio=s.min_width_ratio, finetune=None,
+                         weigh_groups=weigh, search=SearchMethod(search),
+                         min_width_ratio=s.min_width_ratio, finetune=None,
                          final_finetune=None)
     latency = CountedLatency(_runtimes().layer, LatencyStore(None))
     lines: list[str] = []
@@ -285,7 +289,8 @@ def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool
         result = opt.run()
     decision_s = time.perf_counter() - t0
     model = result.model.eval()
-    method = ("locp" if imp is Importance.L1 else "locp_taylor") + ("" if weigh else "_unweighted")
+    method = (("locp" if imp is Importance.L1 else "locp_taylor") + ("" if weigh else "_unweighted")
+              + ("_knapsack" if search == "knapsack" else ""))
     return {"model": name, "method": method, "target": target, "decision_s": round(decision_s, 1),
             "loop_met_target": result.met_target, "loop_speedup": round(result.speedup, 4),
             "layer_latencies": latency.counts(), "loop_log": lines[-4:],
@@ -591,7 +596,8 @@ def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
                 if m == "locp":
                     continue
                 if m.startswith("locp"):
-                    res = locp_job(s, name, t, "taylor" if "taylor" in m else "l1", not m.endswith("unweighted"))
+                    res = locp_job(s, name, t, "taylor" if "taylor" in m else "l1", "unweighted" not in m,
+                                   "knapsack" if m.endswith("knapsack") else "greedy")
                 else:
                     res = baseline_job(s, name, m, t, aim)
                 score(res)
@@ -628,7 +634,7 @@ def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest:
 
 
 # ---- report -------------------------------------------------------------------------------------
-METHOD_ORDER = ["locp", "locp_taylor", "locp_unweighted", "locp_taylor_unweighted", *BASELINES,
+METHOD_ORDER = ["locp", "locp_knapsack", "locp_taylor", "locp_unweighted", "locp_taylor_unweighted", *BASELINES,
                 "halp_knapsack_unweighted"]
 
 

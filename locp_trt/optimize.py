@@ -49,7 +49,7 @@ from .landing import Landing, Probe, land
 from .latency.compare import CompareRule, Comparison, Sampler, Verdict, compare
 from .latency.config import LayerConfig, Precision
 from .latency.timing import Timing
-from .prune.benefit import Candidate, assess, greedy_steps, predicted_latency_us
+from .prune.benefit import Candidate, SearchMethod, assess, greedy_steps, predicted_latency_us, search
 from .prune.candidates import DiscoveryMethod, discover_candidates, group_floor
 from .prune.importance import Importance, group_importance, most_important, taylor_scores, weigh_by_reach
 from .prune.plan import PruningPlan, apply_plan, save_pruned
@@ -84,6 +84,9 @@ class OptimizeConfig:
     discovery: DiscoveryMethod = DiscoveryMethod.THREE_POINT
     importance: Importance = Importance.L1
     weigh_groups: bool = True  # scale each group's importance by its reach (layers it touches)
+    # the candidate plans a step chooses among: prefixes of the greedy decision path, or knapsack
+    # plans (least importance lost for each of a ladder of predicted latencies)
+    search: SearchMethod = SearchMethod.GREEDY
     min_width_ratio: float = 0.1  # never below this fraction of a group's original width
     # ---- what is measured, and how decisions are taken
     batch: int = 1
@@ -118,7 +121,7 @@ class OptimizeConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("discovery", "importance", "precision"):
+        for k in ("discovery", "importance", "precision", "search"):
             d[k] = getattr(self, k).value
         return d
 
@@ -531,7 +534,8 @@ class Optimizer:
                 record = replace(record, guard_rejected=True)
             history.append(record)
             self.log(f"step {step}: {record.speedup_over(history[0]):.3f}x {record.kind} "
-                     f"(goal {goal:.3f}x), {record.decisions} of {record.path_length} decisions, "
+                     f"(goal {goal:.3f}x), {record.decisions} of {record.path_length} "
+                     f"{'plans' if record.search.startswith('knapsack') else 'decisions'}, "
                      f"{len(record.probes)} probes"
                      + (f", accuracy {record.accuracy:.2f}%" if record.accuracy is not None else ""))
             self._save_state(model, plan, history, target)
@@ -626,6 +630,13 @@ class Optimizer:
         lost = [0.0]
         for c in path:
             lost.append(lost[-1] + c.importance_lost)
+        kind, unit = "greedy path", "decisions"
+        if cfg.search is SearchMethod.KNAPSACK:
+            ladder = self._knapsack_ladder(graph, current, cands, scores, predicted[0], predicted[-1])
+            if len(ladder[0]) > 1:  # else the greedy path stays: no knapsack plan was faster
+                (prefix_widths, predicted, lost), kind, unit = ladder, "knapsack ladder", "plans"
+        n_plans = len(prefix_widths) - 1
+        layout = f"{kind} of {n_plans} {unit}"
         base, last = history[0], history[-1]
         target = goal if final else None
         band = (goal, goal * (1 + cfg.tolerance)) if final else None
@@ -662,11 +673,11 @@ class Optimizer:
 
         landing: Landing = land(
             predicted, last.speedup_over(base), aim,
-            lambda k: measure(prefix_widths[k], predicted[k], f"probe {k}/{len(path)} decisions", k),
+            lambda k: measure(prefix_widths[k], predicted[k], f"probe {k}/{n_plans} {unit}", k),
             max_probes=cfg.max_probes, band=band)
         chosen, chosen_probe, chosen_lost = prefix_widths[landing.k], landing.probe, lost[landing.k]
         probes = list(landing.probes)
-        summary = (f"greedy path of {len(path)} decisions ({predicted[0]:.1f} -> {predicted[-1]:.1f} µs "
+        summary = (f"{layout} ({predicted[0]:.1f} -> {predicted[-1]:.1f} µs "
                    f"predicted); took {landing.k} ({predicted[landing.k]:.1f} µs) after "
                    f"{len(landing.probes)} probes"
                    + ("" if landing.reached_aim else f"; no prefix reached {aim:.3f}x, kept the fastest"))
@@ -707,10 +718,30 @@ class Optimizer:
         record = self._record(step, new_model, graph0, widths, t0, measured,
                               target_us=base.latency_us / goal, goal_speedup=goal, search=summary,
                               candidates={g: list(c.widths) for g, c in cands.items()},
-                              decisions=chosen_probe.k, path_length=len(path),
+                              decisions=chosen_probe.k, path_length=n_plans,
                               importance_lost=last.importance_lost + chosen_lost,
                               probes=[p.to_json() for p in probes])
         return new_model, new_plan, record
+
+    def _knapsack_ladder(self, graph: ModelGraph, current: Mapping[str, int], cands, scores,
+                         start_us: float, floor_us: float, rungs: int = 24):
+        """Knapsack plans for predicted latencies spaced geometrically from `start_us` down to
+        `floor_us` (where the greedy path ends): ([current, plan 1, ...], predicted µs, importance
+        lost), each plan predicted faster than the one before. Used as the landing's "prefixes"
+        when `search` is knapsack: plan k is not plan k-1 plus a decision, but the least
+        importance lost (by the multiple-choice knapsack) for its latency."""
+        widths, predicted, lost = [dict(current)], [start_us], [0.0]
+        if not floor_us < start_us:
+            return widths, predicted, lost
+        for i in range(1, rungs + 1):
+            target = start_us * (floor_us / start_us) ** (i / rungs)
+            res = search(graph, current, cands, scores, self.latency_us, target, method=SearchMethod.KNAPSACK)
+            plan = {**current, **{g: w for g, w in res.widths.items() if g in current}}
+            if res.predicted_us < predicted[-1] - 1e-9:
+                widths.append(plan)
+                predicted.append(res.predicted_us)
+                lost.append(res.importance_lost)
+        return widths, predicted, lost
 
     def _inside_band(self, graph: ModelGraph, widths: Mapping[str, int], cands, scores,
                      floors: Mapping[str, int], lo: tuple[float, float], hi: tuple[float, float],

@@ -51,6 +51,11 @@ def test_options_reach_the_job(monkeypatch, tmp_path):
     assert job.method.importance.value == "taylor"
 
 
+def test_search_is_greedy_unless_knapsack_is_asked_for(monkeypatch, tmp_path):
+    assert job_for(monkeypatch, tmp_path).method.search.value == "greedy"
+    assert job_for(monkeypatch, tmp_path / "k", "--search", "knapsack").method.search.value == "knapsack"
+
+
 def test_groups_are_weighed_unless_asked_not_to(monkeypatch, tmp_path):
     assert job_for(monkeypatch, tmp_path).method.weigh_groups is True
     assert job_for(monkeypatch, tmp_path / "b", "--group-weights", "none").method.weigh_groups is False
@@ -66,6 +71,7 @@ def test_groups_are_weighed_unless_asked_not_to(monkeypatch, tmp_path):
     ("--max-acc-drop", "nan", "expected a finite number"),
     ("--distill", "maybe", "invalid choice: 'maybe'"),
     ("--group-weights", "params", "invalid choice: 'params'"),
+    ("--search", "beam", "invalid choice: 'beam'"),
 ])
 def test_bad_values_are_one_error_line(tmp_path, capsys, option, value, message):
     assert main(["optimize", "example", "--out", str(tmp_path / "o"), option, value]) == 1

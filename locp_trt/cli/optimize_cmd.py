@@ -128,6 +128,11 @@ class Command:
                        help="how channels are ranked: l1 (default) / l2 weight magnitude, bn_scale "
                             "|gamma|, or taylor: first-order Taylor estimate of the loss change "
                             "(Molchanov 2019, as in HALP) averaged over training batches; needs --data")
+        g.add_argument("--search", choices=["greedy", "knapsack"], default="greedy",
+                       help="the plans a step lands among: prefixes of the greedy benefit path "
+                            "(default), or knapsack plans, the least importance lost for each of a "
+                            "ladder of predicted latencies (slower to decide; an experiment, see "
+                            "docs/METHOD.md)")
         g.add_argument("--group-weights", choices=["reach", "none"], default="reach",
                        help="how groups are weighed against each other: reach (default) scales each "
                             "group's importance by the number of layers its channels reach, so a "
@@ -180,6 +185,7 @@ class Command:
         from ..optimize import OptimizeConfig
         from ..outdir import prepare_out_dir, removed_on_failure
         from ..pipeline import OptimizeJob, run_job
+        from ..prune.benefit import SearchMethod
         from ..prune.candidates import DiscoveryMethod
         from ..prune.importance import Importance
 
@@ -190,6 +196,7 @@ class Command:
             speedup=speedup, target_latency_ms=args.target_latency_ms, tolerance=args.tolerance,
             steps=args.steps, extra_steps=args.extra_steps, discovery=DiscoveryMethod(args.discovery),
             importance=Importance(args.importance), weigh_groups=args.group_weights == "reach",
+            search=SearchMethod(args.search),
             min_width_ratio=args.min_width_ratio,
             seed=args.seed, compare=compare_rule_from(args))
         job = OptimizeJob(
