@@ -84,8 +84,8 @@ class OptimizeConfig:
     discovery: DiscoveryMethod = DiscoveryMethod.THREE_POINT
     importance: Importance = Importance.L1
     weigh_groups: bool = True  # scale each group's importance by its reach (layers it touches)
-    # the candidate plans a step chooses among: prefixes of the greedy decision path, or knapsack
-    # plans (least importance lost for each of a ladder of predicted latencies)
+    # the candidate plans a step lands among: prefixes of the greedy decision path, or knapsack
+    # plans (least importance lost for each of a ladder of predicted latencies; opt-in, see METHOD.md)
     search: SearchMethod = SearchMethod.GREEDY
     min_width_ratio: float = 0.1  # never below this fraction of a group's original width
     # ---- what is measured, and how decisions are taken
@@ -724,7 +724,7 @@ class Optimizer:
         return new_model, new_plan, record
 
     def _knapsack_ladder(self, graph: ModelGraph, current: Mapping[str, int], cands, scores,
-                         start_us: float, floor_us: float, rungs: int = 24):
+                         start_us: float, floor_us: float, rungs: int = 48):
         """Knapsack plans for predicted latencies spaced geometrically from `start_us` down to
         `floor_us` (where the greedy path ends): ([current, plan 1, ...], predicted µs, importance
         lost), each plan predicted faster than the one before. Used as the landing's "prefixes"

@@ -51,9 +51,12 @@ def test_options_reach_the_job(monkeypatch, tmp_path):
     assert job.method.importance.value == "taylor"
 
 
-def test_search_is_greedy_unless_knapsack_is_asked_for(monkeypatch, tmp_path):
+def test_search_is_the_greedy_path_unless_knapsack_is_asked_for(monkeypatch, tmp_path):
+    from locp_trt.optimize import OptimizeConfig
+
     assert job_for(monkeypatch, tmp_path).method.search.value == "greedy"
     assert job_for(monkeypatch, tmp_path / "k", "--search", "knapsack").method.search.value == "knapsack"
+    assert OptimizeConfig().search.value == "greedy"  # the library's default is the CLI's
 
 
 def test_groups_are_weighed_unless_asked_not_to(monkeypatch, tmp_path):

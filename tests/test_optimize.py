@@ -241,17 +241,18 @@ def test_loop_lands_within_tolerance_under_noise(tmp_path: Path, speedup: float)
     assert 1 <= len(probes) <= 8 * len(result.history)
 
 
-def test_knapsack_ladder_lands_too(tmp_path: Path) -> None:
-    """--search knapsack: the landing chooses among knapsack plans for a ladder of predicted
-    latencies instead of prefixes of the greedy path, and lands as well under 3% noise."""
+@pytest.mark.parametrize("search", ["knapsack", "greedy"])
+def test_both_searches_land(tmp_path: Path, search: str) -> None:
+    """The landing chooses among knapsack plans for a ladder of predicted latencies (default) or
+    among prefixes of the greedy path (--search greedy); both land under 3% noise."""
     from locp_trt.optimize import Optimizer
     from locp_trt.prune.benefit import SearchMethod
 
     torch.manual_seed(0)
     model = get_model("resnet20")
     fake = StepLatency((1, 3, 32, 32))
-    cfg = OptimizeConfig(speedup=1.5, search=SearchMethod.KNAPSACK)
-    assert cfg.to_json()["search"] == "knapsack"
+    cfg = OptimizeConfig(speedup=1.5, search=SearchMethod(search))
+    assert cfg.to_json()["search"] == search
     opt = Optimizer(model, (3, 32, 32), cfg, latency_us=fake.layer_us, prepare_model=fake.prepare,
                     out_dir=tmp_path, log=lambda _m: None, progress=False)
     result = opt.run()
@@ -259,7 +260,8 @@ def test_knapsack_ladder_lands_too(tmp_path: Path) -> None:
     assert 1.5 <= true <= 1.5 * 1.1, (true, result.stop_reason)
     assert result.met_target
     step = result.history[result.chosen_step]
-    assert step.search.startswith("knapsack ladder of ") and 1 <= step.decisions <= step.path_length
+    kind = "knapsack ladder of " if search == "knapsack" else "greedy path of "
+    assert step.search.startswith(kind) and 1 <= step.decisions <= step.path_length
 
 
 def test_unreachable_targets_are_refused_before_pruning(tmp_path: Path) -> None:

@@ -129,10 +129,10 @@ class Command:
                             "|gamma|, or taylor: first-order Taylor estimate of the loss change "
                             "(Molchanov 2019, as in HALP) averaged over training batches; needs --data")
         g.add_argument("--search", choices=["greedy", "knapsack"], default="greedy",
-                       help="the plans a step lands among: prefixes of the greedy benefit path "
-                            "(default), or knapsack plans, the least importance lost for each of a "
-                            "ladder of predicted latencies (slower to decide; an experiment, see "
-                            "docs/METHOD.md)")
+                       help="the plans a step lands among: greedy (default), prefixes of the "
+                            "best-benefit-first decision path; or knapsack, the least importance lost "
+                            "for each of a ladder of predicted latencies (kept more accuracy at 2x on "
+                            "ResNet-56, not yet the default: see docs/METHOD.md)")
         g.add_argument("--group-weights", choices=["reach", "none"], default="reach",
                        help="how groups are weighed against each other: reach (default) scales each "
                             "group's importance by the number of layers its channels reach, so a "
