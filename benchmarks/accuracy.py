@@ -70,6 +70,7 @@ class Settings:
     models: tuple[str, ...] = MODELS
     targets: tuple[float, ...] = TARGETS
     taylor_models: tuple[str, ...] = ("resnet56",)
+    searches: tuple[str, ...] = ("greedy", "knapsack")  # LOCP's landing searches compared (L1)
     budget_s: float = 265.0  # wall time of the whole run; nothing new starts that cannot end in it
     train_s: float = 85.0  # training time per model (epochs fitted to it)
     max_epochs: int = 40
@@ -492,7 +493,8 @@ def run(s: Settings) -> dict[str, Any]:
                     results["train"][name] = res
                     event(f"trained {name}: {res['epochs']} epochs, {res['test_accuracy']}% in {res['train_s']} s")
                     for t in s.targets:
-                        submit(cpu, "locp", locp_job, name, t, "l1", s.weigh_groups)
+                        for search in s.searches:
+                            submit(cpu, "locp", locp_job, name, t, "l1", s.weigh_groups, search)
                     if name in s.taylor_models:
                         for t in s.targets:
                             submit(cpu, "locp", locp_job, name, t, "taylor", s.weigh_groups)
@@ -503,7 +505,7 @@ def run(s: Settings) -> dict[str, Any]:
                     m = res["measured"]
                     event(f"pruned {key}: {m['speedup']:.3f}x measured, {res['flops'] / 1e6:.1f} MFLOPs, "
                           f"{res['decision_s']} s")
-                    if res["method"].startswith("locp") and "taylor" not in res["method"]:
+                    if res["method"] in ("locp", "locp_unweighted"):  # baselines aim at the default's speed
                         for b in BASELINES:
                             submit(cpu, "baseline", baseline_job, res["model"], b, res["target"], m["speedup"])
                     cost = ft_cost.get(res["model"], 0.0)
@@ -748,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--models", nargs="+", default=list(MODELS))
     r.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
     r.add_argument("--taylor-models", nargs="*", default=["resnet56"])
+    r.add_argument("--searches", nargs="+", choices=["greedy", "knapsack"], default=["greedy", "knapsack"],
+                   help="LOCP landing searches to compare (L1 importance)")
     for f in ("budget_s", "train_s", "train_lr", "ft_lr", "distill_alpha", "distill_temperature", "match_tol"):
         r.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(defaults, f))
     for f in ("max_epochs", "min_epochs", "ft_epochs", "batch_size", "cpu_workers", "gpu_workers"):
@@ -790,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
               tuple(a.methods))
         return 0
     s = Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets),
-                 taylor_models=tuple(a.taylor_models), budget_s=a.budget_s, train_s=a.train_s,
+                 taylor_models=tuple(a.taylor_models), searches=tuple(a.searches), budget_s=a.budget_s, train_s=a.train_s,
                  max_epochs=a.max_epochs, min_epochs=a.min_epochs, train_lr=a.train_lr,
                  ft_epochs=a.ft_epochs, ft_lr=a.ft_lr, distill_alpha=a.distill_alpha,
                  distill_temperature=a.distill_temperature, batch_size=a.batch_size,
