@@ -32,7 +32,6 @@ import argparse
 import concurrent.futures as cf
 import copy
 import json
-import math
 import multiprocessing as mp
 import os
 import platform

@@ -49,9 +49,22 @@ from .landing import Landing, Probe, land
 from .latency.compare import CompareRule, Comparison, Sampler, Verdict, compare
 from .latency.config import LayerConfig, Precision
 from .latency.timing import Timing
-from .prune.benefit import Candidate, SearchMethod, assess, greedy_steps, predicted_latency_us, search
+from .prune.benefit import (
+    Candidate,
+    SearchMethod,
+    assess,
+    greedy_steps,
+    predicted_latency_us,
+    search,
+)
 from .prune.candidates import DiscoveryMethod, discover_candidates, group_floor
-from .prune.importance import Importance, group_importance, most_important, taylor_scores, weigh_by_reach
+from .prune.importance import (
+    Importance,
+    group_importance,
+    most_important,
+    taylor_scores,
+    weigh_by_reach,
+)
 from .prune.plan import PruningPlan, apply_plan, save_pruned
 from .train import TrainConfig, evaluate, fine_tune
 

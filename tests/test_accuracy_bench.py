@@ -103,8 +103,13 @@ def test_match_speedup_looks_below_the_first_grid_knob_and_keeps_its_probe_budge
     m = match_speedup(narrow, 2.0, guess=0.6, hi=0.9)
     assert m.within_tol and 0.05 < m.best.knob < 0.1
     for cap in (5, 8, 10):
-        calls = []
-        match_speedup(lambda k: calls.append(k) or 1 + 0.3 * k, 2.5, guess=0.2, hi=0.9, max_probes=cap)
+        calls: list[float] = []
+
+        def slow(k: float, seen: list[float] = calls) -> float:
+            seen.append(k)
+            return 1 + 0.3 * k
+
+        match_speedup(slow, 2.5, guess=0.2, hi=0.9, max_probes=cap)
         assert len(calls) <= cap
 
 

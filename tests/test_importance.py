@@ -199,7 +199,12 @@ def test_input_gates_of_every_reader_kind(layer):
 # ---- weighing groups against each other (issue 10: the trunk was cut first) ---------------------
 def test_reach_counts_the_layers_a_group_touches_and_keeps_rankings():
     from locp_trt.models import get_model
-    from locp_trt.prune.importance import Importance, channel_reach, group_importance, weigh_by_reach
+    from locp_trt.prune.importance import (
+        Importance,
+        channel_reach,
+        group_importance,
+        weigh_by_reach,
+    )
 
     torch.manual_seed(0)
     model = get_model("resnet20")

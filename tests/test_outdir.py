@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from live import assert_honest_end
+
 from locp_trt.config_diff import config_differences
 from locp_trt.models import get_model
 from locp_trt.optimize import OptimizeConfig

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from live import assert_honest_end
+
 from locp_trt.models import get_model
 from locp_trt.progress import progress_enabled
 from locp_trt.stairs import sweep

@@ -3,7 +3,6 @@ second is what .ci/run runs; the main job really works as written."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
