@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -260,16 +261,21 @@ def _data_stage(s: _Session) -> OptimizeConfig:
 def _loop_stage(s: _Session, method: OptimizeConfig) -> OptimizeResult:
     """The LOCP loop; decisions are measured end to end unless only a lookup table is at hand."""
     job = s.job
-    prepare = None
+    prepare = builder = None
     if s.runtime is not None and s.table is None:
         runtime, shape, precision = s.runtime, s.shape, job.precision
 
         def prepare(module):
             return runtime.prepare_module(module, shape, precision)
 
+        def builder(module):
+            return runtime.builder(module, shape, precision)
+
     s.optimizer = Optimizer(s.model, s.input_shape, method, latency_us=s.recorder,
                             prepare_model=prepare, out_dir=job.out, arch=s.arch, loaders=s.loaders,
-                            train_device=job.train_device, log=_log, progress=job.progress)
+                            train_device=job.train_device, log=_log, progress=job.progress,
+                            builder=builder,
+                            build_variance=bool(s.runtime is not None and s.runtime.build_variance))
     return s.optimizer.run(resume=job.resume)
 
 
@@ -296,8 +302,34 @@ def _artifact_stage(s: _Session, result: OptimizeResult) -> dict[str, Any]:
             _log(f"note: {e}")
     elif job.engine:
         engine_note = f"not built: device profile {job.profile.name!r} does not deploy with TensorRT"
+    runtime_file = write_runtime_file(out, s, result)
     return {"pruned": str(pruned_path), "plan": str(out / "plan.json"), "onnx": onnx.to_dict(),
-            "engine": engine_note}
+            "engine": engine_note, "runtime_settings": str(runtime_file) if runtime_file else None}
+
+
+#: Schema of runtime.json: how the emitted model was built and timed, so `bench OUT/` rebuilds it.
+RUNTIME_SCHEMA = "locp_trt.runtime/1"
+
+
+def write_runtime_file(out: Path, s: _Session, result: OptimizeResult) -> Path | None:
+    """runtime.json beside model.onnx: the runtime, its build settings (ORT session and provider
+    options, torch's cuDNN mode, TensorRT's builder level and timing cache), the shape timed and
+    the final check's per-build figures. None when only a lookup table was used."""
+    import json
+
+    if s.runtime is None:
+        return None
+    job = s.job
+    cmp = result.confirmation
+    data = {"schema": RUNTIME_SCHEMA, "runtime": s.runtime.name, "label": s.runtime.label,
+            "precision": job.precision.value, "input_shape": list(s.shape),
+            "settings": s.runtime.settings(), "fingerprint": s.fingerprint.to_dict(),
+            "reference": {"model": job.model if job.model == "example" else str(Path(job.model).resolve()),
+                          "arch": s.arch, "sample_shape": list(s.input_shape)},
+            "final_check": cmp.summary() if cmp is not None else None}
+    path = out / "runtime.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
 
 
 def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Comparison | None) -> dict[str, Any]:
@@ -314,8 +346,12 @@ def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Compariso
         kind = "predicted from the lookup table"
         extra = {"verdict": "meets" if speedup >= target else "misses"}
     met = result.met_target
+    high = target * (1 + method.tolerance)
     why = ""
-    if not met and cmp is not None and cmp.verdict is Verdict.UNCLEAR:
+    if result.status == "overshot":
+        why = (f"{speedup:.3f}x ({kind}) is above the band [{target:.3g}x, {high:.3g}x]: no plan "
+               f"the loop measured landed inside it; the loop stopped because {result.stop_reason}")
+    elif not met and cmp is not None and cmp.verdict is Verdict.UNCLEAR:
         why = (f"the final check cannot tell {speedup:.3f}x (90% CI {cmp.low:.3f}-{cmp.high:.3f}) from the "
                f"{target:.3g}x target; the loop stopped because {result.stop_reason}")
     elif not met:
@@ -324,8 +360,8 @@ def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Compariso
     return {
         "baseline_us": base_us, "final_us": final_us, "target_us": base_us / target,
         "target_speedup": target, "tolerance": method.tolerance, "speedup": speedup,
-        "speedup_kind": kind, **extra, "met_target": met,
-        "within_tolerance": met and speedup <= target * (1 + method.tolerance),
+        "speedup_kind": kind, **extra, "status": result.status, "met_target": met,
+        "within_tolerance": result.status == "landed", "band": [target, high],
         "why_missed": why, "baseline_source": "measured in this run" if cmp is not None else kind,
         "chosen_step": result.chosen_step, "loop_speedup": result.speedup,
         "stop_reason": result.stop_reason,
@@ -334,6 +370,7 @@ def _result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Compariso
         "val_accuracy_after": result.final.val_accuracy, "guard": result.guard,
         "flops_before": result.baseline.flops, "flops_after": result.final.flops,
         "params_before": result.baseline.params, "params_after": result.final.params,
+        "latency_model": result.latency_model,
     }
 
 
@@ -355,7 +392,9 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
     _latency_stage(s)
     try:
         method = _data_stage(s)
+        t_loop = time.perf_counter()
         result = _loop_stage(s, method)
+        loop_s = time.perf_counter() - t_loop
         artifacts = _artifact_stage(s, result)
         cmp = result.confirmation  # the loop's final check (None: predicted from a table)
         graph0 = build_graph(s.model, s.input_shape, batch=job.batch, precision=job.precision)
@@ -387,7 +426,11 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
             "result": _result_block(method, result, cmp),
             "per_layer": _per_layer(graph0, result.final.widths, s.recorder, in_model),
             "envelope_check": _envelope_check(result.history),
-            "measurements": s.meter.stats.__dict__ | {"saved": s.meter.stats.saved},
+            "measurements": s.meter.stats.__dict__ | {"saved": s.meter.stats.saved,
+                                                       "seconds_per_config": s.meter.stats.seconds_per_config},
+            "timings": {"loop_s": round(loop_s, 2),
+                        "note": "loop_s: the baseline, every layer measurement, probe, fine-tune "
+                                "and the final check; measurements.measure_s: layer configs alone"},
             "stairs": _group_stairs(graph0, result, s.recorder),
             "artifacts": artifacts,
             "runtimes_exercised": _runtime_status(s.runtime),

@@ -60,6 +60,14 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def status_words(result: Mapping[str, Any]) -> str:
+    """'landed in the band of' / 'OVERSHOT the band of' / 'MISSED' for the result block (older
+    reports without a status read from met_target)."""
+    status = result.get("status") or ("landed" if result.get("met_target") else "missed")
+    return {"landed": "met the target", "overshot": "OVERSHOT the band of the target"}.get(
+        status, "MISSED the target")
+
+
 def summary_table(report: Mapping[str, Any]) -> str:
     """A plain-text table: one row per step (* marks the emitted one), then the headline (the
     final interleaved comparison: the report's one source of truth), before -> after, counts."""
@@ -80,8 +88,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
     rows.append("")
     ci = (f" (90% CI {r['speedup_low']:.3f}-{r['speedup_high']:.3f}, {r['rounds']} rounds, "
           f"{r.get('verdict', '')})" if r.get("speedup_low") is not None else "")
-    status = "met" if r["met_target"] else "MISSED"
-    rows.append(f"speedup {r['speedup']:.3f}x{ci}, {r['speedup_kind']}; {status} the target "
+    rows.append(f"speedup {r['speedup']:.3f}x{ci}, {r['speedup_kind']}; {status_words(r)} "
                 f"{r.get('target_speedup', 0):.3g}x (tolerance +{r.get('tolerance', 0):.0%}); "
                 f"emitted step {r.get('chosen_step')}; {r.get('stop_reason', '')}")
     line = f"before -> after: {r['baseline_us']:.1f} -> {r['final_us']:.1f} µs"
@@ -93,8 +100,15 @@ def summary_table(report: Mapping[str, Any]) -> str:
     rows.append(line)
     if r.get("guard"):
         rows.append(f"accuracy guard (--max-acc-drop {r['guard']['max_acc_drop']}): {r['guard']['note']}")
-    if not r["met_target"] and r.get("why_missed"):
+    if r.get("why_missed"):
         rows.append(f"why: {r['why_missed']}")
+    lm = r.get("latency_model") or {}
+    if lm.get("predictions"):
+        pairs = ", ".join(f"{name} {v['predicted_speedup']:.2f}x vs {v['measured_speedup']:.2f}x"
+                          for name, v in lm["predictions"].items())
+        share = lm.get("layer_sum_share")
+        rows.append(f"end-to-end latency model (predicted vs measured): {pairs}"
+                    + (f"; the layer sum is {share:.0%} of the unpruned model's time" if share else ""))
     placed = [p for p in report.get("per_layer", []) if p.get("measured_after_us") is not None]
     if placed:
         pred = sum(p["predicted_after_us"] for p in placed)
@@ -134,7 +148,7 @@ def history_plot(report: Mapping[str, Any]) -> HistoryPlot:
     kind = "measured" if any(h.get("measured") for h in hist) else "predicted"
     model = report.get("model", {})
     title = (f"{model.get('arch') or model.get('source', 'model')}: {r['speedup']:.2f}x "
-             f"({'met' if r['met_target'] else 'MISSED'} {r['target_speedup']:.3g}x)\n"
+             f"({status_words(r)} {r['target_speedup']:.3g}x)\n"
              f"{report.get('runtime') or 'lookup table'} on "
              f"{(report.get('fingerprint_detail') or {}).get('device', '?')}, "
              f"{report.get('precision', '')}, batch {report.get('batch', '')}")

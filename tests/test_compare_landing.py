@@ -132,11 +132,3 @@ def test_land_needs_a_path():
     assert math.isfinite(t_quantile(0.95, 3))
 
 
-def test_pooled_comparisons_count_every_round():
-    a, b = scripted([200.0, 204.0, 196.0]), scripted([100.0])
-    first = compare(a, b, CompareRule(), threshold=2.0)
-    second = compare(scripted([210.0, 214.0, 206.0]), b, CompareRule(), threshold=2.0)
-    both = first.pooled(second)
-    assert both.rounds == first.rounds + second.rounds
-    assert first.speedup < both.speedup < second.speedup
-    assert both.low <= both.speedup <= both.high and both.threshold == 2.0

@@ -1,6 +1,7 @@
 """`bench`: time model files end to end (.pt, .onnx, TensorRT .engine) on one runtime.
 
 Examples:
+  python -m locp_trt bench runs/r56/          # re-measure an optimize run's headline from its files
   python -m locp_trt bench runs/r56/pruned.pt --runtime onnxruntime
   python -m locp_trt bench model.pt runs/r56/pruned.pt --arch resnet56 --runtime torch --precision fp16
   python -m locp_trt bench runs/r56/model.onnx --runtime tensorrt --json bench.json
@@ -11,6 +12,11 @@ model carries its own). .pt files under ONNX Runtime or TensorRT are exported to
 time the module itself. An .onnx file's batch comes from its input (a dynamic batch takes
 --batch). Prints median, p10, p90, IQR, min, max and n per file; --json writes one flat row per
 file with the device fingerprint.
+
+Given an optimize output folder, bench rebuilds the emitted model with the settings recorded in
+its runtime.json (ONNX Runtime session and provider options, torch's cuDNN mode), times it
+interleaved with the unpruned model over several fresh builds of each, and says whether the
+report's headline speedup is reproduced (the two intervals overlap; exit 3 when they do not).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from pathlib import Path
 from ._args import add_bench_args, bench_config_from, write_json
 from .configs_cmd import add_model_args
 
-__all__ = ["Command"]
+__all__ = ["Command", "EXIT_NOT_REPRODUCED"]
+
+#: `bench OUT/`: the re-measured speedup's interval does not overlap the report's.
+EXIT_NOT_REPRODUCED = 3
 
 
 def _count(v) -> str:
@@ -55,7 +64,8 @@ class Command:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("paths", nargs="+", metavar="PATH", help=".pt / .pth, .onnx, or .engine / .plan")
+        p.add_argument("paths", nargs="+", metavar="PATH",
+                       help=".pt / .pth, .onnx, or .engine / .plan; or one optimize --out folder")
         p.add_argument("--batch", type=int, default=None,
                        help="batch size for .pt (default 1) and for a dynamic ONNX batch")
         p.add_argument("--json", type=Path, default=None, help="write one flat JSON row per file here")
@@ -66,6 +76,11 @@ class Command:
         g.add_argument("--precision", default=None,
                        help="fp32 | fp16 for .pt (default fp32); .onnx and .engine files run at their own "
                             "(TensorRT may run an fp32 .onnx in fp16)")
+        g = p.add_argument_group("an optimize output folder")
+        g.add_argument("--baseline", type=Path, default=None,
+                       help="the unpruned model.pt, when it is no longer where the run's runtime.json says")
+        g.add_argument("--builds", type=int, default=3,
+                       help="fresh builds of each model to time (default 3; more while unclear)")
         add_model_args(p)
         add_bench_args(p)
 
@@ -73,6 +88,8 @@ class Command:
         from ..bench import bench_file
         from ..latency.fingerprint import DeviceFingerprint
 
+        if len(args.paths) == 1 and Path(args.paths[0]).is_dir():
+            return _reproduce(args)
         bench = bench_config_from(args)
         rows, devices = [], {}
         for path in args.paths:
@@ -94,3 +111,27 @@ class Command:
         if args.json is not None:
             write_json(args.json, rows)
         return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    """`bench OUT/`: the emitted model against the unpruned one, as the run's report claims."""
+    import sys
+
+    from ..delivered import reproduce
+
+    out = Path(args.paths[0])
+    print(f"bench {out}: the emitted model against the unpruned one, {args.builds} fresh builds of "
+          "each, with the run's recorded settings", file=sys.stderr, flush=True)
+    r = reproduce(out, baseline=args.baseline, builds=args.builds,
+                  max_rounds=getattr(args, "max_rounds", 12))
+    c, rep = r.comparison, r.reported
+    spread = f"; per-build medians spread {c.build_spread:.1%}" if c.build_spread is not None else ""
+    print(f"{Path(r.candidate).name} on {r.runtime_label}: {c.describe()}{spread}")
+    print(f"unpruned {c.a_us:.1f} µs -> emitted {c.b_us:.1f} µs (medians of the round medians)")
+    low, high = rep.get("speedup_low"), rep.get("speedup_high")
+    claimed = f"{rep['speedup']:.3f}x" + (f" (90% CI {low:.3f}-{high:.3f})" if low is not None else "")
+    verdict = "reproduced (the intervals overlap)" if r.reproduced else "NOT reproduced (the intervals do not overlap)"
+    print(f"report.json: {claimed} -> {verdict}")
+    if args.json is not None:
+        write_json(args.json, r.to_json())
+    return 0 if r.reproduced else EXIT_NOT_REPRODUCED

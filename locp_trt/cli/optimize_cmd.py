@@ -26,10 +26,14 @@ from ._args import (
     parse_shape,
 )
 
-__all__ = ["Command", "IMPORTANCE_CHOICES", "EXIT_MISSED"]
+__all__ = ["Command", "IMPORTANCE_CHOICES", "EXIT_MISSED", "EXIT_OVERSHOT"]
 
 #: Exit code of a run that ended without meeting its target (1 is a user error).
 EXIT_MISSED = 3
+#: The target was met but the final figure is above the band [target, target x (1 + tolerance)]
+#: after the loop redid its last step: the model is faster than asked and may have lost more
+#: accuracy than it needed to.
+EXIT_OVERSHOT = 4
 
 #: Values of prune.importance.Importance (that module imports torch).
 IMPORTANCE_CHOICES = ("l1", "l2", "bn_scale", "taylor")
@@ -218,6 +222,9 @@ class Command:
         r = report["result"]
         print(f"wrote {args.out}/report.json, pruned.pt, plan.json, model.onnx "
               f"(speedup {r['speedup']:.2f}x, {r['speedup_kind']})")
+        if r.get("status") == "overshot":
+            print(f"overshot the target: {r['why_missed']}", file=sys.stderr)
+            return EXIT_OVERSHOT
         if not r["met_target"]:
             print(f"missed the target: {r['why_missed']}", file=sys.stderr)
             return EXIT_MISSED

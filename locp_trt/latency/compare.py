@@ -14,6 +14,13 @@ The rule (`CompareRule`): after at least `min_rounds` rounds, a Student-t interv
   equals T within that resolution). An unclear verdict is reported as such, never rounded off.
 
 Without a threshold the rounds run until the interval is within +-`resolution` or the cap.
+
+A build is a source of variance too: the same ONNX file under ONNX Runtime CUDA ran 1825-2397 µs
+across four fresh sessions (cuDNN algorithm choice at session build), while each session's rounds
+agreed to 1%. `compare_builds` therefore times several fresh builds of both models, one
+interleaved comparison per build pair, and judges on the builds: the interval is the wider of a
+Student-t interval on the per-build mean log ratios (between-build variance) and the interval of
+every round pooled (within-build noise), so a verdict that matters holds for the next build too.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InvalidConfigError
 
-__all__ = ["Sampler", "CompareRule", "Verdict", "Comparison", "compare", "t_quantile"]
+__all__ = ["Sampler", "CompareRule", "Verdict", "Comparison", "BuildFigures", "compare",
+           "compare_builds", "t_quantile"]
 
 #: A prepared model: `sample(warmup, iters)` runs it and returns per-iteration latencies in µs.
 Sampler = Callable[[int, int], "list[float]"]
@@ -56,6 +64,10 @@ class CompareRule:
     # Untimed runs of each model at the start of every round, then timed samples per round.
     warmup: int = 3
     iters: int = 20
+    # Fresh build pairs a verdict that matters pools (the final check: at least this many;
+    # more, up to `max_builds`, while it stays unclear).
+    builds: int = 3
+    max_builds: int = 6
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_rounds <= self.max_rounds:
@@ -66,6 +78,9 @@ class CompareRule:
             raise InvalidConfigError(f"comparison confidence must be in [0.5, 1), got {self.confidence}")
         if self.iters < 1 or self.warmup < 0 or not 0 < self.resolution < 1:
             raise InvalidConfigError("comparison iters must be >= 1, warmup >= 0, resolution in (0, 1)")
+        if not 1 <= self.builds <= self.max_builds:
+            raise InvalidConfigError(f"comparison builds: need 1 <= builds <= max_builds, got "
+                                     f"{self.builds}, {self.max_builds}")
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -92,6 +107,20 @@ def t_quantile(p: float, df: int) -> float:
 
 
 @dataclass(frozen=True)
+class BuildFigures:
+    """One fresh build pair of a pooled comparison: its medians (µs), speedup and rounds."""
+
+    a_us: float
+    b_us: float
+    speedup: float
+    rounds: int
+
+    def to_json(self) -> dict:
+        return {"a_us": round(self.a_us, 3), "b_us": round(self.b_us, 3),
+                "speedup": round(self.speedup, 4), "rounds": self.rounds}
+
+
+@dataclass(frozen=True)
 class Comparison:
     """The outcome of an interleaved comparison of reference A and candidate B.
 
@@ -108,6 +137,7 @@ class Comparison:
     confidence: float
     threshold: float | None = None
     verdict: Verdict = Verdict.UNCLEAR
+    builds: tuple[BuildFigures, ...] = ()  # per fresh build pair, when several were pooled
 
     @property
     def a_us(self) -> float:
@@ -125,20 +155,19 @@ class Comparison:
         """The verdict of this interval against another threshold."""
         return _verdict(self.low, self.high, threshold)
 
-    def pooled(self, other: Comparison) -> Comparison:
-        """This comparison and `other` (the same two models, built afresh) as one: every round of
-        both in one interval, so session-to-session differences count as noise too."""
-        a = self.a_medians_us + other.a_medians_us
-        b = self.b_medians_us + other.b_medians_us
-        logs = [math.log(x / y) if x > 0 and y > 0 else 0.0 for x, y in zip(a, b)]
-        est, low, high = _interval(logs, self.confidence)
-        return replace(self, speedup=est, low=low, high=high, rounds=len(logs), a_medians_us=a,
-                       b_medians_us=b, verdict=_verdict(low, high, self.threshold))
+    @property
+    def build_spread(self) -> float | None:
+        """max/min - 1 of the candidate's per-build medians (None: one build)."""
+        if len(self.builds) < 2:
+            return None
+        meds = [b.b_us for b in self.builds]
+        return max(meds) / min(meds) - 1 if min(meds) > 0 else None
 
     def describe(self) -> str:
         """'1.52x (90% CI 1.49-1.55, 5 rounds)' plus the verdict when there was a threshold."""
+        over = f" over {len(self.builds)} builds" if len(self.builds) > 1 else ""
         s = (f"{self.speedup:.3f}x ({self.confidence:.0%} CI {self.low:.3f}-{self.high:.3f}, "
-             f"{self.rounds} rounds)")
+             f"{self.rounds} rounds{over})")
         if self.threshold is not None:
             s += f" {self.verdict.value} {self.threshold:.3f}x"
         return s
@@ -149,7 +178,9 @@ class Comparison:
                 "speedup_high": round(self.high, 4), "rounds": self.rounds,
                 "confidence": self.confidence, "baseline_us": round(self.a_us, 3),
                 "median_us": round(self.b_us, 3), "threshold": self.threshold,
-                "verdict": self.verdict.value}
+                "verdict": self.verdict.value,
+                **({"builds": [b.to_json() for b in self.builds],
+                    "build_spread": round(self.build_spread, 4)} if len(self.builds) > 1 else {})}
 
 
 def _verdict(low: float, high: float, threshold: float | None) -> Verdict:
@@ -213,3 +244,57 @@ def compare(a: Sampler, b: Sampler, rule: CompareRule = CompareRule(), *,
                       a_medians_us=tuple(a_med), b_medians_us=tuple(b_med),
                       confidence=rule.confidence, threshold=threshold,
                       verdict=_verdict(low, high, threshold))
+
+
+def _build_interval(per_build: list[list[float]], confidence: float) -> tuple[float, float, float]:
+    """(estimate, low, high) over build pairs: the wider of the between-build interval (t on the
+    per-build mean log ratios) and the interval of every round pooled."""
+    means = [float(np.mean(logs)) for logs in per_build]
+    pooled = [v for logs in per_build for v in logs]
+    _, p_low, p_high = _interval(pooled, confidence)
+    est = math.exp(float(np.mean(means)))
+    if len(means) < 2:
+        return est, p_low, p_high
+    _, b_low, b_high = _interval(means, confidence)
+    return est, min(p_low, b_low), max(p_high, b_high)
+
+
+def compare_builds(make_a: Callable[[], Sampler], make_b: Callable[[], Sampler],
+                   rule: CompareRule = CompareRule(), *, threshold: float | None = None,
+                   builds: int | None = None) -> Comparison:
+    """Interleaved comparisons of several fresh builds of A and B, judged on the builds.
+
+    Args:
+        make_a: builds the reference afresh (e.g. a new ONNX Runtime session) on each call.
+        make_b: builds the candidate afresh.
+        rule: rounds per build pair, confidence, and `max_builds`.
+        threshold: the speedup to judge against; None just estimates it.
+        builds: build pairs at least (default `rule.builds`); more are added, up to
+            `rule.max_builds`, while the verdict is unclear and the interval wider than the
+            rule's resolution.
+    """
+    want = rule.builds if builds is None else int(builds)
+    if want < 1:
+        raise InvalidConfigError(f"compare_builds needs at least one build pair, got {want}")
+    most = max(want, rule.max_builds)
+    parts: list[Comparison] = []
+    est, low, high = float("nan"), 0.0, math.inf
+    while len(parts) < most:
+        parts.append(compare(make_a(), make_b(), rule, threshold=threshold))
+        if len(parts) < want:
+            continue
+        logs = [[math.log(x / y) if x > 0 and y > 0 else 0.0
+                 for x, y in zip(c.a_medians_us, c.b_medians_us)] for c in parts]
+        est, low, high = _build_interval(logs, rule.confidence)
+        if _verdict(low, high, threshold) is not Verdict.UNCLEAR:
+            break
+        if high / est - 1 <= rule.resolution and 1 - low / est <= rule.resolution:
+            break
+    if len(parts) == 1:
+        return parts[0]
+    a = tuple(v for c in parts for v in c.a_medians_us)
+    b = tuple(v for c in parts for v in c.b_medians_us)
+    return Comparison(speedup=est, low=low, high=high, rounds=len(a), a_medians_us=a,
+                      b_medians_us=b, confidence=rule.confidence, threshold=threshold,
+                      verdict=_verdict(low, high, threshold),
+                      builds=tuple(BuildFigures(c.a_us, c.b_us, c.speedup, c.rounds) for c in parts))

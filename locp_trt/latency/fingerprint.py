@@ -23,6 +23,7 @@ class DeviceFingerprint:
     threads: int = 0  # CPU threads used (0: not applicable)
     libraries: dict = field(default_factory=dict)  # e.g. {"cudnn": "91900", "cuda": "13.0"}
     power_mode: str = ""  # Jetson nvpmodel mode, when on a Jetson
+    settings: dict = field(default_factory=dict)  # build settings that change speed (ORT-CUDA options)
 
     def key(self) -> str:
         """Short stable hash; equal keys mean measurements are interchangeable."""
@@ -47,6 +48,8 @@ class DeviceFingerprint:
             parts.append(f"driver {self.driver}")
         if self.power_mode:
             parts.append(f"power mode {self.power_mode}")
+        if self.settings:
+            parts.append(" ".join(f"{k}={v}" for k, v in sorted(self.settings.items())))
         return ", ".join(parts)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,12 @@ class MeterStats:
     store_hits: int = 0
     memo_hits: int = 0
     table_hits: int = 0
+    measure_s: float = 0.0  # seconds spent measuring configs on the runtime
+
+    @property
+    def seconds_per_config(self) -> float | None:
+        """Average cost of one measured config (None: none measured)."""
+        return self.measure_s / self.measured if self.measured else None
 
     @property
     def saved(self) -> int:
@@ -148,6 +155,7 @@ class LatencyMeter:
         self._fingerprints: dict[Precision, DeviceFingerprint] = {}
         self._seen: set[LayerConfig] = set()
         self._counts = {s: 0 for s in Source}
+        self._measure_s = 0.0
 
     # ---- bookkeeping -------------------------------------------------------------------------
     @property
@@ -155,7 +163,8 @@ class LatencyMeter:
         """Counters so far."""
         c = self._counts
         return MeterStats(requested=sum(c.values()), unique=len(self._seen), measured=c[Source.MEASURED],
-                          store_hits=c[Source.STORE], memo_hits=c[Source.MEMO], table_hits=c[Source.TABLE])
+                          store_hits=c[Source.STORE], memo_hits=c[Source.MEMO], table_hits=c[Source.TABLE],
+                          measure_s=round(self._measure_s, 3))
 
     def fingerprint(self, precision: Precision | str) -> DeviceFingerprint:
         """The fingerprint measurements of `precision` are stored under (cached)."""
@@ -204,7 +213,9 @@ class LatencyMeter:
 
     def _run(self, cfg: LayerConfig) -> Measurement:
         assert self.runtime is not None
+        t0 = time.perf_counter()
         timing = self.runtime.time_layer(cfg)
+        self._measure_s += time.perf_counter() - t0
         row = self.store.put(cfg, self.fingerprint(cfg.precision), timing)
         return Measurement.from_stored(row, Source.MEASURED)
 

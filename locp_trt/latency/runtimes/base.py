@@ -34,6 +34,9 @@ class Runtime(abc.ABC):
     name: ClassVar[str] = ""
     #: Precisions this runtime can time.
     precisions: ClassVar[tuple[Precision, ...]] = (Precision.FP32,)
+    #: True where a fresh build of the same model can run at another speed (algorithms chosen or
+    #: autotuned at build time, as on GPUs): a step's acceptance then pools several builds.
+    build_variance: ClassVar[bool] = False
 
     def __init__(self, bench: BenchConfig | None = None, *, strict: bool = False) -> None:
         self.bench = bench or BenchConfig()
@@ -89,14 +92,36 @@ class Runtime(abc.ABC):
         """Build `module` once for repeated timing; returns `sample(warmup, iters) -> µs list`.
 
         What interleaved comparisons (`latency.compare`) time: each model is built once and its
-        sampler called round after round. Default: export to ONNX and build that. The module is
-        not modified.
+        sampler called round after round. The module is not modified.
         """
+        return self.builder(module, input_shape, precision)()
+
+    def builder(self, module: torch.nn.Module, input_shape: Sequence[int],
+                precision: Precision) -> Callable[[], Sampler]:
+        """A factory of fresh builds of `module`: each call builds it anew (a new session or
+        engine from the same ONNX bytes) and returns its sampler. Default: export to ONNX once."""
         from ..torch_onnx import onnx_bytes_from_module
 
         self.check_precision(precision)
         shape = tuple(int(v) for v in input_shape)
-        return self._prepare_onnx_impl(onnx_bytes_from_module(module, shape, precision), shape, precision)
+        return self.onnx_builder(onnx_bytes_from_module(module, shape, precision), shape, precision)
+
+    def onnx_builder(self, onnx_bytes: bytes, input_shape: Sequence[int],
+                     precision: Precision) -> Callable[[], Sampler]:
+        """A factory of fresh builds of an ONNX model (e.g. an emitted model.onnx)."""
+        self.check_precision(precision)
+        shape = tuple(int(v) for v in input_shape)
+        return lambda: self._prepare_onnx_impl(onnx_bytes, shape, Precision.parse(precision))
+
+    @classmethod
+    def options_from_settings(cls, settings: dict) -> dict:
+        """Constructor keywords that rebuild with `settings` (as `settings()` wrote them)."""
+        return {}
+
+    def settings(self) -> dict:
+        """The build settings that decide this runtime's speed, as JSON: recorded in the report
+        and written beside the emitted model (`runtime.json`) so `bench` rebuilds it the same way."""
+        return {}
 
     def check_precision(self, precision: Precision) -> None:
         """Raise a clear error for a precision this runtime cannot time."""

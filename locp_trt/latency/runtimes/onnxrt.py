@@ -6,7 +6,7 @@ onnxruntime is imported inside methods, so importing this module needs nothing b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +17,14 @@ from ..fingerprint import DeviceFingerprint, cpu_name
 from ._nvidia import driver_version, gpu_name, jetson_power_mode
 from .base import Runtime
 
-__all__ = ["OrtCpuRuntime", "OrtCudaRuntime", "NodeTime"]
+__all__ = ["OrtCpuRuntime", "OrtCudaRuntime", "NodeTime", "CUDA_PROVIDER_DEFAULTS"]
+
+#: CUDA provider options, chosen by measurement on the lent H200 (docs/METHOD.md, "Build
+#: settings"): NHWC kernels ran ResNet-50 fp16 1.28x faster than NCHW, and cuDNN's heuristic
+#: algorithm choice was as fast as the exhaustive search on the unpruned model while fresh
+#: sessions of a pruned one spread 9% instead of 31%. Every session (layers, models, the final
+#: check, `bench` of the emitted model) uses the same options; they ship in runtime.json.
+CUDA_PROVIDER_DEFAULTS: dict[str, str] = {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"}
 
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                  "tensor(double)": np.float64, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -26,6 +33,11 @@ _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
 def _ort():
     import onnxruntime
 
+    if not getattr(onnxruntime, "_locp_quiet", False):
+        # Errors only from ORT's process-wide logger too: onnxruntime-gpu 1.31 prints a "No
+        # registered plugin EP device found" warning for every session otherwise.
+        onnxruntime.set_default_logger_severity(3)
+        onnxruntime._locp_quiet = True
     return onnxruntime
 
 
@@ -47,6 +59,14 @@ class _OrtRuntime(Runtime):
     """Shared session set-up: one provider, sequential execution, all graph optimisations."""
 
     provider = "CPUExecutionProvider"
+
+    def settings(self) -> dict:
+        """Session and provider options of every session this runtime builds."""
+        return {"provider": self.provider, "provider_options": self._provider_options(),
+                "session_options": {"graph_optimization_level": "ORT_ENABLE_ALL",
+                                    "execution_mode": "ORT_SEQUENTIAL",
+                                    "intra_op_num_threads": int(self.bench.threads),
+                                    "inter_op_num_threads": 1}}
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -217,10 +237,15 @@ class OrtCudaRuntime(_OrtRuntime):
     name = "onnxruntime-cuda"
     precisions = (Precision.FP32, Precision.FP16)
     provider = "CUDAExecutionProvider"
+    build_variance = True
 
-    def __init__(self, bench=None, *, strict: bool = False, device_id: int = 0) -> None:
+    def __init__(self, bench=None, *, strict: bool = False, device_id: int = 0,
+                 provider_options: Mapping[str, object] | None = None) -> None:
         super().__init__(bench, strict=strict)
         self.device_id = int(device_id)
+        self.options = {**CUDA_PROVIDER_DEFAULTS,
+                        **{str(k): str(v) for k, v in (provider_options or {}).items()}}
+        self.options.pop("device_id", None)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -235,7 +260,12 @@ class OrtCudaRuntime(_OrtRuntime):
         return None
 
     def _provider_options(self) -> dict:
-        return {"device_id": self.device_id}
+        return {"device_id": str(self.device_id), **self.options}
+
+    @classmethod
+    def options_from_settings(cls, settings: dict) -> dict:
+        opts = {k: v for k, v in (settings.get("provider_options") or {}).items() if k != "device_id"}
+        return {"provider_options": opts}
 
     @property
     def label(self) -> str:
@@ -247,6 +277,7 @@ class OrtCudaRuntime(_OrtRuntime):
             runtime=self.name, runtime_version=_ort_version(),
             precision=Precision.parse(precision).value, provider=self.provider,
             driver=driver_version(self.device_id), power_mode=jetson_power_mode(),
+            settings=dict(self.options),
         )
 
     def _prepare_onnx_impl(

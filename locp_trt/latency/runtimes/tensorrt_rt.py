@@ -469,6 +469,15 @@ class TensorRTRuntime(Runtime):
 
     name = "tensorrt"
     precisions = (Precision.FP32, Precision.FP16)
+    # Tactics are timed at build time; a shared timing cache pins them across builds.
+    build_variance = True
+
+    def settings(self) -> dict:
+        o = self.options
+        return {"workspace_mib": o.workspace_mib, "builder_optimization_level": o.optimization_level,
+                "timing_iterations": o.timing_iterations, "timing_cache": (
+                    str(o.timing_cache_path) if o.timing_cache_path else "default per TensorRT and GPU")
+                if o.use_timing_cache else None, "dla_core": o.dla_core}
 
     def __init__(self, bench=None, *, strict: bool = False, options: TrtBuildOptions | None = None,
                  device_index: int = 0) -> None:

@@ -74,6 +74,10 @@ class _TorchRuntime(Runtime):
         timing.extra.update(getattr(sampler, "extra", {}))
         return timing
 
+    def builder(self, module: torch.nn.Module, input_shape: Sequence[int], precision: Precision):
+        """Fresh builds: each call copies the module, folds it and captures it anew."""
+        return lambda: self.prepare_module(module, input_shape, precision)
+
     def prepare_module(self, module: torch.nn.Module, input_shape: Sequence[int], precision: Precision):
         """A sampler of a copy of `module` (eval mode, BatchNorm folded as the deployment
         runtimes do); its `extra` attribute says how it runs (folding, CUDA graph)."""
@@ -121,10 +125,17 @@ class TorchCudaRuntime(_TorchRuntime):
 
     name = "torch"
     precisions = (Precision.FP32, Precision.FP16)
+    build_variance = True
 
     def __init__(self, bench=None, *, strict: bool = False, device_index: int = 0) -> None:
         super().__init__(bench, strict=strict)
         self.device_index = int(device_index)
+
+    def settings(self) -> dict:
+        # cuDNN autotuning caches its choice per shape in the process: builds in one process
+        # reuse it, a new process autotunes again (which is what a deployment does too).
+        return {"cudnn_benchmark": True, "memory_format": "channels_last", "cuda_graph": True,
+                "batchnorm": "folded into convs (torch.fx)", "graph_replays": int(self.bench.graph_replays)}
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -216,6 +227,10 @@ class TorchCpuRuntime(_TorchRuntime):
 
     name = "torch-cpu"
     precisions = (Precision.FP32,)
+
+    def settings(self) -> dict:
+        return {"threads": int(self.bench.threads), "batchnorm": "folded into convs (torch.fx)",
+                "mode": "eager, inference_mode"}
 
     @property
     def label(self) -> str:

@@ -1,0 +1,94 @@
+"""Which ONNX Runtime CUDA options to build sessions with: speed and build-to-build spread.
+
+For each ONNX file and each option set (cudnn_conv_algo_search EXHAUSTIVE or HEURISTIC, NCHW or
+prefer_nhwc), `--sessions` fresh sessions are built; each runs 10 warm-ups, then the median of
+`--runs` timed runs (IO binding, the project's `onnxruntime-cuda` runtime) is its figure. Then
+the cost of one layer config (one-layer graph: build, session, first run, timing) under each
+algorithm search, over the first `--configs` distinct conv configs of ResNet-50 at batch 32.
+
+  python benchmarks/ort_settings.py base.onnx pruned.onnx --json ort_settings.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OPTION_SETS = {
+    "exhaustive_nchw": {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "0"},
+    "exhaustive_nhwc": {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"},
+    "heuristic_nchw": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "0"},
+    "heuristic_nhwc": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"},
+}
+
+
+def sessions(path: Path, options: dict, n: int, runs: int) -> list[float]:
+    from locp_trt.latency.runtimes.onnxrt import OrtCudaRuntime
+
+    data = path.read_bytes()
+    rt = OrtCudaRuntime(provider_options=options)
+    import onnx
+
+    m = onnx.load_from_string(data)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    shape = tuple(int(d.dim_value) for d in dims)
+    prec = "fp16" if m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else "fp32"
+    build = rt.onnx_builder(data, shape, prec)
+    return [float(np.median(build()(10, runs))) for _ in range(n)]
+
+
+def config_cost(options: dict, count: int) -> dict:
+    """Seconds per layer config through the runtime's own time_layer, and the session share."""
+    import torchvision
+
+    from locp_trt.graph import build_graph
+    from locp_trt.latency.onnx_graph import build_layer_onnx
+    from locp_trt.latency.runtimes.onnxrt import OrtCudaRuntime
+
+    g = build_graph(torchvision.models.resnet50().eval(), (3, 224, 224), batch=32, precision="fp16")
+    cfgs = list(dict.fromkeys(g.layer_configs({}).values()))[:count]
+    rt = OrtCudaRuntime(provider_options=options)
+    t0 = time.perf_counter()
+    for c in cfgs:
+        rt.time_layer(c)
+    per = (time.perf_counter() - t0) / len(cfgs)
+    t0 = time.perf_counter()
+    for c in cfgs:
+        rt._session(build_layer_onnx(c))
+    sess = (time.perf_counter() - t0) / len(cfgs)
+    return {"configs": len(cfgs), "seconds_per_config": round(per, 4),
+            "seconds_per_session_build": round(sess, 4)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("onnx", nargs="+", type=Path)
+    p.add_argument("--sessions", type=int, default=4)
+    p.add_argument("--runs", type=int, default=40)
+    p.add_argument("--configs", type=int, default=40)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args(argv)
+    out: dict = {"models": {}, "config_cost": {}}
+    for path in a.onnx:
+        out["models"][str(path)] = {}
+        for name, opts in OPTION_SETS.items():
+            meds = sessions(path, opts, a.sessions, a.runs)
+            row = {"session_medians_us": [round(v, 1) for v in meds], "median_us": round(float(np.median(meds)), 1),
+                   "spread": round(max(meds) / min(meds) - 1, 4)}
+            out["models"][str(path)][name] = row
+            print(path.name, name, row, flush=True)
+    for name in ("exhaustive_nhwc", "heuristic_nhwc"):
+        out["config_cost"][name] = config_cost(OPTION_SETS[name], a.configs)
+        print("config cost", name, out["config_cost"][name], flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

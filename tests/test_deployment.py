@@ -1,0 +1,234 @@
+"""What optimize reports is what the user deploys: builds as a source of variance, the emitted
+settings and `bench OUT/`, overshoot repaired or reported, and the end-to-end latency model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from locp_trt.latency.compare import CompareRule, Verdict, compare, compare_builds
+from locp_trt.latency.e2e import EndToEndModel, activation_elements
+from locp_trt.models import get_model
+from locp_trt.optimize import OptimizeConfig, Optimizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from live import assert_honest_end  # noqa: E402
+from test_optimize import REPO, StepLatency, _lenet_and_table  # noqa: E402
+
+
+def constant(us: float):
+    """A sampler that always takes `us`."""
+    return lambda warmup, iters: [us] * iters
+
+
+class Builds:
+    """Fresh builds whose speed depends on the build: build i runs at `speeds[i % n]` µs."""
+
+    def __init__(self, speeds: list[float]) -> None:
+        self.speeds, self.made = speeds, 0
+
+    def __call__(self):
+        us = self.speeds[self.made % len(self.speeds)]
+        self.made += 1
+        return constant(us)
+
+
+# ---- builds -------------------------------------------------------------------------------------
+def test_one_build_looks_certain_where_builds_disagree() -> None:
+    """Each build's rounds agree exactly, so one build pair gives a zero-width interval; builds
+    that differ by 30% (ORT-CUDA sessions did) widen the pooled interval to say so."""
+    single = compare(constant(200.0), constant(100.0), CompareRule(), threshold=1.9)
+    assert single.verdict is Verdict.MEETS and single.low == pytest.approx(2.0)
+    cmp = compare_builds(Builds([200.0]), Builds([100.0, 130.0, 90.0]), CompareRule(), threshold=1.9)
+    assert len(cmp.builds) >= 3
+    assert cmp.low < 1.9 < cmp.high  # the build-to-build spread makes 1.9x unclear
+    assert cmp.verdict is Verdict.UNCLEAR
+    assert cmp.build_spread == pytest.approx(130.0 / 90.0 - 1)
+    assert [b.b_us for b in cmp.builds][:3] == [100.0, 130.0, 90.0]
+    summary = cmp.summary()
+    assert len(summary["builds"]) == len(cmp.builds) and "build_spread" in summary
+
+
+def test_builds_are_added_while_unclear_up_to_the_rule_and_stop_when_clear() -> None:
+    rule = CompareRule(builds=3, max_builds=5)
+    unclear = compare_builds(Builds([200.0]), Builds([100.0, 130.0, 90.0]), rule, threshold=1.9)
+    assert len(unclear.builds) == 5
+    clear = compare_builds(Builds([200.0]), Builds([100.0, 101.0, 99.0]), rule, threshold=1.5)
+    assert clear.verdict is Verdict.MEETS and len(clear.builds) == 3
+    assert compare_builds(Builds([200.0]), Builds([100.0]), rule, builds=1).builds == ()
+
+
+def test_rule_refuses_impossible_build_counts() -> None:
+    from locp_trt.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match="builds"):
+        CompareRule(builds=4, max_builds=2)
+
+
+# ---- the end-to-end latency model ---------------------------------------------------------------
+def test_e2e_model_recovers_known_coefficients() -> None:
+    true = EndToEndModel(a=0.8, k=2e-4, c=30.0)
+    pts = [(L, A, true.predict_us(L, A)) for L, A in ((1000, 2e6), (600, 9e5), (300, 7e5), (800, 1e6))]
+    fit = EndToEndModel.fit(pts)
+    assert (fit.a, fit.k, fit.c) == pytest.approx((0.8, 2e-4, 30.0), rel=1e-6)
+
+
+def test_e2e_model_from_the_baseline_alone_puts_the_rest_on_activations() -> None:
+    fit = EndToEndModel.fit([(1000.0, 4e6, 2400.0)])  # the layer sum is 42% of the time
+    assert fit.a == 1.0 and fit.c == 0.0 and fit.predict_us(1000.0, 4e6) == pytest.approx(2400.0)
+    # A fused graph faster than its layers alone (ORT CPU): the layer sum is scaled down instead.
+    fused = EndToEndModel.fit([(1000.0, 4e6, 880.0)])
+    assert fused.k == 0.0 and fused.predict_us(1000.0, 4e6) == pytest.approx(880.0)
+    # Two points: a = 1 where k, c >= 0 explain both.
+    two = EndToEndModel.fit([(1000.0, 4e6, 2400.0), (400.0, 1e6, 800.0)])
+    assert two.a == 1.0 and two.c > 0 and two.predict_us(400.0, 1e6) == pytest.approx(800.0)
+
+
+def test_activation_elements_counts_outputs() -> None:
+    from locp_trt.latency.config import LayerConfig
+
+    conv = LayerConfig("conv", 3, 8, 3, 2, 1, input_hw=(16, 16), batch=2)
+    assert activation_elements([conv]) == 2 * 8 * 8 * 8
+
+
+def test_loop_reports_predicted_against_measured_per_step(tmp_path: Path) -> None:
+    """Every measured step and the width floor get a prediction made before they were measured;
+    on this deterministic runtime each step's is within 15% (the floor's is only reported)."""
+    torch.manual_seed(0)
+    fake = StepLatency((1, 3, 32, 32), noise=0.0)
+    opt = Optimizer(get_model("resnet20"), (3, 32, 32), OptimizeConfig(speedup=1.5, steps=1),
+                    latency_us=fake.layer_us, prepare_model=fake.prepare, out_dir=tmp_path,
+                    log=lambda _m: None, progress=False)
+    result = opt.run()
+    lm = result.latency_model
+    assert "floor" in lm["predictions"] and "step 1" in lm["predictions"]
+    step = lm["predictions"]["step 1"]
+    assert abs(step["error"]) <= 0.15, lm
+    assert result.history[1].predicted_speedup == pytest.approx(step["predicted_speedup"], rel=1e-3)
+    assert 0 < lm["layer_sum_share"] < 2 and lm["points"] >= 3
+
+
+# ---- overshoot ----------------------------------------------------------------------------------
+def test_no_plan_inside_a_narrow_band_ends_overshot_not_met(tmp_path: Path) -> None:
+    """On this deterministic runtime one decision jumps from 1.455x to 1.575x: with a 0.5% band
+    over 1.5x no plan lands inside it, and the run says 'overshot' (not landed), with the figure."""
+    torch.manual_seed(0)
+    fake = StepLatency((1, 3, 32, 32), noise=0.0)
+    opt = Optimizer(get_model("resnet20"), (3, 32, 32), OptimizeConfig(speedup=1.5, tolerance=0.005),
+                    latency_us=fake.layer_us, prepare_model=fake.prepare, out_dir=tmp_path,
+                    log=lambda _m: None, progress=False)
+    result = opt.run()
+    assert result.met_target and result.status == "overshot"
+    assert result.speedup_final > 1.5 * 1.005
+
+
+def test_final_check_above_the_band_redoes_the_step_with_a_lower_aim(tmp_path: Path) -> None:
+    """Probes (the run's one reference build) see the pruned models 8% slower than fresh builds
+    do: the step lands in the band by its probes, the final check on fresh builds lands above it,
+    and the loop redoes the step aiming lower until the final check is inside."""
+    torch.manual_seed(0)
+    fake = StepLatency((1, 3, 32, 32), noise=0.0)
+    def builder(module):
+        true_us = fake.prepare(module).true_us
+
+        def build():
+            # the reference (first build of the run) and probes: as is; final-check builds of a
+            # pruned model: 8% faster than the probes saw
+            fresh = opt._reference is not None and opt._final
+            return constant(true_us / 1.08 if fresh and true_us < base_us else true_us)
+
+        return build
+
+    base_us = fake.prepare(get_model("resnet20")).true_us
+    opt = Optimizer(get_model("resnet20"), (3, 32, 32), OptimizeConfig(speedup=1.5),
+                    latency_us=fake.layer_us, prepare_model=fake.prepare, builder=builder,
+                    out_dir=tmp_path, log=lambda _m: None, progress=False)
+    opt._final = False
+    confirm = opt.confirm
+
+    def final_check(model, target):
+        opt._final = True
+        try:
+            return confirm(model, target)
+        finally:
+            opt._final = False
+
+    opt.confirm = final_check
+    result = opt.run()
+    repaired = result.latency_model["overshoots_repaired"]
+    assert repaired and repaired[0]["speedup"] > 1.5 * 1.1
+    assert result.status == "landed", (result.speedup_final, result.stop_reason)
+    assert 1.5 <= result.speedup_final <= 1.65
+    assert "overshot" in result.stop_reason and "redone" in result.stop_reason
+
+
+def test_overshoot_ends_failed_with_exit_4_and_agrees_everywhere(tmp_path: Path) -> None:
+    """On a recorded table, a band too narrow for the path's plans: exit 4, one 'overshot the
+    target:' line, FAILED, and report.json's status/within_tolerance say the same."""
+    weights, table = _lenet_and_table(tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "locp_trt", "optimize", str(weights), "--arch", "lenet5",
+                           "--device", "cpu", "--latency-table", str(table), "--no-store", "--no-progress",
+                           "--no-engine", "--speedup", "1.3", "--tolerance", "0.001", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = json.loads((out / "report.json").read_text())["result"]
+    if result["status"] == "landed":  # the recorded path happened to have a plan inside 0.1%
+        pytest.skip(f"a plan landed inside the 0.1% band ({result['speedup']:.4f}x)")
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert result["status"] == "overshot" and result["met_target"] and not result["within_tolerance"]
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("overshot the target:")]
+    assert len(lines) == 1 and f"{result['speedup']:.3f}x" in lines[0], proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("FAILED | locp_trt optimize")
+    assert "OVERSHOT" in proc.stderr
+
+
+# ---- the emitted settings and bench OUT/ ----------------------------------------------------------
+def test_ort_cuda_settings_round_trip_and_key_the_store() -> None:
+    """The CUDA provider options every session uses are recorded, rebuild the same runtime, and
+    are part of the fingerprint (a measurement under other options is never reused)."""
+    from locp_trt.latency.runtimes.onnxrt import CUDA_PROVIDER_DEFAULTS, OrtCudaRuntime
+
+    rt = OrtCudaRuntime()
+    settings = rt.settings()
+    assert settings["provider_options"]["cudnn_conv_algo_search"] == "HEURISTIC"
+    assert settings["provider_options"]["prefer_nhwc"] == "1"
+    again = OrtCudaRuntime(**OrtCudaRuntime.options_from_settings(settings))
+    assert again.settings() == settings
+    other = OrtCudaRuntime(provider_options={"cudnn_conv_algo_search": "EXHAUSTIVE"})
+    assert other.options != CUDA_PROVIDER_DEFAULTS
+    fp = lambda r: r.fingerprint("fp16")  # noqa: E731
+    assert fp(again).key() == fp(rt).key() != fp(other).key()
+
+
+def test_bench_of_an_output_folder_reproduces_the_headline(tmp_path: Path) -> None:
+    """optimize on live ORT CPU timing writes runtime.json; `bench OUT/` rebuilds model.onnx with
+    those settings in a fresh process, times it against the unpruned model over 3 fresh builds
+    of each, and tells whether the report's headline holds. Live timing on a shared machine:
+    the verdict line must match the JSON, and the figure be within 25% of the report's."""
+    weights = tmp_path / "lenet.pt"
+    torch.manual_seed(0)
+    torch.save(get_model("lenet5").state_dict(), weights)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "locp_trt", "optimize", str(weights), "--arch", "lenet5",
+                           "--device", "cpu", "--speedup", "1.3", "--no-store", "--no-progress",
+                           "--no-engine", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    result = assert_honest_end(proc, out / "report.json")
+    settings = json.loads((out / "runtime.json").read_text())
+    assert settings["runtime"] == "onnxruntime"
+    assert settings["settings"]["session_options"]["intra_op_num_threads"] == 1
+    assert len(settings["final_check"]["builds"]) >= 3  # the final check pooled fresh builds
+    check = tmp_path / "delivered.json"
+    bench = subprocess.run([sys.executable, "-m", "locp_trt", "bench", str(out), "--json", str(check)],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bench.returncode in (0, 3), bench.stderr[-2000:]
+    d = json.loads(check.read_text())
+    assert d["reproduced"] == (bench.returncode == 0)
+    assert ("NOT reproduced" in bench.stdout) == (not d["reproduced"])
+    assert len(d["builds"]) >= 3
+    assert d["speedup"] == pytest.approx(result["speedup"], rel=0.25)
