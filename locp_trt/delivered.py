@@ -99,7 +99,8 @@ def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds
     precision = Precision.parse(info["precision"])
     cls = runtime_class(name)
     threads = (settings.get("session_options") or {}).get("intra_op_num_threads") or settings.get("threads")
-    bench = bench or BenchConfig(threads=int(threads) if threads else 1)
+    bench = bench or BenchConfig(threads=int(threads) if threads else 1,
+                                 graph_replays=int(settings.get("graph_replays") or 1))
     reference = _reference_module(info, baseline)
     rule = CompareRule(max_rounds=max_rounds, builds=builds, max_builds=max(builds, 6))
     with get_runtime(name, bench, **cls.options_from_settings(settings)) as rt:
