@@ -4,7 +4,8 @@
 # steps, onnxruntime-gpu's four parts already in /tmp/ortparts (shared/GPU.md).
 #   bash benchmarks/gpu_issue15.sh ort SEEDS...     ORT-CUDA landing runs (+ settings on the first)
 #   bash benchmarks/gpu_issue15.sh torch SEEDS...   torch-CUDA landing runs
-# PYTEST=1 also runs `pytest -m gpu` at the end when time is left.
+# PYTEST=1 also runs `pytest -m gpu` at the end when time is left; EXPERIMENTS=1 first runs
+# ort_settings.py --experiments (per-config cost breakdown, fresh-session spread by width alignment).
 # Each call leaves one tarball in $OUT (logs, reports, independent checks, device line); the call
 # stops starting runs after LIMIT seconds (default 540) so the tarball is always written.
 set -uo pipefail
@@ -13,21 +14,24 @@ res=/tmp/res_${mode}_$(echo "$@" | tr ' ' '_')
 mkdir -p "$res"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-if [ "$mode" = ort ]; then
+if [ "$mode" = ort ] || [ "${EXPERIMENTS:-0}" = 1 ]; then
   if [ ! -d /tmp/ortgpu-site/onnxruntime ]; then
     mkdir -p /tmp/ortgpu-site
     cat /tmp/ortparts/ortgpu.part.* | python3 -c "import sys,zstandard; zstandard.ZstdDecompressor(max_window_size=2**31).copy_stream(sys.stdin.buffer, sys.stdout.buffer)" | tar -x -C /tmp/ortgpu-site
   fi
   export PYTHONPATH=/tmp/ortgpu-site:$PYTHONPATH
-  runtime=onnxruntime-cuda
-else
-  runtime=torch
 fi
+runtime=torch
+[ "$mode" = ort ] && runtime=onnxruntime-cuda
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
   python3 -c "import torch,onnxruntime as o;print('torch', torch.__version__, 'cudnn', torch.backends.cudnn.version(), 'onnxruntime', o.__version__, o.get_available_providers())"
   date -u; } > "$res/device.txt" 2>&1
 start=$SECONDS
 limit=${LIMIT:-540}
+if [ "${EXPERIMENTS:-0}" = 1 ]; then
+  timeout 150 python3 benchmarks/ort_settings.py --experiments --sessions 4 --configs 20 \
+      --json "$res/ort_experiments.json" 2>&1 | tee -a "$res/driver.txt"
+fi
 for seed in "$@"; do
   if [ $((SECONDS - start)) -gt $((limit - 200)) ]; then echo "skipping seed $seed: time" >> "$res/device.txt"; continue; fi
   timeout $((limit - (SECONDS - start))) python3 benchmarks/gpu_landing.py --runtime $runtime --seeds "$seed" \

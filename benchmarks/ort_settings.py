@@ -42,6 +42,55 @@ def sessions(path: Path, options: dict, n: int, runs: int) -> list[float]:
     return [float(np.median(build()(10, runs))) for _ in range(n)]
 
 
+def cost_breakdown(options: dict, count: int) -> dict:
+    """Seconds per layer config split into: one-layer graph, session build, first run (cuDNN
+    algorithm choice / plan build), 60 timed runs; medians over `count` ResNet-50 configs."""
+    import torchvision
+
+    from locp_trt.graph import build_graph
+    from locp_trt.latency.onnx_graph import build_layer_onnx
+    from locp_trt.latency.runtimes.onnxrt import OrtCudaRuntime
+
+    g = build_graph(torchvision.models.resnet50().eval(), (3, 224, 224), batch=32, precision="fp16")
+    cfgs = list(dict.fromkeys(g.layer_configs({}).values()))[:count]
+    rt = OrtCudaRuntime(provider_options=options)
+    parts: dict[str, list[float]] = {"graph": [], "session": [], "first_run": [], "timed_60": []}
+    for c in cfgs:
+        t0 = time.perf_counter()
+        data = build_layer_onnx(c)
+        t1 = time.perf_counter()
+        build = rt.onnx_builder(data, c.input_shape, c.precision)
+        sample = build()
+        t2 = time.perf_counter()
+        sample(1, 1)
+        t3 = time.perf_counter()
+        sample(10, 50)
+        t4 = time.perf_counter()
+        for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            parts[k].append(v)
+    return {k: round(float(np.median(v)), 4) for k, v in parts.items()}
+
+
+def aligned_widths(options: dict, n: int, runs: int) -> dict:
+    """Fresh-session spread of ResNet-50 variants whose widths are multiples of 8 (64, 56 per
+    group) or of 4 (60) or odd (61): is the build-to-build variance an alignment effect?"""
+    import torchvision
+
+    from locp_trt.export import onnx_bytes_from_module
+    from locp_trt.latency.runtimes.onnxrt import OrtCudaRuntime
+
+    rt = OrtCudaRuntime(provider_options=options)
+    out = {}
+    for wpg in (64, 56, 60, 61):
+        m = torchvision.models.resnet50(width_per_group=wpg).eval()
+        build = rt.onnx_builder(onnx_bytes_from_module(m, (32, 3, 224, 224), "fp16"), (32, 3, 224, 224), "fp16")
+        meds = [float(np.median(build()(10, runs))) for _ in range(n)]
+        out[f"width_per_group_{wpg}"] = {"session_medians_us": [round(v, 1) for v in meds],
+                                         "spread": round(max(meds) / min(meds) - 1, 4)}
+        print("aligned", wpg, out[f"width_per_group_{wpg}"], flush=True)
+    return out
+
+
 def config_cost(options: dict, count: int) -> dict:
     """Seconds per layer config through the runtime's own time_layer, and the session share."""
     import torchvision
@@ -72,7 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=40)
     p.add_argument("--configs", type=int, default=40)
     p.add_argument("--json", type=Path)
+    p.add_argument("--experiments", action="store_true",
+                   help="instead: the per-config cost breakdown and the alignment spread test")
     a = p.parse_args(argv)
+    if a.experiments:
+        out = {"breakdown": {}, "aligned": {}}
+        for name in ("heuristic_nhwc", "heuristic_nchw"):
+            out["breakdown"][name] = cost_breakdown(OPTION_SETS[name], a.configs)
+            print("breakdown", name, out["breakdown"][name], flush=True)
+        for name in ("heuristic_nhwc", "heuristic_nchw"):
+            out["aligned"][name] = aligned_widths(OPTION_SETS[name], a.sessions, a.runs)
+        if a.json:
+            a.json.write_text(json.dumps(out, indent=1))
+        return 0
     out: dict = {"models": {}, "config_cost": {}}
     for path in a.onnx:
         out["models"][str(path)] = {}
