@@ -17,21 +17,14 @@ from .errors import BackendUnavailableError, InvalidConfigError
 from .latency.compare import Comparison, Verdict
 from .latency.config import LayerConfig, Precision
 from .latency.timing import BenchConfig
+from .loading import EXAMPLE as EXAMPLE
+from .loading import example_model_path as example_model_path
 from .optimize import OptimizeConfig, Optimizer, OptimizeResult
 
 __all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "match_nodes"]
 
-#: `optimize example` runs this built-in model (weights ship inside the package).
-#: Its data set is small (2,048 images), so it fine-tunes for more epochs than the defaults give.
-EXAMPLE = {"arch": "resnet20", "file": "resnet20_synthetic.pt", "data": "synthetic:2048:10",
-           "epochs": 2.0, "final_epochs": 4.0}
 #: Fine-tuning epochs when the user gives none (per step, and once at the end).
 DEFAULT_EPOCHS, DEFAULT_FINAL_EPOCHS = 1.0, 2.0
-
-
-def example_model_path() -> Path:
-    """The built-in example's weights (ResNet-20 trained on the synthetic set, see scripts/)."""
-    return Path(__file__).with_name("examples") / EXAMPLE["file"]
 
 
 @dataclass(frozen=True)
@@ -205,11 +198,10 @@ def _load_stage(s: _Session) -> None:
     warning = check_clocks_locked()
     if warning:
         _log(f"warning: {warning}")
-    model_path, arch, s.data = job.model, job.arch, job.data
-    if job.model == "example":
-        model_path, arch = str(example_model_path()), arch or EXAMPLE["arch"]
+    s.data = job.data
+    if job.model == EXAMPLE["name"]:
         s.data = s.data or EXAMPLE["data"]
-    loaded = load_model(model_path, arch=arch, trust_pickle=job.trust_pickle,
+    loaded = load_model(job.model, arch=job.arch, trust_pickle=job.trust_pickle,
                         input_shape=job.input_shape)
     if loaded.input_shape is None:
         raise InvalidConfigError("the model's input shape is unknown; pass --input-shape C,H,W")
@@ -248,7 +240,7 @@ def _data_stage(s: _Session) -> OptimizeConfig:
     s.loaders = make_split_loaders(s.data, s.input_shape, job.batch_size, val_fraction=job.val_fraction,
                                    limit_train=job.train_limit, limit_test=job.test_limit,
                                    seed=method.seed)
-    example = job.model == "example"
+    example = job.model == EXAMPLE["name"]
     epochs = job.epochs if job.epochs is not None else (EXAMPLE["epochs"] if example else DEFAULT_EPOCHS)
     final = (job.final_epochs if job.final_epochs is not None
              else (EXAMPLE["final_epochs"] if example else DEFAULT_FINAL_EPOCHS))

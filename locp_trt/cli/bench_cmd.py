@@ -55,7 +55,8 @@ class Command:
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("paths", nargs="+", metavar="PATH", help=".pt / .pth, .onnx, or .engine / .plan")
+        p.add_argument("paths", nargs="+", metavar="PATH",
+                       help=".pt / .pth, .onnx, or .engine / .plan; or 'example' (the built-in model)")
         p.add_argument("--batch", type=int, default=None,
                        help="batch size for .pt (default 1) and for a dynamic ONNX batch")
         p.add_argument("--json", type=Path, default=None, help="write one flat JSON row per file here")
@@ -72,12 +73,14 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         from ..bench import bench_file
         from ..latency.fingerprint import DeviceFingerprint
+        from ..loading import resolve_model_source
 
         bench = bench_config_from(args)
         rows, devices = [], {}
-        for path in args.paths:
+        for given in args.paths:
+            path, arch = resolve_model_source(given, args.arch)  # `example`: the built-in model
             result = bench_file(path, runtime=args.runtime, precision=args.precision, batch=args.batch,
-                                bench_cfg=bench, arch=args.arch, trust_pickle=args.trust_pickle,
+                                bench_cfg=bench, arch=arch, trust_pickle=args.trust_pickle,
                                 input_shape=args.input_shape)
             row = result.row()
             rows.append(row)
