@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -118,3 +121,22 @@ def test_history_plot_headline_is_the_reports_final_figure(tmp_path):
 
     bare = history_plot(_report(with_data=False))
     assert bare.accuracy == () and bare.val_accuracy == ()  # no accuracy line without data
+
+
+def test_report_command_writes_nothing_unless_asked_for_plots(tmp_path, capsys):
+    """`report DIR` is read-only; `report DIR --plots` redraws history.png and stairs.png."""
+    from locp_trt.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_example", run)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir()}
+    for p in run.iterdir():  # an old time, so a rewrite shows whatever the clock's resolution
+        os.utime(p, ns=(10**9, 10**9))
+    assert main(["report", str(run)]) == 0
+    assert "wrote" not in capsys.readouterr().out
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir()} == {
+        n: (10**9, data) for n, (_, data) in before.items()}
+    assert main(["report", str(run), "--plots"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {run / 'history.png'}" in out and f"wrote {run / 'stairs.png'}" in out
+    assert {p.name for p in run.iterdir() if p.stat().st_mtime_ns != 10**9} == {"history.png", "stairs.png"}
