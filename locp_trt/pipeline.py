@@ -120,17 +120,40 @@ class _Recorder:
         return v
 
 
-def _group_stairs(graph0, result: OptimizeResult, recorder: _Recorder, top: int = 4) -> dict[str, Any]:
-    """Staircases of the `top` groups with the most latency at the start, from the points the
-    run actually measured (others at their original widths, as in the first step's discovery);
-    the chosen width's point is measured too (shared: usually already known), so every panel
-    shows it."""
+def _deciding_steps(history, chosen_step: int) -> dict[str, int]:
+    """Group id -> the step whose staircase gave it its emitted width: the last step, up to the
+    emitted one, that changed it (groups never changed are left out). Steps after the emitted one
+    changed nothing that was emitted. `envelope_check` and stairs.png both take their step from
+    here, so they judge and draw the same staircase."""
+    upto = [h for h in history if h.step <= chosen_step]
+    steps: dict[str, int] = {}
+    for prev, rec in zip(upto, upto[1:]):
+        for gid, w in rec.widths.items():
+            if w != prev.widths.get(gid):
+                steps[gid] = rec.step
+    return steps
+
+
+def _touched_configs(graph0, gid: str, context: Mapping[str, int], width: int) -> list[LayerConfig]:
+    """Configs of the layers `gid` touches at `width`, the other groups at `context`."""
+    at = graph0.layer_configs({**context, gid: width})
+    return [at[n] for n in graph0.touched_layers(gid)]
+
+
+def _group_stairs(graph0, history, chosen_step: int, recorder: _Recorder, top: int = 4) -> dict[str, Any]:
+    """Staircases of the `top` groups with the most latency at the start, each as the step that
+    set its emitted width saw it (`_deciding_steps`; step 1 for groups kept at full width): the
+    points that step's discovery measured, with the other groups at the widths the step started
+    from, and the envelope it offered. A staircase moves with its neighbours' widths (a group's
+    layers take the next group's width as their other dimension), so step 1's points and
+    envelope say nothing about a width chosen later. The chosen width's point is measured too
+    (shared: usually already known), so every panel shows it."""
     from .prune.candidates import group_latency_fn
 
-    history = result.history
-    final = result.final.widths
+    by_step = {h.step: h for h in history}
+    final = by_step[chosen_step].widths
+    deciding = _deciding_steps(history, chosen_step)
     seen = recorder.seen
-    offered = history[1].candidates if len(history) > 1 else {}
     shares = []
     for gid, g in graph0.groups.items():
         if not g.prunable:
@@ -140,28 +163,30 @@ def _group_stairs(graph0, result: OptimizeResult, recorder: _Recorder, top: int 
     out: dict[str, Any] = {}
     for _, gid in sorted(shares, reverse=True)[:top]:
         g = graph0.groups[gid]
-        points = {}
+        step = deciding.get(gid, 1 if 1 in by_step else None)
+        context = dict(by_step[step - 1].widths) if step else {}
         if final.get(gid) is not None:
-            for n in graph0.touched_layers(gid):
-                recorder(graph0.layer_configs({gid: final[gid]})[n])
+            for c in _touched_configs(graph0, gid, context, final[gid]):
+                recorder(c)
+        points = {}
         for w in range(1, g.width + 1):
-            cfgs = [graph0.layer_configs({gid: w})[n] for n in graph0.touched_layers(gid)]
-            if all(c in seen for c in cfgs):
-                points[w] = sum(seen[c] for c in cfgs)
-        out[gid] = {"points": points, "envelope": offered.get(gid, []), "chosen": final.get(gid)}
+            here = _touched_configs(graph0, gid, context, w)
+            if all(c in seen for c in here):
+                points[w] = sum(seen[c] for c in here)
+        out[gid] = {"step": step, "points": points,
+                    "envelope": by_step[step].candidates.get(gid, []) if step else [],
+                    "chosen": final.get(gid)}
     return out
 
 
-def _envelope_check(history) -> dict[str, Any]:
-    """For every group the run changed: was its final width one of the envelope widths offered
-    at the step that last changed it?"""
-    result: dict[str, Any] = {}
-    for prev, rec in zip(history, history[1:]):
-        for gid, w in rec.widths.items():
-            if w != prev.widths.get(gid):
-                result[gid] = {"width": w, "step": rec.step,
-                               "on_envelope": w in rec.candidates.get(gid, [])}
-    return result
+def _envelope_check(history, chosen_step: int) -> dict[str, Any]:
+    """For every group the emitted model changed: was its width one of the envelope widths
+    offered at the step that set it (`_deciding_steps`, the step stairs.png draws)?"""
+    by_step = {h.step: h for h in history}
+    final = by_step[chosen_step].widths
+    return {gid: {"width": final[gid], "step": step,
+                  "on_envelope": final[gid] in by_step[step].candidates.get(gid, [])}
+            for gid, step in _deciding_steps(history, chosen_step).items()}
 
 
 @dataclass
@@ -378,9 +403,9 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
             "history": history,
             "result": _result_block(method, result, cmp),
             "per_layer": _per_layer(graph0, result.final.widths, s.recorder, in_model),
-            "envelope_check": _envelope_check(result.history),
+            "envelope_check": _envelope_check(result.history, result.chosen_step),
             "measurements": s.meter.stats.__dict__ | {"saved": s.meter.stats.saved},
-            "stairs": _group_stairs(graph0, result, s.recorder),
+            "stairs": _group_stairs(graph0, result.history, result.chosen_step, s.recorder),
             "artifacts": artifacts,
             "runtimes_exercised": _runtime_status(s.runtime),
         }
