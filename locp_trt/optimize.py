@@ -357,18 +357,19 @@ class Optimizer:
         floors = self._floors(graph0)
         floor_us = predicted_latency_us(graph0, {**graph0.widths(), **floors}, self.latency_us)
         predicted = baseline.predicted_us / floor_us if floor_us > 0 else math.inf
-        best, how = predicted, f"predicted {predicted:.2f}x from the layer sum"
+        best, how, which = predicted, f"predicted {predicted:.2f}x from the layer sum", ""
         if self.measures and speedup > predicted:
             floor_model, _ = apply_plan(self.original, PruningPlan(self.arch, self.input_shape, floors),
                                         self.input_shape)  # latency only: which channels is moot
             cmp = self.compare_to_reference(floor_model, threshold=None)
             how += f", measured {cmp.describe()}"
+            which = f" (the {'measured' if cmp.speedup > best else 'predicted'} figure, the larger)"
             best = max(best, cmp.speedup)
         if speedup > best * REACH_SLACK:
             raise UnreachableTargetError(
                 f"a {speedup:.3g}x speedup cannot be reached: with every channel group at its floor "
                 f"(--min-width-ratio {self.config.min_width_ratio}) the model is {how}; ask for at "
-                "most that, or lower --min-width-ratio")
+                f"most {best:.2f}x{which}, or lower --min-width-ratio")
         return best
 
     # ---- checkpoints -------------------------------------------------------------------------
