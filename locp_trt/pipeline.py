@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -108,16 +108,57 @@ def _train_config(job: OptimizeJob, epochs: float, loader: Any, seed: int):
 
 
 class _Recorder:
-    """Wraps the meter's latency function and remembers every answer (for staircase plots)."""
+    """Wraps the meter's latency function and remembers every answer (for staircase plots).
 
-    def __init__(self, fn: Callable[[LayerConfig], float]) -> None:
+    Given the meter, it also estimates like one (`estimate_s`: the discovery's progress bar shows
+    the time left) and, told what to `expect`, says once in one line about how long measuring the
+    rest of it will take.
+    """
+
+    def __init__(self, fn: Callable[[LayerConfig], float], meter: Any = None, *,
+                 log: Callable[[str], None] = _log, after: int = 5) -> None:
         self.fn = fn
         self.seen: dict[LayerConfig, float] = {}
+        self.meter, self.log, self.after = meter, log, after
+        self._expected: tuple[LayerConfig, ...] = ()
+        self._fresh: frozenset[LayerConfig] = frozenset()
+        self._start: tuple[int, float] | None = None  # (measured, seconds) at the first fresh config
+        if meter is not None:  # an instance attribute, so discovery finds it only with a meter
+            self.estimate_s = meter.estimate_s
+
+    def expect(self, configs: Iterable[LayerConfig], what: str,
+               asked_before: Iterable[LayerConfig] = ()) -> None:
+        """The configs the run will ask for (`what` names them in the line). The line comes once
+        `after` of them that are not `asked_before` (by the baseline) have been measured, from
+        the seconds those took: after the baseline, at the pace of the work it estimates."""
+        if self.meter is None:  # nothing measures here to estimate from
+            return
+        self._expected, self._what = tuple(configs), what
+        self._fresh = frozenset(self._expected) - frozenset(asked_before)
 
     def __call__(self, cfg: LayerConfig) -> float:
+        if self._expected and self._start is None and cfg in self._fresh:
+            stats = self.meter.stats
+            self._start = (stats.measured, stats.measure_s)
         v = self.fn(cfg)
         self.seen[cfg] = v
+        if self._start is not None and self._expected:
+            if self.meter.stats.measured - self._start[0] >= self.after:
+                self._tell()
         return v
+
+    def _tell(self) -> None:
+        from .prune.candidates import format_duration
+
+        stats = self.meter.stats
+        n, secs = stats.measured - self._start[0], stats.measure_s - self._start[1]
+        left, per = len(self.meter.pending(self._expected)), secs / n
+        self._expected = ()
+        if left:
+            self.log(f"estimate: up to {format_duration(left * per)} more of layer measurements for "
+                     f"{self._what} ({left} configs not measured yet, {per:.2f} s each so far; "
+                     "three-point discrimination usually needs fewer); fine-tuning and end-to-end "
+                     "checks come on top")
 
 
 def _deciding_steps(history, chosen_step: int) -> dict[str, int]:
@@ -132,6 +173,23 @@ def _deciding_steps(history, chosen_step: int) -> dict[str, int]:
             if w != prev.widths.get(gid):
                 steps[gid] = rec.step
     return steps
+
+
+def _step_one_configs(graph0, method: OptimizeConfig) -> tuple[LayerConfig, ...]:
+    """What step 1's discovery may ask for: every width of every group's staircase, the others
+    at their original widths (all of them for a sweep, some for three-point discrimination)."""
+    from .configs_list import Coverage, configs_for_model
+
+    return configs_for_model(graph0, min_width_ratio=method.min_width_ratio, coverage=Coverage.STEP).configs
+
+
+def _baseline_configs(graph0, method: OptimizeConfig) -> set[LayerConfig]:
+    """The layer configs the loop asks for before step 1: the layer sums of the unpruned model
+    and of every group at its floor (the reachability check)."""
+    from .prune.candidates import group_floor
+
+    floors = {g: group_floor(grp, method.min_width_ratio) for g, grp in graph0.groups.items() if grp.prunable}
+    return set(graph0.layer_configs({}).values()) | set(graph0.layer_configs(floors).values())
 
 
 def _touched_configs(graph0, gid: str, context: Mapping[str, int], width: int) -> list[LayerConfig]:
@@ -249,7 +307,7 @@ def _latency_stage(s: _Session) -> None:
     s.meter = LatencyMeter(s.runtime, s.store, table=s.table, progress=job.progress)
     s.fingerprint = s.meter.fingerprint(job.precision)
     _log(f"device profile {job.profile.name}: {s.fingerprint.describe()}")
-    s.recorder = _Recorder(s.meter.latency_us)
+    s.recorder = _Recorder(s.meter.latency_us, s.meter)
 
 
 def _data_stage(s: _Session) -> OptimizeConfig:
@@ -372,10 +430,13 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
     _latency_stage(s)
     try:
         method = _data_stage(s)
+        graph0 = build_graph(s.model, s.input_shape, batch=job.batch, precision=job.precision)
+        if not job.resume:
+            s.recorder.expect(_step_one_configs(graph0, method), "step 1's staircases",
+                              asked_before=_baseline_configs(graph0, method))
         result = _loop_stage(s, method)
         artifacts = _artifact_stage(s, result)
         cmp = result.confirmation  # the loop's final check (None: predicted from a table)
-        graph0 = build_graph(s.model, s.input_shape, batch=job.batch, precision=job.precision)
         in_model = None
         if s.runtime is not None and s.table is None:
             _log("profiling per-layer times inside the models")

@@ -103,7 +103,8 @@ def summary_table(report: Mapping[str, Any]) -> str:
                     f"predicted {pred:.1f} µs alone, measured {meas:.1f} µs in place")
     m = report.get("measurements", {})
     if m:
-        rows.append(f"layer latencies: {m.get('requested', 0)} asked, {m.get('measured', 0)} measured, "
+        took = f" in {m['measure_s']:.0f} s" if m.get("measure_s") else ""
+        rows.append(f"layer latencies: {m.get('requested', 0)} asked, {m.get('measured', 0)} measured{took}, "
                     f"{m.get('store_hits', 0)} from the store, {m.get('memo_hits', 0)} shared in-run, "
                     f"{m.get('table_hits', 0)} from a lookup table")
     return "\n".join(rows)
