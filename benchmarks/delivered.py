@@ -24,11 +24,8 @@ def delivered_speedup(base: str | Path, pruned: str | Path, *, arch: str | None 
     """`Comparison.summary()` of the pruned model over the unpruned one, plus the runtime label."""
     from locp_trt.latency.runtimes import get_runtime
     from locp_trt.loading import load_model
-    from locp_trt.pipeline import EXAMPLE, example_model_path
     from locp_trt.prune.plan import load_pruned
 
-    if str(base) == "example":
-        base, arch = example_model_path(), arch or EXAMPLE["arch"]
     loaded = load_model(base, arch=arch, input_shape=input_shape)
     model, _ = load_pruned(pruned)
     shape = (int(batch), *loaded.input_shape)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA", "TARGETS", "cell_key", "relative_speed", "targets", "markdown", "plot", "write_outputs"]
+__all__ = ["SCHEMA", "TARGETS", "cell_key", "relative_speed", "targets", "counts_text", "markdown", "plot",
+           "write_outputs"]
 
 SCHEMA = "locp_trt.benchmarks/1"
 
@@ -58,12 +59,23 @@ def _overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return la["p10_us"] <= lb["p90_us"] and lb["p10_us"] <= la["p90_us"]
 
 
+def _not_counted(tid: str, cell: Mapping[str, Any]) -> str:
+    """Why this cell cannot count for or against the target ("" when it counts): a GPU target
+    on another runtime, or a speedup target above what the run asked LOCP for."""
+    spec = TARGETS[tid]
+    if spec["stated_for"] != "any" and cell["runtime"] not in _GPU_RUNTIMES:
+        return "GPU target"
+    asked = cell.get("speedup_target")
+    if "min_speedup" in spec and asked and asked < spec["min_speedup"]:
+        return f"this run asked {asked}x"
+    return ""
+
+
 def _check(tid: str, cell: Mapping[str, Any], status: str, figures: dict[str, Any], why: str = ""
            ) -> dict[str, Any]:
-    spec = TARGETS[tid]
-    applies = spec["stated_for"] == "any" or cell["runtime"] in _GPU_RUNTIMES
-    return {"target": tid, "cell": cell_key(cell), "applies": applies, "status": status,
-            "figures": figures, "why": why}
+    reason = _not_counted(tid, cell)
+    return {"target": tid, "cell": cell_key(cell), "applies": not reason, "not_counted": reason,
+            "status": status, "figures": figures, "why": why}
 
 
 def relative_speed(ratio: float) -> str:
@@ -182,14 +194,35 @@ def targets(result: Mapping[str, Any]) -> dict[str, Any]:
                    _speedup(cell), _measurements(cell)]
     summary = {}
     for tid in TARGETS:
-        rows = [c for c in checks if c["target"] == tid and c["applies"]]
-        summary[tid] = {s: sum(1 for c in rows if c["status"] == s)
+        rows = [c for c in checks if c["target"] == tid]
+        counted = [c for c in rows if c["applies"]]
+        summary[tid] = {s: sum(1 for c in counted if c["status"] == s)
                         for s in ("met", "missed", "not evaluated")}
+        summary[tid]["not counted"] = len(rows) - len(counted)
     return {"criteria": {k: v["want"] + ("" if v["stated_for"] == "any" else " (stated for the GPU)")
                          for k, v in TARGETS.items()},
             "summary": summary, "checks": checks,
-            "note": "'applies' is false where the issue states a target for the GPU and the cell ran "
-                    "elsewhere; such checks are reported for information, not counted"}
+            "note": "'applies' is false (and 'not_counted' says why) where the issue states a target "
+                    "for the GPU and the cell ran elsewhere, or the run asked LOCP for less speedup "
+                    "than the target; such checks are reported for information and counted apart"}
+
+
+def counts_text(t: Mapping[str, Any], tid: str) -> str:
+    """'Met 1, missed 0, not evaluated 0; not counted 2 (GPU target: 1 met, 1 missed)': every
+    row of the table for `tid`, the ones not counted by reason and status."""
+    s = t["summary"][tid]
+    text = f"Met {s['met']}, missed {s['missed']}, not evaluated {s['not evaluated']}"
+    apart = [c for c in t["checks"] if c["target"] == tid and not c["applies"]]
+    if apart:
+        by_reason: dict[str, dict[str, int]] = {}
+        for c in apart:
+            why = c.get("not_counted") or "not counted"
+            by_reason.setdefault(why, {}).setdefault(c["status"], 0)
+            by_reason[why][c["status"]] += 1
+        parts = [f"{why}: " + ", ".join(f"{n} {status}" for status, n in statuses.items())
+                 for why, statuses in by_reason.items()]
+        text += f"; not counted {len(apart)} ({'; '.join(parts)})"
+    return text
 
 
 # ---- markdown -------------------------------------------------------------------------------------
@@ -251,12 +284,11 @@ def markdown(result: Mapping[str, Any]) -> str:
     if t:
         out += ["## Targets", ""]
         for k, want in t["criteria"].items():
-            s = t["summary"][k]
-            out.append(f"- **{k}**: {want}. Met {s['met']}, missed {s['missed']}, "
-                       f"not evaluated {s['not evaluated']}.")
+            out.append(f"- **{k}**: {want}. {counts_text(t, k)}.")
         out += ["", "| target | cell | status | figures | why / caveat |", "|---|---|---|---|---|"]
         for c in t["checks"]:
-            status = c["status"] + ("" if c["applies"] else " (not counted: GPU target)")
+            status = c["status"] + ("" if c["applies"] else
+                                    f" (not counted: {c.get('not_counted') or 'GPU target'})")
             figs = ", ".join(f"{k}={v}" for k, v in c["figures"].items())
             out.append(f"| {c['target']} | {c['cell']} | {status} | {figs} | {c['why']} |")
         out.append("")

@@ -447,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(result))
     summary = result["targets"]["summary"]
     _log(f"wrote {result['out']}/results.json, results.md, results.png")
-    line = "; ".join(f"{k}: met {v['met']}, missed {v['missed']}" for k, v in summary.items())
+    line = "; ".join(f"{k}: met {v['met']}, missed {v['missed']}"
+                     + (f" (+{v['not counted']} not counted)" if v.get("not counted") else "")
+                     for k, v in summary.items())
     print(f"{'PASSED' if result['status'] == 'done' else 'INCOMPLETE'} | benchmarks/run.py | "
           f"{result['wall_s']:.0f} s | targets: {line}")
     return 0 if result["status"] == "done" else 1

@@ -30,7 +30,14 @@ from .models.arch import check_state_dict as check_state_dict
 from .models.arch import resolve_arch as resolve_arch
 from .prune.plan import PRUNED_FORMAT, pruned_from_payload
 
-__all__ = ["ModelKind", "LoadedModel", "load_model", "resolve_arch", "check_state_dict"]
+__all__ = ["ModelKind", "LoadedModel", "load_model", "resolve_arch", "check_state_dict", "EXAMPLE",
+           "example_model_path", "resolve_model_source"]
+
+#: The built-in example, which every command that takes a model accepts under the name
+#: `example` (weights ship inside the package). Its data set is small (2,048 images), so
+#: `optimize` fine-tunes it for more epochs than the defaults give.
+EXAMPLE = {"name": "example", "arch": "resnet20", "file": "resnet20_synthetic.pt",
+           "data": "synthetic:2048:10", "epochs": 2.0, "final_epochs": 4.0}
 
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
 _TRUST_HINT = ("unpickling runs arbitrary code from the file; pass --trust-pickle only for files you "
@@ -57,6 +64,22 @@ class LoadedModel:
     arch: str | None  # zoo name or "module:callable"; None for a pickled module without --arch
     kind: ModelKind
     plan: Any = None  # the PruningPlan of a PRUNED file, else None
+
+
+def example_model_path() -> Path:
+    """The built-in example's weights (ResNet-20 trained on the synthetic set, see scripts/)."""
+    return Path(__file__).with_name("examples") / EXAMPLE["file"]
+
+
+def resolve_model_source(model: str | Path, arch: str | None = None) -> tuple[Path, str | None]:
+    """(file, architecture) of a model argument: `example` names the built-in example (its
+    weights and, unless `arch` says otherwise, its architecture); anything else is a path.
+
+    The one place the name is resolved, so every command that takes a model accepts it.
+    """
+    if str(model) == EXAMPLE["name"]:
+        return example_model_path(), arch or EXAMPLE["arch"]
+    return Path(model), arch
 
 
 def _examples() -> str:
@@ -201,8 +224,10 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
     """Load the model to prune (eval mode, CPU).
 
     Args:
-        path: .pt file: state_dict, checkpoint dict, pruned model, or (trusted) pickled module.
-        arch: zoo name or `package.module:callable`; needed for a bare state_dict/checkpoint.
+        path: .pt file: state_dict, checkpoint dict, pruned model, or (trusted) pickled module;
+            or `example`, the built-in example (see `resolve_model_source`).
+        arch: zoo name or `package.module:callable`; needed for a bare state_dict/checkpoint
+            (the example's defaults to its own).
         trust_pickle: allow unpickling a whole nn.Module (runs code from the file).
         num_classes: classifier outputs when building `arch` (default: read from the weights).
         in_channels: image channels when building `arch` (default: read from the weights).
@@ -212,7 +237,7 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
         ModelLoadError: missing, empty, truncated, garbage, TorchScript or ONNX file; pickled
             module without `trust_pickle`; state_dict without `arch`; weights that do not fit.
     """
-    path = Path(path)
+    path, arch = resolve_model_source(path, arch)
     if _sniff(path) == "pt2":
         payload = _pt2_state_dict(path, trust_pickle, arch)
     else:

@@ -3,7 +3,8 @@
 `prepare_out_dir` runs before any work. It turns an unusable `--out` (an existing file, a path
 below a file, a place the user cannot write) into one `OutDirError` instead of a traceback, and
 refuses a folder that already holds a run unless the caller resumes it or replaces it (`force`:
-the old run's outputs, checkpoints included, are deleted first; other files are left alone).
+the old run's outputs, checkpoints included, are deleted first, and one line says what went;
+other files are left alone).
 
 `removed_on_failure` wraps the work: when it fails (an error or Ctrl-C), the folders
 `prepare_out_dir` created are removed again, unless the run got far enough to write something
@@ -15,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import InvalidConfigError
@@ -47,6 +49,23 @@ def _first_existing(path: Path) -> Path:
     return Path(path.anchor or ".")
 
 
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _described(path: Path, names: Sequence[str]) -> str:
+    """'pruned.pt, report.json, checkpoints/ (3 files)': the names, a folder with its file count."""
+    parts = []
+    for name in names:
+        p = path / name
+        if p.is_dir() and not p.is_symlink():
+            n = sum(1 for f in p.rglob("*") if not f.is_dir())
+            parts.append(f"{name}/ ({n} file{'s' if n != 1 else ''})")
+        else:
+            parts.append(name)
+    return ", ".join(parts)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -55,7 +74,8 @@ def _remove(path: Path) -> None:
 
 
 def prepare_out_dir(path: str | Path, *, resume: bool = False, force: bool = False,
-                    outputs: Sequence[str] = RUN_OUTPUTS) -> list[Path]:
+                    outputs: Sequence[str] = RUN_OUTPUTS,
+                    log: Callable[[str], None] = _stderr) -> list[Path]:
     """Make sure `path` is a writable folder ready for a run; create it where missing.
 
     Args:
@@ -63,6 +83,7 @@ def prepare_out_dir(path: str | Path, *, resume: bool = False, force: bool = Fal
         resume: the run continues the one already in `path` (its outputs stay).
         force: delete the previous run's `outputs` in `path` first.
         outputs: names a run writes there; finding one means `path` holds a run already.
+        log: where `force` says what it deleted (one line; default stderr).
 
     Returns:
         The folders this call created, outermost first (empty when `path` existed); pass them to
@@ -90,13 +111,15 @@ def prepare_out_dir(path: str | Path, *, resume: bool = False, force: bool = Fal
         if not os.access(path, os.W_OK | os.X_OK):
             raise OutDirError(f"cannot write into output folder {path} (permission denied); pass "
                               "--out a folder you can write to")
-        if force:
+        if force and found:
+            what = _described(path, found)
             try:
                 for name in found:
                     _remove(path / name)
             except OSError as e:
                 raise OutDirError(f"--force could not delete the previous run in {path}: "
                                   f"{e.strerror or e}") from None
+            log(f"--force: removed the previous run's {what} from {path}")
         return []
     created = [p for p in reversed((path, *path.parents)) if not p.exists()]
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,21 +18,14 @@ from .errors import BackendUnavailableError, InvalidConfigError
 from .latency.compare import Comparison, Verdict
 from .latency.config import LayerConfig, Precision
 from .latency.timing import BenchConfig
+from .loading import EXAMPLE as EXAMPLE
+from .loading import example_model_path as example_model_path
 from .optimize import OptimizeConfig, Optimizer, OptimizeResult
 
 __all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "match_nodes"]
 
-#: `optimize example` runs this built-in model (weights ship inside the package).
-#: Its data set is small (2,048 images), so it fine-tunes for more epochs than the defaults give.
-EXAMPLE = {"arch": "resnet20", "file": "resnet20_synthetic.pt", "data": "synthetic:2048:10",
-           "epochs": 2.0, "final_epochs": 4.0}
 #: Fine-tuning epochs when the user gives none (per step, and once at the end).
 DEFAULT_EPOCHS, DEFAULT_FINAL_EPOCHS = 1.0, 2.0
-
-
-def example_model_path() -> Path:
-    """The built-in example's weights (ResNet-20 trained on the synthetic set, see scripts/)."""
-    return Path(__file__).with_name("examples") / EXAMPLE["file"]
 
 
 @dataclass(frozen=True)
@@ -116,29 +109,110 @@ def _train_config(job: OptimizeJob, epochs: float, loader: Any, seed: int):
 
 
 class _Recorder:
-    """Wraps the meter's latency function and remembers every answer (for staircase plots)."""
+    """Wraps the meter's latency function and remembers every answer (for staircase plots).
 
-    def __init__(self, fn: Callable[[LayerConfig], float]) -> None:
+    Given the meter, it also estimates like one (`estimate_s`: the discovery's progress bar shows
+    the time left) and, told what to `expect`, says once in one line about how long measuring the
+    rest of it will take.
+    """
+
+    def __init__(self, fn: Callable[[LayerConfig], float], meter: Any = None, *,
+                 log: Callable[[str], None] = _log, after: int = 5) -> None:
         self.fn = fn
         self.seen: dict[LayerConfig, float] = {}
+        self.meter, self.log, self.after = meter, log, after
+        self._expected: tuple[LayerConfig, ...] = ()
+        self._fresh: frozenset[LayerConfig] = frozenset()
+        self._start: tuple[int, float] | None = None  # (measured, seconds) at the first fresh config
+        if meter is not None:  # an instance attribute, so discovery finds it only with a meter
+            self.estimate_s = meter.estimate_s
+
+    def expect(self, configs: Iterable[LayerConfig], what: str,
+               asked_before: Iterable[LayerConfig] = ()) -> None:
+        """The configs the run will ask for (`what` names them in the line). The line comes once
+        `after` of them that are not `asked_before` (by the baseline) have been measured, from
+        the seconds those took: after the baseline, at the pace of the work it estimates."""
+        if self.meter is None:  # nothing measures here to estimate from
+            return
+        self._expected, self._what = tuple(configs), what
+        self._fresh = frozenset(self._expected) - frozenset(asked_before)
 
     def __call__(self, cfg: LayerConfig) -> float:
+        if self._expected and self._start is None and cfg in self._fresh:
+            stats = self.meter.stats
+            self._start = (stats.measured, stats.measure_s)
         v = self.fn(cfg)
         self.seen[cfg] = v
+        if self._start is not None and self._expected:
+            if self.meter.stats.measured - self._start[0] >= self.after:
+                self._tell()
         return v
 
+    def _tell(self) -> None:
+        from .prune.candidates import format_duration
 
-def _group_stairs(graph0, result: OptimizeResult, recorder: _Recorder, top: int = 4) -> dict[str, Any]:
-    """Staircases of the `top` groups with the most latency at the start, from the points the
-    run actually measured (others at their original widths, as in the first step's discovery);
-    the chosen width's point is measured too (shared: usually already known), so every panel
-    shows it."""
+        stats = self.meter.stats
+        n, secs = stats.measured - self._start[0], stats.measure_s - self._start[1]
+        left, per = len(self.meter.pending(self._expected)), secs / n
+        self._expected = ()
+        if left:
+            self.log(f"estimate: up to {format_duration(left * per)} more of layer measurements for "
+                     f"{self._what} ({left} configs not measured yet, {per:.2f} s each so far; "
+                     "three-point discrimination usually needs fewer); fine-tuning and end-to-end "
+                     "checks come on top")
+
+
+def _deciding_steps(history, chosen_step: int) -> dict[str, int]:
+    """Group id -> the step whose staircase gave it its emitted width: the last step, up to the
+    emitted one, that changed it (groups never changed are left out). Steps after the emitted one
+    changed nothing that was emitted. `envelope_check` and stairs.png both take their step from
+    here, so they judge and draw the same staircase."""
+    upto = [h for h in history if h.step <= chosen_step]
+    steps: dict[str, int] = {}
+    for prev, rec in zip(upto, upto[1:]):
+        for gid, w in rec.widths.items():
+            if w != prev.widths.get(gid):
+                steps[gid] = rec.step
+    return steps
+
+
+def _step_one_configs(graph0, method: OptimizeConfig) -> tuple[LayerConfig, ...]:
+    """What step 1's discovery may ask for: every width of every group's staircase, the others
+    at their original widths (all of them for a sweep, some for three-point discrimination)."""
+    from .configs_list import Coverage, configs_for_model
+
+    return configs_for_model(graph0, min_width_ratio=method.min_width_ratio, coverage=Coverage.STEP).configs
+
+
+def _baseline_configs(graph0, method: OptimizeConfig) -> set[LayerConfig]:
+    """The layer configs the loop asks for before step 1: the layer sums of the unpruned model
+    and of every group at its floor (the reachability check)."""
+    from .prune.candidates import group_floor
+
+    floors = {g: group_floor(grp, method.min_width_ratio) for g, grp in graph0.groups.items() if grp.prunable}
+    return set(graph0.layer_configs({}).values()) | set(graph0.layer_configs(floors).values())
+
+
+def _touched_configs(graph0, gid: str, context: Mapping[str, int], width: int) -> list[LayerConfig]:
+    """Configs of the layers `gid` touches at `width`, the other groups at `context`."""
+    at = graph0.layer_configs({**context, gid: width})
+    return [at[n] for n in graph0.touched_layers(gid)]
+
+
+def _group_stairs(graph0, history, chosen_step: int, recorder: _Recorder, top: int = 4) -> dict[str, Any]:
+    """Staircases of the `top` groups with the most latency at the start, each as the step that
+    set its emitted width saw it (`_deciding_steps`; step 1 for groups kept at full width): the
+    points that step's discovery measured, with the other groups at the widths the step started
+    from, and the envelope it offered. A staircase moves with its neighbours' widths (a group's
+    layers take the next group's width as their other dimension), so step 1's points and
+    envelope say nothing about a width chosen later. The chosen width's point is measured too
+    (shared: usually already known), so every panel shows it."""
     from .prune.candidates import group_latency_fn
 
-    history = result.history
-    final = result.final.widths
+    by_step = {h.step: h for h in history}
+    final = by_step[chosen_step].widths
+    deciding = _deciding_steps(history, chosen_step)
     seen = recorder.seen
-    offered = history[1].candidates if len(history) > 1 else {}
     shares = []
     for gid, g in graph0.groups.items():
         if not g.prunable:
@@ -148,28 +222,30 @@ def _group_stairs(graph0, result: OptimizeResult, recorder: _Recorder, top: int 
     out: dict[str, Any] = {}
     for _, gid in sorted(shares, reverse=True)[:top]:
         g = graph0.groups[gid]
-        points = {}
+        step = deciding.get(gid, 1 if 1 in by_step else None)
+        context = dict(by_step[step - 1].widths) if step else {}
         if final.get(gid) is not None:
-            for n in graph0.touched_layers(gid):
-                recorder(graph0.layer_configs({gid: final[gid]})[n])
+            for c in _touched_configs(graph0, gid, context, final[gid]):
+                recorder(c)
+        points = {}
         for w in range(1, g.width + 1):
-            cfgs = [graph0.layer_configs({gid: w})[n] for n in graph0.touched_layers(gid)]
-            if all(c in seen for c in cfgs):
-                points[w] = sum(seen[c] for c in cfgs)
-        out[gid] = {"points": points, "envelope": offered.get(gid, []), "chosen": final.get(gid)}
+            here = _touched_configs(graph0, gid, context, w)
+            if all(c in seen for c in here):
+                points[w] = sum(seen[c] for c in here)
+        out[gid] = {"step": step, "points": points,
+                    "envelope": by_step[step].candidates.get(gid, []) if step else [],
+                    "chosen": final.get(gid)}
     return out
 
 
-def _envelope_check(history) -> dict[str, Any]:
-    """For every group the run changed: was its final width one of the envelope widths offered
-    at the step that last changed it?"""
-    result: dict[str, Any] = {}
-    for prev, rec in zip(history, history[1:]):
-        for gid, w in rec.widths.items():
-            if w != prev.widths.get(gid):
-                result[gid] = {"width": w, "step": rec.step,
-                               "on_envelope": w in rec.candidates.get(gid, [])}
-    return result
+def _envelope_check(history, chosen_step: int) -> dict[str, Any]:
+    """For every group the emitted model changed: was its width one of the envelope widths
+    offered at the step that set it (`_deciding_steps`, the step stairs.png draws)?"""
+    by_step = {h.step: h for h in history}
+    final = by_step[chosen_step].widths
+    return {gid: {"width": final[gid], "step": step,
+                  "on_envelope": final[gid] in by_step[step].candidates.get(gid, [])}
+            for gid, step in _deciding_steps(history, chosen_step).items()}
 
 
 @dataclass
@@ -206,11 +282,10 @@ def _load_stage(s: _Session) -> None:
     warning = check_clocks_locked()
     if warning:
         _log(f"warning: {warning}")
-    model_path, arch, s.data = job.model, job.arch, job.data
-    if job.model == "example":
-        model_path, arch = str(example_model_path()), arch or EXAMPLE["arch"]
+    s.data = job.data
+    if job.model == EXAMPLE["name"]:
         s.data = s.data or EXAMPLE["data"]
-    loaded = load_model(model_path, arch=arch, trust_pickle=job.trust_pickle,
+    loaded = load_model(job.model, arch=job.arch, trust_pickle=job.trust_pickle,
                         input_shape=job.input_shape)
     if loaded.input_shape is None:
         raise InvalidConfigError("the model's input shape is unknown; pass --input-shape C,H,W")
@@ -233,7 +308,7 @@ def _latency_stage(s: _Session) -> None:
     s.meter = LatencyMeter(s.runtime, s.store, table=s.table, progress=job.progress)
     s.fingerprint = s.meter.fingerprint(job.precision)
     _log(f"device profile {job.profile.name}: {s.fingerprint.describe()}")
-    s.recorder = _Recorder(s.meter.latency_us)
+    s.recorder = _Recorder(s.meter.latency_us, s.meter)
 
 
 def _data_stage(s: _Session) -> OptimizeConfig:
@@ -249,7 +324,7 @@ def _data_stage(s: _Session) -> OptimizeConfig:
     s.loaders = make_split_loaders(s.data, s.input_shape, job.batch_size, val_fraction=job.val_fraction,
                                    limit_train=job.train_limit, limit_test=job.test_limit,
                                    seed=method.seed)
-    example = job.model == "example"
+    example = job.model == EXAMPLE["name"]
     epochs = job.epochs if job.epochs is not None else (EXAMPLE["epochs"] if example else DEFAULT_EPOCHS)
     final = (job.final_epochs if job.final_epochs is not None
              else (EXAMPLE["final_epochs"] if example else DEFAULT_FINAL_EPOCHS))
@@ -392,12 +467,15 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
     _latency_stage(s)
     try:
         method = _data_stage(s)
+        graph0 = build_graph(s.model, s.input_shape, batch=job.batch, precision=job.precision)
+        if not job.resume:
+            s.recorder.expect(_step_one_configs(graph0, method), "step 1's staircases",
+                              asked_before=_baseline_configs(graph0, method))
         t_loop = time.perf_counter()
         result = _loop_stage(s, method)
         loop_s = time.perf_counter() - t_loop
         artifacts = _artifact_stage(s, result)
         cmp = result.confirmation  # the loop's final check (None: predicted from a table)
-        graph0 = build_graph(s.model, s.input_shape, batch=job.batch, precision=job.precision)
         in_model = None
         if s.runtime is not None and s.table is None:
             _log("profiling per-layer times inside the models")
@@ -425,13 +503,13 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
             "history": history,
             "result": _result_block(method, result, cmp),
             "per_layer": _per_layer(graph0, result.final.widths, s.recorder, in_model),
-            "envelope_check": _envelope_check(result.history),
+            "envelope_check": _envelope_check(result.history, result.chosen_step),
             "measurements": s.meter.stats.__dict__ | {"saved": s.meter.stats.saved,
                                                        "seconds_per_config": s.meter.stats.seconds_per_config},
             "timings": {"loop_s": round(loop_s, 2),
                         "note": "loop_s: the baseline, every layer measurement, probe, fine-tune "
                                 "and the final check; measurements.measure_s: layer configs alone"},
-            "stairs": _group_stairs(graph0, result, s.recorder),
+            "stairs": _group_stairs(graph0, result.history, result.chosen_step, s.recorder),
             "artifacts": artifacts,
             "runtimes_exercised": _runtime_status(s.runtime),
         }

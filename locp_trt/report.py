@@ -117,7 +117,8 @@ def summary_table(report: Mapping[str, Any]) -> str:
                     f"predicted {pred:.1f} µs alone, measured {meas:.1f} µs in place")
     m = report.get("measurements", {})
     if m:
-        rows.append(f"layer latencies: {m.get('requested', 0)} asked, {m.get('measured', 0)} measured, "
+        took = f" in {m['measure_s']:.0f} s" if m.get("measure_s") else ""
+        rows.append(f"layer latencies: {m.get('requested', 0)} asked, {m.get('measured', 0)} measured{took}, "
                     f"{m.get('store_hits', 0)} from the store, {m.get('memo_hits', 0)} shared in-run, "
                     f"{m.get('table_hits', 0)} from a lookup table")
     return "\n".join(rows)
@@ -208,9 +209,9 @@ def plot_history(report: Mapping[str, Any], path: Path) -> Path:
 #: stairs.png's y axis: a panel shows the sum over the layers a group touches, not one layer.
 STAIRS_YLABEL = "summed latency of the group's layers (µs)"
 #: stairs.png's title.
-STAIRS_TITLE = ("Latency staircases of the costliest channel groups (other groups at their original widths)\n"
-                "dots: measured widths (lines join consecutive widths only); circles: envelope widths "
-                "offered at step 1; red: final width")
+STAIRS_TITLE = ("Latency staircases of the costliest channel groups, each at the step that set its final width\n"
+                "(other groups at the widths that step started from); dots: measured widths (lines join "
+                "consecutive widths only);\ncircles: envelope widths offered at that step; red: final width")
 
 
 @dataclass(frozen=True)
@@ -221,11 +222,12 @@ class StairsPanel:
     title: str
     points: tuple[tuple[int, float], ...]  # (width, µs) measured, ascending width
     runs: tuple[tuple[tuple[int, float], ...], ...]  # points of consecutive widths: joined by a line
-    envelope: tuple[int, ...]  # envelope widths offered at step 1, all of them
+    envelope: tuple[int, ...]  # envelope widths offered at `step`, all of them
     envelope_points: tuple[tuple[int, float], ...]  # the offered widths that have a measured point
     chosen: int | None  # the group's final width
-    chosen_us: float | None  # its point, where that width was measured with the others at full width
+    chosen_us: float | None  # its point, where measured in the panel's context (see `step`)
     xlim: tuple[float, float]  # holds every point, every offered width and the chosen width
+    step: int = 1  # the step whose staircase (points, envelope) the panel draws
 
 
 def _runs(points: Sequence[tuple[int, float]]) -> tuple[tuple[tuple[int, float], ...], ...]:
@@ -245,9 +247,11 @@ def stairs_panels(stairs: Mapping[str, Mapping[str, Any]],
     """The panels of stairs.png from a report's "stairs" block.
 
     Args:
-        stairs: group id -> {"points": {width: µs}, "envelope": [widths offered at step 1],
-            "chosen": final width} (widths may be JSON strings).
-        chosen_steps: group id -> the step that set its final width, for the panel titles.
+        stairs: group id -> {"step": the step drawn, "points": {width: µs} as that step saw them,
+            "envelope": [widths offered at that step], "chosen": final width} (widths may be JSON
+            strings). Reports written before "step" was recorded drew step 1.
+        chosen_steps: group id -> the step that set its final width, for the panel titles (where
+            the stairs block does not say).
     """
     panels = []
     for gid, s in stairs.items():
@@ -265,13 +269,15 @@ def stairs_panels(stairs: Mapping[str, Mapping[str, Any]],
             title = f"{gid}: kept at {chosen} channels"
         else:
             title = f"{gid}: {full} -> {chosen} channels"
-        step = (chosen_steps or {}).get(gid)
+        drawn = int(s["step"]) if s.get("step") is not None else 1
+        step = s.get("step") if s.get("step") is not None else (chosen_steps or {}).get(gid)
         if step is not None and chosen != full:
             title += f" (chosen at step {step})"
         panels.append(StairsPanel(
             group=gid, title=title, points=pts, runs=_runs(pts), envelope=env,
             envelope_points=tuple((w, lat[w]) for w in env if w in lat), chosen=chosen,
-            chosen_us=lat.get(chosen) if chosen is not None else None, xlim=(lo - pad, hi + pad)))
+            chosen_us=lat.get(chosen) if chosen is not None else None, xlim=(lo - pad, hi + pad),
+            step=drawn))
     return panels
 
 
@@ -293,7 +299,7 @@ def _stairs_figure(panels: Sequence[StairsPanel]):
         if p.points:
             ax.plot(*zip(*p.points), ".", color="tab:blue", label="measured")
         if p.envelope_points:
-            ax.plot(*zip(*p.envelope_points), "o", mfc="none", color="tab:orange", label="envelope (step 1)")
+            ax.plot(*zip(*p.envelope_points), "o", mfc="none", color="tab:orange", label=f"envelope (step {p.step})")
         if p.chosen is not None:
             ax.axvline(p.chosen, color="tab:red", lw=1, label=f"final width {p.chosen}")
             if p.chosen_us is not None:

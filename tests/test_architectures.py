@@ -156,6 +156,7 @@ def test_optimizer_at_its_floors_keeps_every_concat_part(tmp_path):
     with pytest.raises(UnreachableTargetError) as far:
         optimizer(50.0).run()
     at_floor = float(re.search(r"predicted ([0-9.]+)x", str(far.value)).group(1))
+    assert f"ask for at most {at_floor:.2f}x, or lower --min-width-ratio" in str(far.value)  # the one maximum
     result = optimizer(at_floor * 1.05).run()
     assert result.model.a.out_channels >= 1 and result.plan.widths["stem"] < 16
     with torch.no_grad():

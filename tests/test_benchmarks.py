@@ -93,6 +93,32 @@ def test_tiny_run_all_methods(tmp_path, capsys):
     assert (out / "results.png").stat().st_size > 1000
 
 
+def test_targets_section_counts_every_row_the_table_shows():
+    """The CPU --quick run: the TP targets are GPU targets and the run asked LOCP for 1.5x, so
+    neither they nor speedup_2x count; the counts line says so, row for row, and the status
+    column gives the same reason."""
+    import re
+
+    cells = []
+    for model in ("resnet20", "resnet56"):
+        cell = _cell("onnxruntime", 100.0, 140.0, 115.0, 160.0, halp_us=102.0)  # LOCP 1.6x: < 2x
+        cells.append({**cell, "model": model, "speedup_target": 1.5})
+    t = results.targets({"cells": cells})
+    assert t["summary"]["speedup_2x"] == {"met": 0, "missed": 0, "not evaluated": 0, "not counted": 2}
+    assert t["summary"]["measurements_4x"]["not counted"] == 0
+    md = results.markdown({"cells": [], "targets": t})  # the targets section alone
+    assert "Met 0, missed 0, not evaluated 0; not counted 2 (GPU target: 2 met)." in md
+    assert "Met 0, missed 0, not evaluated 0; not counted 2 (this run asked 1.5x: 2 missed)." in md
+    rows = [line.split(" | ") for line in md.splitlines() if line.startswith("| speedup_2x |")]
+    assert [r[2] for r in rows] == ["missed (not counted: this run asked 1.5x)"] * 2
+    for tid in results.TARGETS:  # the counts line accounts for every row of the table, no more
+        line = next(x for x in md.splitlines() if x.startswith(f"- **{tid}**"))
+        counted = sum(int(n) for n in re.findall(r"(?:Met|missed|not evaluated) (\d+)", line))
+        apart = re.search(r"not counted (\d+)", line)
+        shown = sum(1 for x in md.splitlines() if x.startswith(f"| {tid} |"))
+        assert counted + (int(apart.group(1)) if apart else 0) == shown == 2, line
+
+
 def test_budget_spent_still_writes(tmp_path):
     rc = main(["--models", "resnet20", "--input-size", "8", "--budget-s", "0", "--out", str(tmp_path),
                "--no-progress"])
@@ -156,7 +182,7 @@ def test_targets_from_numbers():
     (meas,) = [c for c in results.targets({"cells": [shared_small]})["checks"]
                if c["target"] == "measurements_4x"]
     assert meas["status"] == "met" and "caveat" in meas["why"] and "150" in meas["why"]
-    assert t["summary"]["speedup_2x"] == {"met": 1, "missed": 1, "not evaluated": 0}
+    assert t["summary"]["speedup_2x"] == {"met": 1, "missed": 1, "not evaluated": 0, "not counted": 0}
     assert all(c["applies"] for c in t["checks"])
     miss = t["checks"][4]
     assert miss["figures"]["ratio"] == pytest.approx(100 / 120, abs=1e-4) and "25%" in miss["why"]
@@ -167,7 +193,7 @@ def test_targets_from_numbers():
     t = results.targets({"cells": [cpu]})
     tp_checks = [c for c in t["checks"] if c["target"].startswith("locp_vs_tp")]
     assert [c["applies"] for c in tp_checks] == [False, False]
-    assert t["summary"]["locp_vs_tp_round1"] == {"met": 0, "missed": 0, "not evaluated": 0}
+    assert t["summary"]["locp_vs_tp_round1"] == {"met": 0, "missed": 0, "not evaluated": 0, "not counted": 1}
     meas = t["checks"][3]
     assert meas["status"] == "not evaluated" and meas["figures"]["ratio"] == 5.0
     assert meas["figures"]["ratio_vs_shared"] == 3.0

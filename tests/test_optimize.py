@@ -271,8 +271,18 @@ def test_unreachable_targets_are_refused_before_pruning(tmp_path: Path) -> None:
     opt = Optimizer(get_model("resnet20"), (3, 32, 32), OptimizeConfig(speedup=1000.0),
                     latency_us=fake.layer_us, prepare_model=fake.prepare, out_dir=tmp_path,
                     log=lambda _m: None, progress=False)
-    with pytest.raises(UnreachableTargetError, match=r"cannot be reached.*floor.*x"):
+    with pytest.raises(UnreachableTargetError, match=r"cannot be reached.*floor.*x") as refused:
         opt.run()
+    # One maximum to ask for: the larger of the predicted and the measured figure it names.
+    import re
+
+    text = str(refused.value)
+    predicted = float(re.search(r"predicted ([0-9.]+)x from the layer sum", text).group(1))
+    measured = float(re.search(r"measured ([0-9.]+)x", text).group(1))
+    asked = float(re.search(r"ask for at most ([0-9.]+)x", text).group(1))
+    assert asked == pytest.approx(max(predicted, measured), abs=0.006), text
+    larger = "measured" if measured > predicted else "predicted"
+    assert f"at most {asked:.2f}x (the {larger} figure, the larger)" in text, text
     assert not (tmp_path / "checkpoints" / "step_001.pt").exists()
     for bad in (float("nan"), 1.0, 0.5, float("inf")):
         with pytest.raises(InvalidConfigError, match="--speedup must be a number above 1"):

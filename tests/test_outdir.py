@@ -43,8 +43,12 @@ def test_previous_run_needs_resume_or_force(tmp_path):
     assert prepare_out_dir(run, resume=True) == [] and has_checkpoint(run)
     with pytest.raises(OutDirError, match="pass one of them"):
         prepare_out_dir(run, resume=True, force=True)
-    assert prepare_out_dir(run, force=True) == []
+    said: list[str] = []
+    assert prepare_out_dir(run, force=True, log=said.append) == []
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]  # only the run's outputs went
+    # ... and one line says which, a folder with its file count.
+    assert said == [f"--force: removed the previous run's pruned.pt, checkpoints/ (2 files) from {run}"]
+    assert prepare_out_dir(run, force=True, log=said.append) == [] and len(said) == 1  # nothing to say
     # A folder holding other files only is not a run: nothing to refuse.
     assert prepare_out_dir(run) == []
 
@@ -112,6 +116,7 @@ def test_optimize_force_replaces_a_previous_run(tmp_path):
                            "--max-spread", "10"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert_honest_end(proc, run / "report.json")  # live timing: 1.2x may honestly be missed
+    assert "--force: removed the previous run's pruned.pt, checkpoints/ (2 files)" in proc.stderr
     assert not (run / "checkpoints" / "step_009.pt").exists()
     assert (run / "notes.txt").read_text() == "the user's own file"
     assert (run / "report.json").is_file() and (run / "pruned.pt").read_bytes() != b"old"

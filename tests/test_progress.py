@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,73 @@ def test_piped_optimize_has_no_bars(cli_env):
                 "--data", "synthetic:64:10", "--epochs", "1", "--final-epochs", "1", "--batch-size", "16",
                 "--steps", "1", "--extra-steps", "0", "--speedup", "1.2", *FAST)
     _no_bars(proc)
+
+
+def _fake_meter():
+    """A LatencyMeter on a fake runtime whose every measurement takes 0.25 s of a fake clock."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_store import _Clock, _SlowRuntime
+
+    from locp_trt.latency.meter import LatencyMeter
+    from locp_trt.latency.store import LatencyStore
+
+    clock = _Clock()
+    return LatencyMeter(_SlowRuntime(clock, 0.25), LatencyStore(None), progress=False, clock=clock)
+
+
+def test_optimize_says_how_long_step_one_measurements_take():
+    """One line, once: step 1's staircase configs still unmeasured times the seconds per
+    measurement of the first few of them past the baseline's (a fake runtime and clock: no live
+    timing). The baseline's own configs (faster here) neither trigger nor skew it."""
+    from locp_trt.graph import build_graph
+    from locp_trt.optimize import OptimizeConfig
+    from locp_trt.pipeline import _baseline_configs, _Recorder, _step_one_configs
+
+    meter, said = _fake_meter(), []
+    recorder = _Recorder(meter.latency_us, meter, log=said.append, after=3)
+    graph0 = build_graph(get_model("lenet5"), (1, 28, 28))
+    ahead = _step_one_configs(graph0, OptimizeConfig())
+    baseline = _baseline_configs(graph0, OptimizeConfig())
+    recorder.expect(ahead, "step 1's staircases", asked_before=baseline)
+    meter.runtime.seconds = 0.01
+    for cfg in baseline:  # the baseline and the floor check: no line, whatever their number
+        recorder(cfg)
+    assert said == [] and meter.stats.measured == len(baseline) >= 3
+    fresh = [c for c in ahead if c not in baseline]
+    meter.runtime.seconds = 0.25
+    recorder(fresh[0])
+    recorder(fresh[1])
+    recorder(fresh[0])  # a memo hit: still two measured since the baseline
+    assert said == []
+    recorder(fresh[2])
+    left = len(meter.pending(ahead))
+    assert left == len(ahead) - len(set(ahead) & baseline) - 3
+    assert said == [f"estimate: up to {left * 0.25 / 60:.1f} min more of layer measurements for step 1's "
+                    f"staircases ({left} configs not measured yet, 0.25 s each so far; three-point "
+                    "discrimination usually needs fewer); fine-tuning and end-to-end checks come on top"]
+    recorder(fresh[3])
+    assert len(said) == 1  # said once
+    assert recorder.estimate_s(ahead) == pytest.approx((left - 1) * meter.seconds_per_config)
+
+
+def test_discovery_bar_shows_the_time_left(monkeypatch):
+    """The stairs bar's note: at most how long the layer measurements left in this discovery
+    take, from a latency function that can estimate (the meter)."""
+    import locp_trt.prune.candidates as candidates
+    from locp_trt.graph import build_graph
+
+    meter = _fake_meter()
+    graph = build_graph(get_model("lenet5"), (1, 28, 28))
+    stream = _Tty()
+    monkeypatch.setattr(sys, "stderr", stream)
+    candidates.discover_candidates(graph, {}, meter, method=candidates.DiscoveryMethod.SWEEP)
+    text = stream.getvalue()
+    assert "stairs" in text and "timing the first layer configs" in text, text
+    notes = [float(n) for n in re.findall(r"<= ([0-9.]+) min of layer measurements left", text)]
+    assert notes and notes == sorted(notes, reverse=True), text  # counts down as groups finish
+    # Plain numbers: after conv1's sweep, the configs of conv2's and linear1's staircases it did
+    # not measure are left, at 0.25 s each.
+    ranges = {g: candidates._width_range(graph, g, {}, None, 0.1, 1) for g in ("conv1", "conv2", "linear1")}
+    stairs = candidates._staircase_configs(graph, {}, ranges)
+    rest = (set(stairs["conv2"]) | set(stairs["linear1"])) - set(stairs["conv1"])
+    assert f"<= {len(rest) * 0.25 / 60:.1f} min of layer measurements left" in text, text

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -118,3 +121,79 @@ def test_history_plot_headline_is_the_reports_final_figure(tmp_path):
 
     bare = history_plot(_report(with_data=False))
     assert bare.accuracy == () and bare.val_accuracy == ()  # no accuracy line without data
+
+
+def test_report_command_writes_nothing_unless_asked_for_plots(tmp_path, capsys):
+    """`report DIR` is read-only; `report DIR --plots` redraws history.png and stairs.png."""
+    from locp_trt.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_example", run)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir()}
+    for p in run.iterdir():  # an old time, so a rewrite shows whatever the clock's resolution
+        os.utime(p, ns=(10**9, 10**9))
+    assert main(["report", str(run)]) == 0
+    assert "wrote" not in capsys.readouterr().out
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir()} == {
+        n: (10**9, data) for n, (_, data) in before.items()}
+    assert main(["report", str(run), "--plots"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {run / 'history.png'}" in out and f"wrote {run / 'stairs.png'}" in out
+    assert {p.name for p in run.iterdir() if p.stat().st_mtime_ns != 10**9} == {"history.png", "stairs.png"}
+
+
+def _notched_latency(cfg: LayerConfig) -> float:
+    """LeNet5 layer latencies where conv1's width 8 is a fast edge only once conv2 is pruned to
+    40 (conv2's config takes both widths): slower than 7 and 9 at conv2's original 64."""
+    if cfg.kernel == 3 and cfg.input_hw == (14, 14):  # conv2: conv1's width in, conv2's out
+        c1, c2 = cfg.in_channels, cfg.out_channels
+        notch = {64: 20.0, 40: -6.0}.get(c2, 0.0) if c1 == 8 else 0.0
+        return 10.0 + c1 * c2 / 20 + notch
+    return 5.0 + cfg.in_channels * cfg.out_channels / 400
+
+
+def test_stairs_and_envelope_check_judge_the_same_staircase():
+    """stairs.png and report.json's envelope_check tell the same truth: both take, per group, the
+    step that set its emitted width, and the panel draws that step's staircase (the other groups
+    at the widths the step started from) with the envelope that step offered. Here conv1 goes to
+    8 at step 2, a fast edge of step 2's staircase but a slow bump on step 1's; step 3 (not
+    emitted) moves it on to 6."""
+    from locp_trt.graph import build_graph
+    from locp_trt.models import get_model
+    from locp_trt.optimize import StepRecord
+    from locp_trt.pipeline import _envelope_check, _group_stairs, _Recorder
+    from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates
+
+    graph0 = build_graph(get_model("lenet5"), (1, 28, 28))
+    recorder = _Recorder(_notched_latency)
+    orig = graph0.widths()
+    plan = [orig, {**orig, "conv2": 40}, {**orig, "conv2": 40, "conv1": 8}, {**orig, "conv2": 40, "conv1": 6}]
+    history = [StepRecord(0, orig, 0.0, {}, None, 0, 0)]
+    for step in (1, 2, 3):  # each step's discovery, from the widths the step started at
+        cands = discover_candidates(graph0, plan[step - 1], recorder, method=DiscoveryMethod.SWEEP,
+                                    progress=False)
+        history.append(StepRecord(step, plan[step], 0.0, {}, None, 0, 0,
+                                  candidates={g: list(c.widths) for g, c in cands.items()}))
+    assert 8 not in history[1].candidates["conv1"] and 8 in history[2].candidates["conv1"]
+
+    check = _envelope_check(history, chosen_step=2)
+    assert check == {"conv2": {"width": 40, "step": 1, "on_envelope": True},
+                     "conv1": {"width": 8, "step": 2, "on_envelope": True}}  # not step 3's 6
+    stairs = json.loads(json.dumps(_group_stairs(graph0, history, 2, recorder)))  # as report.json holds it
+    panels = {p.group: p for p in stairs_panels(stairs)}
+    for gid, p in panels.items():
+        assert p.step == check.get(gid, {"step": 1})["step"]
+        assert (p.chosen in p.envelope) == check.get(gid, {"on_envelope": True})["on_envelope"]
+        wider = [v for w, v in p.points if w > p.chosen]
+        assert p.chosen_us is not None and all(v > p.chosen_us for v in wider), (gid, p.points)
+    c1 = panels["conv1"]
+    assert c1.step == 2 and c1.chosen == 8 and 8 in dict(c1.envelope_points)
+    assert dict(c1.points)[8] < min(dict(c1.points)[7], dict(c1.points)[9])
+    assert c1.title == "conv1: 32 -> 8 channels (chosen at step 2)"
+    fig = _stairs_figure([c1])
+    try:
+        assert "envelope (step 2)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -256,3 +256,48 @@ def test_meter_with_onnxruntime_cpu(tmp_path):
     assert [m.source for m in second] == [Source.STORE, Source.STORE, Source.MEMO]
     assert [m.median_us for m in second] == [m.median_us for m in first]
     assert second_meter.stats.measured == 0
+
+
+class _Clock:
+    """A fake clock: time moves only when the fake runtime measures."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _SlowRuntime(CountingRuntime):
+    """CountingRuntime whose every measurement takes `seconds` on `clock`."""
+
+    def __init__(self, clock: _Clock, seconds: float) -> None:
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def time_layer(self, cfg):
+        self.clock.now += self.seconds
+        return super().time_layer(cfg)
+
+
+def test_meter_estimates_the_configs_left_from_its_time_per_measurement():
+    """estimate_s = configs only the runtime can answer x mean seconds per measurement so far
+    (a fake clock: no live timing); asking counts as no request."""
+    clock = _Clock()
+    rt = _SlowRuntime(clock, 0.5)
+    store = LatencyStore(None)
+    store.put(conv(64), rt.fingerprint("fp32"), timing(1, 1, 1))
+    meter = LatencyMeter(rt, store, progress=False, clock=clock)
+    ahead = [conv(8), conv(16), conv(24), conv(32), conv(64), conv(8)]
+    assert meter.seconds_per_config is None
+    assert meter.pending(ahead) == [conv(8), conv(16), conv(24), conv(32)]  # conv(64): in the store
+    assert meter.estimate_s(ahead) is None  # nothing timed yet
+    assert meter.estimate_s([conv(64)]) == 0.0  # nothing left to measure
+    meter.measure(conv(8))
+    rt.seconds = 1.5
+    meter.measure(conv(16))
+    assert meter.seconds_per_config == pytest.approx(1.0) and meter.stats.measure_s == pytest.approx(2.0)
+    assert meter.pending(ahead) == [conv(24), conv(32)]
+    assert meter.estimate_s(ahead) == pytest.approx(2.0)
+    assert meter.stats.requested == 2 and len(rt.calls) == 2  # estimating measured and counted nothing
+    assert LatencyMeter(None, LatencyStore(None), table=LatencyTable(FP, {}), progress=False).pending(ahead) == []

@@ -65,7 +65,8 @@ class Command:
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("paths", nargs="+", metavar="PATH",
-                       help=".pt / .pth, .onnx, or .engine / .plan; or one optimize --out folder")
+                       help=".pt / .pth, .onnx, or .engine / .plan, or 'example' (the built-in model); "
+                            "or one optimize --out folder")
         p.add_argument("--batch", type=int, default=None,
                        help="batch size for .pt (default 1) and for a dynamic ONNX batch")
         p.add_argument("--json", type=Path, default=None, help="write one flat JSON row per file here")
@@ -87,14 +88,16 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         from ..bench import bench_file
         from ..latency.fingerprint import DeviceFingerprint
+        from ..loading import resolve_model_source
 
         if len(args.paths) == 1 and Path(args.paths[0]).is_dir():
             return _reproduce(args)
         bench = bench_config_from(args)
         rows, devices = [], {}
-        for path in args.paths:
+        for given in args.paths:
+            path, arch = resolve_model_source(given, args.arch)  # `example`: the built-in model
             result = bench_file(path, runtime=args.runtime, precision=args.precision, batch=args.batch,
-                                bench_cfg=bench, arch=args.arch, trust_pickle=args.trust_pickle,
+                                bench_cfg=bench, arch=arch, trust_pickle=args.trust_pickle,
                                 input_shape=args.input_shape)
             row = result.row()
             rows.append(row)

@@ -73,12 +73,8 @@ def model_config_list(args: argparse.Namespace):
     batch = int(args.batch) if args.batch is not None else profile.batch
     if batch < 1:
         raise InvalidConfigError(f"--batch must be >= 1, got {batch}")
-    path, arch = str(args.model), args.arch
-    if path == "example":
-        from ..pipeline import EXAMPLE, example_model_path
-
-        path, arch = str(example_model_path()), arch or EXAMPLE["arch"]
-    loaded = load_model(path, arch=arch, trust_pickle=args.trust_pickle, input_shape=args.input_shape)
+    loaded = load_model(args.model, arch=args.arch, trust_pickle=args.trust_pickle,
+                        input_shape=args.input_shape)
     if loaded.input_shape is None:
         raise InvalidConfigError(f"the input shape of {args.model} is unknown; pass --input-shape C,H,W")
     shape = tuple(loaded.input_shape)

@@ -22,8 +22,9 @@ class Command:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("model", type=Path, help="model file: state_dict/checkpoint .pt (with --arch), "
-                                                     "a locp_trt pruned model, or a pickled module")
+        parser.add_argument("model", help="model file: state_dict/checkpoint .pt (with --arch), a "
+                                          "locp_trt pruned model, a pickled module, or 'example' "
+                                          "(the built-in model)")
         parser.add_argument("--arch", default=None,
                             help="architecture: zoo name (python -m locp_trt zoo) or package.module:callable")
         parser.add_argument("--out", type=Path, required=True, help="output folder")

@@ -1,7 +1,10 @@
-"""Print the summary table of an optimize run and (re)write its plots.
+"""Print the summary table of an optimize run; with --plots, redraw its plots too.
 
-Example:
+Examples:
   python -m locp_trt report runs/example
+  python -m locp_trt report runs/example --plots
+
+`report` only reads the run unless --plots asks it to rewrite history.png and stairs.png.
 """
 
 from __future__ import annotations
@@ -13,19 +16,23 @@ __all__ = ["Command"]
 
 
 class Command:
-    """Print the summary table of an optimize run and (re)write its plots."""
+    """Print the summary table of an optimize run (and with --plots redraw its plots)."""
 
     @staticmethod
     def add_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("run_dir", type=Path, help="the --out directory of an optimize run (or its report.json)")
-        p.add_argument("--no-plots", action="store_true", help="only print the table")
+        p.add_argument("--plots", action="store_true",
+                       help="also rewrite history.png and stairs.png in the run's folder (default: "
+                            "write nothing)")
+        # The default since --plots exists; still accepted so older scripts run.
+        p.add_argument("--no-plots", action="store_true", help=argparse.SUPPRESS)
 
     def run(self, args: argparse.Namespace) -> int:
         from ..report import load_report, summary_table, write_plots
 
         report = load_report(args.run_dir)
         print(summary_table(report))
-        if not args.no_plots:
+        if args.plots and not args.no_plots:
             out = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
             for p in write_plots(out, report):
                 print(f"wrote {p}")

@@ -4,6 +4,9 @@ A request is answered from, in order: the in-process memo, a JSON lookup table (
 the persistent `LatencyStore` under the runtime's device fingerprint, and only then the runtime
 itself (whose result goes into the store). `measure_many` removes duplicate configs first, so a
 config that appears in many layers, groups or iterations is measured once.
+
+The meter also times its runtime measurements, so it can say how long configs it has not seen
+yet will take (`estimate_s`: configs left to measure x seconds per measurement so far).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import enum
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,10 +144,12 @@ class LatencyMeter:
         store: the persistent latency store (`LatencyStore(None)` for nothing persistent).
         table: an optional lookup table consulted before the store.
         progress: show a tqdm bar (stderr) over the configs `measure_many` must really measure.
+        clock: seconds, for timing the measurements (a fake one in tests).
     """
 
     def __init__(self, runtime: Runtime | None, store: LatencyStore, *,
-                 table: LatencyTable | None = None, progress: bool = True) -> None:
+                 table: LatencyTable | None = None, progress: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         if runtime is None and table is None:
             raise InvalidConfigError("a LatencyMeter needs a runtime, a lookup table, or both")
         self.runtime = runtime
@@ -155,7 +160,9 @@ class LatencyMeter:
         self._fingerprints: dict[Precision, DeviceFingerprint] = {}
         self._seen: set[LayerConfig] = set()
         self._counts = {s: 0 for s in Source}
+        self._clock = clock
         self._measure_s = 0.0
+        self._missing: dict[LayerConfig, bool] = {}  # `pending`'s answers: only the runtime has it
 
     # ---- bookkeeping -------------------------------------------------------------------------
     @property
@@ -165,6 +172,12 @@ class LatencyMeter:
         return MeterStats(requested=sum(c.values()), unique=len(self._seen), measured=c[Source.MEASURED],
                           store_hits=c[Source.STORE], memo_hits=c[Source.MEMO], table_hits=c[Source.TABLE],
                           measure_s=round(self._measure_s, 3))
+
+    @property
+    def seconds_per_config(self) -> float | None:
+        """Mean wall seconds of one runtime measurement so far (build, warm-up, timed runs);
+        None before the first."""
+        return self.stats.seconds_per_config
 
     def fingerprint(self, precision: Precision | str) -> DeviceFingerprint:
         """The fingerprint measurements of `precision` are stored under (cached)."""
@@ -213,10 +226,10 @@ class LatencyMeter:
 
     def _run(self, cfg: LayerConfig) -> Measurement:
         assert self.runtime is not None
-        t0 = time.perf_counter()
+        start = self._clock()
         timing = self.runtime.time_layer(cfg)
-        self._measure_s += time.perf_counter() - t0
         row = self.store.put(cfg, self.fingerprint(cfg.precision), timing)
+        self._measure_s += self._clock() - start
         return Measurement.from_stored(row, Source.MEASURED)
 
     # ---- public -----------------------------------------------------------------------------------
@@ -224,6 +237,33 @@ class LatencyMeter:
         """Latency of one config (µs figures), measured only if no earlier answer exists."""
         hit = self._lookup(cfg)
         return self._serve(hit if hit is not None else self._run(cfg))
+
+    def pending(self, cfgs: Iterable[LayerConfig]) -> list[LayerConfig]:
+        """The distinct configs among `cfgs` that only the runtime can answer (not in the memo,
+        the table or the store); asking counts as no request. Empty without a runtime."""
+        if self.runtime is None:
+            return []
+        left = []
+        for cfg in dict.fromkeys(cfgs):
+            if cfg in self._memo:
+                continue
+            # The answer holds until this meter measures the config (then the memo has it), so
+            # the store is asked once per config however often progress is estimated.
+            missing = self._missing.get(cfg)
+            if missing is None:
+                missing = self._missing[cfg] = self._lookup(cfg) is None
+            if missing:
+                left.append(cfg)
+        return left
+
+    def estimate_s(self, cfgs: Iterable[LayerConfig]) -> float | None:
+        """Seconds the runtime would take for the configs of `cfgs` still to measure, at the
+        mean time per measurement so far; None while that is unknown and some are left."""
+        left = len(self.pending(cfgs))
+        if left == 0:
+            return 0.0
+        per = self.seconds_per_config
+        return None if per is None else left * per
 
     def latency_us(self, cfg: LayerConfig) -> float:
         """Median latency of `cfg` in µs (a `Callable[[LayerConfig], float]` for the pruner)."""

@@ -11,13 +11,15 @@ three-point discrimination (few probes) or an exhaustive sweep (every width; for
 
 All latency goes through the `latency_us` callable, which the caller backs with a
 `LatencyMeter` (memo + persistent store): a config shared by two groups, or seen again in a
-later iteration, is measured once. That is the method's latency sharing.
+later iteration, is measured once. That is the method's latency sharing. When the callable can
+also estimate (an `estimate_s(configs)` method, as `LatencyMeter` has), the progress bar says
+about how long the measurements left in this discovery take.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import InvalidConfigError, PlanError
@@ -33,6 +35,7 @@ __all__ = [
     "discover_candidates",
     "width_floor",
     "group_floor",
+    "format_duration",
 ]
 
 @dataclass(frozen=True)
@@ -134,6 +137,52 @@ def group_latency_fn(
     return latency_at
 
 
+def _width_range(graph, gid: str, widths: Mapping[str, int], floors: Mapping[str, int] | None,
+                 min_width_ratio: float, round_floor: int) -> tuple[int, int]:
+    """(narrowest, current) width the discovery varies `gid` between."""
+    hi = _current_width(graph, gid, widths)
+    group = graph.groups[gid]
+    floor = (floors or {}).get(gid)
+    if floor is None:
+        floor = group_floor(group, min_width_ratio, round_floor)
+    if getattr(group, "parts", ()):
+        floor = max(int(floor), group.min_width())
+    return min(int(floor), hi), hi
+
+
+def _staircase_configs(graph, widths: Mapping[str, int],
+                       ranges: Mapping[str, tuple[int, int]]) -> dict[str, list[LayerConfig]]:
+    """Per group, the layer configs of every width of its staircase: what a sweep asks for (an
+    upper bound for three-point discrimination, which asks for some of them)."""
+    out = {}
+    for gid, (lo, hi) in ranges.items():
+        touched = graph.touched_layers(gid)
+        cfgs: dict[LayerConfig, None] = {}
+        for w in range(lo, hi + 1):
+            at = graph.layer_configs({**widths, gid: w})
+            cfgs.update(dict.fromkeys(at[n] for n in touched))
+        out[gid] = list(cfgs)
+    return out
+
+
+def _time_left(estimate_s: Callable[[Iterable[LayerConfig]], float | None],
+               configs: Iterable[LayerConfig]) -> str:
+    """The progress bar's note: at most how long the layer measurements left take."""
+    left = estimate_s(configs)
+    if left is None:
+        return "timing the first layer configs"
+    return f"<= {format_duration(left)} of layer measurements left"
+
+
+def format_duration(seconds: float) -> str:
+    """'40 s', '3.5 min', '1.2 h': a duration at the precision an estimate deserves."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def discover_candidates(
     graph,
     widths: Mapping[str, int],
@@ -175,16 +224,16 @@ def discover_candidates(
 
     method = DiscoveryMethod(method)
     prunable = [gid for gid, g in graph.groups.items() if g.prunable]
+    ranges = {gid: _width_range(graph, gid, widths, floors, min_width_ratio, round_floor)
+              for gid in prunable}
     out: dict[str, GroupCandidates] = {}
-    for gid in tqdm(prunable, desc="stairs", unit="group", disable=not progress_enabled(progress)):
-        hi = _current_width(graph, gid, widths)
-        group = graph.groups[gid]
-        floor = (floors or {}).get(gid)
-        if floor is None:
-            floor = group_floor(group, min_width_ratio, round_floor)
-        if getattr(group, "parts", ()):
-            floor = max(int(floor), group.min_width())
-        lo = min(int(floor), hi)
+    bar = tqdm(prunable, desc="stairs", unit="group", disable=not progress_enabled(progress))
+    estimate = getattr(latency_us, "estimate_s", None)
+    ahead = _staircase_configs(graph, widths, ranges) if estimate is not None and not bar.disable else None
+    for i, gid in enumerate(bar):
+        if ahead is not None:
+            bar.set_postfix_str(_time_left(estimate, (c for g in prunable[i:] for c in ahead[g])))
+        lo, hi = ranges[gid]
         measure = group_latency_fn(graph, gid, widths, latency_us)
         if lo >= hi:
             out[gid] = GroupCandidates(gid, (hi,), 0)
