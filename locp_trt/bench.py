@@ -23,7 +23,8 @@ from .errors import BackendUnavailableError, InvalidConfigError, ModelLoadError
 from .latency.config import Precision
 from .latency.timing import BenchConfig, Timing
 
-__all__ = ["ModelFormat", "BenchResult", "bench_file", "model_format", "onnx_input_info"]
+__all__ = ["ModelFormat", "BenchResult", "Interleaved", "bench_file", "bench_files", "model_format",
+           "onnx_input_info"]
 
 
 class ModelFormat(str, enum.Enum):
@@ -72,6 +73,7 @@ class BenchResult:
         med = self.timing.median_us
         fp = dict(self.fingerprint)
         libs = fp.pop("libraries", {}) or {}
+        settings = fp.pop("settings", {}) or {}
         row: dict[str, Any] = {
             "path": self.path, "format": self.format.value, "arch": self.arch,
             "runtime": self.runtime, "runtime_label": self.runtime_label,
@@ -84,6 +86,7 @@ class BenchResult:
         }
         row.update({f"fp_{k}": v for k, v in fp.items()})
         row.update({f"lib_{k}": v for k, v in libs.items()})
+        row.update({f"setting_{k}": v for k, v in settings.items()})
         from .latency.fingerprint import DeviceFingerprint
 
         try:
@@ -280,7 +283,97 @@ def _torch_counts(module, input_shape: tuple[int, ...], batch: int, precision: P
         return params, None, f"FLOPs not counted: {e}"
 
 
-# ---- the one entry point ----------------------------------------------------------------------------
+# ---- the entry points ----------------------------------------------------------------------------
+@dataclass
+class _Prepared:
+    """A model file built on its runtime, ready to sample; `timing` is set once it is timed."""
+
+    path: Path
+    fmt: ModelFormat
+    runtime: str
+    label: str
+    precision: Precision
+    shape: tuple[int, ...]
+    fingerprint: dict
+    sample: Any = None  # sample(warmup, iters) -> µs list; None for engines (timed at once)
+    measure: Any = None  # the runtime's warm-up / re-measure bookkeeping, for one file alone
+    timing: Timing | None = None
+    params: int | None = None
+    flops: int | None = None
+    arch: str | None = None
+    note: str = ""
+
+    def result(self) -> BenchResult:
+        timing = self.timing
+        assert timing is not None
+        note = self.note
+        if timing.extra.get("note"):
+            note = "; ".join(s for s in (note, str(timing.extra["note"])) if s)
+        if not timing.samples_us or not all(math.isfinite(v) for v in timing.samples_us):
+            raise InvalidConfigError(f"timing {self.path} on {self.label} gave no usable samples")
+        return BenchResult(path=str(self.path), format=self.fmt, runtime=self.runtime,
+                           runtime_label=self.label, precision=self.precision,
+                           input_shape=tuple(int(v) for v in self.shape), timing=timing,
+                           fingerprint=self.fingerprint, params=self.params, flops=self.flops,
+                           arch=self.arch, note=note)
+
+
+def _prepare(path: str | Path, runtime: str, precision: Precision | str | None, batch: int | None,
+             bench_cfg: BenchConfig, arch: str | None, trust_pickle: bool,
+             input_shape: Sequence[int] | None) -> _Prepared:
+    """Load and build one file on its runtime (a TensorRT engine is timed here already)."""
+    p = Path(path)
+    fmt = model_format(p)
+    if batch is not None and int(batch) < 1:
+        raise InvalidConfigError(f"batch must be >= 1, got {batch}")
+    name = _pick_runtime(fmt, runtime)
+    if not p.is_file():
+        raise ModelLoadError(f"model file not found: {p}")
+    asked = Precision.parse(precision) if precision is not None else None
+    with _make_runtime(name, bench_cfg, fmt, p) as rt:
+        if fmt is ModelFormat.TORCH:
+            from .loading import load_model
+
+            loaded = load_model(p, arch=arch, trust_pickle=trust_pickle,
+                                input_shape=tuple(input_shape) if input_shape is not None else None)
+            if loaded.input_shape is None:
+                raise InvalidConfigError(f"the input shape of {p} is unknown; pass --input-shape C,H,W")
+            prec = asked or Precision.FP32
+            n = int(batch or 1)
+            shape = (n, *loaded.input_shape)
+            rt.check_precision(prec)
+            params, flops, note = _torch_counts(loaded.module, tuple(loaded.input_shape), n, prec)
+            # torch runtimes time the module; the others time its ONNX export (Runtime.builder).
+            out = _Prepared(p, fmt, name, rt.label, prec, shape, rt.fingerprint(prec).to_dict(),
+                            sample=rt.prepare_module(loaded.module, shape, prec), measure=rt._measure,
+                            params=params, flops=flops, arch=loaded.arch, note=note)
+        elif fmt is ModelFormat.ONNX:
+            data = p.read_bytes()
+            _, dims, file_prec, params = onnx_input_info(data, str(p))
+            shape, symbolic = _onnx_shape(dims, batch, str(p))
+            if symbolic:
+                data = _fix_batch(data, shape[0])
+            prec = asked or file_prec
+            if asked is not None and asked is not file_prec and name != "tensorrt":
+                raise InvalidConfigError(
+                    f"{p} is a {file_prec.value} graph; {name} runs it as such, so --precision "
+                    f"{asked.value} cannot apply (only TensorRT can run an fp32 graph in fp16)")
+            out = _Prepared(p, fmt, name, rt.label, prec, shape, rt.fingerprint(prec).to_dict(),
+                            sample=rt.onnx_builder(data, shape, prec)(), measure=rt._measure,
+                            params=params)
+        else:
+            timing, shape, prec = _time_engine(rt, p.read_bytes(), batch, str(p))
+            note = ""
+            built = _engine_side_precision(p)
+            if built is not None:  # an fp32-input engine may run fp16 inside: the build says
+                prec = built
+            if asked is not None and asked is not prec:
+                note = f"--precision {asked.value} ignored: the engine was built {prec.value}"
+            out = _Prepared(p, fmt, name, rt.label, prec, shape, rt.fingerprint(prec).to_dict(),
+                            timing=timing, note=note)
+    return out
+
+
 def bench_file(
     path: str | Path,
     *,
@@ -311,59 +404,70 @@ def bench_file(
         BackendUnavailableError: the runtime (e.g. TensorRT for an engine) is missing here.
         ModelLoadError: the file cannot be read.
     """
-    p = Path(path)
-    fmt = model_format(p)
-    bench_cfg = bench_cfg or BenchConfig()
-    if batch is not None and int(batch) < 1:
-        raise InvalidConfigError(f"batch must be >= 1, got {batch}")
-    name = _pick_runtime(fmt, runtime)
-    if not p.is_file():
-        raise ModelLoadError(f"model file not found: {p}")
-    asked = Precision.parse(precision) if precision is not None else None
-    params = flops = None
-    note = ""
-    loaded_arch = None  # only a .pt has an architecture
-    with _make_runtime(name, bench_cfg, fmt, p) as rt:
-        if fmt is ModelFormat.TORCH:
-            from .loading import load_model
+    prep = _prepare(path, runtime, precision, batch, bench_cfg or BenchConfig(), arch, trust_pickle,
+                    input_shape)
+    if prep.timing is None:
+        prep.timing = prep.measure(prep.sample)
+    return prep.result()
 
-            loaded = load_model(p, arch=arch, trust_pickle=trust_pickle,
-                                input_shape=tuple(input_shape) if input_shape is not None else None)
-            if loaded.input_shape is None:
-                raise InvalidConfigError(f"the input shape of {p} is unknown; pass --input-shape C,H,W")
-            prec = asked or Precision.FP32
-            n = int(batch or 1)
-            shape = (n, *loaded.input_shape)
-            rt.check_precision(prec)
-            params, flops, note = _torch_counts(loaded.module, tuple(loaded.input_shape), n, prec)
-            loaded_arch = loaded.arch
-            # torch runtimes time the module; the others time its ONNX export (Runtime.time_module).
-            timing = rt.time_module(loaded.module, shape, prec)
-        elif fmt is ModelFormat.ONNX:
-            data = p.read_bytes()
-            _, dims, file_prec, params = onnx_input_info(data, str(p))
-            shape, symbolic = _onnx_shape(dims, batch, str(p))
-            if symbolic:
-                data = _fix_batch(data, shape[0])
-            prec = asked or file_prec
-            if asked is not None and asked is not file_prec and name != "tensorrt":
-                raise InvalidConfigError(
-                    f"{p} is a {file_prec.value} graph; {name} runs it as such, so --precision "
-                    f"{asked.value} cannot apply (only TensorRT can run an fp32 graph in fp16)")
-            timing = rt.time_onnx(data, shape, prec)
-        else:
-            timing, shape, prec = _time_engine(rt, p.read_bytes(), batch, str(p))
-            built = _engine_side_precision(p)
-            if built is not None:  # an fp32-input engine may run fp16 inside: the build says
-                prec = built
-            if asked is not None and asked is not prec:
-                note = f"--precision {asked.value} ignored: the engine was built {prec.value}"
-        fingerprint = rt.fingerprint(prec).to_dict()
-        label = rt.label
-    if timing.extra.get("note"):
-        note = "; ".join(s for s in (note, str(timing.extra["note"])) if s)
-    if not timing.samples_us or not all(math.isfinite(v) for v in timing.samples_us):
-        raise InvalidConfigError(f"timing {p} on {label} gave no usable samples")
-    return BenchResult(path=str(p), format=fmt, runtime=name, runtime_label=label, precision=prec,
-                       input_shape=tuple(int(v) for v in shape), timing=timing, fingerprint=fingerprint,
-                       params=params, flops=flops, arch=loaded_arch, note=note)
+
+@dataclass(frozen=True)
+class Interleaved:
+    """Several files timed in interleaved rounds: each file's result, and each file's speedup
+    over the first one (`latency.compare`'s interval on the round ratios), None for the first."""
+
+    results: tuple[BenchResult, ...]
+    speedups: tuple[Any, ...]  # Comparison | None per file
+
+
+def bench_files(paths: Sequence[str | Path], *, archs: Sequence[str | None] | None = None,
+                rule: Any = None, **kwargs: Any) -> Interleaved:
+    """Time two or more files interleaved (rounds of A B C, then C B A, ...), as optimize compares
+    models, so that a drift of a shared machine hits all alike; a TensorRT engine is timed on its
+    own (its runner lives only while it is timed) and says so in its note.
+
+    `archs`: each file's --arch (None: `arch` for all). Other keyword arguments are
+    `bench_file`'s (runtime, precision, batch, bench_cfg, arch, ...).
+    """
+    import numpy as np
+
+    from .latency.compare import CompareRule, _interval, _verdict
+    from .latency.compare import Comparison as _Comparison
+
+    rule = rule or CompareRule()
+    bench_cfg = kwargs.pop("bench_cfg", None) or BenchConfig()
+    archs = list(archs) if archs is not None else [kwargs.get("arch")] * len(paths)
+    preps = [_prepare(p, kwargs.get("runtime", "auto"), kwargs.get("precision"), kwargs.get("batch"),
+                      bench_cfg, a, kwargs.get("trust_pickle", False), kwargs.get("input_shape"))
+             for p, a in zip(paths, archs)]
+    live = [q for q in preps if q.timing is None]
+    samples: dict[int, list[float]] = {id(q): [] for q in live}
+    medians: dict[int, list[float]] = {id(q): [] for q in live}
+    # --iters samples per file in all, spread over the rounds (about 5 a round, 3 to 12 rounds)
+    iters = int(bench_cfg.iters)
+    rounds = min(iters, max(rule.min_rounds, min(rule.max_rounds, iters // 5)))
+    per_round = [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
+    for q in live:
+        q.sample(bench_cfg.warmup, 1)
+    for r in range(rounds):
+        for q in (live if r % 2 == 0 else live[::-1]):
+            got = q.sample(rule.warmup if r else 0, per_round[r])
+            samples[id(q)].extend(got)
+            medians[id(q)].append(float(np.median(got)))
+    for q in live:
+        q.timing = Timing.from_samples(samples[id(q)], max_rel_spread=bench_cfg.max_rel_spread)
+    for q in preps:
+        if q.fmt is ModelFormat.ENGINE and len(preps) > 1:
+            q.note = "; ".join(s for s in (q.note, "timed on its own, not interleaved") if s)
+    speedups: list[Any] = [None]
+    first = preps[0]
+    for q in preps[1:]:
+        if first.timing is None or id(first) not in medians or id(q) not in medians:
+            speedups.append(None)
+            continue
+        a, b = medians[id(first)], medians[id(q)]
+        logs = [float(np.log(x / y)) for x, y in zip(a, b)]
+        est, low, high = _interval(logs, rule.confidence)
+        speedups.append(_Comparison(est, low, high, len(logs), tuple(a), tuple(b), rule.confidence,
+                                    None, _verdict(low, high, None)))
+    return Interleaved(tuple(q.result() for q in preps), tuple(speedups))

@@ -571,8 +571,12 @@ class Optimizer:
                 self._fine_tune(model, cfg.final_finetune, "final fine-tune")
                 tuned_step = chosen.step
                 i = next(i for i, h in enumerate(history) if h.step == chosen.step)
+                before = history[i]
                 history[i] = replace(history[i], accuracy=self._accuracy(model),
                                      val_accuracy=self._accuracy(model, "val"))
+                self.log(f"final fine-tune of step {chosen.step}: test accuracy {_pct(before.accuracy)} -> "
+                         f"{_pct(history[i].accuracy)}, validation {_pct(before.val_accuracy)} -> "
+                         f"{_pct(history[i].val_accuracy)}")
             if not self.measures or chosen.step == 0:
                 break
             # The final check, on the model as emitted: when it falls short and the step was the
@@ -925,6 +929,10 @@ class Optimizer:
                     options.append((1 / rel < aim, c.importance_lost, pred_us, new))
         options.sort(key=lambda o: o[:3])
         return [(new, pred_us, lost) for _, lost, pred_us, new in options[:limit]]
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}%"
 
 
 def _one_notch_at_a_time(graph: ModelGraph, start: Mapping[str, int], path: list[Candidate],

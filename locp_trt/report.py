@@ -91,7 +91,8 @@ def summary_table(report: Mapping[str, Any]) -> str:
     rows.append(f"speedup {r['speedup']:.3f}x{ci}, {r['speedup_kind']}; {status_words(r)} "
                 f"{r.get('target_speedup', 0):.3g}x (tolerance +{r.get('tolerance', 0):.0%}); "
                 f"emitted step {r.get('chosen_step')}; {r.get('stop_reason', '')}")
-    line = f"before -> after: {r['baseline_us']:.1f} -> {r['final_us']:.1f} µs"
+    line = (f"before -> after (the final check's medians; step 0's row is the unpruned model timed "
+            f"alone at the start): {r['baseline_us']:.1f} -> {r['final_us']:.1f} µs")
     if r.get("accuracy_before") is not None:
         line += f", test accuracy {r['accuracy_before']:.2f}% -> {r['accuracy_after']:.2f}%"
     if r.get("val_accuracy_before") is not None:

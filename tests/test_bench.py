@@ -149,3 +149,25 @@ def test_bench_engine_with_tensorrt(lenet, tmp_path, precision):
     torch.save(model.state_dict(), pt)
     tp = bench_file(pt, runtime="tensorrt", arch="lenet5", precision=precision, bench_cfg=FAST)
     assert tp.timing.median_us > 0 and tp.precision is Precision(precision)
+
+
+def test_two_files_with_one_name_are_told_apart_and_timed_interleaved(lenet, tmp_path, capsys):
+    """`bench A/model.onnx B/model.onnx`: rows name the folders, the files are timed in
+    interleaved rounds, and each later file gets its speedup over the first with an interval."""
+    from locp_trt.cli.bench_cmd import distinct_names
+
+    assert distinct_names(["runs/a/model.onnx", "runs/b/model.onnx"]) == ["a/model.onnx", "b/model.onnx"]
+    assert distinct_names(["x/lenet.pt", "y/other.onnx"]) == ["lenet.pt", "other.onnx"]
+    for name in ("A", "B"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.onnx").write_bytes((lenet / "lenet.onnx").read_bytes())
+    out = tmp_path / "rows.json"
+    assert main(["bench", str(tmp_path / "A" / "model.onnx"), str(tmp_path / "B" / "model.onnx"),
+                 "--runtime", "onnxruntime", "--json", str(out), *FAST_ARGS]) == 0
+    printed = capsys.readouterr().out
+    assert "A/model.onnx" in printed and "B/model.onnx" in printed and "interleaved" in printed
+    rows = json.loads(out.read_text())
+    assert rows[0]["speedup_vs_first"] is None
+    second = rows[1]
+    assert second["speedup_vs_first_low"] <= second["speedup_vs_first"] <= second["speedup_vs_first_high"]
+    assert second["interleaved_rounds"] >= 3

@@ -79,7 +79,7 @@ def test_bench_help_examples_parse():
     parser = build_parser()
     for line in examples:
         args = parser.parse_args(line.split()[3:])
-        assert args.command == "bench" and all(p.endswith((".pt", ".onnx", ".engine")) for p in args.paths)
+        assert args.command == "bench" and all(p.endswith((".pt", ".onnx", ".engine", "/")) for p in args.paths)
 
 
 @pytest.mark.parametrize("command", ["optimize", "export"])

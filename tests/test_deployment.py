@@ -232,3 +232,23 @@ def test_bench_of_an_output_folder_reproduces_the_headline(tmp_path: Path) -> No
     assert ("NOT reproduced" in bench.stdout) == (not d["reproduced"])
     assert len(d["builds"]) >= 3
     assert d["speedup"] == pytest.approx(result["speedup"], rel=0.25)
+
+
+def test_the_final_fine_tune_says_what_it_changed(tmp_path: Path) -> None:
+    """The final fine-tune logs one line, and its 'after' figure is the emitted step's accuracy."""
+    from locp_trt.data import make_split_loaders
+    from locp_trt.train import TrainConfig
+
+    torch.manual_seed(0)
+    fake = StepLatency((1, 1, 28, 28), noise=0.0)
+    loaders = make_split_loaders("synthetic:256:10", (1, 28, 28), 64, seed=0)
+    tune = TrainConfig(epochs=1, max_steps_per_epoch=2)
+    lines: list[str] = []
+    opt = Optimizer(get_model("lenet5"), (1, 28, 28),
+                    OptimizeConfig(speedup=1.2, steps=1, finetune=tune, final_finetune=tune),
+                    latency_us=fake.layer_us, prepare_model=fake.prepare, out_dir=tmp_path,
+                    loaders=loaders, train_device="cpu", log=lines.append, progress=False)
+    result = opt.run()
+    said = [x for x in lines if x.startswith("final fine-tune of step")]
+    assert len(said) == 1, lines
+    assert f"-> {result.final.accuracy:.2f}%, validation" in said[0]

@@ -22,9 +22,11 @@ from locp_trt.pipeline import OptimizeJob, run_job
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_cpu_speedup_measured_and_widths_on_envelope(tmp_path: Path) -> None:
-    """A zoo model optimized to --speedup 1.5 on ORT CPU measures >= 1.5x in one run (before and
-    after interleaved), and every width the run chose was on its group's measured envelope."""
+def test_live_cpu_run_reports_one_consistent_figure_and_envelope_widths(tmp_path: Path) -> None:
+    """A zoo model optimized to --speedup 1.5 on live ORT CPU timing: whatever it reaches on a
+    busy machine, its headline is the final interleaved comparison, it says met only when that
+    interval is at or above the target, and every width it chose was on its group's measured
+    envelope. (Landing in the band is asserted on recorded data in test_lands_in_the_band_on_a_recorded_table.)"""
     weights = tmp_path / "r20.pt"
     torch.manual_seed(0)
     torch.save(get_model("resnet20").state_dict(), weights)
@@ -222,9 +224,10 @@ class StepLatency:
 
 
 @pytest.mark.parametrize("speedup", [1.3, 1.5, 2.0])
-def test_loop_lands_within_tolerance_under_noise(tmp_path: Path, speedup: float) -> None:
-    """Decisions are comparisons: with 3% timing noise the emitted model's true speedup is in
-    [target, target x 1.1] (the default tolerance), and the loop's comparison says so."""
+def test_loop_lands_within_tolerance_on_a_formula_runtime_under_noise(tmp_path: Path, speedup: float) -> None:
+    """On `StepLatency` (a formula: 40 µs + FLOPs / 2e5, with 3% seeded noise, not a real
+    staircase) the emitted model's true speedup is in [target, target x 1.1], and the loop's
+    comparison says so."""
     from locp_trt.optimize import Optimizer
 
     torch.manual_seed(0)
@@ -276,13 +279,12 @@ def test_unreachable_targets_are_refused_before_pruning(tmp_path: Path) -> None:
     # One maximum to ask for: the larger of the predicted and the measured figure it names.
     import re
 
+    # The loop measures: the floor's measured speedup is the maximum, the prediction beside it.
     text = str(refused.value)
-    predicted = float(re.search(r"predicted ([0-9.]+)x from the layer sum", text).group(1))
     measured = float(re.search(r"measured ([0-9.]+)x", text).group(1))
+    assert re.search(r"\(predicted [0-9.]+x\)", text), text
     asked = float(re.search(r"ask for at most ([0-9.]+)x", text).group(1))
-    assert asked == pytest.approx(max(predicted, measured), abs=0.006), text
-    larger = "measured" if measured > predicted else "predicted"
-    assert f"at most {asked:.2f}x (the {larger} figure, the larger)" in text, text
+    assert asked == pytest.approx(measured, abs=0.006), text
     assert not (tmp_path / "checkpoints" / "step_001.pt").exists()
     for bad in (float("nan"), 1.0, 0.5, float("inf")):
         with pytest.raises(InvalidConfigError, match="--speedup must be a number above 1"):
@@ -352,3 +354,23 @@ def test_missed_target_ends_failed_with_its_own_exit_code(tmp_path: Path) -> Non
     assert near.stderr.strip().splitlines()[-1].startswith("FAILED | locp_trt optimize")
     r = json.loads((tmp_path / "near" / "report.json").read_text())["result"]
     assert not r["met_target"] and r["why_missed"] and r["speedup"] < r["target_speedup"]
+
+
+RECORDED_TABLE = REPO / "tests" / "data" / "ortcpu_resnet20_example_table.json"
+
+
+@pytest.mark.parametrize("speedup", [1.5, 2.0])
+def test_lands_in_the_band_on_a_recorded_table(tmp_path: Path, speedup: float) -> None:
+    """On real recorded data (every grid config of the built-in ResNet-20 timed on ONNX Runtime
+    CPU, 1 thread; tests/data/README.md has the command), decisions predicted from the table
+    land in [target, target x 1.1] and the run says landed, exit 0."""
+    weights = REPO / "locp_trt" / "examples" / "resnet20_synthetic.pt"
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "locp_trt", "optimize", str(weights), "--arch", "resnet20",
+                           "--device", "cpu", "--latency-table", str(RECORDED_TABLE), "--speedup", str(speedup),
+                           "--no-store", "--no-progress", "--no-engine", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "report.json").read_text())["result"]
+    assert result["status"] == "landed" and result["speedup_kind"] == "predicted from the lookup table"
+    assert speedup <= result["speedup"] <= speedup * 1.1, result["speedup"]

@@ -1,7 +1,7 @@
 """`bench`: time model files end to end (.pt, .onnx, TensorRT .engine) on one runtime.
 
 Examples:
-  python -m locp_trt bench runs/r56/          # re-measure an optimize run's headline from its files
+  python -m locp_trt bench runs/r56/
   python -m locp_trt bench runs/r56/pruned.pt --runtime onnxruntime
   python -m locp_trt bench model.pt runs/r56/pruned.pt --arch resnet56 --runtime torch --precision fp16
   python -m locp_trt bench runs/r56/model.onnx --runtime tensorrt --json bench.json
@@ -13,7 +13,7 @@ time the module itself. An .onnx file's batch comes from its input (a dynamic ba
 --batch). Prints median, p10, p90, IQR, min, max and n per file; --json writes one flat row per
 file with the device fingerprint.
 
-Given an optimize output folder, bench rebuilds the emitted model with the settings recorded in
+Given an optimize output folder (runs/r56/ above), bench rebuilds the emitted model with the settings recorded in
 its runtime.json (ONNX Runtime session and provider options, torch's cuDNN mode), times it
 interleaved with the unpruned model over several fresh builds of each, and says whether the
 report's headline speedup is reproduced (the two intervals overlap; exit 3 when they do not).
@@ -42,18 +42,38 @@ def _count(v) -> str:
     return str(v)
 
 
-def print_table(rows: list[dict]) -> None:
-    """A fixed-width table of bench rows (µs)."""
-    head = (f"{'file':<28} {'runtime':<16} {'prec':<5} {'batch':>5} {'median':>10} {'p10':>10} "
+def distinct_names(paths: list[str]) -> list[str]:
+    """The shortest trailing part of each path that tells it from the others
+    (A/model.onnx and B/model.onnx, not model.onnx twice)."""
+    parts = [Path(p).parts for p in paths]
+    for k in range(1, max(len(x) for x in parts) + 1):
+        names = [str(Path(*x[-k:])) for x in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
+def print_table(rows: list[dict], speedups: list | None = None) -> None:
+    """A fixed-width table of bench rows (µs); with `speedups`, each file's speedup over the
+    first one from the interleaved rounds."""
+    names = distinct_names([r["path"] for r in rows])
+    width = max(28, min(48, max(len(n) for n in names)))
+    head = (f"{'file':<{width}} {'runtime':<16} {'prec':<5} {'batch':>5} {'median':>10} {'p10':>10} "
             f"{'p90':>10} {'IQR':>9} {'min':>10} {'max':>10} {'n':>5} {'params':>8} {'FLOPs':>8}")
+    if speedups:
+        head += f" {'vs first (90% CI)':>24}"
     print(head)
-    for r in rows:
-        name = Path(r["path"]).name
-        name = name if len(name) <= 28 else "…" + name[-27:]
-        print(f"{name:<28} {r['runtime'][:16]:<16} {r['precision']:<5} {r['batch']:>5} "
-              f"{r['median_us']:>10.1f} {r['p10_us']:>10.1f} {r['p90_us']:>10.1f} {r['iqr_us']:>9.1f} "
-              f"{r['min_us']:>10.1f} {r['max_us']:>10.1f} {r['n']:>5} {_count(r['params']):>8} "
-              f"{_count(r['flops']):>8}")
+    for i, (r, name) in enumerate(zip(rows, names)):
+        name = name if len(name) <= width else "…" + name[-(width - 1):]
+        line = (f"{name:<{width}} {r['runtime'][:16]:<16} {r['precision']:<5} {r['batch']:>5} "
+                f"{r['median_us']:>10.1f} {r['p10_us']:>10.1f} {r['p90_us']:>10.1f} {r['iqr_us']:>9.1f} "
+                f"{r['min_us']:>10.1f} {r['max_us']:>10.1f} {r['n']:>5} {_count(r['params']):>8} "
+                f"{_count(r['flops']):>8}")
+        if speedups:
+            c = speedups[i]
+            cell = "-" if c is None else f"{c.speedup:.3f}x ({c.low:.3f}-{c.high:.3f})"
+            line += f" {cell:>24}"
+        print(line)
     print("(latencies in µs; params: every PyTorch parameter, BatchNorm affine included"
           + ("; for .onnx files the weights stored in the file, where BatchNorm is folded into the "
              "convs)" if any(r.get("format") == "onnx" for r in rows) else ")"))
@@ -86,7 +106,7 @@ class Command:
         add_bench_args(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..bench import bench_file
+        from ..bench import bench_file, bench_files
         from ..latency.fingerprint import DeviceFingerprint
         from ..loading import resolve_model_source
 
@@ -94,21 +114,36 @@ class Command:
             return _reproduce(args)
         bench = bench_config_from(args)
         rows, devices = [], {}
-        for given in args.paths:
-            path, arch = resolve_model_source(given, args.arch)  # `example`: the built-in model
-            result = bench_file(path, runtime=args.runtime, precision=args.precision, batch=args.batch,
-                                bench_cfg=bench, arch=arch, trust_pickle=args.trust_pickle,
-                                input_shape=args.input_shape)
+        resolved = [resolve_model_source(given, args.arch) for given in args.paths]  # `example` too
+        common = dict(runtime=args.runtime, precision=args.precision, batch=args.batch, bench_cfg=bench,
+                      trust_pickle=args.trust_pickle, input_shape=args.input_shape)
+        speedups = None
+        if len(resolved) > 1:  # interleaved, as optimize compares models
+            both = bench_files([p for p, _ in resolved], archs=[a for _, a in resolved], **common)
+            results, speedups = list(both.results), list(both.speedups)
+        else:
+            results = [bench_file(resolved[0][0], arch=resolved[0][1], **common)]
+        names = distinct_names([str(path) for path, _ in resolved])
+        for name, result in zip(names, results):
             row = result.row()
             rows.append(row)
             fp = DeviceFingerprint.from_dict(result.fingerprint)
             devices[fp.key()] = fp.describe()
             if not result.timing.stable:
-                print(f"warning: {Path(path).name}: spread (IQR/median) {result.timing.rel_spread:.0%} stayed "
+                print(f"warning: {name}: spread (IQR/median) {result.timing.rel_spread:.0%} stayed "
                       f"above --max-spread {bench.max_rel_spread}; the figures are noisy")
             if result.note:
-                print(f"note: {Path(path).name}: {result.note}")
-        print_table(rows)
+                print(f"note: {name}: {result.note}")
+        if speedups:
+            for row, c in zip(rows, speedups):
+                # flat rows: the speedup over the first file and its interval, from the rounds
+                row["speedup_vs_first"] = round(c.speedup, 4) if c is not None else None
+                row["speedup_vs_first_low"] = round(c.low, 4) if c is not None else None
+                row["speedup_vs_first_high"] = round(c.high, 4) if c is not None else None
+                row["interleaved_rounds"] = c.rounds if c is not None else None
+        print_table(rows, speedups)
+        if speedups:
+            print("(files timed interleaved in rounds, the first one as the reference)")
         for key, text in devices.items():
             print(f"device: {text} (key {key})")
         if args.json is not None:
