@@ -38,6 +38,14 @@ class Builds:
         return constant(us)
 
 
+def _resnet20_on_a_formula(out: Path, config: OptimizeConfig):
+    """The loop on ResNet-20 over `StepLatency` without noise (deterministic)."""
+    torch.manual_seed(0)
+    fake = StepLatency((1, 3, 32, 32), noise=0.0)
+    return Optimizer(get_model("resnet20"), (3, 32, 32), config, latency_us=fake.layer_us,
+                     prepare_model=fake.prepare, out_dir=out, log=lambda _m: None, progress=False).run()
+
+
 # ---- builds -------------------------------------------------------------------------------------
 def test_one_build_looks_certain_where_builds_disagree() -> None:
     """Each build's rounds agree exactly, so one build pair gives a zero-width interval; builds
@@ -99,12 +107,7 @@ def test_activation_elements_counts_outputs() -> None:
 def test_loop_reports_predicted_against_measured_per_step(tmp_path: Path) -> None:
     """Every measured step and the width floor get a prediction made before they were measured;
     on this deterministic runtime each step's is within 15% (the floor's is only reported)."""
-    torch.manual_seed(0)
-    fake = StepLatency((1, 3, 32, 32), noise=0.0)
-    opt = Optimizer(get_model("resnet20"), (3, 32, 32), OptimizeConfig(speedup=1.5, steps=1),
-                    latency_us=fake.layer_us, prepare_model=fake.prepare, out_dir=tmp_path,
-                    log=lambda _m: None, progress=False)
-    result = opt.run()
+    result = _resnet20_on_a_formula(tmp_path, OptimizeConfig(speedup=1.5, steps=1))
     lm = result.latency_model
     assert "floor" in lm["predictions"] and "step 1" in lm["predictions"]
     step = lm["predictions"]["step 1"]
@@ -117,12 +120,7 @@ def test_loop_reports_predicted_against_measured_per_step(tmp_path: Path) -> Non
 def test_no_plan_inside_a_narrow_band_ends_overshot_not_met(tmp_path: Path) -> None:
     """On this deterministic runtime one decision jumps from 1.455x to 1.575x: with a 0.5% band
     over 1.5x no plan lands inside it, and the run says 'overshot' (not landed), with the figure."""
-    torch.manual_seed(0)
-    fake = StepLatency((1, 3, 32, 32), noise=0.0)
-    opt = Optimizer(get_model("resnet20"), (3, 32, 32), OptimizeConfig(speedup=1.5, tolerance=0.005),
-                    latency_us=fake.layer_us, prepare_model=fake.prepare, out_dir=tmp_path,
-                    log=lambda _m: None, progress=False)
-    result = opt.run()
+    result = _resnet20_on_a_formula(tmp_path, OptimizeConfig(speedup=1.5, tolerance=0.005))
     assert result.met_target and result.status == "overshot"
     assert result.speedup_final > 1.5 * 1.005
 
