@@ -172,6 +172,8 @@ class StepRecord:
     # End-to-end speedup the calibrated latency model (`latency.e2e`) predicted for this step's
     # plan before it was measured (None: nothing measured to calibrate on).
     predicted_speedup: float | None = None
+    # The speedup the step landed on, as its chosen probe measured it (before fine-tuning).
+    landed_speedup: float | None = None
 
     @property
     def kind(self) -> str:
@@ -588,11 +590,11 @@ class Optimizer:
                 self._save_state(model, plan, history, target)
             high = target * (1 + cfg.tolerance)
             if (confirmation.verdict is Verdict.MEETS and confirmation.speedup > high
-                    and target <= chosen.speedup_over(history[0]) <= high
+                    and target <= (chosen.landed_speedup or chosen.speedup_over(history[0])) <= high
                     and chosen.step == history[-1].step and repairs < MAX_REPAIRS):
-                # The step measured itself inside the band, the final check above it: the probes'
-                # builds ran slower than fresh ones. Redo the step from the checkpoint before it,
-                # aiming lower. (A step already above the band by its own probes found no plan
+                # The step landed inside the band by its probe, the final check is above it (the
+                # probes' builds ran slower than fresh ones, or fine-tuning changed the speed).
+                # Redo the step from the checkpoint before it, aiming lower. (A step already above the band by its own probes found no plan
                 # inside it: redoing it would find the same plan.)
                 repairs += 1
                 # The first redo corrects half the (log) gap, which may be part noise; a second
@@ -881,6 +883,7 @@ class Optimizer:
                 self._note_error(f"step {step}", predicted_speedup, float(measured["speedup"]))
         record = self._record(step, new_model, graph0, widths, t0, measured,
                               predicted_speedup=predicted_speedup,
+                              landed_speedup=chosen_probe.speedup,
                               target_us=base.latency_us / goal, goal_speedup=goal, search=summary,
                               candidates={g: list(c.widths) for g, c in cands.items()},
                               decisions=chosen_probe.k, path_length=n_plans,
