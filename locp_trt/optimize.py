@@ -623,6 +623,8 @@ class Optimizer:
                 break
             self.log(f"final check {confirmation.describe()}: not clearly at or above {target:.3g}x, "
                      "one more step")
+            # A lowered aim that now falls short was an offset that did not hold: aim as at first.
+            self._aim_scale = 1.0
             self._current = (model, plan)
         chosen = next(h for h in history if h.step == chosen.step)  # with its final check
         met = chosen.step > 0 and chosen.speedup_over(history[0]) >= target
