@@ -1,5 +1,6 @@
 """What an optimize run delivered, measured independently: the unpruned and the emitted model
-timed interleaved in this process (`latency.compare`), on any runtime.
+timed interleaved in this process over 3+ fresh builds of each (`latency.compare.compare_builds`),
+on any runtime. `python -m locp_trt bench OUT/` does the same from an output folder's runtime.json.
 
   python benchmarks/delivered.py model.pt --arch resnet56 runs/r56/pruned.pt --runtime onnxruntime
   python benchmarks/delivered.py r50.pt --arch torchvision.models:resnet50 --input-shape 3,224,224 \\
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from locp_trt.latency.compare import CompareRule, compare
+from locp_trt.latency.compare import CompareRule, compare_builds
 from locp_trt.latency.config import Precision
 
 
@@ -31,9 +32,10 @@ def delivered_speedup(base: str | Path, pruned: str | Path, *, arch: str | None 
     shape = (int(batch), *loaded.input_shape)
     prec = Precision.parse(precision)
     with get_runtime(runtime) as rt:
-        a = rt.prepare_module(loaded.module.eval(), shape, prec)
-        b = rt.prepare_module(model.eval(), shape, prec)
-        result = compare(a, b, CompareRule(max_rounds=max_rounds)).summary()
+        # 3+ fresh builds of each model, as optimize's final check and `bench OUT/` judge
+        a = rt.builder(loaded.module.eval(), shape, prec)
+        b = rt.builder(model.eval(), shape, prec)
+        result = compare_builds(a, b, CompareRule(max_rounds=max_rounds)).summary()
         result["runtime"] = rt.label
     return result
 

@@ -312,12 +312,16 @@ class Optimizer:
         assert self.prepare_model is not None
         return lambda: self.prepare_model(work)
 
-    def reference(self) -> Sampler:
-        """The unpruned model, built once for the probes of the run."""
+    def reference_builds(self) -> Callable[[], Sampler]:
+        """Fresh builds of the unpruned model (exported once per run)."""
         if self._reference_builds is None:
             self._reference_builds = self._builds(self.original)
+        return self._reference_builds
+
+    def reference(self) -> Sampler:
+        """The unpruned model, built once for the probes of the run."""
         if self._reference is None:
-            self._reference = self._reference_builds()
+            self._reference = self.reference_builds()()
         return self._reference
 
     def compare_to_reference(self, model: nn.Module, threshold: float | None, *,
@@ -329,9 +333,7 @@ class Optimizer:
         candidate = self._builds(model)
         if builds <= 1:
             return compare(self.reference(), candidate(), self.config.compare, threshold=threshold)
-        self.reference()  # makes the reference's factory
-        assert self._reference_builds is not None
-        return compare_builds(self._reference_builds, candidate, self.config.compare,
+        return compare_builds(self.reference_builds(), candidate, self.config.compare,
                               threshold=threshold, builds=builds)
 
     # ---- the end-to-end latency model ----------------------------------------------------------
