@@ -1,0 +1,47 @@
+"""The same seeds give the same plans: `optimize` on the recorded ORT CPU table of the built-in
+ResNet-20 (tests/data/ortcpu_resnet20_example_table.json), run in-process through the CLI, chooses
+exactly the plans recorded in tests/data/pinned_plans.json (recorded on main before issue 18's
+redesign of the loop). Every decision is predicted from the table, and fine-tuning runs on the CPU
+with fixed seeds, so the plans are exact: a change here is a change of behaviour, not noise.
+
+The three cases cover the greedy path without data (one step), the greedy path over two steps
+with fine-tuning, and the knapsack ladder with Taylor importance over two steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from locp_trt.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE = REPO / "tests" / "data" / "ortcpu_resnet20_example_table.json"
+WEIGHTS = REPO / "locp_trt" / "examples" / "resnet20_synthetic.pt"
+PINNED = json.loads((REPO / "tests" / "data" / "pinned_plans.json").read_text())["cases"]
+
+COMMON = ["--device", "cpu", "--latency-table", str(TABLE), "--no-store", "--no-progress", "--no-engine"]
+TRAIN = ["--train-limit", "256", "--test-limit", "128", "--epochs", "0.25", "--final-epochs", "0.25",
+         "--batch-size", "64"]
+CASES = {
+    "greedy_no_data": [str(WEIGHTS), "--arch", "resnet20", "--speedup", "2"],
+    "greedy_data": ["example", "--speedup", "1.8", "--steps", "2", *TRAIN],
+    "knapsack_taylor_data": ["example", "--speedup", "2", "--steps", "2", "--search", "knapsack",
+                             "--importance", "taylor", *TRAIN],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_seeds_give_the_recorded_plans(tmp_path: Path, case: str) -> None:
+    out = tmp_path / case
+    assert main(["optimize", *CASES[case], *COMMON, "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    want = PINNED[case]
+    assert [h["step"] for h in report["history"]] == want["steps"]
+    assert [h["widths"] for h in report["history"]] == want["history_widths"]
+    assert report["result"]["chosen_step"] == want["chosen_step"]
+    assert plan["widths"] == want["widths"]
+    assert report["result"]["speedup"] == pytest.approx(want["speedup"], abs=1e-6)
