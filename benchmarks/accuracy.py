@@ -266,8 +266,8 @@ def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool
     from locp_trt.latency.config import Precision
     from locp_trt.latency.store import LatencyStore
     from locp_trt.optimize import OptimizeConfig, Optimizer
-    from locp_trt.prune.benefit import SearchMethod
     from locp_trt.prune.importance import Importance
+    from locp_trt.prune.ladder import SearchMethod
 
     subject = _subject(s, name)
     imp = Importance(importance)
@@ -332,7 +332,7 @@ def _knapsack(s: Settings, name: str):
     from locp_trt.graph import build_graph
     from locp_trt.latency.config import Precision
     from locp_trt.latency.store import LatencyStore
-    from locp_trt.prune.benefit import SearchMethod, predicted_latency_us, search
+    from locp_trt.prune.benefit import knapsack_search, predicted_latency_us
     from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates
     from locp_trt.prune.importance import Importance, weigh_by_reach
     from locp_trt.prune.plan import PruningPlan, apply_plan
@@ -347,8 +347,7 @@ def _knapsack(s: Settings, name: str):
     _CACHE[f"knapsack_counts:{name}"] = latency.counts()
 
     def plan_for(k: float):
-        res = search(graph, {}, cands, scores, latency, (1.0 - k) * base_us,
-                     method=SearchMethod.KNAPSACK, progress=False)
+        res = knapsack_search(graph, {}, cands, scores, latency, (1.0 - k) * base_us)
         plan = PruningPlan(name, SHAPE, {g: w for g, w in res.widths.items() if graph.groups[g].prunable})
         return apply_plan(subject.model, plan, SHAPE, importance=Importance.L1)[0]
 

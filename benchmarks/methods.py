@@ -6,7 +6,7 @@
   ratio bisected until the FLOPs match a target ratio (LOCP's).
 * `run_uniform`: the same keep-ratio for every prunable group, L1 channels (`apply_plan`), the
   ratio bisected to the same FLOPs.
-* `run_halp`: a HALP-style multiple-choice knapsack (`search(method=KNAPSACK)`) over an exhaustive
+* `run_halp`: a HALP-style multiple-choice knapsack (`knapsack_search`) over an exhaustive
   lookup table (`discover_candidates(method=SWEEP)`: every width of every group measured), one
   shot from the original widths to LOCP's final predicted layer-sum latency.
 
@@ -33,7 +33,7 @@ from benchmarks.measure import BudgetExceeded
 from locp_trt.graph import ModelGraph, build_graph
 from locp_trt.latency.config import LayerConfig, Precision
 from locp_trt.optimize import OptimizeConfig, Optimizer
-from locp_trt.prune.benefit import SearchMethod, predicted_latency_us, search
+from locp_trt.prune.benefit import knapsack_search, predicted_latency_us
 from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates, width_floor
 from locp_trt.prune.importance import Importance, group_importance, importance_lost
 from locp_trt.prune.plan import PruningPlan, apply_plan
@@ -465,8 +465,7 @@ def run_halp(subject: Subject, *, target_us: float, batch: int, precision: Preci
     cands = discover_candidates(graph, {}, latency_us, method=DiscoveryMethod.SWEEP,
                                 min_width_ratio=min_width_ratio, progress=progress)
     t_table = time.perf_counter() - t0
-    result = search(graph, {}, cands, subject.scores, latency_us, target_us,
-                    method=SearchMethod.KNAPSACK, progress=False)
+    result = knapsack_search(graph, {}, cands, subject.scores, latency_us, target_us)
     plan = PruningPlan(subject.name, subject.input_shape,
                        {g: w for g, w in result.widths.items() if graph.groups[g].prunable})
     model, _ = apply_plan(subject.model, plan, subject.input_shape, importance=Importance.L1)

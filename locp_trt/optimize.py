@@ -50,14 +50,7 @@ from .latency.compare import CompareRule, Comparison, Sampler, Verdict, compare,
 from .latency.config import LayerConfig, Precision
 from .latency.e2e import EndToEndModel, activation_elements
 from .latency.timing import Timing
-from .prune.benefit import (
-    Candidate,
-    SearchMethod,
-    assess,
-    greedy_steps,
-    predicted_latency_us,
-    search,
-)
+from .prune.benefit import predicted_latency_us
 from .prune.candidates import DiscoveryMethod, discover_candidates, group_floor
 from .prune.importance import (
     Importance,
@@ -66,6 +59,7 @@ from .prune.importance import (
     taylor_scores,
     weigh_by_reach,
 )
+from .prune.ladder import Ladder, SearchMethod, build_ladder
 from .prune.plan import PruningPlan, apply_plan, save_pruned
 from .train import TrainConfig, evaluate, fine_tune
 
@@ -253,8 +247,7 @@ class Optimizer:
             the target band in the last step then pool `config.compare.builds` builds.
         out_dir: where checkpoints go.
         arch: zoo name of the architecture (recorded in the plan), if any.
-        loaders: `data.Loaders` (train, val, test) or a (train, test) pair; None: no fine-tuning
-            and no accuracy. Decisions (guard, best checkpoint) use val where there is one.
+        loaders: `data.Loaders` (train, val, test); None: no fine-tuning and no accuracy. Decisions (guard, best checkpoint) use val where there is one.
         train_device: where fine-tuning runs (auto: CUDA when present), whatever is measured.
     """
 
@@ -274,10 +267,6 @@ class Optimizer:
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.arch = arch
-        if isinstance(loaders, tuple):
-            from .data import Loaders
-
-            loaders = Loaders(train=loaders[0], val=None, test=loaders[1])
         self.loaders = loaders
         self.log = log
         self.progress = progress
@@ -738,9 +727,9 @@ class Optimizer:
         return max(steps, key=lambda h: (h.speedup_over(base), -h.step))
 
     # ---- one step ------------------------------------------------------------------------------
-    def _path(self, graph: ModelGraph, current: dict[str, int], model: nn.Module,
-              floors: Mapping[str, int], discovery: DiscoveryMethod):
-        """(candidates, importance scores, the greedy decision path down to the floor)."""
+    def _ladder(self, graph: ModelGraph, current: dict[str, int], model: nn.Module,
+                floors: Mapping[str, int], discovery: DiscoveryMethod) -> tuple[dict, Ladder | None]:
+        """(candidates, the step's ladder: None when no narrower width is predicted faster)."""
         cfg = self.config
         cands = discover_candidates(graph, current, self.latency_us, method=discovery,
                                     floors=floors, progress=self.progress)
@@ -751,9 +740,14 @@ class Optimizer:
             scores = {g: group_importance(model, graph, g, cfg.importance) for g in cands}
         if cfg.weigh_groups:
             scores = weigh_by_reach(scores, graph)
-        path: list[Candidate] = _exhaust(greedy_steps(graph, current, cands, scores,
-                                                      self.latency_us, 1e-9))
-        return cands, scores, _one_notch_at_a_time(graph, current, path, cands, scores, self.latency_us)
+        e2e = self.e2e  # the model as calibrated before this step's probes
+
+        def predict_us(widths: Mapping[str, int]) -> float:
+            return e2e.predict_us(*self._layer_terms(graph, widths))
+
+        ladder = build_ladder(cfg.search, graph, current, cands, scores, floors,
+                              latency_us=self.latency_us, predict_us=predict_us)
+        return cands, scores, ladder
 
     def _step(self, step: int, model: nn.Module, plan: PruningPlan, graph0: ModelGraph,
               history: list[StepRecord], goal: float, aim: float, final: bool, t0: float):
@@ -766,35 +760,22 @@ class Optimizer:
         movable = [g for g in floors if current[g] > floors[g]]
         if not movable:
             return f"no width can shrink further: every group is at its floor (--min-width-ratio {cfg.min_width_ratio})"
-        cands, scores, path = self._path(graph, current, model, floors, cfg.discovery)
-        if not path and cfg.discovery is not DiscoveryMethod.SWEEP:
+        cands, scores, ladder = self._ladder(graph, current, model, floors, cfg.discovery)
+        if ladder is None and cfg.discovery is not DiscoveryMethod.SWEEP:
             self.log(f"step {step}: three-point discrimination found no faster narrower width on "
                      f"{len(movable)} groups above their floor; sweeping every width")
-            cands, scores, path = self._path(graph, current, model, floors, DiscoveryMethod.SWEEP)
-        if not path:
+            cands, scores, ladder = self._ladder(graph, current, model, floors, DiscoveryMethod.SWEEP)
+        if ladder is None:
             return (f"no narrower width is faster on any of the {len(movable)} groups above their "
                     f"floor (every width swept down to --min-width-ratio {cfg.min_width_ratio}); "
                     "the staircases are flat below the current widths")
-
-        # Prefix k of the path: the first k decisions.
-        prefix_widths = [dict(current)]
-        for c in path:
-            prefix_widths.append({**prefix_widths[-1], c.group: c.width})
-        lost = [0.0]
-        for c in path:
-            lost.append(lost[-1] + c.importance_lost)
-        kind, unit = "greedy path", "decisions"
-        if cfg.search is SearchMethod.KNAPSACK:
-            ladder = self._knapsack_ladder(
-                graph, current, cands, scores, predicted_latency_us(graph, current, self.latency_us),
-                predicted_latency_us(graph, prefix_widths[-1], self.latency_us))
-            if len(ladder[0]) > 1:  # else the greedy path stays: no knapsack plan was faster
-                (prefix_widths, _, lost), kind, unit = ladder, "knapsack ladder", "plans"
-        # End to end, as the model calibrated on what was measured so far predicts (`latency.e2e`).
-        predicted = [self.e2e_us(graph, w) for w in prefix_widths]
-        model_before = self.e2e
-        n_plans = len(prefix_widths) - 1
-        layout = f"{kind} of {n_plans} {unit}"
+        prefix_widths = [r.widths for r in ladder.rungs]
+        lost = [r.importance_lost for r in ladder.rungs]
+        predicted = ladder.predicted_us
+        unit = ladder.unit
+        n_plans = ladder.plans
+        layout = str(ladder)
+        model_before = self.e2e  # as calibrated before this step's probes
         base, last = history[0], history[-1]
         target = goal if final else None
         band = (goal * self._aim_scale, goal * (1 + cfg.tolerance) * self._aim_scale) if final else None
@@ -851,13 +832,11 @@ class Optimizer:
             k = landing.k
             known = {p.k: p.speedup for p in landing.probes} | {0: last.speedup_over(base)}
             if k - 1 in known:
-                for widths, pred_us, extra_lost in self._inside_band(
-                        graph, prefix_widths[k - 1], cands, scores, floors, model_before,
-                        (predicted[k - 1], 1 / known[k - 1]), (predicted[k], 1 / known[k]), aim, band):
-                    p = measure(widths, pred_us, f"alternative to decision {k}", k)
+                for rung in ladder.inside_band(k, (known[k - 1], known[k]), aim, band):
+                    p = measure(rung.widths, rung.predicted_us, f"alternative to decision {k}", k)
                     probes.append(p)
                     if band[0] <= p.speedup <= band[1]:
-                        chosen, chosen_probe, chosen_lost = widths, p, lost[k - 1] + extra_lost
+                        chosen, chosen_probe, chosen_lost = rung.widths, p, rung.importance_lost
                         summary += f"; decision {k} overshot, replaced by a single decision landing in the band"
                         break
 
@@ -895,81 +874,6 @@ class Optimizer:
                               probes=[p.to_json() for p in probes])
         return new_model, new_plan, record
 
-    def _knapsack_ladder(self, graph: ModelGraph, current: Mapping[str, int], cands, scores,
-                         start_us: float, floor_us: float, rungs: int = 48):
-        """Knapsack plans for predicted latencies spaced geometrically from `start_us` down to
-        `floor_us` (where the greedy path ends): ([current, plan 1, ...], predicted µs, importance
-        lost), each plan predicted faster than the one before. Used as the landing's "prefixes"
-        when `search` is knapsack: plan k is not plan k-1 plus a decision, but the least
-        importance lost (by the multiple-choice knapsack) for its latency."""
-        widths, predicted, lost = [dict(current)], [start_us], [0.0]
-        if not floor_us < start_us:
-            return widths, predicted, lost
-        for i in range(1, rungs + 1):
-            target = start_us * (floor_us / start_us) ** (i / rungs)
-            res = search(graph, current, cands, scores, self.latency_us, target, method=SearchMethod.KNAPSACK)
-            plan = {**current, **{g: w for g, w in res.widths.items() if g in current}}
-            if res.predicted_us < predicted[-1] - 1e-9:
-                widths.append(plan)
-                predicted.append(res.predicted_us)
-                lost.append(res.importance_lost)
-        return widths, predicted, lost
-
-    def _inside_band(self, graph: ModelGraph, widths: Mapping[str, int], cands, scores,
-                     floors: Mapping[str, int], e2e: EndToEndModel, lo: tuple[float, float],
-                     hi: tuple[float, float], aim: float, band: tuple[float, float], limit: int = 3):
-        """Single decisions from `widths` whose speedup, interpolated between two measured points
-        (predicted µs by `e2e`, relative latency), falls in the band: (widths, predicted µs,
-        importance lost), those predicted at or above `aim` first, then least importance lost,
-        at most `limit`."""
-        (p_lo, l_lo), (p_hi, l_hi) = lo, hi
-        if abs(p_hi - p_lo) < 1e-9:
-            return []
-        options = []
-        for g, gc in cands.items():
-            below = [w for w in gc.widths if floors.get(g, 1) <= w < widths[g]]
-            for c in assess(graph, g, widths, below, self.latency_us, scores[g]):
-                new = {**widths, g: c.width}
-                pred_us = e2e.predict_us(*self._layer_terms(graph, new))
-                rel = l_lo + (pred_us - p_lo) * (l_hi - l_lo) / (p_hi - p_lo)
-                if rel > 0 and band[0] <= 1 / rel <= band[1]:
-                    options.append((1 / rel < aim, c.importance_lost, pred_us, new))
-        options.sort(key=lambda o: o[:3])
-        return [(new, pred_us, lost) for _, lost, pred_us, new in options[:limit]]
-
 
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}%"
-
-
-def _one_notch_at_a_time(graph: ModelGraph, start: Mapping[str, int], path: list[Candidate],
-                         cands: Mapping[str, Any], scores: Mapping[str, Any],
-                         latency_us: Callable[[LayerConfig], float]) -> list[Candidate]:
-    """The same path with every multi-notch decision split at the envelope widths it jumps over.
-
-    The greedy search may take a group from 64 straight to 16 when that has the best benefit; the
-    widths in between (48, 32 on the envelope) are valid plans too. Splitting keeps the path's
-    end points and order but lets the landing stop between them, so one decision can no longer
-    overshoot the target by a whole stage's worth of channels.
-    """
-    widths = dict(start)
-    out: list[Candidate] = []
-    for c in path:
-        between = sorted((w for w in cands[c.group].widths if c.width < w < widths[c.group]), reverse=True)
-        for w in [*between, c.width]:
-            (step,) = assess(graph, c.group, widths, [w], latency_us, scores[c.group])
-            out.append(step)
-            widths[c.group] = w
-    return out
-
-
-def _exhaust(gen) -> list[Candidate]:
-    """Every decision a greedy generator yields (each committed)."""
-    out = []
-    try:
-        step = next(gen)
-        while True:
-            out.append(step)
-            step = gen.send(True)
-    except StopIteration:
-        return out

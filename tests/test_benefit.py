@@ -1,4 +1,4 @@
-"""Two-stage benefit assessment and the plan search (greedy, knapsack).
+"""Two-stage benefit assessment and the plan searches (greedy, knapsack).
 
 Search-logic tests run on small hand-made graphs (the `ModelGraph` protocol: groups, layers,
 `layer_configs`, `touched_layers`) with a synthetic staircase latency defined here as test data;
@@ -12,19 +12,22 @@ import math
 import numpy as np
 import pytest
 from handgraph import HandGraph, conv  # tests/ is on sys.path under pytest
+from searches import greedy
 
 from locp_trt.errors import InvalidConfigError, PlanError
 from locp_trt.latency.config import LayerConfig
 from locp_trt.prune.benefit import (
     Candidate,
-    SearchMethod,
     assess,
     greedy_steps,
+    knapsack_search,
     neighbour_groups,
     predicted_latency_us,
-    search,
 )
 from locp_trt.prune.candidates import GroupCandidates
+
+#: Both searches, by name, with one signature.
+SEARCHES = {"greedy": greedy, "knapsack": knapsack_search}
 
 
 def stair_us(cfg: LayerConfig) -> float:
@@ -116,7 +119,7 @@ def test_greedy_reaches_target_on_stair_edges():
     start_us = predicted_latency_us(g, {}, stair_us)
     target = 0.6 * start_us
     # Every width is a candidate: the search itself must avoid widths just above a stair edge.
-    res = search(g, {}, all_widths(g), scores, stair_us, target, method=SearchMethod.GREEDY)
+    res = greedy(g, {}, all_widths(g), scores, stair_us, target)
     assert res.met_target and res.predicted_us <= target
     assert res.predicted_us == pytest.approx(predicted_latency_us(g, res.widths, stair_us))
     assert res.start_us == pytest.approx(start_us)
@@ -133,7 +136,7 @@ def test_greedy_prefers_edge_over_width_just_above():
     g = HandGraph([("p", None, "a", conv(8, 72, 8)), ("q", "a", None, conv(72, 8, 8))])
     scores = {"a": ramp_scores(72)}
     start = predicted_latency_us(g, {}, stair_us)
-    res = search(g, {}, all_widths(g), scores, stair_us, start - 1, method=SearchMethod.GREEDY)
+    res = greedy(g, {}, all_widths(g), scores, stair_us, start - 1)
     assert res.widths["a"] == 64
     assert len(res.steps) == 1 and res.steps[0].width == 64
 
@@ -142,18 +145,10 @@ def test_greedy_stops_when_nothing_left():
     g = chain_graph()
     scores = {gid: ramp_scores(grp.width) for gid, grp in g.groups.items()}
     cands = {gid: GroupCandidates(gid, (16, grp.width), 0) for gid, grp in g.groups.items()}
-    res = search(g, {}, cands, scores, stair_us, 1.0)
+    res = greedy(g, {}, cands, scores, stair_us, 1.0)
     assert not res.met_target
     assert all(w == 16 for w in res.widths.values())
     assert res.predicted_us == pytest.approx(predicted_latency_us(g, res.widths, stair_us))
-
-
-def test_greedy_respects_max_prune_ratio():
-    g = chain_graph()
-    scores = {gid: ramp_scores(grp.width) for gid, grp in g.groups.items()}
-    res = search(g, {}, all_widths(g), scores, stair_us, 1.0, max_prune_ratio=0.5)
-    for gid, w in res.widths.items():
-        assert w >= math.ceil(g.groups[gid].width / 2)
 
 
 def test_greedy_reassesses_consumers_after_producer_shrinks():
@@ -179,20 +174,6 @@ def test_greedy_reassesses_consumers_after_producer_shrinks():
     assert b_steps[0].latency_saved_us < stale.latency_saved_us  # mid's inputs shrank first
 
 
-def test_greedy_generator_send_false_rejects_step():
-    g = HandGraph([("p", None, "a", conv(8, 32, 8)), ("q", "a", None, conv(32, 8, 8))])
-    scores = {"a": ramp_scores(32)}
-    cands = {"a": GroupCandidates("a", (8, 16, 24, 32), 0)}
-    gen = greedy_steps(g, {}, cands, scores, stair_us, predicted_latency_us(g, {}, stair_us) - 1)
-    first = next(gen)
-    assert first.width == 24
-    second = gen.send(False)  # rejected: the next best is offered instead
-    assert second.width != 24 and second.group == "a"
-    with pytest.raises(StopIteration) as stop:
-        gen.send(True)
-    assert stop.value.value["a"] == second.width
-
-
 def test_latency_is_shared_through_the_callable():
     g = chain_graph()
     scores = {gid: ramp_scores(grp.width) for gid, grp in g.groups.items()}
@@ -205,7 +186,7 @@ def test_latency_is_shared_through_the_callable():
         return memo[cfg]
 
     calls = Counting(meter)
-    search(g, {}, all_widths(g), scores, calls, 0.5 * predicted_latency_us(g, {}, stair_us))
+    greedy(g, {}, all_widths(g), scores, calls, 0.5 * predicted_latency_us(g, {}, stair_us))
     assert raw.calls == len(memo) < calls.calls  # every distinct config measured once
 
 
@@ -237,13 +218,13 @@ def test_knapsack_beats_myopic_greedy():
     (sb,) = assess(g, "b", {}, [8], stair_us, scores["b"])
     assert (sa.latency_saved_us, sb.latency_saved_us) == (9.0, 5.0)
     target = start - 9.0
-    greedy = search(g, {}, cands, scores, stair_us, target, method=SearchMethod.GREEDY)
-    knap = search(g, {}, cands, scores, stair_us, target, method=SearchMethod.KNAPSACK)
-    assert greedy.met_target and knap.met_target
-    assert greedy.widths == {"a": 8, "b": 8}
+    myopic = greedy(g, {}, cands, scores, stair_us, target)
+    knap = knapsack_search(g, {}, cands, scores, stair_us, target)
+    assert myopic.met_target and knap.met_target
+    assert myopic.widths == {"a": 8, "b": 8}
     assert knap.widths == {"a": 8, "b": 16}
     assert knap.importance_lost == pytest.approx(1.0)
-    assert greedy.importance_lost == pytest.approx(1.5)
+    assert myopic.importance_lost == pytest.approx(1.5)
 
 
 def test_knapsack_repairs_when_shared_layers_overcredit():
@@ -252,7 +233,7 @@ def test_knapsack_repairs_when_shared_layers_overcredit():
     cands = {gid: GroupCandidates(gid, tuple(range(8, grp.width + 1, 8)), 0) for gid, grp in g.groups.items()}
     start = predicted_latency_us(g, {}, stair_us)
     for frac in (0.8, 0.5, 0.3):
-        res = search(g, {}, cands, scores, stair_us, frac * start, method=SearchMethod.KNAPSACK, buckets=200)
+        res = knapsack_search(g, {}, cands, scores, stair_us, frac * start, buckets=200)
         assert res.met_target, str(res)
         assert res.predicted_us == pytest.approx(predicted_latency_us(g, res.widths, stair_us))
         assert res.start_us - sum(s.latency_saved_us for s in res.steps) == pytest.approx(res.predicted_us)
@@ -263,21 +244,20 @@ def test_knapsack_repairs_when_shared_layers_overcredit():
 def test_target_already_met_changes_nothing():
     g, scores, cands = two_branch_case()
     start = predicted_latency_us(g, {}, stair_us)
-    for method in SearchMethod:
-        res = search(g, {}, cands, scores, stair_us, start + 1, method=method)
+    for search in SEARCHES.values():
+        res = search(g, {}, cands, scores, stair_us, start + 1)
         assert res.met_target and res.steps == () and res.widths == {"a": 16, "b": 16}
 
 
 def test_search_input_errors():
     g, scores, cands = two_branch_case()
-    with pytest.raises(InvalidConfigError, match="target_us must be a positive"):
-        search(g, {}, cands, scores, stair_us, -5.0)
-    with pytest.raises(PlanError, match="no importance scores for group 'b'"):
-        search(g, {}, cands, {"a": scores["a"]}, stair_us, 10.0)
-    with pytest.raises(PlanError, match="width 20 outside 1..16"):
-        search(g, {"a": 20}, cands, scores, stair_us, 10.0)
-    with pytest.raises(InvalidConfigError, match="max_prune_ratio"):
-        search(g, {}, cands, scores, stair_us, 10.0, max_prune_ratio=1.5)
+    for search in (knapsack_search, lambda *a: list(greedy_steps(*a))):
+        with pytest.raises(InvalidConfigError, match="target_us must be a positive"):
+            search(g, {}, cands, scores, stair_us, -5.0)
+        with pytest.raises(PlanError, match="no importance scores for group 'b'"):
+            search(g, {}, cands, {"a": scores["a"]}, stair_us, 10.0)
+        with pytest.raises(PlanError, match="width 20 outside 1..16"):
+            search(g, {"a": 20}, cands, scores, stair_us, 10.0)
 
 
 def test_candidate_is_frozen():
@@ -311,7 +291,7 @@ def resnet20():
     return model, graph, cands, scores
 
 
-@pytest.mark.parametrize("method", list(SearchMethod))
+@pytest.mark.parametrize("method", list(SEARCHES))
 def test_resnet20_plan_meets_target_and_applies(resnet20, method):
     import torch
 
@@ -320,7 +300,7 @@ def test_resnet20_plan_meets_target_and_applies(resnet20, method):
 
     model, graph, cands, scores = resnet20
     start = predicted_latency_us(graph, {}, conv_stair_us)
-    res = search(graph, {}, cands, scores, conv_stair_us, 0.6 * start, method=method)
+    res = SEARCHES[method](graph, {}, cands, scores, conv_stair_us, 0.6 * start)
     assert res.met_target and res.predicted_us <= 0.6 * start
     assert res.predicted_us == pytest.approx(predicted_latency_us(graph, res.widths, conv_stair_us))
     assert res.start_us - sum(s.latency_saved_us for s in res.steps) == pytest.approx(res.predicted_us)
@@ -340,8 +320,8 @@ def test_resnet20_knapsack_not_worse_than_greedy_on_residual_stages(resnet20):
     _, graph, cands, scores = resnet20
     start = predicted_latency_us(graph, {}, conv_stair_us)
     for frac in (0.9, 0.7, 0.5):
-        g = search(graph, {}, cands, scores, conv_stair_us, frac * start, method=SearchMethod.GREEDY)
-        k = search(graph, {}, cands, scores, conv_stair_us, frac * start, method=SearchMethod.KNAPSACK)
+        g = greedy(graph, {}, cands, scores, conv_stair_us, frac * start)
+        k = knapsack_search(graph, {}, cands, scores, conv_stair_us, frac * start)
         assert g.met_target and k.met_target
         assert k.importance_lost <= g.importance_lost + 1e-9, (frac, str(g), str(k))
 
@@ -368,7 +348,7 @@ def test_tiny_model_search_with_onnxruntime_cpu_meter():
         cands = discover_candidates(graph, {}, meter.latency_us, progress=False)
         scores = {gid: group_importance(model, graph, gid, Importance.L1) for gid in cands}
         start = predicted_latency_us(graph, {}, meter.latency_us)
-        res = search(graph, {}, cands, scores, meter.latency_us, 0.8 * start)
+        res = greedy(graph, {}, cands, scores, meter.latency_us, 0.8 * start)
         final = [meter.measure(c) for c in graph.layer_configs(res.widths).values()]
         stats = meter.stats
         # Latency sharing: every distinct config was timed once, the rest were memo hits.

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from models import TINY_MODELS  # tests/models.py
+from searches import greedy
 
 from locp_trt.cli import main
 from locp_trt.configs_list import (
@@ -30,7 +31,7 @@ from locp_trt.latency.meter import LatencyMeter, LatencyTable
 from locp_trt.latency.runtimes import get_runtime
 from locp_trt.latency.store import TABLE_SCHEMA, LatencyStore
 from locp_trt.latency.timing import BenchConfig
-from locp_trt.prune.benefit import predicted_latency_us, search
+from locp_trt.prune.benefit import predicted_latency_us
 from locp_trt.prune.candidates import discover_candidates, group_latency_fn
 from locp_trt.prune.importance import Importance, group_importance
 
@@ -260,7 +261,7 @@ def _two_step_plans(graph, model, latency_us) -> list[dict[str, int]]:
     for _ in range(2):  # each step asks for 80% of the current predicted latency
         now = predicted_latency_us(graph, {**graph.widths(), **widths}, latency_us)
         cands = discover_candidates(graph, widths, latency_us, min_width_ratio=0.1, progress=False)
-        result = search(graph, widths, cands, scores, latency_us, 0.8 * now)
+        result = greedy(graph, widths, cands, scores, latency_us, 0.8 * now)
         widths = {g: w for g, w in result.widths.items() if w != graph.groups[g].width}
         plans.append(dict(result.widths))
     return plans
@@ -318,7 +319,7 @@ def test_step_list_covers_a_steps_staircases_not_its_search(profiled, residual_f
     assert asked <= set(step.configs)  # the staircases of step 1: all in the step list
     scores = {g: group_importance(model, graph, g, Importance.L1) for g in cands}
     now = predicted_latency_us(graph, graph.widths(), latency_us)
-    search(graph, {}, cands, scores, latency_us, 0.8 * now)
+    greedy(graph, {}, cands, scores, latency_us, 0.8 * now)
     beyond = asked - set(step.configs)
     assert beyond and beyond <= set(grid.configs)  # the search needs the grid
 

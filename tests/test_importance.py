@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 from models import TINY_MODELS, randomise_bn  # tests/models.py
+from searches import greedy
 from torch.utils.data import DataLoader, TensorDataset
 
 from locp_trt.errors import DatasetError, InvalidConfigError
@@ -226,7 +227,7 @@ def test_weighed_search_keeps_residual_trunks_wider():
     every layer it touches) before anything else; weighed by reach it leaves them wider."""
     from locp_trt.latency.config import LayerConfig
     from locp_trt.models import get_model
-    from locp_trt.prune.benefit import predicted_latency_us, search
+    from locp_trt.prune.benefit import predicted_latency_us
     from locp_trt.prune.candidates import discover_candidates
     from locp_trt.prune.importance import Importance, group_importance, weigh_by_reach
 
@@ -240,8 +241,8 @@ def test_weighed_search_keeps_residual_trunks_wider():
     cands = discover_candidates(graph, {}, flops_us, progress=False)
     scores = {g: group_importance(model, graph, g, Importance.L1) for g in cands}
     target = 0.5 * predicted_latency_us(graph, {}, flops_us)
-    plain = search(graph, {}, cands, scores, flops_us, target)
-    weighed = search(graph, {}, cands, weigh_by_reach(scores, graph), flops_us, target)
+    plain = greedy(graph, {}, cands, scores, flops_us, target)
+    weighed = greedy(graph, {}, cands, weigh_by_reach(scores, graph), flops_us, target)
     assert plain.met_target and weighed.met_target
     trunks = [g.id for g in graph.prunable() if len(graph.touched_layers(g.id)) > 2]
     assert trunks

@@ -249,7 +249,7 @@ def test_both_searches_land(tmp_path: Path, search: str) -> None:
     """The landing chooses among knapsack plans for a ladder of predicted latencies (default) or
     among prefixes of the greedy path (--search greedy); both land under 3% noise."""
     from locp_trt.optimize import Optimizer
-    from locp_trt.prune.benefit import SearchMethod
+    from locp_trt.prune.ladder import SearchMethod
 
     torch.manual_seed(0)
     model = get_model("resnet20")

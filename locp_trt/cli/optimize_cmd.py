@@ -189,9 +189,9 @@ class Command:
         from ..optimize import OptimizeConfig
         from ..outdir import prepare_out_dir, removed_on_failure
         from ..pipeline import OptimizeJob, run_job
-        from ..prune.benefit import SearchMethod
         from ..prune.candidates import DiscoveryMethod
         from ..prune.importance import Importance
+        from ..prune.ladder import SearchMethod
 
         speedup = args.speedup
         if speedup is None and args.target_latency_ms is None:

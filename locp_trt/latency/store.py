@@ -56,14 +56,6 @@ _DDL = (
         fingerprint TEXT NOT NULL,
         created REAL NOT NULL,
         PRIMARY KEY (config_key, runtime, precision, fingerprint_key))""",
-    # End-to-end latencies of whole models, keyed by their structure (layer types and shapes,
-    # input shape, batch, precision): weights do not change latency, so a structure is timed once.
-    """CREATE TABLE IF NOT EXISTS model_latencies (
-        structure_key TEXT NOT NULL,
-        fingerprint_key TEXT NOT NULL,
-        summary TEXT NOT NULL,
-        created REAL NOT NULL,
-        PRIMARY KEY (structure_key, fingerprint_key))""",
 )
 
 
@@ -270,24 +262,6 @@ class LatencyStore:
 
         self._retry(write)
         return len(params)
-
-    def get_model(self, structure_key: str, fingerprint: DeviceFingerprint) -> dict[str, Any] | None:
-        """The stored end-to-end Timing summary (µs) of a model structure, or None."""
-        row = self._retry(lambda: self._conn.execute(
-            "SELECT summary FROM model_latencies WHERE structure_key = ? AND fingerprint_key = ?",
-            (structure_key, fingerprint.key())).fetchone())
-        return None if row is None else json.loads(row[0])
-
-    def put_model(self, structure_key: str, fingerprint: DeviceFingerprint, summary: dict[str, Any]) -> None:
-        """Store (or replace) the end-to-end Timing summary of a model structure."""
-        blob = json.dumps(summary, sort_keys=True)
-
-        def write() -> None:
-            with self._write() as c:
-                c.execute("INSERT OR REPLACE INTO model_latencies VALUES (?, ?, ?, ?)",
-                          (structure_key, fingerprint.key(), blob, time.time()))
-
-        self._retry(write)
 
     def count(self, fingerprint: DeviceFingerprint | None = None) -> int:
         """Number of stored latencies (of one fingerprint, or all)."""

@@ -77,10 +77,6 @@ class Timing:
         m = self.median_us
         return self.iqr_us / m if m > 0 else float("inf")
 
-    @property
-    def median_ms(self) -> float:
-        return self.median_us / 1000.0
-
     def summary(self) -> dict:
         """Flat dict for JSON rows (no raw samples)."""
         return {

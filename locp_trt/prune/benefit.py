@@ -14,23 +14,24 @@ and its ``benefit = latency_saved_us / (importance_lost + BENEFIT_EPS)``: µs sa
 importance lost. The small epsilon lets free steps (zero-importance channels) rank by their saving
 instead of dividing by zero.
 
-Stage 2 (`search`) chooses one width per group so the predicted latency (the sum of every
-conv/linear layer's latency, `predicted_latency_us`) reaches the target:
+Stage 2 chooses one width per group so the predicted latency (the sum of every conv/linear
+layer's latency, `predicted_latency_us`) goes down; `prune.ladder` turns either search into the
+ordered plans one step of the loop lands among:
 
-* `SearchMethod.GREEDY` (`greedy_steps`): repeatedly take the candidate with the best benefit
-  over all groups (a step may jump several envelope widths down at once), commit it, and
-  re-assess that group and its neighbours (groups sharing a touched layer: a producer's shrink
-  changes its consumers' input widths, hence their staircases), until the target is met or no
-  step saves latency. When some step alone reaches the target, the cheapest such step is taken
-  if it loses no more than the best-benefit step (no overshoot for nothing).
-* `SearchMethod.KNAPSACK` (HALP-style): a multiple-choice knapsack. Every group offers its
-  candidate widths with the saving and loss assessed at the start widths (independence
-  assumption); a dynamic programme over the needed saving, discretised into `buckets` steps
-  (rounded down, so the estimate is conservative), minimises the total importance lost subject to
-  saving enough. Savings of two groups that share a layer do not add exactly (a layer between
-  them is credited to both), so the plan's true latency is then evaluated; if it misses by d µs,
-  the knapsack is solved again asking for d µs more (`KNAPSACK_ROUNDS` in all), every plan that
-  still misses is repaired with greedy steps, and the met plan losing least wins.
+* `greedy_steps`: repeatedly take the candidate with the best benefit over all groups (a step may
+  jump several envelope widths down at once), commit it, and re-assess that group and its
+  neighbours (groups sharing a touched layer: a producer's shrink changes its consumers' input
+  widths, hence their staircases), until the target is met or no step saves latency. When some
+  step alone reaches the target, the cheapest such step is taken if it loses no more than the
+  best-benefit step (no overshoot for nothing).
+* `knapsack_search` (HALP-style): a multiple-choice knapsack. Every group offers its candidate
+  widths with the saving and loss assessed at the start widths (independence assumption); a
+  dynamic programme over the needed saving, discretised into `buckets` steps (rounded down, so the
+  estimate is conservative), minimises the total importance lost subject to saving enough. Savings
+  of two groups that share a layer do not add exactly (a layer between them is credited to both),
+  so the plan's true latency is then evaluated; if it misses by d µs, the knapsack is solved again
+  asking for d µs more (`KNAPSACK_ROUNDS` in all), every plan that still misses is repaired with
+  greedy steps, and the met plan losing least wins.
 
 Both end by evaluating the final plan exactly: `latency_us` over `graph.layer_configs(widths)`.
 The latency model is a sum of isolated layers; it ignores fusion and non-conv ops, which the
@@ -39,29 +40,26 @@ optimize loop calibrates with an end-to-end measurement (see docs/METHOD.md).
 
 from __future__ import annotations
 
-import enum
 import math
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
-from ..progress import progress_enabled
 from .candidates import GroupCandidates, group_latency_fn
 from .importance import importance_lost
 
 __all__ = [
     "BENEFIT_EPS",
     "Candidate",
-    "SearchMethod",
     "SearchResult",
     "assess",
     "greedy_steps",
+    "knapsack_search",
     "neighbour_groups",
     "predicted_latency_us",
-    "search",
 ]
 
 #: Added to the importance lost before dividing, so zero-loss steps rank by latency saved.
@@ -99,15 +97,6 @@ class Candidate:
         )
 
 
-class SearchMethod(enum.Enum):
-    """How widths are chosen across groups."""
-
-    #: Best benefit first, re-assessing neighbours after each step.
-    GREEDY = "greedy"
-    #: Multiple-choice knapsack on start-width assessments, then exact check and greedy repair.
-    KNAPSACK = "knapsack"
-
-
 @dataclass(frozen=True)
 class SearchResult:
     """A pruning plan and what the latency model predicts for it.
@@ -120,7 +109,6 @@ class SearchResult:
         met_target: whether `predicted_us <= target_us`.
         start_us: summed latency at the start widths, in µs.
         target_us: the target it searched for, in µs.
-        method: the search used.
     """
 
     widths: dict[str, int]
@@ -129,7 +117,6 @@ class SearchResult:
     met_target: bool
     start_us: float
     target_us: float
-    method: SearchMethod
 
     @property
     def importance_lost(self) -> float:
@@ -139,7 +126,7 @@ class SearchResult:
     def __str__(self) -> str:
         verdict = "meets" if self.met_target else "MISSES"
         return (
-            f"{self.method.value} plan: {self.start_us:.1f} → {self.predicted_us:.1f} µs "
+            f"knapsack plan: {self.start_us:.1f} → {self.predicted_us:.1f} µs "
             f"({verdict} target {self.target_us:.1f} µs), {len(self.steps)} steps, "
             f"importance lost {self.importance_lost:.3f}"
         )
@@ -235,15 +222,6 @@ def assess(
 
 
 # ---- stage 2 -------------------------------------------------------------------------------
-def _floors(start: Mapping[str, int], groups: Iterable[str], max_prune_ratio: float) -> dict[str, int]:
-    if not 0.0 <= max_prune_ratio <= 1.0:
-        raise InvalidConfigError(
-            f"max_prune_ratio must be in [0, 1], got {max_prune_ratio}; e.g. 0.5 removes at most "
-            f"half of each group's channels in one search"
-        )
-    return {g: max(1, math.ceil(start[g] * (1.0 - max_prune_ratio) - 1e-9)) for g in groups}
-
-
 def _check_inputs(graph, candidates, scores, target_us) -> None:
     try:
         ok = math.isfinite(float(target_us)) and float(target_us) > 0
@@ -265,15 +243,11 @@ def greedy_steps(
     scores: Mapping[str, np.ndarray],
     latency_us: Callable[[LayerConfig], float],
     target_us: float,
-    *,
-    max_prune_ratio: float = 1.0,
-) -> Generator[Candidate, bool | None, dict[str, int]]:
-    """Greedy search as a generator of decisions, each yielded before it is committed.
+) -> Iterator[Candidate]:
+    """Greedy search as a generator of decisions, each committed as it is yielded.
 
-    Iterating commits every yielded step; `send(False)` rejects it instead (that width of that
-    group is not offered again) so a caller can measure before committing. The generator stops
-    when the predicted latency is <= `target_us` or no step saves latency, and returns the final
-    widths (every group).
+    Stops when the predicted latency is <= `target_us` or no step saves latency. Every decision
+    is assessed at the widths of its moment (after the decisions before it).
 
     Args:
         graph: a `ModelGraph`.
@@ -281,26 +255,20 @@ def greedy_steps(
         candidates: candidate widths per group; groups absent are not pruned.
         scores: importance per group (one score per original channel).
         latency_us: latency of one layer config, in µs.
-        target_us: latency target for the summed layers, in µs.
-        max_prune_ratio: at most this fraction of a group's start width is removed.
+        target_us: latency target for the summed layers, in µs (a tiny one: down to the floor).
     """
     _check_inputs(graph, candidates, scores, target_us)
     widths = _full_widths(graph, start_widths)
-    floors = _floors(widths, candidates, max_prune_ratio)
     total = predicted_latency_us(graph, widths, latency_us)
-    rejected: set[tuple[str, int]] = set()
     neighbours = {g: neighbour_groups(graph, g) for g in candidates}
 
     def options(g: str) -> list[Candidate]:
-        below = [w for w in candidates[g].widths if floors[g] <= w < widths[g]]
+        below = [w for w in candidates[g].widths if 1 <= w < widths[g]]
         return assess(graph, g, widths, below, latency_us, scores[g]) if below else []
 
     offers = {g: options(g) for g in candidates}
     while total > target_us:
-        live = [
-            c for opts in offers.values() for c in opts
-            if c.latency_saved_us > 0 and (c.group, c.width) not in rejected
-        ]
+        live = [c for opts in offers.values() for c in opts if c.latency_saved_us > 0]
         if not live:
             break
         # Best benefit; ties go to the larger saving, then the wider width, then a stable order.
@@ -310,33 +278,21 @@ def greedy_steps(
             cheapest = min(finishing, key=lambda c: (c.importance_lost, -c.latency_saved_us, c.group))
             if cheapest.importance_lost <= best.importance_lost:
                 best = cheapest
-        verdict = yield best
-        if verdict is False:
-            rejected.add((best.group, best.width))
-            continue
+        yield best
         widths[best.group] = best.width
         total = predicted_latency_us(graph, widths, latency_us)  # exact, not a running sum
         for g in {best.group} | neighbours[best.group]:
             if g in candidates:
                 offers[g] = options(g)
-    return widths
 
 
-def _greedy(graph, widths, candidates, scores, latency_us, target_us, max_prune_ratio, bar=None):
-    steps: list[Candidate] = []
-    gen = greedy_steps(
-        graph, widths, candidates, scores, latency_us, target_us, max_prune_ratio=max_prune_ratio
-    )
-    try:
-        step = next(gen)
-        while True:
-            steps.append(step)
-            if bar is not None:
-                bar.update(max(0.0, step.latency_saved_us))
-                bar.set_postfix_str(str(step), refresh=False)
-            step = gen.send(True)
-    except StopIteration as stop:
-        return stop.value, steps
+def _greedy(graph, widths, candidates, scores, latency_us, target_us) -> tuple[dict[str, int], list[Candidate]]:
+    """(final widths, decisions) of the greedy search from `widths`."""
+    steps = list(greedy_steps(graph, widths, candidates, scores, latency_us, target_us))
+    final = _full_widths(graph, widths)
+    for step in steps:
+        final[step.group] = step.width
+    return final, steps
 
 
 def _knapsack_choice(
@@ -390,7 +346,7 @@ def _knapsack_choice(
     return chosen
 
 
-def search(
+def knapsack_search(
     graph,
     start_widths: Mapping[str, int],
     candidates: Mapping[str, GroupCandidates],
@@ -398,12 +354,10 @@ def search(
     latency_us: Callable[[LayerConfig], float],
     target_us: float,
     *,
-    method: SearchMethod = SearchMethod.GREEDY,
-    max_prune_ratio: float = 1.0,
     buckets: int = 1000,
-    progress: bool = False,
 ) -> SearchResult:
-    """Stage 2: choose a width per group so the summed layer latency reaches `target_us`.
+    """Stage 2 as a knapsack: a width per group so the summed layer latency reaches `target_us`
+    with the least importance lost (see the module docstring).
 
     Args:
         graph: a `ModelGraph`.
@@ -412,35 +366,20 @@ def search(
         scores: importance per group (one score per original channel).
         latency_us: latency of one layer config, in µs (a `LatencyMeter` behind it).
         target_us: latency target for the summed layers, in µs.
-        method: greedy, or knapsack with greedy repair.
-        max_prune_ratio: at most this fraction of a group's start width is removed.
-        buckets: resolution of the knapsack's latency budget (ignored by greedy).
-        progress: show a progress bar (stderr) of the µs saved so far.
+        buckets: resolution of the knapsack's latency budget.
 
     Returns:
         The plan; `met_target` is False when no candidate step was left before the target.
     """
-    from tqdm.auto import tqdm
-
-    method = SearchMethod(method)
     if not isinstance(buckets, int) or buckets < 1:
         raise InvalidConfigError(f"buckets must be a positive int, got {buckets!r}; e.g. 1000")
     _check_inputs(graph, candidates, scores, target_us)
     start = _full_widths(graph, start_widths)
     start_us = predicted_latency_us(graph, start, latency_us)
-    need = max(0.0, start_us - target_us)
     steps: list[Candidate] = []
     widths = dict(start)
-    with tqdm(total=round(need, 1), unit="µs", desc=f"{method.value} search", disable=not progress_enabled(progress)) as bar:
-        if method is SearchMethod.KNAPSACK and need > 0:
-            widths, steps = _knapsack(
-                graph, start, candidates, scores, latency_us, target_us, max_prune_ratio, buckets
-            )
-            bar.update(max(0.0, sum(st.latency_saved_us for st in steps)))
-        elif need > 0:
-            widths, steps = _greedy(
-                graph, start, candidates, scores, latency_us, target_us, max_prune_ratio, bar
-            )
+    if start_us - target_us > 0:
+        widths, steps = _knapsack(graph, start, candidates, scores, latency_us, target_us, buckets)
     predicted = predicted_latency_us(graph, widths, latency_us)
     return SearchResult(
         widths=dict(widths),
@@ -449,7 +388,6 @@ def search(
         met_target=predicted <= target_us,
         start_us=start_us,
         target_us=float(target_us),
-        method=method,
     )
 
 
@@ -457,19 +395,16 @@ def search(
 KNAPSACK_ROUNDS = 3
 
 
-def _knapsack(graph, start, candidates, scores, latency_us, target_us, max_prune_ratio, buckets):
+def _knapsack(graph, start, candidates, scores, latency_us, target_us, buckets):
     """Knapsack plans, each checked exactly and repaired; the met plan losing least wins.
 
     Round r solves the knapsack for the needed saving; where shared layers were over-credited
     and the true latency misses the target by d µs, round r + 1 asks for d µs more. Every
-    round's plan that still misses is repaired with greedy steps (floors stay relative to the
-    start widths).
+    round's plan that still misses is repaired with greedy steps.
     """
-    floors = _floors(start, candidates, max_prune_ratio)
-    capped = _cap(candidates, floors)
     offers = {}
     for g in sorted(candidates):
-        below = [w for w in capped[g].widths if w < start[g]]
+        below = [w for w in candidates[g].widths if 1 <= w < start[g]]
         opts = assess(graph, g, start, below, latency_us, scores[g]) if below else []
         offers[g] = [c for c in opts if c.latency_saved_us > 0]
     start_us = predicted_latency_us(graph, start, latency_us)
@@ -491,7 +426,7 @@ def _knapsack(graph, start, candidates, scores, latency_us, target_us, max_prune
             widths[g] = step.width
         shortfall = predicted_latency_us(graph, widths, latency_us) - target_us
         if shortfall > 0:
-            widths, more = _greedy(graph, widths, capped, scores, latency_us, target_us, 1.0)
+            widths, more = _greedy(graph, widths, candidates, scores, latency_us, target_us)
             steps = steps + more
         predicted = predicted_latency_us(graph, widths, latency_us)
         lost = float(sum(st.importance_lost for st in steps))
@@ -502,10 +437,3 @@ def _knapsack(graph, start, candidates, scores, latency_us, target_us, max_prune
     _, _, _, widths, steps = min(plans, key=lambda p: p[:3])
     return widths, steps
 
-
-def _cap(candidates: Mapping[str, GroupCandidates], floors: Mapping[str, int]) -> dict[str, GroupCandidates]:
-    """Candidates with widths below each group's floor removed."""
-    return {
-        g: GroupCandidates(c.group, tuple(w for w in c.widths if w >= floors[g]), c.probes)
-        for g, c in candidates.items()
-    }

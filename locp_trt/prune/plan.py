@@ -125,12 +125,6 @@ class PruningPlan:
                 raise PlanError(f"kept indices of group {gid!r} leave its concat part of channels "
                                 f"{empty[0][0]}..{empty[0][-1]} empty; keep at least one of them")
 
-    def pruned_fraction(self, graph: ModelGraph) -> float:
-        """Fraction of the original group channels the plan removes (0: nothing)."""
-        total = sum(g.width for g in graph.groups.values())
-        removed = sum(graph.groups[g].width - w for g, w in self.widths.items() if g in graph.groups)
-        return removed / total if total else 0.0
-
 
 def _kept_indices(model: nn.Module, graph: ModelGraph, gid: str, width: int,
                   importance: Importance, part_floor: Callable[[int], int]) -> list[int]:

@@ -1,0 +1,191 @@
+"""Stage 2 of the benefit assessment as one step of the loop uses it: the ordered plans (rungs) it
+lands among.
+
+A ladder starts at the step's widths (rung 0) and goes down, each rung predicted faster than the
+one before, to the width floor. The strategy (`SearchMethod`) decides what the rungs are:
+
+* `GREEDY`: prefixes of the greedy decision path (`benefit.greedy_steps`, best benefit first, down
+  to the floor), with every decision that jumps several envelope widths split at the widths it
+  jumps over, so the landing can stop between them;
+* `KNAPSACK`: for predicted latencies spaced geometrically from the start down to where the greedy
+  path ends, the plan losing least importance (`benefit.knapsack_search`); rung k is not rung
+  k - 1 plus a decision. When no knapsack plan is faster than the start, the greedy path stays.
+
+The loop measures rungs to land (`landing.land`) and, when a rung overshoots the band on its
+own, asks `Ladder.inside_band` for single decisions from the rung before it that are predicted to
+land inside. Every prediction is end to end, by the `predict_us` the loop passes in (its latency
+model calibrated on what was measured before the step).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..latency.config import LayerConfig
+from .benefit import Candidate, assess, greedy_steps, knapsack_search, predicted_latency_us
+from .candidates import GroupCandidates
+
+__all__ = ["SearchMethod", "Rung", "Ladder", "build_ladder"]
+
+#: Knapsack rungs asked for between the start and the end of the greedy path.
+KNAPSACK_RUNGS = 48
+
+
+class SearchMethod(enum.Enum):
+    """The plans a step lands among."""
+
+    #: Prefixes of the greedy decision path, one envelope notch at a time.
+    GREEDY = "greedy"
+    #: Knapsack plans (least importance lost) for a ladder of predicted latencies.
+    KNAPSACK = "knapsack"
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One plan of a ladder.
+
+    Attributes:
+        widths: width of every group at this rung.
+        predicted_us: end-to-end latency predicted for it, in µs.
+        importance_lost: importance removed since the step's start (rung 0: 0).
+    """
+
+    widths: dict[str, int]
+    predicted_us: float
+    importance_lost: float
+
+
+class Ladder:
+    """The rungs of one step and what finds plans between them (`build_ladder` makes one)."""
+
+    def __init__(self, method: SearchMethod, rungs: list[Rung], *, graph, candidates: Mapping[str, GroupCandidates],
+                 scores: Mapping[str, np.ndarray], floors: Mapping[str, int],
+                 latency_us: Callable[[LayerConfig], float],
+                 predict_us: Callable[[Mapping[str, int]], float]) -> None:
+        self.method, self.rungs = method, tuple(rungs)
+        self._graph, self._candidates, self._scores = graph, candidates, scores
+        self._floors, self._latency_us, self._predict_us = floors, latency_us, predict_us
+
+    @property
+    def plans(self) -> int:
+        """Rungs below the start."""
+        return len(self.rungs) - 1
+
+    @property
+    def unit(self) -> str:
+        """What a rung adds: 'decisions' (greedy) or 'plans' (knapsack)."""
+        return "plans" if self.method is SearchMethod.KNAPSACK else "decisions"
+
+    @property
+    def predicted_us(self) -> list[float]:
+        return [r.predicted_us for r in self.rungs]
+
+    def __str__(self) -> str:
+        kind = "knapsack ladder" if self.method is SearchMethod.KNAPSACK else "greedy path"
+        return f"{kind} of {self.plans} {self.unit}"
+
+    def inside_band(self, k: int, measured: tuple[float, float], aim: float, band: tuple[float, float],
+                    limit: int = 3) -> list[Rung]:
+        """Single decisions from rung k - 1 predicted to land in `band`, for when rung k overshot it.
+
+        Each option's speedup is interpolated between rungs k - 1 and k, their predictions against
+        their `measured` speedups; options predicted at or above `aim` come first, then the least
+        importance lost; at most `limit`.
+        """
+        lo, hi = self.rungs[k - 1], self.rungs[k]
+        (p_lo, l_lo), (p_hi, l_hi) = (lo.predicted_us, 1 / measured[0]), (hi.predicted_us, 1 / measured[1])
+        if abs(p_hi - p_lo) < 1e-9:
+            return []
+        options = []
+        for g, gc in self._candidates.items():
+            below = [w for w in gc.widths if self._floors.get(g, 1) <= w < lo.widths[g]]
+            for c in assess(self._graph, g, lo.widths, below, self._latency_us, self._scores[g]):
+                new = {**lo.widths, g: c.width}
+                pred_us = self._predict_us(new)
+                rel = l_lo + (pred_us - p_lo) * (l_hi - l_lo) / (p_hi - p_lo)
+                if rel > 0 and band[0] <= 1 / rel <= band[1]:
+                    options.append((1 / rel < aim, c.importance_lost, pred_us, new))
+        options.sort(key=lambda o: o[:3])
+        return [Rung(new, pred_us, lo.importance_lost + lost) for _, lost, pred_us, new in options[:limit]]
+
+
+def build_ladder(method: SearchMethod, graph, current: Mapping[str, int], candidates: Mapping[str, GroupCandidates],
+                 scores: Mapping[str, np.ndarray], floors: Mapping[str, int], *,
+                 latency_us: Callable[[LayerConfig], float],
+                 predict_us: Callable[[Mapping[str, int]], float]) -> Ladder | None:
+    """The step's ladder, or None when no narrower width is predicted faster (an empty path).
+
+    Args:
+        method: greedy prefixes or knapsack rungs.
+        graph: the `ModelGraph` of the model as the step found it.
+        current: its widths.
+        candidates: envelope widths per group (`discover_candidates`, above `floors`).
+        scores: importance per group, weighed as the step compares groups.
+        floors: narrowest width per group.
+        latency_us: latency of one layer config, in µs.
+        predict_us: end-to-end latency predicted at some widths, in µs.
+    """
+    path = list(greedy_steps(graph, current, candidates, scores, latency_us, 1e-9))
+    path = _one_notch_at_a_time(graph, current, path, candidates, scores, latency_us)
+    if not path:
+        return None
+    widths, lost = [dict(current)], [0.0]
+    for c in path:
+        widths.append({**widths[-1], c.group: c.width})
+        lost.append(lost[-1] + c.importance_lost)
+    used = SearchMethod.GREEDY
+    if method is SearchMethod.KNAPSACK:
+        rungs = _knapsack_rungs(graph, current, candidates, scores, latency_us,
+                                predicted_latency_us(graph, current, latency_us),
+                                predicted_latency_us(graph, widths[-1], latency_us))
+        if len(rungs[0]) > 1:  # else the greedy path stays: no knapsack plan was faster
+            (widths, lost), used = rungs, SearchMethod.KNAPSACK
+    rungs_out = [Rung(w, predict_us(w), x) for w, x in zip(widths, lost)]
+    return Ladder(used, rungs_out, graph=graph, candidates=candidates, scores=scores, floors=floors,
+                  latency_us=latency_us, predict_us=predict_us)
+
+
+def _one_notch_at_a_time(graph, start: Mapping[str, int], path: list[Candidate],
+                         cands: Mapping[str, GroupCandidates], scores: Mapping[str, np.ndarray],
+                         latency_us: Callable[[LayerConfig], float]) -> list[Candidate]:
+    """The same path with every multi-notch decision split at the envelope widths it jumps over.
+
+    The greedy search may take a group from 64 straight to 16 when that has the best benefit; the
+    widths in between (48, 32 on the envelope) are valid plans too. Splitting keeps the path's
+    end points and order but lets the landing stop between them, so one decision can no longer
+    overshoot the target by a whole stage's worth of channels.
+    """
+    widths = dict(start)
+    out: list[Candidate] = []
+    for c in path:
+        between = sorted((w for w in cands[c.group].widths if c.width < w < widths[c.group]), reverse=True)
+        for w in [*between, c.width]:
+            (step,) = assess(graph, c.group, widths, [w], latency_us, scores[c.group])
+            out.append(step)
+            widths[c.group] = w
+    return out
+
+
+def _knapsack_rungs(graph, current: Mapping[str, int], cands: Mapping[str, GroupCandidates],
+                    scores: Mapping[str, np.ndarray], latency_us: Callable[[LayerConfig], float],
+                    start_us: float, floor_us: float, rungs: int = KNAPSACK_RUNGS
+                    ) -> tuple[list[dict[str, int]], list[float]]:
+    """Knapsack plans for summed layer latencies spaced geometrically from `start_us` down to
+    `floor_us`: ([current, plan 1, ...], importance lost), each plan predicted faster than the
+    one before."""
+    widths, predicted, lost = [dict(current)], [start_us], [0.0]
+    if not floor_us < start_us:
+        return widths, lost
+    for i in range(1, rungs + 1):
+        target = start_us * (floor_us / start_us) ** (i / rungs)
+        res = knapsack_search(graph, current, cands, scores, latency_us, target)
+        plan = {**current, **{g: w for g, w in res.widths.items() if g in current}}
+        if res.predicted_us < predicted[-1] - 1e-9:
+            widths.append(plan)
+            predicted.append(res.predicted_us)
+            lost.append(res.importance_lost)
+    return widths, lost
