@@ -265,7 +265,8 @@ def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool
     from locp_trt.data import Loaders
     from locp_trt.latency.config import Precision
     from locp_trt.latency.store import LatencyStore
-    from locp_trt.optimize import OptimizeConfig, Optimizer
+    from locp_trt.method.config import OptimizeConfig
+    from locp_trt.method.loop import Optimizer
     from locp_trt.prune.importance import Importance
     from locp_trt.prune.ladder import SearchMethod
 

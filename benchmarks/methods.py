@@ -32,7 +32,8 @@ import torch.nn as nn
 from benchmarks.measure import BudgetExceeded
 from locp_trt.graph import ModelGraph, build_graph
 from locp_trt.latency.config import LayerConfig, Precision
-from locp_trt.optimize import OptimizeConfig, Optimizer
+from locp_trt.method.config import OptimizeConfig
+from locp_trt.method.loop import Optimizer
 from locp_trt.prune.benefit import knapsack_search, predicted_latency_us
 from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates, width_floor
 from locp_trt.prune.importance import Importance, group_importance, importance_lost
@@ -298,10 +299,10 @@ def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precisi
             target, met = result.target_speedup, result.met_target
         except BudgetExceeded:
             # Keep the last step the loop completed (it checkpoints after every step).
-            loaded = opt.last_checkpoint()
-            if loaded is None or loaded[2][-1].step < 1:
+            loaded = opt.checkpoints.last()
+            if loaded is None or loaded.history[-1].step < 1:
                 raise
-            model, _, history, target = loaded
+            model, history, target = loaded.model, loaded.history, loaded.target_speedup
             met, stopped = history[-1].speedup_over(history[0]) >= target, True
             keep(f"stopped by the time budget; keeping step {history[-1].step}")
     wall = time.perf_counter() - t0

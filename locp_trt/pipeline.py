@@ -20,7 +20,9 @@ from .latency.config import LayerConfig, Precision
 from .latency.timing import BenchConfig
 from .loading import EXAMPLE as EXAMPLE
 from .loading import example_model_path as example_model_path
-from .optimize import OptimizeConfig, Optimizer, OptimizeResult
+from .method.config import OptimizeConfig
+from .method.loop import Optimizer
+from .method.records import OptimizeResult
 
 __all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "match_nodes"]
 

@@ -138,14 +138,15 @@ def test_candidates_never_go_below_a_concat_part(monkeypatch):
 
 
 def test_optimizer_at_its_floors_keeps_every_concat_part(tmp_path):
-    from locp_trt.optimize import OptimizeConfig, Optimizer
+    from locp_trt.method.config import OptimizeConfig
+    from locp_trt.method.loop import Optimizer
 
     model, shape = tiny("concat_add")
     with torch.no_grad():
         model.a.weight.mul_(1e-6)
     import re
 
-    from locp_trt.optimize import UnreachableTargetError
+    from locp_trt.method.config import UnreachableTargetError
 
     def optimizer(speedup):
         return Optimizer(model, shape, OptimizeConfig(speedup=speedup, steps=2, extra_steps=1),

@@ -207,24 +207,25 @@ def test_locp_cut_by_budget_keeps_last_step(subject, monkeypatch):
     from locp_trt.latency.config import Precision
     from locp_trt.latency.meter import LatencyMeter
     from locp_trt.latency.store import LatencyStore
-    from locp_trt.optimize import Optimizer
+    from locp_trt.method.step import Step, StepOutcome
 
     rts = make_runtimes("onnxruntime", layer_iters=3, model_iters=5, warmup=1)
     meter = LatencyMeter(rts.layer, LatencyStore(None), progress=False)
     prepare = model_preparer(rts.model, (1, *subject.input_shape), Precision.FP32)
-    real_step = Optimizer._step
+    real_step = Step.run
     calls = {"n": 0}
 
-    def step(self, *args, **kwargs):
+    def step(self):
         # Step 1 runs for real but is recorded short of the target, so the loop goes on; the time
         # budget then ends inside step 2.
         calls["n"] += 1
         if calls["n"] >= 2:
             raise BudgetExceeded("test")
-        model, plan, record = real_step(self, *args, **kwargs)
-        return model, plan, replace(record, measured={**record.measured, "speedup": 1.01})
+        out = real_step(self)
+        return StepOutcome(out.model, out.plan,
+                           replace(out.record, measured={**out.record.measured, "speedup": 1.01}))
 
-    monkeypatch.setattr(Optimizer, "_step", step)
+    monkeypatch.setattr(Step, "run", step)
     v = methods.run_locp(subject, speedup=1.3, batch=1, precision=Precision.FP32,
                          latency_us=meter.latency_us, prepare_model=prepare, log=lambda s: None)
     assert v.detail["stopped_by_budget"] and v.detail["loop_steps"] == 1

@@ -52,7 +52,7 @@ def test_options_reach_the_job(monkeypatch, tmp_path):
 
 
 def test_search_is_the_greedy_path_unless_knapsack_is_asked_for(monkeypatch, tmp_path):
-    from locp_trt.optimize import OptimizeConfig
+    from locp_trt.method.config import OptimizeConfig
 
     assert job_for(monkeypatch, tmp_path).method.search.value == "greedy"
     assert job_for(monkeypatch, tmp_path / "k", "--search", "knapsack").method.search.value == "knapsack"

@@ -335,7 +335,8 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
     """End to end: `optimize --latency-table` gives the plan the Optimizer finds measuring directly."""
     from locp_trt.latency.config import Precision as P
     from locp_trt.loading import load_model
-    from locp_trt.optimize import OptimizeConfig, Optimizer
+    from locp_trt.method.config import OptimizeConfig
+    from locp_trt.method.loop import Optimizer
 
     configs, table, store_path = profiled
     out = tmp_path / "run"

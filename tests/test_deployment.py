@@ -13,8 +13,9 @@ import torch
 
 from locp_trt.latency.compare import CompareRule, Verdict, compare, compare_builds
 from locp_trt.latency.e2e import EndToEndModel, activation_elements
+from locp_trt.method.config import OptimizeConfig
+from locp_trt.method.loop import Optimizer
 from locp_trt.models import get_model
-from locp_trt.optimize import OptimizeConfig, Optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from live import assert_honest_end  # noqa: E402
@@ -137,7 +138,7 @@ def test_final_check_above_the_band_redoes_the_step_with_a_lower_aim(tmp_path: P
         def build():
             # the reference (first build of the run) and probes: as is; final-check builds of a
             # pruned model: 8% faster than the probes saw
-            fresh = opt._reference is not None and opt._final
+            fresh = opt.reference._reference is not None and opt._final
             return constant(true_us / 1.08 if fresh and true_us < base_us else true_us)
 
         return build

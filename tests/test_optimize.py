@@ -15,8 +15,8 @@ import torch
 
 from locp_trt.cli import main
 from locp_trt.errors import InvalidConfigError
+from locp_trt.method.config import OptimizeConfig
 from locp_trt.models import get_model
-from locp_trt.optimize import OptimizeConfig
 from locp_trt.pipeline import OptimizeJob, run_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,7 +228,7 @@ def test_loop_lands_within_tolerance_on_a_formula_runtime_under_noise(tmp_path: 
     """On `StepLatency` (a formula: 40 µs + FLOPs / 2e5, with 3% seeded noise, not a real
     staircase) the emitted model's true speedup is in [target, target x 1.1], and the loop's
     comparison says so."""
-    from locp_trt.optimize import Optimizer
+    from locp_trt.method.loop import Optimizer
 
     torch.manual_seed(0)
     model = get_model("resnet20")
@@ -248,7 +248,7 @@ def test_loop_lands_within_tolerance_on_a_formula_runtime_under_noise(tmp_path: 
 def test_both_searches_land(tmp_path: Path, search: str) -> None:
     """The landing chooses among knapsack plans for a ladder of predicted latencies (default) or
     among prefixes of the greedy path (--search greedy); both land under 3% noise."""
-    from locp_trt.optimize import Optimizer
+    from locp_trt.method.loop import Optimizer
     from locp_trt.prune.ladder import SearchMethod
 
     torch.manual_seed(0)
@@ -268,7 +268,8 @@ def test_both_searches_land(tmp_path: Path, search: str) -> None:
 
 
 def test_unreachable_targets_are_refused_before_pruning(tmp_path: Path) -> None:
-    from locp_trt.optimize import Optimizer, UnreachableTargetError
+    from locp_trt.method.config import UnreachableTargetError
+    from locp_trt.method.loop import Optimizer
 
     fake = StepLatency((1, 3, 32, 32))
     opt = Optimizer(get_model("resnet20"), (3, 32, 32), OptimizeConfig(speedup=1000.0),
@@ -292,7 +293,7 @@ def test_unreachable_targets_are_refused_before_pruning(tmp_path: Path) -> None:
 
 
 def test_best_checkpoint_is_emitted_never_a_later_slower_one() -> None:
-    from locp_trt.optimize import Optimizer, StepRecord
+    from locp_trt.method.records import StepRecord, best_step
 
     def rec(step, speedup, acc=None):
         return StepRecord(step=step, widths={}, predicted_us=100.0,
@@ -301,10 +302,10 @@ def test_best_checkpoint_is_emitted_never_a_later_slower_one() -> None:
 
     base = rec(0, 1.0)
     # Nothing meets 2x: the fastest step, not the last one.
-    assert Optimizer._best([base, rec(1, 1.5), rec(2, 1.8), rec(3, 1.6)], 2.0).step == 2
+    assert best_step([base, rec(1, 1.5), rec(2, 1.8), rec(3, 1.6)], 2.0).step == 2
     # Several meet: the least pruned without data, the most accurate with it.
-    assert Optimizer._best([base, rec(1, 2.05), rec(2, 2.3)], 2.0).step == 1
-    assert Optimizer._best([base, rec(1, 2.05, 80.0), rec(2, 2.3, 85.0)], 2.0).step == 2
+    assert best_step([base, rec(1, 2.05), rec(2, 2.3)], 2.0).step == 1
+    assert best_step([base, rec(1, 2.05, 80.0), rec(2, 2.3, 85.0)], 2.0).step == 2
 
 
 def test_match_nodes_by_shape_in_order_with_padded_channels() -> None:

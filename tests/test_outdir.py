@@ -11,9 +11,9 @@ import pytest
 import torch
 from live import assert_honest_end
 
-from locp_trt.config_diff import config_differences
+from locp_trt.method.checkpoints import config_differences
+from locp_trt.method.config import OptimizeConfig
 from locp_trt.models import get_model
-from locp_trt.optimize import OptimizeConfig
 from locp_trt.outdir import OutDirError, has_checkpoint, prepare_out_dir, removed_on_failure
 
 REPO = Path(__file__).resolve().parents[1]

@@ -107,7 +107,7 @@ def test_optimize_says_how_long_step_one_measurements_take():
     measurement of the first few of them past the baseline's (a fake runtime and clock: no live
     timing). The baseline's own configs (faster here) neither trigger nor skew it."""
     from locp_trt.graph import build_graph
-    from locp_trt.optimize import OptimizeConfig
+    from locp_trt.method.config import OptimizeConfig
     from locp_trt.pipeline import _baseline_configs, _Recorder, _step_one_configs
 
     meter, said = _fake_meter(), []

@@ -159,8 +159,8 @@ def test_stairs_and_envelope_check_judge_the_same_staircase():
     8 at step 2, a fast edge of step 2's staircase but a slow bump on step 1's; step 3 (not
     emitted) moves it on to 6."""
     from locp_trt.graph import build_graph
+    from locp_trt.method.records import StepRecord
     from locp_trt.models import get_model
-    from locp_trt.optimize import StepRecord
     from locp_trt.pipeline import _envelope_check, _group_stairs, _Recorder
     from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates
 

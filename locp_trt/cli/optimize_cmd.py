@@ -186,7 +186,7 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         # Importing torch and Torch-Pruning takes seconds on a cold start: say so before it.
         print(f"optimize {args.model}: loading torch, the model and the runtime", file=sys.stderr, flush=True)
-        from ..optimize import OptimizeConfig
+        from ..method.config import OptimizeConfig
         from ..outdir import prepare_out_dir, removed_on_failure
         from ..pipeline import OptimizeJob, run_job
         from ..prune.candidates import DiscoveryMethod

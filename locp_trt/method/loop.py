@@ -1,0 +1,402 @@
+"""The LOCP loop as a schedule: steps to the target, the emitted checkpoint, the final check.
+
+1. the unpruned model, timed (or predicted from a lookup table): the baseline, the target speedup
+   and the most the width floor allows (a target far above it is refused before any pruning);
+2. steps (`step.Step`) whose goals rise from 1x to the target (`config.GeometricSchedule`); the
+   last aims half the tolerance above the target, so re-measurement noise on either side still
+   lands in [target, target x (1 + tolerance)]; extra steps only while the target is missed;
+3. the emitted model: the best checkpoint that meets the target (best accuracy with data, else the
+   least pruned), never a later, slower one; with none meeting it, the fastest; fine-tuned once
+   more;
+4. the final check: the emitted model against the unpruned one on fresh builds of both. Short of
+   the target after the last step: one more step. Above the band while its step's probe landed
+   inside: the step is redone from the checkpoint before it, aiming lower.
+
+After every step the model and history are checkpointed (`checkpoints`); `run(resume=True)`
+continues from the last one. See docs/METHOD.md, "Landing on the target".
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import InvalidConfigError, LocpError
+from ..graph import ModelGraph, build_graph, count_params
+from ..latency.compare import Comparison, Sampler, Verdict
+from ..latency.config import LayerConfig
+from ..prune.benefit import predicted_latency_us
+from ..prune.candidates import group_floor
+from ..prune.importance import Importance, group_importance, taylor_scores
+from ..prune.plan import PruningPlan, apply_plan
+from .calibration import Calibration
+from .checkpoints import Checkpoints, Resumed
+from .config import GeometricSchedule, OptimizeConfig, UnreachableTargetError
+from .records import OptimizeResult, StepRecord, accuracy_drop, best_step
+from .reference import Reference
+from .step import Step
+from .tuning import Tuning
+
+__all__ = ["Optimizer", "REACH_SLACK", "MAX_REPAIRS"]
+
+#: A target is refused when it exceeds the speedup at the width floor by this factor (the floor
+#: model is one plan; the path may find a slightly faster mix of widths above it).
+REACH_SLACK = 1.1
+#: Times the last step is redone when the final check lands above the band.
+MAX_REPAIRS = 2
+
+
+@dataclass
+class _Run:
+    """Where a run has got to: the model and plan reached, the history, the final check."""
+
+    model: nn.Module
+    plan: PruningPlan
+    history: list[StepRecord]
+    target: float
+    stop_reason: str = ""
+    hard_stop: bool = False
+    confirmation: Comparison | None = None
+    tuned_step: int = -1  # the step the final fine-tune last ran on
+    repairs: int = 0
+    overshoots: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Optimizer:
+    """Runs the LOCP loop for one model.
+
+    Args:
+        model: the trained, unpruned model (not modified).
+        input_shape: one sample's shape, e.g. (3, 32, 32).
+        config: targets and method.
+        latency_us: latency of one layer config in µs (a `LatencyMeter` behind it: shared).
+        prepare_model: builds a module once for repeated timing (`Runtime.prepare_module` at the
+            run's input shape and precision); None when only a lookup table is available (every
+            end-to-end figure is then a prediction).
+        builder: module -> a factory of fresh builds (`Runtime.builder`: exports once, builds
+            many); None: each build calls `prepare_model` again.
+        build_variance: fresh builds of one model may differ in speed (GPU runtimes): probes near
+            the target band in the last step then pool `config.compare.builds` builds.
+        out_dir: where checkpoints go.
+        arch: zoo name of the architecture (recorded in the plan), if any.
+        loaders: `data.Loaders` (train, val, test); None: no fine-tuning and no accuracy.
+            Decisions (guard, best checkpoint) use val where there is one.
+        train_device: where fine-tuning runs (auto: CUDA when present), whatever is measured.
+        schedule: the step goals (default: `config.steps` geometric steps with fine-tuning
+            between them, else one, then `config.extra_steps`).
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], config: OptimizeConfig, *,
+                 latency_us: Callable[[LayerConfig], float],
+                 prepare_model: Callable[[nn.Module], Sampler] | None,
+                 out_dir: Path, arch: str | None = None,
+                 loaders: Any = None, train_device: str = "auto",
+                 log: Callable[[str], None] = print, progress: bool = True,
+                 builder: Callable[[nn.Module], Callable[[], Sampler]] | None = None,
+                 build_variance: bool = False, schedule: GeometricSchedule | None = None) -> None:
+        self.original = model.eval()
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.config = config
+        self.latency_us = latency_us
+        self.arch, self.log, self.progress = arch, log, progress
+        self.out_dir = Path(out_dir)
+        self.reference = (Reference(self.original, config.compare, prepare_model, builder)
+                          if prepare_model is not None else None)
+        self.build_variance = bool(build_variance)
+        self.calibration = Calibration(latency_us)
+        self.checkpoints = Checkpoints(self.out_dir, config.to_json(), lambda: copy.deepcopy(self.original))
+        self.aim_scale = 1.0  # lowered when the final check overshoots the band (one redo each)
+        device = torch.device("cpu")
+        if config.finetune is not None or config.final_finetune is not None:
+            from ..train import resolve_torch_device
+
+            device = resolve_torch_device(train_device)
+        self.tuning = Tuning(loaders, self.original, device, progress)
+        tuned = config.finetune is not None and loaders is not None
+        self.schedule = schedule or GeometricSchedule(config.steps if tuned else 1, config.extra_steps)
+        self.graph0 = self.graph(self.original)
+
+    # ---- what the steps share ----------------------------------------------------------------------
+    def graph(self, model: nn.Module) -> ModelGraph:
+        return build_graph(model, self.input_shape, batch=self.config.batch, precision=self.config.precision)
+
+    def floors(self) -> dict[str, int]:
+        """Per group (and per concat part inside a group): the narrowest width allowed."""
+        return {g: group_floor(grp, self.config.min_width_ratio)
+                for g, grp in self.graph0.groups.items() if grp.prunable}
+
+    def score(self, model: nn.Module, graph: ModelGraph, groups: list[str]) -> dict[str, np.ndarray]:
+        """Channel importance of `groups` (normalised per group)."""
+        if self.config.importance is Importance.TAYLOR:
+            return taylor_scores(model, graph, self.tuning.loaders.train, batches=8,
+                                 device=self.tuning.device, groups=groups)
+        return {g: group_importance(model, graph, g, self.config.importance) for g in groups}
+
+    def record(self, step: int, model: nn.Module, widths: Mapping[str, int], start: float,
+               measured: Mapping[str, Any], **extra: Any) -> StepRecord:
+        return StepRecord(
+            step=step, widths=dict(widths),
+            predicted_us=predicted_latency_us(self.graph0, widths, self.latency_us),
+            measured=dict(measured), accuracy=self.tuning.accuracy(model),
+            val_accuracy=self.tuning.accuracy(model, "val"),
+            flops=self.graph0.flops(widths), params=count_params(model),
+            wall_s=round(time.perf_counter() - start, 3), **extra)
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def run(self, *, resume: bool = False) -> OptimizeResult:
+        """Run (or resume) the loop and return the best checkpoint, fine-tuned and checked."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        if not self.graph0.prunable():
+            raise LocpError("the model has no prunable channel group: "
+                            + "; ".join(f"{g.id}: {g.reason}" for g in self.graph0.unprunable()))
+        if cfg.importance is Importance.TAYLOR and not self.tuning.has_data:
+            raise InvalidConfigError("--importance taylor needs training data for its gradients: pass "
+                                     "--data, or use --importance l1")
+        run = self._start(self.checkpoints.last() if resume else None, resume)
+        while True:
+            self._steps(run)
+            chosen = self._emit(run)
+            if self.reference is None or chosen.step == 0:
+                break
+            if not self._final_check(run, chosen):
+                break
+        return self._result(run, next(h for h in run.history if h.step == chosen.step))
+
+    def _start(self, resumed: Resumed | None, resume: bool) -> _Run:
+        """The run from its last checkpoint, or from the unpruned model's baseline."""
+        graph0, start = self.graph0, time.perf_counter()
+        if resumed is not None:
+            history = resumed.history
+            for h in history:  # the measured points calibrate the end-to-end model again
+                if h.measured:
+                    self.calibration.observe(graph0, h.widths, history[0].latency_us / h.speedup_over(history[0]))
+            self.log(f"resuming after step {history[-1].step} "
+                     f"({history[-1].speedup_over(history[0]):.2f}x, target {resumed.target_speedup:.2f}x)")
+            return _Run(resumed.model, resumed.plan, history, resumed.target_speedup)
+        if resume:
+            self.log(f"nothing to resume in {self.checkpoints.dir}; starting afresh")
+        model = copy.deepcopy(self.original)
+        plan = PruningPlan(self.arch, self.input_shape, graph0.widths(),
+                           kept={g: list(range(w)) for g, w in graph0.widths().items()})
+        self.log("timing the unpruned model" if self.reference else "predicting the unpruned model")
+        base = self.record(0, model, graph0.widths(), start,
+                           self.reference.baseline() if self.reference else {})
+        if base.measured:
+            self.calibration.observe(graph0, graph0.widths(), base.latency_us)
+        target = self.target_speedup(base)
+        predicted_max = self.check_reachable(base, target)
+        self.log(f"baseline: {base.latency_us:.1f} µs end to end ({base.kind} in this run), "
+                 f"layer sum predicted {base.predicted_us:.1f} µs; target {target:.3g}x "
+                 f"(land within +{self.config.tolerance:.0%}); at the width floor about {predicted_max:.2f}x")
+        self.checkpoints.save(model, plan, [base], target)
+        return _Run(model, plan, [base], target)
+
+    def _steps(self, run: _Run) -> None:
+        """Steps until the target is reached (by the steps' own comparisons) or the loop must
+        stop; `run` holds the model and plan reached and why it stopped."""
+        history, target, schedule = run.history, run.target, self.schedule
+        while True:
+            last = history[-1]
+            reached = last.speedup_over(history[0])
+            if last.step >= 1 and reached >= target * min(1.0, self.aim_scale):
+                run.stop_reason, run.hard_stop = f"target reached at step {last.step}", False
+                return
+            if last.step >= schedule.last_step:
+                run.stop_reason = (f"the target was still missed after {last.step} steps (--steps "
+                                   f"{schedule.steps}, --extra-steps {schedule.extra_steps})")
+                run.hard_stop = True
+                return
+            number = last.step + 1
+            goal, final = schedule.goal(number, reached, target)
+            # After a redo the aim (and the band the step's probes land in) is scaled by what the
+            # final checks showed, even below the target: the final check still decides.
+            aim = goal * (1 + self.config.tolerance / 2) * self.aim_scale if final else goal
+            outcome = Step(self, number, run.model, run.plan, history, goal, aim, final).run()
+            if outcome.record is None:
+                self.log(f"step {number}: {outcome.stop_reason}")
+                run.stop_reason, run.hard_stop = f"step {number}: {outcome.stop_reason}", True
+                return
+            run.model, run.plan, record = outcome.model, outcome.plan, outcome.record
+            drop = accuracy_drop(history[0], record, self.config.max_acc_drop)
+            if drop is not None:
+                record = replace(record, guard_rejected=True)
+            history.append(record)
+            self.log(f"step {number}: {record.speedup_over(history[0]):.3f}x {record.kind} "
+                     f"(goal {goal:.3f}x), {record.decisions} of {record.path_length} "
+                     f"{'plans' if record.search.startswith('knapsack') else 'decisions'}, "
+                     f"{len(record.probes)} probes"
+                     + (f", accuracy {record.accuracy:.2f}%" if record.accuracy is not None else ""))
+            self.checkpoints.save(run.model, run.plan, history, target)
+            if drop is not None:
+                run.stop_reason = (f"accuracy guard: step {number} lost {drop:.2f} validation points "
+                                   f"(--max-acc-drop {self.config.max_acc_drop}); stopped before pruning further")
+                run.hard_stop = True
+                self.log(run.stop_reason)
+                return
+
+    def _emit(self, run: _Run) -> StepRecord:
+        """The checkpoint to emit (`best_step`), loaded into `run` and given its final fine-tune."""
+        cfg, history = self.config, run.history
+        # After a redo the steps' own figures read low by the offset the final checks showed.
+        chosen = best_step(history, run.target * min(1.0, self.aim_scale))
+        if chosen.step != history[-1].step:
+            self.log(f"emitting step {chosen.step} ({chosen.speedup_over(history[0]):.3f}x): "
+                     f"better than the last step {history[-1].step}")
+            run.model, run.plan = self.checkpoints.load_step(chosen.step)
+        if cfg.final_finetune is not None and self.tuning.has_data and 0 < chosen.step != run.tuned_step:
+            self.tuning.reseed(cfg.seed + 10_000 + chosen.step)
+            self.tuning.fine_tune(run.model, cfg.final_finetune, "final fine-tune")
+            run.tuned_step = chosen.step
+            i = next(i for i, h in enumerate(history) if h.step == chosen.step)
+            before = history[i]
+            history[i] = replace(history[i], accuracy=self.tuning.accuracy(run.model),
+                                 val_accuracy=self.tuning.accuracy(run.model, "val"))
+            self.log(f"final fine-tune of step {chosen.step}: test accuracy {_pct(before.accuracy)} -> "
+                     f"{_pct(history[i].accuracy)}, validation {_pct(before.val_accuracy)} -> "
+                     f"{_pct(history[i].val_accuracy)}")
+        return chosen
+
+    def _final_check(self, run: _Run, chosen: StepRecord) -> bool:
+        """The final check of the emitted model; True when the loop goes on (one more step, or
+        the last step redone aiming lower), False when it ends."""
+        cfg, history, target = self.config, run.history, run.target
+        # When the check falls short and the step was the last one, the loop goes on from it (the
+        # check replaces the step's own figure).
+        run.confirmation = confirmation = self.confirm(run.model, target)
+        i = next(i for i, h in enumerate(history) if h.step == chosen.step)
+        history[i] = replace(history[i], measured={**confirmation.summary(), "final_check": True})
+        if i + 1 == len(history):  # the emitted step is the last: its checkpoint is this model
+            self.checkpoints.save(run.model, run.plan, history, target)
+        high = target * (1 + cfg.tolerance)
+        if (confirmation.verdict is Verdict.MEETS and confirmation.speedup > high
+                and target <= (chosen.landed_speedup or chosen.speedup_over(history[0])) <= high
+                and chosen.step == history[-1].step and run.repairs < MAX_REPAIRS):
+            self._redo(run, chosen, confirmation)
+            return True
+        if confirmation.verdict is Verdict.MEETS:  # the whole interval at or above the target
+            return False
+        if run.hard_stop or chosen.step != history[-1].step or history[-1].step >= self.schedule.last_step:
+            measured = f"the final check measured {confirmation.speedup:.3f}x"
+            run.stop_reason = f"{run.stop_reason}; {measured}" if run.stop_reason else measured
+            return False
+        self.log(f"final check {confirmation.describe()}: not clearly at or above {target:.3g}x, "
+                 "one more step")
+        # A lowered aim that now falls short was an offset that did not hold: aim as at first.
+        self.aim_scale = 1.0
+        return True
+
+    def _redo(self, run: _Run, chosen: StepRecord, confirmation: Comparison) -> None:
+        """The step landed inside the band by its probe, the final check is above it (the probes'
+        builds ran slower than fresh ones, or fine-tuning changed the speed): redo the step from
+        the checkpoint before it, aiming lower. (A step already above the band by its own probes
+        found no plan inside it: redoing it would find the same plan.)"""
+        cfg, history, target = self.config, run.history, run.target
+        run.repairs += 1
+        # The first redo corrects half the (log) gap, which may be part noise; a second one, with
+        # the offset seen twice, the whole gap.
+        gap = target * (1 + cfg.tolerance / 2) / confirmation.speedup
+        self.aim_scale *= gap ** (run.repairs / MAX_REPAIRS)
+        self.log(f"final check {confirmation.speedup:.3f}x is above the band "
+                 f"[{target:.3g}x, {target * (1 + cfg.tolerance):.3g}x]: redoing step {chosen.step} from "
+                 f"step {chosen.step - 1} with a lower aim ({run.repairs} of {MAX_REPAIRS})")
+        run.overshoots.append({"step": chosen.step, "speedup": round(confirmation.speedup, 4),
+                               "aim_scale": round(self.aim_scale, 4)})
+        history.pop()
+        previous = history[-1]
+        run.model, run.plan = self.checkpoints.load_step(previous.step)
+        if previous.step == 0:
+            run.model = copy.deepcopy(self.original)
+        self.checkpoints.save(run.model, run.plan, history, target)
+        run.tuned_step = -1
+
+    def _result(self, run: _Run, chosen: StepRecord) -> OptimizeResult:
+        cfg, history, target = self.config, run.history, run.target
+        met = chosen.step > 0 and chosen.speedup_over(history[0]) >= target
+        if run.confirmation is not None:  # measured: met only when the final check clearly says so
+            met = met and run.confirmation.verdict is Verdict.MEETS
+        guard = None
+        if cfg.max_acc_drop is not None:
+            rejected = [h.step for h in history if h.guard_rejected]
+            guard = {"max_acc_drop": cfg.max_acc_drop, "split": "val" if history[0].val_accuracy is not None
+                     else "test", "rejected_steps": rejected,
+                     "note": (f"rejected step(s) {rejected}; emitted step {chosen.step}" if rejected
+                              else "every step stayed within the limit")}
+        stop_reason = run.stop_reason
+        if run.overshoots:
+            stop_reason += "; " + "; ".join(
+                f"step {o['step']} overshot at {o['speedup']:.3f}x and was redone" for o in run.overshoots)
+        return OptimizeResult(model=run.model.cpu().eval(), plan=run.plan, history=tuple(history),
+                              target_us=history[0].latency_us / target, target_speedup=target,
+                              chosen_step=chosen.step, met_target=met, stop_reason=stop_reason,
+                              guard=guard, confirmation=run.confirmation, tolerance=cfg.tolerance,
+                              latency_model={**self.calibration.report(),
+                                             "overshoots_repaired": list(run.overshoots)})
+
+    # ---- the target -----------------------------------------------------------------------------------
+    def target_speedup(self, baseline: StepRecord) -> float:
+        """The speedup to reach: --speedup, or what --target-latency-ms needs over the baseline."""
+        cfg = self.config
+        if cfg.speedup is not None:
+            return float(cfg.speedup)
+        base_us = baseline.latency_us
+        target_us = cfg.target_latency_ms * 1000.0
+        if target_us >= base_us:
+            raise InvalidConfigError(
+                f"--target-latency-ms {cfg.target_latency_ms} is at or above the unpruned model's "
+                f"{base_us / 1000:.4f} ms ({baseline.kind}): nothing to prune; ask for less")
+        return base_us / target_us
+
+    def check_reachable(self, baseline: StepRecord, speedup: float) -> float:
+        """The maximum speedup at the width floor; refuses a target far above it.
+
+        Every group at its floor (--min-width-ratio) is the most the loop may prune. Its speedup is
+        predicted by the end-to-end model calibrated on the unpruned model (`latency.e2e`) and,
+        when the loop measures, measured against the unpruned model: that point calibrates the
+        model for the steps, and the prediction's error is reported. The measured figure (else
+        the prediction), with 10% slack, bounds what is accepted.
+        """
+        graph0, floors = self.graph0, self.floors()
+        floor_widths = {**graph0.widths(), **floors}
+        floor_us = self.calibration.predict_us(graph0, floor_widths)
+        base_us = self.calibration.predict_us(graph0, graph0.widths())
+        predicted = base_us / floor_us if floor_us > 0 else math.inf
+        best, how = predicted, f"predicted {predicted:.2f}x"
+        if self.reference is not None:
+            floor_model, _ = apply_plan(self.original, PruningPlan(self.arch, self.input_shape, floors),
+                                        self.input_shape)  # latency only: which channels is moot
+            cmp = self.reference.compare(floor_model, threshold=None)
+            self.calibration.note("floor", predicted, cmp.speedup)
+            self.calibration.observe(graph0, floor_widths, baseline.latency_us / cmp.speedup)
+            best, how = cmp.speedup, f"measured {cmp.describe()} (predicted {predicted:.2f}x)"
+        if speedup > best * REACH_SLACK:
+            raise UnreachableTargetError(
+                f"a {speedup:.3g}x speedup cannot be reached: with every channel group at its floor "
+                f"(--min-width-ratio {self.config.min_width_ratio}) the model is {how}; ask for at "
+                f"most {best:.2f}x, or lower --min-width-ratio")
+        return best
+
+    def confirm(self, model: nn.Module, target: float) -> Comparison:
+        """The emitted model against the unpruned one, judged against the target on fresh builds
+        of both (`config.compare.builds` pairs at least, more while unclear): never the build or
+        the rounds that selected the step."""
+        builds = self.config.compare.builds
+        self.log(f"final check: the emitted model against the unpruned one, {builds} fresh builds of each")
+        cmp = self.reference.compare(model, threshold=target, builds=builds)
+        spread = cmp.build_spread
+        self.log(f"final check: {cmp.describe()}"
+                 + (f"; per-build medians spread {spread:.1%}" if spread is not None else ""))
+        return cmp
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}%"

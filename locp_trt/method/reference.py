@@ -1,0 +1,76 @@
+"""Every end-to-end decision of the loop is a comparison with the unpruned model, timed
+interleaved (`latency.compare`): the reference and its builds live here.
+
+A probe compares one build of a candidate with the run's one reference build; near the band on a
+runtime whose builds differ, and in the final check, several fresh builds of both are compared and
+judged together (`compare_builds`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn as nn
+
+from ..latency.compare import CompareRule, Comparison, Sampler, compare, compare_builds
+from ..latency.timing import Timing
+
+__all__ = ["Reference"]
+
+
+class Reference:
+    """The unpruned model as the comparisons' reference.
+
+    Args:
+        original: the unpruned model (copied, never modified).
+        rule: the decision rule of every comparison.
+        prepare_model: builds a module once for repeated timing.
+        builder: module -> a factory of fresh builds (exports once, builds many); None: each
+            build calls `prepare_model` again.
+    """
+
+    def __init__(self, original: nn.Module, rule: CompareRule, prepare_model: Callable[[nn.Module], Sampler],
+                 builder: Callable[[nn.Module], Callable[[], Sampler]] | None = None) -> None:
+        self.original, self.rule = original, rule
+        self.prepare_model, self.builder = prepare_model, builder
+        self._reference: Sampler | None = None  # the unpruned model, built once per run
+        self._reference_builds: Callable[[], Sampler] | None = None
+
+    def builds(self, model: nn.Module) -> Callable[[], Sampler]:
+        """A factory of fresh builds of a copy of `model`."""
+        work = copy.deepcopy(model).cpu().eval()
+        if self.builder is not None:
+            return self.builder(work)
+        return lambda: self.prepare_model(work)
+
+    def reference_builds(self) -> Callable[[], Sampler]:
+        """Fresh builds of the unpruned model (exported once per run)."""
+        if self._reference_builds is None:
+            self._reference_builds = self.builds(self.original)
+        return self._reference_builds
+
+    def reference(self) -> Sampler:
+        """The unpruned model, built once for the probes of the run."""
+        if self._reference is None:
+            self._reference = self.reference_builds()()
+        return self._reference
+
+    def compare(self, model: nn.Module, threshold: float | None, *, builds: int = 1) -> Comparison:
+        """Interleaved comparison of `model` with the unpruned model. With `builds` > 1, that many
+        fresh builds of both are compared and judged together (`compare_builds`); with 1, the
+        run's reference build and one build of `model`."""
+        candidate = self.builds(model)
+        if builds <= 1:
+            return compare(self.reference(), candidate(), self.rule, threshold=threshold)
+        return compare_builds(self.reference_builds(), candidate, self.rule,
+                              threshold=threshold, builds=builds)
+
+    def baseline(self) -> dict[str, Any]:
+        """The unpruned model timed alone (as many samples as a full comparison's minimum)."""
+        rule = self.rule
+        sample = self.reference()
+        sample(rule.warmup, 1)
+        timing = Timing.from_samples(sample(rule.warmup, rule.iters * rule.min_rounds))
+        return {**timing.summary(), "speedup": 1.0, "speedup_low": 1.0, "speedup_high": 1.0}

@@ -1,0 +1,231 @@
+"""One step of the loop, top to bottom: graph -> candidates -> scores -> ladder -> land -> apply ->
+fine-tune -> record.
+
+1. the channel graph of the model as the step finds it (`graph.build_graph`);
+2. each prunable group's candidate widths on its latency staircase (three-point discrimination
+   through the shared meter; a sweep when it finds nothing);
+3. channel scores (the loop's scorer), weighed by reach;
+4. the ladder of plans (`prune.ladder`): greedy prefixes or knapsack rungs, down to the floor;
+5. how far down to go (`landing.land`): the smallest rung whose speedup over the unpruned model,
+   measured interleaved (`Reference`), reaches the step's aim; when one rung jumps over the band,
+   the single decisions before it predicted to land inside;
+6. prune physically (`prune.plan.apply_plan`), fine-tune, and record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch.nn as nn
+
+from ..landing import Probe, land
+from ..latency.compare import Comparison, Verdict
+from ..prune.candidates import DiscoveryMethod, discover_candidates
+from ..prune.importance import Importance, most_important, weigh_by_reach
+from ..prune.ladder import Ladder, Rung, build_ladder
+from ..prune.plan import PruningPlan, apply_plan
+from .records import StepRecord
+
+if TYPE_CHECKING:
+    from .loop import Optimizer
+
+__all__ = ["StepOutcome", "Step"]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How one step ended: the pruned model, its plan (onto the original channels) and its
+    record; or, when no step was found, `stop_reason` (and the rest None)."""
+
+    model: nn.Module | None = None
+    plan: PruningPlan | None = None
+    record: StepRecord | None = None
+    stop_reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Landed:
+    """The rung a step chose, as its probe measured it."""
+
+    rung: Rung
+    probe: Probe
+    probes: list[Probe]
+    summary: str
+
+
+class Step:
+    """Step `number` of `loop` from `model` (whose channels `plan` maps onto the original's).
+
+    Args:
+        goal: the step's goal speedup; `aim` the speedup it lands on (above the goal in the
+            last step, so re-measurement noise stays in the band).
+        final: whether the goal is the target (then probes land in the band).
+    """
+
+    def __init__(self, loop: Optimizer, number: int, model: nn.Module, plan: PruningPlan,
+                 history: list[StepRecord], goal: float, aim: float, final: bool) -> None:
+        self.loop, self.number, self.model, self.plan = loop, number, model, plan
+        self.history, self.goal, self.aim, self.final = history, goal, aim, final
+        cfg = loop.config
+        scale = loop.aim_scale
+        self.band = (goal * scale, goal * (1 + cfg.tolerance) * scale) if final else None
+        self._built: dict[tuple, tuple[nn.Module, PruningPlan]] = {}
+        self._comparisons: dict[tuple, Comparison] = {}
+
+    def run(self) -> StepOutcome:
+        loop, cfg, t0 = self.loop, self.loop.config, time.perf_counter()
+        self.graph = graph = loop.graph(self.model)
+        self.current = current = graph.widths()
+        floors0 = loop.floors()
+        floors = {g: floors0[g] for g in current if g in floors0}
+        movable = [g for g in floors if current[g] > floors[g]]
+        if not movable:
+            return StepOutcome(stop_reason="no width can shrink further: every group is at its floor "
+                                           f"(--min-width-ratio {cfg.min_width_ratio})")
+        ladder = self._ladder(floors, cfg.discovery)
+        if ladder is None and cfg.discovery is not DiscoveryMethod.SWEEP:
+            loop.log(f"step {self.number}: three-point discrimination found no faster narrower width on "
+                     f"{len(movable)} groups above their floor; sweeping every width")
+            ladder = self._ladder(floors, DiscoveryMethod.SWEEP)
+        if ladder is None:
+            return StepOutcome(stop_reason=(
+                f"no narrower width is faster on any of the {len(movable)} groups above their "
+                f"floor (every width swept down to --min-width-ratio {cfg.min_width_ratio}); "
+                "the staircases are flat below the current widths"))
+        model_before = loop.calibration.model  # as calibrated before this step's probes
+        landed = self._land(ladder)
+        new_model, new_plan = self._apply(landed.rung.widths)
+        measured = self._tune_and_measure(new_model, landed.rung.widths)
+        predicted_speedup = None
+        if model_before.points:
+            terms = loop.calibration.terms
+            predicted_speedup = (model_before.predict_us(*terms(loop.graph0, loop.graph0.widths()))
+                                 / model_before.predict_us(*terms(graph, landed.rung.widths)))
+            if measured.get("speedup"):
+                loop.calibration.note(f"step {self.number}", predicted_speedup, float(measured["speedup"]))
+        record = loop.record(
+            self.number, new_model, new_plan.widths, t0, measured, predicted_speedup=predicted_speedup,
+            landed_speedup=landed.probe.speedup, target_us=self.history[0].latency_us / self.goal,
+            goal_speedup=self.goal, search=landed.summary,
+            candidates={g: list(c.widths) for g, c in self.candidates.items()},
+            decisions=landed.probe.k, path_length=ladder.plans,
+            importance_lost=self.history[-1].importance_lost + landed.rung.importance_lost,
+            probes=[p.to_json() for p in landed.probes])
+        return StepOutcome(new_model, new_plan, record)
+
+    # ---- candidates, scores, ladder ---------------------------------------------------------------
+    def _ladder(self, floors: Mapping[str, int], discovery: DiscoveryMethod) -> Ladder | None:
+        """The step's ladder (None: no narrower width is predicted faster)."""
+        loop, cfg = self.loop, self.loop.config
+        self.candidates = discover_candidates(self.graph, self.current, loop.latency_us, method=discovery,
+                                              floors=floors, progress=loop.progress)
+        self.scores = loop.score(self.model, self.graph, list(self.candidates))
+        if cfg.weigh_groups:
+            self.scores = weigh_by_reach(self.scores, self.graph)
+        return build_ladder(cfg.search, self.graph, self.current, self.candidates, self.scores, floors,
+                            latency_us=loop.latency_us, predict_us=loop.calibration.frozen(self.graph))
+
+    # ---- landing ---------------------------------------------------------------------------------
+    def _land(self, ladder: Ladder) -> _Landed:
+        """The rung to take: landed by measurement, then replaced by a single decision inside the
+        band where one rung jumped over it."""
+        base, last, band, aim = self.history[0], self.history[-1], self.band, self.aim
+        predicted, rungs = ladder.predicted_us, ladder.rungs
+        landing = land(predicted, last.speedup_over(base), aim,
+                       lambda k: self._probe(rungs[k], f"probe {k}/{ladder.plans} {ladder.unit}", k),
+                       max_probes=self.loop.config.max_probes, band=band)
+        chosen, probe, probes = rungs[landing.k], landing.probe, list(landing.probes)
+        summary = (f"{ladder} ({predicted[0]:.1f} -> {predicted[-1]:.1f} µs "
+                   f"predicted); took {landing.k} ({predicted[landing.k]:.1f} µs) after "
+                   f"{len(landing.probes)} probes"
+                   + ("" if landing.reached_aim else f"; no prefix reached {aim:.3f}x, kept the fastest"))
+        if band is not None and probe.speedup > band[1] and landing.k >= 1:
+            # One decision of the path jumps over the whole band: try the single decisions from the
+            # prefix before it that are predicted to land inside the band, least importance first.
+            k = landing.k
+            known = {p.k: p.speedup for p in landing.probes} | {0: last.speedup_over(base)}
+            if k - 1 in known:
+                for rung in ladder.inside_band(k, (known[k - 1], known[k]), aim, band):
+                    p = self._probe(rung, f"alternative to decision {k}", k)
+                    probes.append(p)
+                    if band[0] <= p.speedup <= band[1]:
+                        chosen, probe = rung, p
+                        summary += f"; decision {k} overshot, replaced by a single decision landing in the band"
+                        break
+        return _Landed(chosen, probe, probes, summary)
+
+    def _probe(self, rung: Rung, label: str, k: int) -> Probe:
+        """Measure (or, from a table alone, predict) one rung's speedup over the unpruned model."""
+        loop, cfg, base, aim = self.loop, self.loop.config, self.history[0], self.aim
+        if loop.reference is not None:
+            model = self._build(rung.widths)[0]
+            cmp = loop.reference.compare(model, threshold=aim)
+            if self.final and loop.build_variance and self.goal / (1 + cfg.tolerance) <= cmp.speedup <= (
+                    self.goal * (1 + cfg.tolerance) ** 2):
+                # Near the band on a runtime whose builds differ: judge on several fresh builds.
+                cmp = loop.reference.compare(model, threshold=aim, builds=cfg.compare.builds)
+            self._comparisons[_key(rung.widths)] = cmp
+            loop.calibration.observe(self.graph, rung.widths, base.latency_us / cmp.speedup)
+            p = Probe(k, cmp.speedup, cmp.low, cmp.high, cmp.verdict.value, rung.predicted_us, cmp.rounds)
+            how = cmp.describe()
+        else:
+            sp = base.predicted_us / rung.predicted_us
+            p = Probe(k, sp, sp, sp, (Verdict.MEETS if sp >= aim else Verdict.MISSES).value, rung.predicted_us)
+            how = "predicted"
+        loop.log(f"step {self.number}: {label}, predicted {rung.predicted_us:.1f} µs -> {p.speedup:.3f}x "
+                 f"({how}), aim {aim:.3f}x")
+        return p
+
+    # ---- apply, fine-tune --------------------------------------------------------------------------
+    def _build(self, widths: Mapping[str, int]) -> tuple[nn.Module, PruningPlan]:
+        """The step's model pruned to `widths` (the step's own scores choose the channels), once."""
+        key = _key(widths)
+        if key not in self._built:
+            loop, cfg = self.loop, self.loop.config
+            new = {g: w for g, w in widths.items() if w != self.current[g]}
+            kept = None
+            if cfg.importance is Importance.TAYLOR:
+                # Taylor scores need data, so the step's own are passed in rather than
+                # recomputed inside apply_plan (which keeps concat parts for the others).
+                kept = {g: most_important(self.scores[g], w) for g, w in new.items()}
+            self._built[key] = apply_plan(self.model, PruningPlan(loop.arch, loop.input_shape, new),
+                                          loop.input_shape, importance=Importance.L1 if kept else cfg.importance,
+                                          kept=kept, min_width_ratio=cfg.min_width_ratio)
+        return self._built[key]
+
+    def _apply(self, widths: Mapping[str, int]) -> tuple[nn.Module, PruningPlan]:
+        """The chosen model, and its plan with kept indices onto the ORIGINAL model's channels."""
+        new_model, applied = self._build(widths)
+        kept = dict(self.plan.kept or {})
+        for g, idx in (applied.kept or {}).items():
+            kept[g] = [kept[g][i] for i in idx]
+        plan = PruningPlan(self.loop.arch, self.loop.input_shape, {g: len(v) for g, v in kept.items()},
+                           kept=kept, meta=applied.meta)
+        return new_model, plan
+
+    def _tune_and_measure(self, model: nn.Module, widths: Mapping[str, int]) -> dict:
+        """Fine-tune the chosen model; its figure: the chosen probe's comparison, or, in the last
+        step with fine-tuning, a comparison of the fine-tuned model itself."""
+        loop, cfg = self.loop, self.loop.config
+        tuned = cfg.finetune is not None and loop.tuning.has_data
+        if tuned:
+            loop.tuning.reseed(cfg.seed + self.number)
+            loop.tuning.fine_tune(model, cfg.finetune, f"fine-tune step {self.number}")
+        if loop.reference is None:
+            return {}
+        measured = self._comparisons[_key(widths)].summary()
+        if self.final and tuned:
+            # The last step is judged on the fine-tuned model itself: a CPU runs trained weights
+            # measurably slower than fresh ones (denormal activations), about 1-2% here.
+            cmp = loop.reference.compare(model, threshold=self.goal)
+            loop.log(f"step {self.number}: after fine-tuning {cmp.describe()}")
+            measured = cmp.summary()
+        return measured
+
+
+def _key(widths: Mapping[str, int]) -> tuple:
+    return tuple(sorted(widths.items()))
+
