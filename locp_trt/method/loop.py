@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -36,7 +35,7 @@ from ..latency.compare import Comparison, Sampler, Verdict
 from ..latency.config import LayerConfig
 from ..prune.benefit import predicted_latency_us
 from ..prune.candidates import group_floor
-from ..prune.importance import Importance, group_importance, taylor_scores
+from ..prune.importance import Scorer, scorer_for
 from ..prune.plan import PruningPlan, apply_plan
 from .calibration import Calibration
 from .checkpoints import Checkpoints, Resumed
@@ -91,6 +90,8 @@ class Optimizer:
         loaders: `data.Loaders` (train, val, test); None: no fine-tuning and no accuracy.
             Decisions (guard, best checkpoint) use val where there is one.
         train_device: where fine-tuning runs (auto: CUDA when present), whatever is measured.
+        scorer: ranks each group's channels (default: `config.importance`'s, from the training
+            data where it needs data).
         schedule: the step goals (default: `config.steps` geometric steps with fine-tuning
             between them, else one, then `config.extra_steps`).
     """
@@ -102,7 +103,8 @@ class Optimizer:
                  loaders: Any = None, train_device: str = "auto",
                  log: Callable[[str], None] = print, progress: bool = True,
                  builder: Callable[[nn.Module], Callable[[], Sampler]] | None = None,
-                 build_variance: bool = False, schedule: GeometricSchedule | None = None) -> None:
+                 build_variance: bool = False, scorer: Scorer | None = None,
+                 schedule: GeometricSchedule | None = None) -> None:
         self.original = model.eval()
         self.input_shape = tuple(int(v) for v in input_shape)
         self.config = config
@@ -121,6 +123,8 @@ class Optimizer:
 
             device = resolve_torch_device(train_device)
         self.tuning = Tuning(loaders, self.original, device, progress)
+        self.scorer = scorer or scorer_for(config.importance, loader=loaders.train if loaders else None,
+                                           device=device)
         tuned = config.finetune is not None and loaders is not None
         self.schedule = schedule or GeometricSchedule(config.steps if tuned else 1, config.extra_steps)
         self.graph0 = self.graph(self.original)
@@ -133,13 +137,6 @@ class Optimizer:
         """Per group (and per concat part inside a group): the narrowest width allowed."""
         return {g: group_floor(grp, self.config.min_width_ratio)
                 for g, grp in self.graph0.groups.items() if grp.prunable}
-
-    def score(self, model: nn.Module, graph: ModelGraph, groups: list[str]) -> dict[str, np.ndarray]:
-        """Channel importance of `groups` (normalised per group)."""
-        if self.config.importance is Importance.TAYLOR:
-            return taylor_scores(model, graph, self.tuning.loaders.train, batches=8,
-                                 device=self.tuning.device, groups=groups)
-        return {g: group_importance(model, graph, g, self.config.importance) for g in groups}
 
     def record(self, step: int, model: nn.Module, widths: Mapping[str, int], start: float,
                measured: Mapping[str, Any], **extra: Any) -> StepRecord:
@@ -159,9 +156,9 @@ class Optimizer:
         if not self.graph0.prunable():
             raise LocpError("the model has no prunable channel group: "
                             + "; ".join(f"{g.id}: {g.reason}" for g in self.graph0.unprunable()))
-        if cfg.importance is Importance.TAYLOR and not self.tuning.has_data:
-            raise InvalidConfigError("--importance taylor needs training data for its gradients: pass "
-                                     "--data, or use --importance l1")
+        if self.scorer.needs_grads:  # the pruned models of the steps carry no gradients
+            raise InvalidConfigError(f"--importance {self.scorer.importance.value} needs training data "
+                                     "for its gradients: pass --data, or use --importance l1")
         run = self._start(self.checkpoints.last() if resume else None, resume)
         while True:
             self._steps(run)

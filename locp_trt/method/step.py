@@ -24,7 +24,7 @@ import torch.nn as nn
 from ..landing import Probe, land
 from ..latency.compare import Comparison, Verdict
 from ..prune.candidates import DiscoveryMethod, discover_candidates
-from ..prune.importance import Importance, most_important, weigh_by_reach
+from ..prune.importance import weigh_by_reach
 from ..prune.ladder import Ladder, Rung, build_ladder
 from ..prune.plan import PruningPlan, apply_plan
 from .records import StepRecord
@@ -122,10 +122,9 @@ class Step:
         loop, cfg = self.loop, self.loop.config
         self.candidates = discover_candidates(self.graph, self.current, loop.latency_us, method=discovery,
                                               floors=floors, progress=loop.progress)
-        self.scores = loop.score(self.model, self.graph, list(self.candidates))
-        if cfg.weigh_groups:
-            self.scores = weigh_by_reach(self.scores, self.graph)
-        return build_ladder(cfg.search, self.graph, self.current, self.candidates, self.scores, floors,
+        self.scores = loop.scorer.scores(self.model, self.graph, list(self.candidates))
+        weighed = weigh_by_reach(self.scores, self.graph) if cfg.weigh_groups else self.scores
+        return build_ladder(cfg.search, self.graph, self.current, self.candidates, weighed, floors,
                             latency_us=loop.latency_us, predict_us=loop.calibration.frozen(self.graph))
 
     # ---- landing ---------------------------------------------------------------------------------
@@ -184,16 +183,11 @@ class Step:
         """The step's model pruned to `widths` (the step's own scores choose the channels), once."""
         key = _key(widths)
         if key not in self._built:
-            loop, cfg = self.loop, self.loop.config
+            loop = self.loop
             new = {g: w for g, w in widths.items() if w != self.current[g]}
-            kept = None
-            if cfg.importance is Importance.TAYLOR:
-                # Taylor scores need data, so the step's own are passed in rather than
-                # recomputed inside apply_plan (which keeps concat parts for the others).
-                kept = {g: most_important(self.scores[g], w) for g, w in new.items()}
             self._built[key] = apply_plan(self.model, PruningPlan(loop.arch, loop.input_shape, new),
-                                          loop.input_shape, importance=Importance.L1 if kept else cfg.importance,
-                                          kept=kept, min_width_ratio=cfg.min_width_ratio)
+                                          loop.input_shape, loop.scorer, scores=self.scores,
+                                          min_width_ratio=loop.config.min_width_ratio)
         return self._built[key]
 
     def _apply(self, widths: Mapping[str, int]) -> tuple[nn.Module, PruningPlan]:

@@ -6,6 +6,12 @@ group's sum, so each group's scores add up to 1. `importance_lost(scores, keep)`
 fraction of a group's importance that pruning it to `keep` channels removes, in [0, 1], which is
 comparable across groups of different sizes and layer types.
 
+Every criterion is a scorer (`Scorer`) with one interface, as Torch-Pruning's `Importance` has:
+`scorer(model, graph, group_id)` scores one group, `scorer.scores(model, graph, groups)` several
+(a data-driven scorer does its passes over the data once for all of them). `scorer_for` builds the
+one an `Importance` names: magnitude (L1, L2), BatchNorm scale, Torch-Pruning's Taylor on gradients
+already there, or Taylor over training batches (`TaylorScorer`, which carries its data).
+
 Taylor importance over several batches (`taylor_scores`, what `--importance taylor` means) is the
 group Taylor criterion of Molchanov et al. (CVPR 2019), the one HALP (Shen et al. 2022) ranks
 channels with. Removing channel c is, to first order, putting a gate z_c = 1 -> 0 on it; the loss
@@ -46,8 +52,9 @@ import torch.nn as nn
 
 from ..errors import DatasetError, InvalidConfigError
 
-__all__ = ["Importance", "group_importance", "importance_lost", "accumulate_taylor", "taylor_scores",
-           "most_important", "channel_reach", "weigh_by_reach"]
+__all__ = ["Importance", "Scorer", "CriterionScorer", "TaylorScorer", "scorer_for", "group_importance",
+           "importance_lost", "accumulate_taylor", "taylor_scores", "most_important", "channel_reach",
+           "weigh_by_reach"]
 
 
 class Importance(str, enum.Enum):
@@ -141,6 +148,69 @@ def group_importance(model: nn.Module, graph_or_DG: Any, group_id: str, kind: Im
     arr = scores.detach().double().cpu().numpy()
     total = float(arr.sum())
     return arr / total if total > 0 else np.zeros_like(arr)
+
+
+class Scorer:
+    """Channel importance of channel groups, normalised to sum to 1 per group.
+
+    Attributes:
+        importance: the criterion (recorded in plans and reports).
+        needs_grads: scores read the gradients already on the model's weights (a pruned copy
+            must carry them).
+    """
+
+    importance: Importance
+    needs_grads: bool = False
+
+    def __call__(self, model: nn.Module, graph: Any, group_id: str) -> np.ndarray:
+        """Scores of one group's channels (numpy float64 [width])."""
+        raise NotImplementedError
+
+    def scores(self, model: nn.Module, graph: Any, groups: Iterable[str]) -> dict[str, np.ndarray]:
+        """Scores of several groups."""
+        return {g: self(model, graph, g) for g in groups}
+
+
+class CriterionScorer(Scorer):
+    """A Torch-Pruning criterion on the weights as they are (`group_importance`): L1, L2,
+    BatchNorm scale, or Taylor on gradients already computed (`accumulate_taylor`)."""
+
+    def __init__(self, importance: Importance) -> None:
+        self.importance = importance
+        self.needs_grads = importance is Importance.TAYLOR
+
+    def __call__(self, model: nn.Module, graph: Any, group_id: str) -> np.ndarray:
+        return group_importance(model, graph, group_id, self.importance, grads_available=self.needs_grads)
+
+
+class TaylorScorer(Scorer):
+    """First-order Taylor importance over the first `batches` batches of `loader`
+    (`taylor_scores`; every group scored in one pass over the data)."""
+
+    importance = Importance.TAYLOR
+
+    def __init__(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *, batches: int = 8,
+                 device: torch.device | str | None = None) -> None:
+        self.loader, self.batches, self.device = loader, batches, device
+
+    def __call__(self, model: nn.Module, graph: Any, group_id: str) -> np.ndarray:
+        return self.scores(model, graph, [group_id])[group_id]
+
+    def scores(self, model: nn.Module, graph: Any, groups: Iterable[str]) -> dict[str, np.ndarray]:
+        return taylor_scores(model, graph, self.loader, batches=self.batches, device=self.device,
+                             groups=list(groups))
+
+
+def scorer_for(importance: Importance | str | Scorer, *, loader: Any = None,
+               device: torch.device | str | None = None) -> Scorer:
+    """The scorer an `Importance` names. Taylor scores from `loader`'s training batches where one
+    is given, else from the gradients already on the weights."""
+    if isinstance(importance, Scorer):
+        return importance
+    importance = Importance.parse(importance)
+    if importance is Importance.TAYLOR and loader is not None:
+        return TaylorScorer(loader, device=device)
+    return CriterionScorer(importance)
 
 
 def channel_reach(graph: Any, groups: Iterable[str]) -> dict[str, float]:

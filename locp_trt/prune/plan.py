@@ -25,7 +25,7 @@ from ..errors import ModelLoadError, PlanError, UnsupportedLayerError, first_lin
 from ..graph import ModelGraph, build_graph
 from ..models.arch import check_state_dict, rebuild_arch
 from .candidates import width_floor
-from .importance import Importance, group_importance
+from .importance import Importance, Scorer, scorer_for
 
 __all__ = ["PLAN_SCHEMA", "PRUNED_FORMAT", "PruningPlan", "apply_plan", "save_pruned", "load_pruned",
            "pruned_from_payload"]
@@ -126,11 +126,9 @@ class PruningPlan:
                                 f"{empty[0][0]}..{empty[0][-1]} empty; keep at least one of them")
 
 
-def _kept_indices(model: nn.Module, graph: ModelGraph, gid: str, width: int,
-                  importance: Importance, part_floor: Callable[[int], int]) -> list[int]:
+def _kept_indices(scores: np.ndarray, graph: ModelGraph, gid: str, width: int,
+                  part_floor: Callable[[int], int]) -> list[int]:
     """The `width` most important channels, after each concat part's own floor is served."""
-    scores = group_importance(model, graph, gid, importance,
-                              grads_available=importance is Importance.TAYLOR)
     order = [int(i) for i in np.argsort(-scores, kind="stable")]  # best first, ties: lower index
     group = graph.groups[gid]
     kept = group.must_keep(order, part_floor)
@@ -172,15 +170,18 @@ def _check_pruned(work: nn.Module, input_shape: tuple[int, ...], before: list[tu
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...],
-               importance: Importance = Importance.L1,
+               importance: Importance | Scorer = Importance.L1,
                kept: Mapping[str, list[int]] | None = None, *,
+               scores: Mapping[str, np.ndarray] | None = None,
                min_width_ratio: float | None = None) -> tuple[nn.Module, PruningPlan]:
     """Physically prune a deep copy of `model` to the plan's widths.
 
-    Channels kept are exactly `kept` (else `plan.kept`) where given, otherwise the most important
-    ones by `importance`, all scored on the unpruned copy. The input model is not modified.
-    Every concat part inside a group keeps at least `width_floor(part, min_width_ratio)` of its
-    channels (None: at least one), however low its channels score.
+    Channels kept are exactly `kept` (else `plan.kept`) where given, otherwise the highest
+    `scores` of the group where given (scores of `model`'s channels, e.g. the ones a search
+    ranked them by), otherwise the highest by `importance` (a criterion or a `Scorer`) on the
+    unpruned copy. The input model is not modified. Every concat part inside a group keeps at
+    least `width_floor(part, min_width_ratio)` of its channels (None: at least one), however low
+    its channels score.
 
     Returns:
         The pruned module (same train/eval mode as `model`) and the plan with `kept` filled in for
@@ -191,12 +192,12 @@ def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...]
         UnsupportedLayerError: the pruned model would change its output shape (a guard: the
             channel graph missed a coupling).
     """
-    importance = Importance.parse(importance)
+    scorer = scorer_for(importance)
     input_shape = tuple(int(v) for v in input_shape)
     if tuple(plan.input_shape) != input_shape:
         raise PlanError(f"plan is for input shape {plan.input_shape}, got {input_shape}")
     work = copy.deepcopy(model)
-    if importance is Importance.TAYLOR:  # deepcopy drops .grad; Taylor scores need it
+    if scorer.needs_grads:  # deepcopy drops .grad
         for src, dst in zip(model.parameters(), work.parameters(), strict=True):
             if src.grad is not None:
                 dst.grad = src.grad.detach().clone()
@@ -209,7 +210,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...]
     before = _outputs(work, input_shape)
     if len(before) == 1 and len(before[0]) == 2:
         meta.setdefault("num_classes", int(before[0][1]))
-    meta["importance"] = importance.value
+    meta["importance"] = scorer.importance.value
 
     def part_floor(n: int) -> int:
         return 1 if min_width_ratio is None else width_floor(n, min_width_ratio)
@@ -223,7 +224,8 @@ def apply_plan(model: nn.Module, plan: PruningPlan, input_shape: tuple[int, ...]
         elif w == full:
             chosen[gid] = list(range(full))
         else:
-            chosen[gid] = _kept_indices(work, graph, gid, w, importance, part_floor)
+            ranked = scores[gid] if scores is not None and gid in scores else scorer(work, graph, gid)
+            chosen[gid] = _kept_indices(ranked, graph, gid, w, part_floor)
     changed = []
     for gid, idxs in chosen.items():
         drop = set(range(graph.groups[gid].width)) - set(idxs)
