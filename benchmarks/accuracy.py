@@ -171,7 +171,7 @@ def train_job(s: Settings, name: str) -> dict[str, Any]:
     import torch
 
     from locp_trt.models import get_model
-    from locp_trt.train import TrainConfig, evaluate, fine_tune
+    from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
 
     torch.backends.cudnn.benchmark = True
     device = _device()
@@ -262,13 +262,13 @@ def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool
              search: str = "greedy") -> dict[str, Any]:
     from benchmarks.images import TensorBatches
     from benchmarks.measure import CountedLatency
-    from locp_trt.data import Loaders
     from locp_trt.latency.config import Precision
     from locp_trt.latency.store import LatencyStore
     from locp_trt.method.config import OptimizeConfig
+    from locp_trt.method.ladder import SearchMethod
     from locp_trt.method.loop import Optimizer
     from locp_trt.prune.importance import Importance
-    from locp_trt.prune.ladder import SearchMethod
+    from locp_trt.train.data import Loaders
 
     subject = _subject(s, name)
     imp = Importance(importance)
@@ -330,11 +330,11 @@ def _knob_model(s: Settings, name: str, method: str):
 def _knapsack(s: Settings, name: str):
     """knob k -> the knapsack's plan for (1 - k) x the unpruned layer-sum latency (exhaustive table)."""
     from benchmarks.measure import CountedLatency
-    from locp_trt.graph import build_graph
     from locp_trt.latency.config import Precision
     from locp_trt.latency.store import LatencyStore
-    from locp_trt.prune.benefit import knapsack_search, predicted_latency_us
-    from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates
+    from locp_trt.method.benefit import knapsack_search, predicted_latency_us
+    from locp_trt.method.candidates import DiscoveryMethod, discover_candidates
+    from locp_trt.prune.graph import build_graph
     from locp_trt.prune.importance import Importance, weigh_by_reach
     from locp_trt.prune.plan import PruningPlan, apply_plan
 
@@ -383,7 +383,7 @@ def baseline_job(s: Settings, name: str, method: str, target: float, aim: float)
 def finetune_job(s: Settings, name: str, file: str) -> dict[str, Any]:
     import torch
 
-    from locp_trt.train import TrainConfig, evaluate, fine_tune
+    from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
 
     torch.backends.cudnn.benchmark = True
     device = _device()
@@ -540,7 +540,7 @@ def bn_recalibrated_accuracy(model, train, test, batches: int = 40) -> float:
     (Li et al., EagleEye, ECCV 2020), cheap enough for a CPU."""
     import torch
 
-    from locp_trt.train import evaluate
+    from locp_trt.train.finetune import evaluate
 
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in bns:
@@ -563,7 +563,7 @@ def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
     import torch
 
     from benchmarks.images import TensorBatches
-    from locp_trt.train import evaluate
+    from locp_trt.train.finetune import evaluate
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2)))
     out = Path(s.out)

@@ -3,7 +3,7 @@
 Fashion-MNIST is 60,000 28x28 images: 188 MB as float32, nothing for an H200. Serving batches
 from memory, with the standard CIFAR-style augmentation (random crop from a zero-padded image,
 horizontal flip) done on the same device, keeps the GPU busy instead of a DataLoader's workers.
-`TensorBatches` has `__len__` and yields (images, labels), so `locp_trt.train.fine_tune` and
+`TensorBatches` has `__len__` and yields (images, labels), so `locp_trt.train.finetune.fine_tune` and
 `evaluate` take it as they take a DataLoader.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from locp_trt.data import adapt_images, load_dataset
+from locp_trt.train.data import adapt_images, load_dataset
 
 __all__ = ["TensorBatches", "load_split"]
 

@@ -5,7 +5,7 @@ Each run is `python -m locp_trt optimize ...` in its own process (ONNX Runtime C
 pinned to its own pair of CPU cores; with --busy, one busy-looping process shares that pair
 (one busy process per two cores, as on a loaded 2-core CI machine). After the run, this script
 rebuilds the emitted files with the run's runtime.json in another process and times them
-interleaved with the unpruned model over 3 fresh builds of each (`locp_trt.delivered.reproduce`,
+interleaved with the unpruned model over 3 fresh builds of each (`locp_trt.deploy.delivered.reproduce`,
 what `bench OUT/` does): the delivered speedup, with its 90% interval.
 
   python benchmarks/landing.py --out benchmarks/results/landing_quiet
@@ -55,7 +55,7 @@ def _weights(model: str, seed: int, out: Path) -> list[str]:
 def _delivered(run_dir: Path, model_args: list[str]) -> dict[str, Any]:
     """The emitted files rebuilt and timed against the unpruned model here (3 fresh builds of
     each), independently of the optimize run."""
-    from locp_trt.delivered import reproduce
+    from locp_trt.deploy.delivered import reproduce
 
     return reproduce(run_dir, builds=3).to_json()
 

@@ -125,7 +125,7 @@ class ModelTimer:
         self.module = module
         self.onnx: bytes | None = None
         if runtime.name not in _TORCH_RUNTIMES:
-            from locp_trt.export import onnx_bytes_from_module
+            from locp_trt.deploy.export import onnx_bytes_from_module
 
             self.onnx = onnx_bytes_from_module(module, self.shape, precision)
 

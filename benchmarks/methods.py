@@ -30,12 +30,12 @@ import torch
 import torch.nn as nn
 
 from benchmarks.measure import BudgetExceeded
-from locp_trt.graph import ModelGraph, build_graph
 from locp_trt.latency.config import LayerConfig, Precision
+from locp_trt.method.benefit import knapsack_search, predicted_latency_us
+from locp_trt.method.candidates import DiscoveryMethod, discover_candidates
 from locp_trt.method.config import OptimizeConfig
 from locp_trt.method.loop import Optimizer
-from locp_trt.prune.benefit import knapsack_search, predicted_latency_us
-from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates, width_floor
+from locp_trt.prune.graph import ModelGraph, build_graph, width_floor
 from locp_trt.prune.importance import Importance, group_importance, importance_lost
 from locp_trt.prune.plan import PruningPlan, apply_plan
 

@@ -47,9 +47,9 @@ def cost_breakdown(options: dict, count: int) -> dict:
     algorithm choice / plan build), 60 timed runs; medians over `count` ResNet-50 configs."""
     import torchvision
 
-    from locp_trt.graph import build_graph
     from locp_trt.latency.onnx_graph import build_layer_onnx
     from locp_trt.latency.runtimes.onnxrt import OrtCudaRuntime
+    from locp_trt.prune.graph import build_graph
 
     g = build_graph(torchvision.models.resnet50().eval(), (3, 224, 224), batch=32, precision="fp16")
     cfgs = list(dict.fromkeys(g.layer_configs({}).values()))[:count]
@@ -76,7 +76,7 @@ def aligned_widths(options: dict, n: int, runs: int) -> dict:
     group) or of 4 (60) or odd (61): is the build-to-build variance an alignment effect?"""
     import torchvision
 
-    from locp_trt.export import onnx_bytes_from_module
+    from locp_trt.deploy.export import onnx_bytes_from_module
     from locp_trt.latency.runtimes.onnxrt import OrtCudaRuntime
 
     rt = OrtCudaRuntime(provider_options=options)
@@ -95,9 +95,9 @@ def config_cost(options: dict, count: int) -> dict:
     """Seconds per layer config through the runtime's own time_layer, and the session share."""
     import torchvision
 
-    from locp_trt.graph import build_graph
     from locp_trt.latency.onnx_graph import build_layer_onnx
     from locp_trt.latency.runtimes.onnxrt import OrtCudaRuntime
+    from locp_trt.prune.graph import build_graph
 
     g = build_graph(torchvision.models.resnet50().eval(), (3, 224, 224), batch=32, precision="fp16")
     cfgs = list(dict.fromkeys(g.layer_configs({}).values()))[:count]

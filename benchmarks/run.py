@@ -180,8 +180,8 @@ def _subject(ctx: _Context, name: str) -> Subject:
     model = get_model(name, in_channels=shape[0])
     accuracy = None
     if args.data:
-        from locp_trt.data import make_loaders
-        from locp_trt.train import TrainConfig, evaluate, train_from_scratch
+        from locp_trt.train.data import make_loaders
+        from locp_trt.train.finetune import TrainConfig, evaluate, train_from_scratch
 
         loaders = make_loaders(args.data, shape, 128, limit_train=args.train_limit, seed=args.seed)
         ctx.loaders[name] = loaders
@@ -202,7 +202,7 @@ def _accuracy(ctx: _Context, subject: Subject, variant: Variant) -> float | None
         return None
     if variant.method is Method.UNPRUNED:
         return subject.accuracy
-    from locp_trt.train import TrainConfig, evaluate, fine_tune
+    from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
 
     train, test = ctx.loaders[subject.name]
     model = copy.deepcopy(variant.model)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from locp_trt.data import make_loaders
 from locp_trt.models import get_model
-from locp_trt.pipeline import EXAMPLE, example_model_path
-from locp_trt.train import TrainConfig, evaluate, fine_tune
+from locp_trt.pipeline.run import EXAMPLE, example_model_path
+from locp_trt.train.data import make_loaders
+from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
 
 
 def main() -> None:

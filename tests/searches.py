@@ -5,7 +5,7 @@ The product walks the greedy path to the floor (`prune.ladder`); tests ask it fo
 
 from __future__ import annotations
 
-from locp_trt.prune.benefit import SearchResult, greedy_steps, predicted_latency_us
+from locp_trt.method.benefit import SearchResult, greedy_steps, predicted_latency_us
 
 
 def greedy(graph, start, cands, scores, latency_us, target_us) -> SearchResult:

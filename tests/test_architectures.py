@@ -12,14 +12,14 @@ import pytest
 import torch
 from models import TINY_MODELS, ConcatAdd, SqueezeHead  # tests/models.py
 
-from locp_trt._graph_tp import channel_op_problem
 from locp_trt.cli import main
+from locp_trt.deploy.export import export_onnx
 from locp_trt.errors import ModelLoadError, PlanError, UnsupportedLayerError
-from locp_trt.export import export_onnx
-from locp_trt.graph import build_graph
-from locp_trt.loading import ModelKind, load_model
+from locp_trt.method.candidates import discover_candidates
+from locp_trt.models.loading import ModelKind, load_model
 from locp_trt.prune import PruningPlan, apply_plan, save_pruned
-from locp_trt.prune.candidates import discover_candidates, group_floor
+from locp_trt.prune._graph_tp import channel_op_problem
+from locp_trt.prune.graph import build_graph, group_floor
 
 ARCHS = ["shufflev2", "squeeze_head", "concat_add", "linear_head"]
 
@@ -85,7 +85,7 @@ def test_output_layer_is_fixed_whatever_the_head(name, head):
 
 
 def test_apply_plan_refuses_to_change_the_output_shape(monkeypatch):
-    import locp_trt.graph as graph_mod
+    import locp_trt.prune.graph as graph_mod
 
     monkeypatch.setattr(graph_mod, "output_layers", lambda dg: set())  # blind the graph
     model, shape = tiny("squeeze_head")
@@ -302,11 +302,11 @@ def test_pt2_is_refused_clearly_or_read_for_its_weights(tmp_path, capsys):
 # ---- issue 9, item 8: no import circle ----------------------------------------------------------
 def test_prune_plan_does_not_import_loading():
     code = ("import sys, locp_trt.prune.plan; "
-            "assert 'locp_trt.loading' not in sys.modules, 'plan imports loading'")
+            "assert 'locp_trt.models.loading' not in sys.modules, 'plan imports loading'")
     root = Path(__file__).resolve().parents[1]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
-    from locp_trt.loading import check_state_dict, resolve_arch  # public names still there
+    from locp_trt.models.loading import check_state_dict, resolve_arch  # public names still there
 
     assert callable(check_state_dict) and callable(resolve_arch)

@@ -8,10 +8,16 @@ import json
 import pytest
 import torch
 
-from locp_trt.bench import BenchResult, ModelFormat, bench_file, model_format, onnx_input_info
 from locp_trt.cli import main
+from locp_trt.deploy.bench import (
+    BenchResult,
+    ModelFormat,
+    bench_file,
+    model_format,
+    onnx_input_info,
+)
+from locp_trt.deploy.export import onnx_bytes_from_module
 from locp_trt.errors import BackendUnavailableError, InvalidConfigError, ModelLoadError
-from locp_trt.export import onnx_bytes_from_module
 from locp_trt.latency.config import Precision
 from locp_trt.latency.timing import BenchConfig
 from locp_trt.models import get_model
@@ -132,8 +138,8 @@ def test_engine_without_tensorrt_is_one_line(tmp_path, capsys):
 @pytest.mark.skipif(not _has_trt() or not torch.cuda.is_available(), reason="needs TensorRT and a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_bench_engine_with_tensorrt(lenet, tmp_path, precision):
-    from locp_trt.devices import get_device
-    from locp_trt.export import build_trt_engine, export_onnx
+    from locp_trt.deploy.devices import get_device
+    from locp_trt.deploy.export import build_trt_engine, export_onnx
 
     model = get_model("lenet5").eval()
     export_onnx(model, tmp_path / "m.onnx", (2, 1, 28, 28), precision)

@@ -16,7 +16,7 @@ from searches import greedy
 
 from locp_trt.errors import InvalidConfigError, PlanError
 from locp_trt.latency.config import LayerConfig
-from locp_trt.prune.benefit import (
+from locp_trt.method.benefit import (
     Candidate,
     assess,
     greedy_steps,
@@ -24,7 +24,7 @@ from locp_trt.prune.benefit import (
     neighbour_groups,
     predicted_latency_us,
 )
-from locp_trt.prune.candidates import GroupCandidates
+from locp_trt.method.candidates import GroupCandidates
 
 #: Both searches, by name, with one signature.
 SEARCHES = {"greedy": greedy, "knapsack": knapsack_search}
@@ -278,9 +278,9 @@ def conv_stair_us(cfg: LayerConfig) -> float:
 def resnet20():
     import torch
 
-    from locp_trt.graph import build_graph
+    from locp_trt.method.candidates import discover_candidates
     from locp_trt.models import get_model
-    from locp_trt.prune.candidates import discover_candidates
+    from locp_trt.prune.graph import build_graph
     from locp_trt.prune.importance import Importance, group_importance
 
     torch.manual_seed(0)
@@ -295,7 +295,7 @@ def resnet20():
 def test_resnet20_plan_meets_target_and_applies(resnet20, method):
     import torch
 
-    from locp_trt.graph import build_graph
+    from locp_trt.prune.graph import build_graph
     from locp_trt.prune.plan import PruningPlan, apply_plan
 
     model, graph, cands, scores = resnet20
@@ -329,12 +329,12 @@ def test_resnet20_knapsack_not_worse_than_greedy_on_residual_stages(resnet20):
 def test_tiny_model_search_with_onnxruntime_cpu_meter():
     from models import TINY_MODELS  # tests/models.py
 
-    from locp_trt.graph import build_graph
     from locp_trt.latency.meter import LatencyMeter
     from locp_trt.latency.runtimes import get_runtime, runtime_class
     from locp_trt.latency.store import LatencyStore
     from locp_trt.latency.timing import BenchConfig
-    from locp_trt.prune.candidates import discover_candidates
+    from locp_trt.method.candidates import discover_candidates
+    from locp_trt.prune.graph import build_graph
     from locp_trt.prune.importance import Importance, group_importance
 
     reason = runtime_class("onnxruntime").unavailable_reason()

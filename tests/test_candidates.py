@@ -9,13 +9,13 @@ from handgraph import HandGraph, conv  # tests/ is on sys.path under pytest
 
 from locp_trt.errors import InvalidConfigError, PlanError
 from locp_trt.latency.config import LayerConfig
-from locp_trt.prune.candidates import (
+from locp_trt.method.candidates import (
     DiscoveryMethod,
     GroupCandidates,
     discover_candidates,
     group_latency_fn,
-    width_floor,
 )
+from locp_trt.prune.graph import width_floor
 
 
 def stair_us(cfg: LayerConfig) -> float:
@@ -137,8 +137,8 @@ def fine_stair_us(cfg: LayerConfig) -> float:
 def test_discover_on_tiny_models(name):
     from models import TINY_MODELS  # tests/models.py
 
-    from locp_trt.graph import build_graph
-    from locp_trt.stairs import envelope_of
+    from locp_trt.method.stairs import envelope_of
+    from locp_trt.prune.graph import build_graph
 
     factory, shape = TINY_MODELS[name]
     graph = build_graph(factory(), shape)
@@ -158,7 +158,7 @@ def test_discover_on_tiny_models(name):
 def test_concat_group_latency_includes_the_merge_conv():
     from models import TINY_MODELS
 
-    from locp_trt.graph import build_graph
+    from locp_trt.prune.graph import build_graph
 
     factory, shape = TINY_MODELS["concat"]
     graph = build_graph(factory(), shape)

@@ -16,7 +16,7 @@ class _Captured(Exception):
 
 def job_for(monkeypatch, tmp_path: Path, *extra: str):
     """The OptimizeJob `optimize` would run with these options (run_job is replaced)."""
-    import locp_trt.pipeline as pipeline
+    import locp_trt.pipeline.run as pipeline
 
     seen = []
 
@@ -32,7 +32,7 @@ def job_for(monkeypatch, tmp_path: Path, *extra: str):
 
 
 def test_defaults_distil_on_auto_device_ten_percent_validation(monkeypatch, tmp_path):
-    from locp_trt.pipeline import OptimizeJob
+    from locp_trt.pipeline.run import OptimizeJob
 
     job = job_for(monkeypatch, tmp_path)
     assert (job.distill, job.distill_alpha, job.distill_temperature) == (True, 0.7, 4.0)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from locp_trt.errors import InvalidConfigError
-from locp_trt.landing import Probe, land
 from locp_trt.latency.compare import CompareRule, Verdict, compare, t_quantile
+from locp_trt.method.landing import Probe, land
 
 
 def scripted(medians, spread=0.0, seed=0):

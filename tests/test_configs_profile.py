@@ -16,7 +16,15 @@ from models import TINY_MODELS  # tests/models.py
 from searches import greedy
 
 from locp_trt.cli import main
-from locp_trt.configs_list import (
+from locp_trt.errors import InvalidConfigError, StoreError
+from locp_trt.latency.config import LayerConfig, Op, Precision
+from locp_trt.latency.meter import LatencyMeter, LatencyTable
+from locp_trt.latency.runtimes import get_runtime
+from locp_trt.latency.store import TABLE_SCHEMA, LatencyStore
+from locp_trt.latency.timing import BenchConfig
+from locp_trt.method.benefit import predicted_latency_us
+from locp_trt.method.candidates import discover_candidates, group_latency_fn
+from locp_trt.method.configs_list import (
     CONFIGS_SCHEMA,
     ConfigList,
     Coverage,
@@ -24,15 +32,7 @@ from locp_trt.configs_list import (
     grid_size,
     group_floors,
 )
-from locp_trt.errors import InvalidConfigError, StoreError
-from locp_trt.graph import build_graph
-from locp_trt.latency.config import LayerConfig, Op, Precision
-from locp_trt.latency.meter import LatencyMeter, LatencyTable
-from locp_trt.latency.runtimes import get_runtime
-from locp_trt.latency.store import TABLE_SCHEMA, LatencyStore
-from locp_trt.latency.timing import BenchConfig
-from locp_trt.prune.benefit import predicted_latency_us
-from locp_trt.prune.candidates import discover_candidates, group_latency_fn
+from locp_trt.prune.graph import build_graph
 from locp_trt.prune.importance import Importance, group_importance
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,7 +269,7 @@ def _two_step_plans(graph, model, latency_us) -> list[dict[str, int]]:
 
 def test_table_gives_the_same_plans_as_measuring_directly(profiled, residual_file):
     configs, table, store_path = profiled
-    from locp_trt.loading import load_model
+    from locp_trt.models.loading import load_model
 
     model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
     graph = build_graph(model, (3, 24, 24))
@@ -302,7 +302,7 @@ def test_step_list_covers_a_steps_staircases_not_its_search(profiled, residual_f
     """What `configs --coverage step` says is true: the first step's staircase discovery finds
     every config in it, while the search that follows (several groups narrowed at once) asks for
     configs only the grid holds, so `optimize --latency-table` needs a grid table."""
-    from locp_trt.loading import load_model
+    from locp_trt.models.loading import load_model
 
     grid, table, _ = profiled
     model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
@@ -334,9 +334,9 @@ def test_step_list_covers_a_steps_staircases_not_its_search(profiled, residual_f
 def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_file, tmp_path):
     """End to end: `optimize --latency-table` gives the plan the Optimizer finds measuring directly."""
     from locp_trt.latency.config import Precision as P
-    from locp_trt.loading import load_model
     from locp_trt.method.config import OptimizeConfig
     from locp_trt.method.loop import Optimizer
+    from locp_trt.models.loading import load_model
 
     configs, table, store_path = profiled
     out = tmp_path / "run"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from locp_trt.data import (
+from locp_trt.errors import DatasetError
+from locp_trt.train.data import (
     DatasetKind,
     DatasetSpec,
     Loaders,
@@ -23,7 +24,6 @@ from locp_trt.data import (
     read_idx,
     split_validation,
 )
-from locp_trt.errors import DatasetError
 
 
 def write_idx(path: Path, array: np.ndarray, *, magic: int | None = None, gz: bool = False) -> Path:

@@ -235,8 +235,8 @@ def test_bench_of_an_output_folder_reproduces_the_headline(tmp_path: Path) -> No
 
 def test_the_final_fine_tune_says_what_it_changed(tmp_path: Path) -> None:
     """The final fine-tune logs one line, and its 'after' figure is the emitted step's accuracy."""
-    from locp_trt.data import make_split_loaders
-    from locp_trt.train import TrainConfig
+    from locp_trt.train.data import make_split_loaders
+    from locp_trt.train.finetune import TrainConfig
 
     torch.manual_seed(0)
     fake = StepLatency((1, 1, 28, 28), noise=0.0)

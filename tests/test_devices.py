@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from locp_trt import devices
-from locp_trt.devices import (
+from locp_trt.deploy.devices import (
     DeviceProfile,
     auto_device_name,
     check_clocks_locked,

@@ -15,9 +15,8 @@ import torch
 import torch.nn as nn
 from models import TINY_MODELS  # tests/models.py
 
-from locp_trt.devices import get_device
-from locp_trt.errors import BackendUnavailableError, InvalidConfigError, LocpError
-from locp_trt.export import (
+from locp_trt.deploy.devices import get_device
+from locp_trt.deploy.export import (
     Exporter,
     ExportError,
     build_trt_engine,
@@ -26,6 +25,7 @@ from locp_trt.export import (
     onnx_float_to_half,
     verify_onnx,
 )
+from locp_trt.errors import BackendUnavailableError, InvalidConfigError, LocpError
 from locp_trt.latency.config import Precision
 from locp_trt.models import get_model, list_models, model_spec
 
@@ -69,7 +69,7 @@ def test_small_nets_match_pytorch_fp32(tmp_path, name):
 @pytest.mark.parametrize("name", [n for n in list_models() if model_spec(n).source == "zoo"])
 def test_zoo_models_export_fp32_after_pruning(tmp_path, name):
     """Every zoo model, pruned by a random plan, exports to ONNX that matches PyTorch in ORT."""
-    from locp_trt.graph import build_graph
+    from locp_trt.prune.graph import build_graph
     from locp_trt.prune.plan import PruningPlan, apply_plan
 
     torch.manual_seed(0)

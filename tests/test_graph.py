@@ -11,10 +11,10 @@ import torch.nn as nn
 from models import TINY_MODELS  # tests/models.py
 
 from locp_trt.errors import PlanError, UnsupportedLayerError
-from locp_trt.graph import InputPart, build_graph
 from locp_trt.latency.config import Op, Precision
 from locp_trt.models import get_model, model_spec
 from locp_trt.prune import PruningPlan, apply_plan
+from locp_trt.prune.graph import InputPart, build_graph
 
 
 def tiny(name: str):

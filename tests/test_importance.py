@@ -18,7 +18,7 @@ from searches import greedy
 from torch.utils.data import DataLoader, TensorDataset
 
 from locp_trt.errors import DatasetError, InvalidConfigError
-from locp_trt.graph import build_graph
+from locp_trt.prune.graph import build_graph
 from locp_trt.prune.importance import most_important, taylor_scores
 from locp_trt.prune.plan import PruningPlan, apply_plan
 
@@ -226,9 +226,9 @@ def test_weighed_search_keeps_residual_trunks_wider():
     """A latency-greedy search with per-group fractions cuts the trunks (each saves the time of
     every layer it touches) before anything else; weighed by reach it leaves them wider."""
     from locp_trt.latency.config import LayerConfig
+    from locp_trt.method.benefit import predicted_latency_us
+    from locp_trt.method.candidates import discover_candidates
     from locp_trt.models import get_model
-    from locp_trt.prune.benefit import predicted_latency_us
-    from locp_trt.prune.candidates import discover_candidates
     from locp_trt.prune.importance import Importance, group_importance, weigh_by_reach
 
     torch.manual_seed(0)

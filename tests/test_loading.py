@@ -12,8 +12,8 @@ import torch
 from models import Residual  # tests/models.py
 
 from locp_trt.errors import LocpError, ModelLoadError
-from locp_trt.loading import ModelKind, load_model
 from locp_trt.models import get_model
+from locp_trt.models.loading import ModelKind, load_model
 from locp_trt.prune import PruningPlan, apply_plan, save_pruned
 
 

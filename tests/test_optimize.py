@@ -17,7 +17,7 @@ from locp_trt.cli import main
 from locp_trt.errors import InvalidConfigError
 from locp_trt.method.config import OptimizeConfig
 from locp_trt.models import get_model
-from locp_trt.pipeline import OptimizeJob, run_job
+from locp_trt.pipeline.run import OptimizeJob, run_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,8 +78,8 @@ def _optimize_cmd(model: Path, out: Path, table: Path, *extra: str) -> list[str]
 def _write_staircase_table(configs: Path, table: Path) -> None:
     """A lookup table for every config `configs` listed, from the recorded-style staircase of
     `StepLatency` (multiples of 8 fast): what `profile` would write, without minutes of timing."""
-    from locp_trt.configs_list import ConfigList
     from locp_trt.latency.runtimes import get_runtime
+    from locp_trt.method.configs_list import ConfigList
 
     listed = ConfigList.load(configs)
     fake = StepLatency((1, 1, 28, 28))
@@ -173,8 +173,8 @@ def test_optimize_missing_model_file(tmp_path: Path, capsys) -> None:
 def test_accuracy_kept_within_one_point_at_1p5x(tmp_path: Path) -> None:
     """Short version of benchmarks/mnist_lenet5.sh: a LeNet5 trained here on the synthetic set,
     pruned to a measured 1.5x with fine-tuning, loses at most 1 point of test accuracy."""
-    from locp_trt.data import make_loaders
-    from locp_trt.train import TrainConfig, evaluate, fine_tune
+    from locp_trt.train.data import make_loaders
+    from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
 
     torch.manual_seed(0)
     model = get_model("lenet5")
@@ -203,7 +203,7 @@ class StepLatency:
     def __init__(self, shape, overhead_us=40.0, noise=0.03, seed=0):
         import numpy as np
 
-        from locp_trt.graph import build_graph
+        from locp_trt.prune.graph import build_graph
 
         self.build_graph, self.np = build_graph, np
         self.shape, self.overhead, self.noise = shape, overhead_us, noise
@@ -248,8 +248,8 @@ def test_loop_lands_within_tolerance_on_a_formula_runtime_under_noise(tmp_path: 
 def test_both_searches_land(tmp_path: Path, search: str) -> None:
     """The landing chooses among knapsack plans for a ladder of predicted latencies (default) or
     among prefixes of the greedy path (--search greedy); both land under 3% noise."""
+    from locp_trt.method.ladder import SearchMethod
     from locp_trt.method.loop import Optimizer
-    from locp_trt.prune.ladder import SearchMethod
 
     torch.manual_seed(0)
     model = get_model("resnet20")
@@ -313,7 +313,7 @@ def test_match_nodes_by_shape_in_order_with_padded_channels() -> None:
     runtime padded to its block still match; anything else is left unmatched, never guessed."""
     from locp_trt.latency.config import LayerConfig
     from locp_trt.latency.runtimes.onnxrt import NodeTime
-    from locp_trt.pipeline import match_nodes
+    from locp_trt.pipeline.run import match_nodes
 
     a = LayerConfig("conv", 3, 4, 3, 1, 1, input_hw=(8, 8))
     b = LayerConfig("conv", 4, 4, 3, 1, 1, input_hw=(8, 8))

@@ -1,4 +1,4 @@
-"""Output folders (`locp_trt.outdir`) and the option differences a refused --resume reports."""
+"""Output folders (`locp_trt.pipeline.outdir`) and the option differences a refused --resume reports."""
 
 from __future__ import annotations
 
@@ -14,7 +14,12 @@ from live import assert_honest_end
 from locp_trt.method.checkpoints import config_differences
 from locp_trt.method.config import OptimizeConfig
 from locp_trt.models import get_model
-from locp_trt.outdir import OutDirError, has_checkpoint, prepare_out_dir, removed_on_failure
+from locp_trt.pipeline.outdir import (
+    OutDirError,
+    has_checkpoint,
+    prepare_out_dir,
+    removed_on_failure,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from locp_trt.bench import bench_file
 from locp_trt.cli import main
-from locp_trt.graph import build_graph, count_params
+from locp_trt.deploy.bench import bench_file
 from locp_trt.latency.timing import BenchConfig
 from locp_trt.models import get_model, model_spec
+from locp_trt.prune.graph import build_graph, count_params
 
 
 def test_count_params_includes_batchnorm_affine_not_buffers():

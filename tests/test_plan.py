@@ -12,7 +12,6 @@ import torch.nn as nn
 from models import TINY_MODELS, randomise_bn  # tests/models.py
 
 from locp_trt.errors import InvalidConfigError, ModelLoadError, PlanError
-from locp_trt.graph import build_graph
 from locp_trt.models import get_model, model_spec
 from locp_trt.prune import (
     Importance,
@@ -24,6 +23,7 @@ from locp_trt.prune import (
     load_pruned,
     save_pruned,
 )
+from locp_trt.prune.graph import build_graph
 
 ZOO = ["resnet20", "resnet56", "resnet110", "vgg16_bn", "mobilenetv2", "lenet5"]
 
@@ -58,7 +58,7 @@ def test_random_plan_runs_has_widths_and_reloads_identically(arch, tmp_path):
 
 def zero_channels(graph, gid: str, idxs: list[int]) -> None:
     """Make channels `idxs` of group `gid` exactly 0 wherever they are produced."""
-    from locp_trt.graph import ModelGraph
+    from locp_trt.prune.graph import ModelGraph
 
     assert isinstance(graph, ModelGraph)
     module, fn, _ = graph._tp[gid]

@@ -13,9 +13,9 @@ import pytest
 import torch
 from live import assert_honest_end
 
+from locp_trt.method.stairs import sweep
 from locp_trt.models import get_model
 from locp_trt.progress import progress_enabled
-from locp_trt.stairs import sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,9 +106,9 @@ def test_optimize_says_how_long_step_one_measurements_take():
     """One line, once: step 1's staircase configs still unmeasured times the seconds per
     measurement of the first few of them past the baseline's (a fake runtime and clock: no live
     timing). The baseline's own configs (faster here) neither trigger nor skew it."""
-    from locp_trt.graph import build_graph
     from locp_trt.method.config import OptimizeConfig
-    from locp_trt.pipeline import _baseline_configs, _Recorder, _step_one_configs
+    from locp_trt.pipeline.run import _baseline_configs, _Recorder, _step_one_configs
+    from locp_trt.prune.graph import build_graph
 
     meter, said = _fake_meter(), []
     recorder = _Recorder(meter.latency_us, meter, log=said.append, after=3)
@@ -140,8 +140,8 @@ def test_optimize_says_how_long_step_one_measurements_take():
 def test_discovery_bar_shows_the_time_left(monkeypatch):
     """The stairs bar's note: at most how long the layer measurements left in this discovery
     take, from a latency function that can estimate (the meter)."""
-    import locp_trt.prune.candidates as candidates
-    from locp_trt.graph import build_graph
+    import locp_trt.method.candidates as candidates
+    from locp_trt.prune.graph import build_graph
 
     meter = _fake_meter()
     graph = build_graph(get_model("lenet5"), (1, 28, 28))

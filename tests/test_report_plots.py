@@ -12,7 +12,7 @@ import pytest
 
 from locp_trt.cli.stairs_cmd import stairs_title
 from locp_trt.latency.config import LayerConfig, Op
-from locp_trt.report import (
+from locp_trt.report.plots import (
     STAIRS_TITLE,
     STAIRS_YLABEL,
     _stairs_figure,
@@ -158,11 +158,11 @@ def test_stairs_and_envelope_check_judge_the_same_staircase():
     at the widths the step started from) with the envelope that step offered. Here conv1 goes to
     8 at step 2, a fast edge of step 2's staircase but a slow bump on step 1's; step 3 (not
     emitted) moves it on to 6."""
-    from locp_trt.graph import build_graph
+    from locp_trt.method.candidates import DiscoveryMethod, discover_candidates
     from locp_trt.method.records import StepRecord
     from locp_trt.models import get_model
-    from locp_trt.pipeline import _envelope_check, _group_stairs, _Recorder
-    from locp_trt.prune.candidates import DiscoveryMethod, discover_candidates
+    from locp_trt.pipeline.run import _envelope_check, _group_stairs, _Recorder
+    from locp_trt.prune.graph import build_graph
 
     graph0 = build_graph(get_model("lenet5"), (1, 28, 28))
     recorder = _Recorder(_notched_latency)

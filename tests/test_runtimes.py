@@ -61,13 +61,13 @@ def _tiny_module():
 
 @pytest.fixture
 def onnx_export(monkeypatch):
-    """`locp_trt.export.onnx_bytes_from_module`, or a test-local stand-in until export.py lands.
+    """`locp_trt.deploy.export.onnx_bytes_from_module`, or a test-local stand-in until export.py lands.
 
     The stand-in is a plain torch.onnx export of the module (an exporter, not a runtime), so the
     runtime under test is still exercised for real.
     """
     try:
-        from locp_trt.export import onnx_bytes_from_module  # noqa: F401
+        from locp_trt.deploy.export import onnx_bytes_from_module  # noqa: F401
 
         return
     except ImportError:
@@ -84,9 +84,9 @@ def onnx_export(monkeypatch):
                               input_names=["x"], output_names=["y"], dynamo=False)
         return buf.getvalue()
 
-    stand_in = types.ModuleType("locp_trt.export")
+    stand_in = types.ModuleType("locp_trt.deploy.export")
     stand_in.onnx_bytes_from_module = onnx_bytes_from_module
-    monkeypatch.setitem(sys.modules, "locp_trt.export", stand_in)
+    monkeypatch.setitem(sys.modules, "locp_trt.deploy.export", stand_in)
 
 
 # ---- registry ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from locp_trt import stairs
 from locp_trt.errors import InvalidConfigError, StoreError
-from locp_trt.stairs import Staircase
+from locp_trt.method.stairs import Staircase
 
 EVIDENCE = Path(__file__).parent / "data" / "h100_cudnn_conv3x3_stairs.json"
 KEYS = ["float16_cin256_hw14_b32", "float16_cin128_hw28_b32",

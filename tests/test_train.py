@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from locp_trt.data import make_loaders
 from locp_trt.errors import BackendUnavailableError, DatasetError, InvalidConfigError
-from locp_trt.train import (
+from locp_trt.train.data import make_loaders
+from locp_trt.train.finetune import (
     TrainConfig,
     distillation_loss,
     evaluate,

@@ -94,7 +94,7 @@ def _interrupt_hint(args: argparse.Namespace) -> str | None:
     """What to do after Ctrl-C: an interrupted `optimize` resumes from its last checkpoint."""
     if args.command != "optimize":
         return None
-    from ..outdir import has_checkpoint
+    from ..pipeline.outdir import has_checkpoint
 
     if has_checkpoint(args.out):
         return (f"rerun the same command with --resume{' instead of --force' if args.force else ''} to "

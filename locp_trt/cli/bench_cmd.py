@@ -106,9 +106,9 @@ class Command:
         add_bench_args(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..bench import bench_file, bench_files
+        from ..deploy.bench import bench_file, bench_files
         from ..latency.fingerprint import DeviceFingerprint
-        from ..loading import resolve_model_source
+        from ..models.loading import resolve_model_source
 
         if len(args.paths) == 1 and Path(args.paths[0]).is_dir():
             return _reproduce(args)
@@ -155,7 +155,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     """`bench OUT/`: the emitted model against the unpruned one, as the run's report claims."""
     import sys
 
-    from ..delivered import reproduce
+    from ..deploy.delivered import reproduce
 
     out = Path(args.paths[0])
     print(f"bench {out}: the emitted model against the unpruned one, {args.builds} fresh builds of "

@@ -38,7 +38,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_configs_args(p: argparse.ArgumentParser, *, precision: bool = True) -> None:
     """--device, --precision (unless another group adds it), --batch, --min-width-ratio,
     --coverage, --max-configs."""
-    from ..configs_list import DEFAULT_MAX_CONFIGS, Coverage
+    from ..method.configs_list import DEFAULT_MAX_CONFIGS, Coverage
 
     g = p.add_argument_group("what to list")
     g.add_argument("--device", default="auto",
@@ -61,12 +61,12 @@ def add_configs_args(p: argparse.ArgumentParser, *, precision: bool = True) -> N
 
 def model_config_list(args: argparse.Namespace):
     """Load `args.model` and list its configs (a `ConfigList`); needs torch."""
-    from ..configs_list import Coverage, configs_for_model
-    from ..devices import resolve_device
+    from ..deploy.devices import resolve_device
     from ..errors import InvalidConfigError
-    from ..graph import build_graph
     from ..latency.config import Precision
-    from ..loading import load_model
+    from ..method.configs_list import Coverage, configs_for_model
+    from ..models.loading import load_model
+    from ..prune.graph import build_graph
 
     profile = resolve_device(args.device)
     precision = Precision.parse(args.precision) if args.precision else profile.precision
@@ -92,7 +92,7 @@ def model_config_list(args: argparse.Namespace):
 
 def print_counts(configs) -> None:
     """Say how many configs, and how large the other coverage is."""
-    from ..configs_list import Coverage
+    from ..method.configs_list import Coverage
 
     print(configs.describe())
     if configs.coverage is Coverage.STEP:

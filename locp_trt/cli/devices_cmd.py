@@ -20,7 +20,7 @@ class Command:
                             help="also say why each unavailable runtime cannot run here")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..devices import (
+        from ..deploy.devices import (
             auto_device_name,
             check_clocks_locked,
             get_device,

@@ -49,11 +49,11 @@ class Command:
                             help="TensorRT timing cache file (default: per TensorRT version and GPU)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..devices import resolve_device
+        from ..deploy.devices import resolve_device
         from ..errors import InvalidConfigError, ModelLoadError
         from ..latency.config import Precision
-        from ..loading import load_model
-        from ..outdir import prepare_out_dir, removed_on_failure
+        from ..models.loading import load_model
+        from ..pipeline.outdir import prepare_out_dir, removed_on_failure
 
         profile = resolve_device(args.device)
         precision = Precision.parse(args.precision) if args.precision else profile.precision
@@ -76,8 +76,8 @@ class Command:
     @staticmethod
     def _export(args: argparse.Namespace, loaded, profile, precision, batch: int, shape: tuple[int, ...],
                 out: Path) -> int:
+        from ..deploy.export import build_trt_engine, export_onnx
         from ..errors import BackendUnavailableError
-        from ..export import build_trt_engine, export_onnx
 
         onnx_path = out / f"{args.name}.onnx"
         result = export_onnx(loaded.module, onnx_path, shape, precision, opset=args.opset,

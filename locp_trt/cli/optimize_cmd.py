@@ -98,7 +98,7 @@ class Command:
         # No locp_trt.prune import here: it imports torch, and every command's arguments are
         # built on each CLI call, including `profile --configs` on a torch-less Jetson. The
         # choices mirror the enums (tests/test_configs_profile.py checks they agree).
-        from ..stairs import EnvelopeMethod as DiscoveryMethod
+        from ..method.stairs import EnvelopeMethod as DiscoveryMethod
 
         p.add_argument("model", help="model.pt (state_dict, checkpoint, pruned model) or 'example'")
         p.add_argument("--out", type=Path, required=True, help="output directory")
@@ -186,12 +186,12 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         # Importing torch and Torch-Pruning takes seconds on a cold start: say so before it.
         print(f"optimize {args.model}: loading torch, the model and the runtime", file=sys.stderr, flush=True)
+        from ..method.candidates import DiscoveryMethod
         from ..method.config import OptimizeConfig
-        from ..outdir import prepare_out_dir, removed_on_failure
-        from ..pipeline import OptimizeJob, run_job
-        from ..prune.candidates import DiscoveryMethod
+        from ..method.ladder import SearchMethod
+        from ..pipeline.outdir import prepare_out_dir, removed_on_failure
+        from ..pipeline.run import OptimizeJob, run_job
         from ..prune.importance import Importance
-        from ..prune.ladder import SearchMethod
 
         speedup = args.speedup
         if speedup is None and args.target_latency_ms is None:

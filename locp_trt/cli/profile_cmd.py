@@ -42,7 +42,7 @@ def runtime_for_profile(name: str | None, profile, bench):
 
     TensorRT gets the profile's workspace and DLA settings.
     """
-    from ..devices import runtime_for
+    from ..deploy.devices import runtime_for
     from ..latency.runtimes import get_runtime
 
     name = name or runtime_for(profile)
@@ -122,11 +122,11 @@ class Command:
         add_store_args(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..configs_list import ConfigList
-        from ..devices import check_clocks_locked, resolve_device
+        from ..deploy.devices import check_clocks_locked, resolve_device
         from ..errors import InvalidConfigError
         from ..latency.config import Precision
         from ..latency.store import LatencyStore
+        from ..method.configs_list import ConfigList
 
         if (args.model is None) == (args.configs is None):
             raise InvalidConfigError("give either a MODEL file or --configs configs.json (exactly one)")

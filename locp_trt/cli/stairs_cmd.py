@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import stairs
 from ..errors import InvalidConfigError
 from ..latency.config import LayerConfig, Op, Precision
+from ..method import stairs
 from ..progress import progress_enabled
 from ._args import (
     add_bench_args,
@@ -256,7 +256,7 @@ class Command:
         if args.json is not None:
             write_json(args.json, doc)
         if args.plot is not None:
-            from ..plots import plot_staircase
+            from ..report.plots import plot_staircase
 
             try:
                 plot_staircase(stair, args.plot, envelope=envelope, title=title, xlabel=xlabel)

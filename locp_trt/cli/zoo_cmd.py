@@ -24,9 +24,9 @@ class Command:
 
     def run(self, args: argparse.Namespace) -> int:
         from ..errors import InvalidConfigError
-        from ..graph import count_params
         from ..models import get_model, list_models, model_spec
         from ..models.registry import torchvision_problem
+        from ..prune.graph import count_params
 
         names = list_models(args.pattern)
         if not names:
@@ -46,7 +46,7 @@ class Command:
             shape = "x".join(str(v) for v in spec.input_shape)
             line = f"{name:<20} {shape:<12} {spec.num_classes:>7} {params:>12,}  {spec.source:<11}"
             if args.groups:
-                from ..graph import build_graph
+                from ..prune.graph import build_graph
 
                 g = build_graph(model, spec.input_shape)
                 line += f" {str(len(g.prunable())) + '/' + str(len(g.groups)):<15}"

@@ -45,6 +45,12 @@ class Precision(str, enum.Enum):
                 f"unknown precision {value!r}; use one of: fp32, fp16"
             ) from None
 
+    @classmethod
+    def coerce(cls, value: str | Precision) -> Precision:
+        """`value` itself when it is a Precision; a string is parsed (`parse`): for entry points
+        that also take the user's words. Typed values pass through without a parse."""
+        return value if isinstance(value, Precision) else cls.parse(value)
+
 
 @dataclass(frozen=True)
 class LayerConfig:
@@ -67,7 +73,7 @@ class LayerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op", Op(self.op))
-        object.__setattr__(self, "precision", Precision.parse(self.precision))
+        object.__setattr__(self, "precision", Precision.coerce(self.precision))
         object.__setattr__(self, "input_hw", tuple(int(v) for v in self.input_hw))
         self.validate()
 

@@ -181,14 +181,14 @@ class LatencyMeter:
 
     def fingerprint(self, precision: Precision | str) -> DeviceFingerprint:
         """The fingerprint measurements of `precision` are stored under (cached)."""
-        precision = Precision.parse(precision)
+        precision = Precision.coerce(precision)
         if precision not in self._fingerprints:
             if self.runtime is not None:
                 self._fingerprints[precision] = self.runtime.fingerprint(precision)
             else:
                 assert self.table is not None  # checked in __init__
                 fp = self.table.fingerprint
-                if Precision.parse(fp.precision) is not precision:
+                if fp.precision != precision.value:
                     raise StoreError(
                         f"the lookup table {self.table.source} is {fp.precision}, but a {precision.value} "
                         f"latency was asked for; profile a {precision.value} table"
@@ -214,7 +214,7 @@ class LatencyMeter:
                 return Measurement.from_stored(row, Source.TABLE)
         if self.runtime is None:
             assert self.table is not None
-            if Precision.parse(self.table.fingerprint.precision) is cfg.precision:
+            if self.table.fingerprint.precision == cfg.precision.value:
                 row = self.store.get(cfg, self.table.fingerprint)
                 if row is not None:
                     return Measurement.from_stored(row, Source.STORE)

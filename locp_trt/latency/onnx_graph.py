@@ -23,11 +23,11 @@ OUTPUT_NAME = "y"
 
 def numpy_dtype(precision: Precision) -> type[np.floating]:
     """numpy dtype of tensors at `precision` (float16 or float32)."""
-    return np.float16 if Precision.parse(precision) is Precision.FP16 else np.float32
+    return np.float16 if precision == Precision.FP16 else np.float32
 
 
 def _onnx_elem_type(precision: Precision) -> int:
-    return TensorProto.FLOAT16 if Precision.parse(precision) is Precision.FP16 else TensorProto.FLOAT
+    return TensorProto.FLOAT16 if precision == Precision.FP16 else TensorProto.FLOAT
 
 
 def _weights(cfg: LayerConfig, seed: int) -> tuple[np.ndarray, np.ndarray | None]:

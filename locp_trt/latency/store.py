@@ -197,7 +197,7 @@ class LatencyStore:
     # ---- rows -----------------------------------------------------------------------------------
     @staticmethod
     def _precision(cfg: LayerConfig, fingerprint: DeviceFingerprint) -> str:
-        if Precision.parse(fingerprint.precision) is not cfg.precision:
+        if fingerprint.precision != cfg.precision.value:
             raise InvalidConfigError(
                 f"config precision {cfg.precision.value} does not match the fingerprint's "
                 f"{fingerprint.precision}; ask the runtime for fingerprint({cfg.precision.value})"
@@ -356,6 +356,7 @@ def read_table_json(path: str | Path) -> tuple[DeviceFingerprint, list[tuple[Lay
     if not isinstance(entries, list):
         raise StoreError(f"{p}: 'entries' must be a list")
     out = []
+    table_precision = Precision.parse(fp.precision).value  # the table's words, parsed once
     for i, e in enumerate(entries):
         try:
             cfg = LayerConfig.from_dict(e["config"])
@@ -365,7 +366,7 @@ def read_table_json(path: str | Path) -> tuple[DeviceFingerprint, list[tuple[Lay
                     "iqr_us": float(e.get("iqr_us", 0.0)), "n": int(e.get("n", 0))}
         except (KeyError, TypeError, ValueError, InvalidConfigError) as exc:
             raise StoreError(f"{p}: entry {i} is malformed ({type(exc).__name__}: {exc})") from None
-        if cfg.precision.value != Precision.parse(fp.precision).value:
+        if cfg.precision.value != table_precision:
             raise StoreError(f"{p}: entry {i} is {cfg.precision.value} but the table's fingerprint is "
                              f"{fp.precision}")
         out.append((cfg, figs))

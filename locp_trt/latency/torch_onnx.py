@@ -45,7 +45,7 @@ __all__ = ["Exporter", "ExportError", "onnx_bytes_from_module", "onnx_float_to_h
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
-_log = logging.getLogger("locp_trt.export")
+_log = logging.getLogger("locp_trt.deploy.export")
 
 
 class Exporter(str, enum.Enum):
@@ -209,7 +209,7 @@ def onnx_bytes_from_module(module: torch.nn.Module, input_shape: tuple[int, ...]
     """
     import torch
 
-    precision = Precision.parse(precision)
+    precision = Precision.coerce(precision)
     shape = check_shape(input_shape)
     model = copy.deepcopy(module).cpu().eval()
     if precision is Precision.FP16:

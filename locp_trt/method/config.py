@@ -9,10 +9,10 @@ from typing import Any
 from ..errors import InvalidConfigError
 from ..latency.compare import CompareRule
 from ..latency.config import Precision
-from ..prune.candidates import DiscoveryMethod
 from ..prune.importance import Importance
-from ..prune.ladder import SearchMethod
-from ..train import TrainConfig
+from ..train.finetune import TrainConfig
+from .candidates import DiscoveryMethod
+from .ladder import SearchMethod
 
 __all__ = ["DEFAULT_SPEEDUP", "OptimizeConfig", "GeometricSchedule", "UnreachableTargetError"]
 

@@ -30,13 +30,12 @@ import torch
 import torch.nn as nn
 
 from ..errors import InvalidConfigError, LocpError
-from ..graph import ModelGraph, build_graph, count_params
 from ..latency.compare import Comparison, Sampler, Verdict
 from ..latency.config import LayerConfig
-from ..prune.benefit import predicted_latency_us
-from ..prune.candidates import group_floor
+from ..prune.graph import ModelGraph, build_graph, count_params, group_floor
 from ..prune.importance import Scorer, scorer_for
 from ..prune.plan import PruningPlan, apply_plan
+from .benefit import predicted_latency_us
 from .calibration import Calibration
 from .checkpoints import Checkpoints, Resumed
 from .config import GeometricSchedule, OptimizeConfig, UnreachableTargetError
@@ -119,7 +118,7 @@ class Optimizer:
         self.aim_scale = 1.0  # lowered when the final check overshoots the band (one redo each)
         device = torch.device("cpu")
         if config.finetune is not None or config.final_finetune is not None:
-            from ..train import resolve_torch_device
+            from ..train.finetune import resolve_torch_device
 
             device = resolve_torch_device(train_device)
         self.tuning = Tuning(loaders, self.original, device, progress)

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 import torch.nn as nn
 
-from ..landing import Probe, land
 from ..latency.compare import Comparison, Verdict
-from ..prune.candidates import DiscoveryMethod, discover_candidates
 from ..prune.importance import weigh_by_reach
-from ..prune.ladder import Ladder, Rung, build_ladder
 from ..prune.plan import PruningPlan, apply_plan
+from .candidates import DiscoveryMethod, discover_candidates
+from .ladder import Ladder, Rung, build_ladder
+from .landing import Probe, land
 from .records import StepRecord
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..train import TrainConfig, evaluate, fine_tune
+from ..train.finetune import TrainConfig, evaluate, fine_tune
 
 __all__ = ["Tuning"]
 

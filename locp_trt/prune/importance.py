@@ -95,8 +95,8 @@ def _scorer(kind: Importance) -> Any:
 
 
 def _tp_group(model: nn.Module, graph_or_dg: Any, group_id: str) -> Any:
-    from .._graph_tp import tp_guard
-    from ..graph import ModelGraph
+    from ._graph_tp import tp_guard
+    from .graph import ModelGraph
 
     if isinstance(graph_or_dg, ModelGraph):
         if graph_or_dg.model is not model:
@@ -331,7 +331,7 @@ def taylor_scores(model: nn.Module, graph: Any, loader: Iterable[tuple[torch.Ten
             linear layer reads (use l1 for that model).
         DatasetError: the loader yields no batch.
     """
-    from ..train import resolve_torch_device
+    from ..train.finetune import resolve_torch_device
 
     if batches < 1:
         raise InvalidConfigError(f"Taylor importance needs batches >= 1, got {batches}")

@@ -22,9 +22,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import ModelLoadError, PlanError, UnsupportedLayerError, first_line
-from ..graph import ModelGraph, build_graph
 from ..models.arch import check_state_dict, rebuild_arch
-from .candidates import width_floor
+from .graph import ModelGraph, build_graph, width_floor
 from .importance import Importance, Scorer, scorer_for
 
 __all__ = ["PLAN_SCHEMA", "PRUNED_FORMAT", "PruningPlan", "apply_plan", "save_pruned", "load_pruned",

@@ -79,8 +79,8 @@ class Runtime(abc.ABC):
 
     def time_onnx(self, onnx_bytes: bytes, input_shape: Sequence[int], precision: Precision) -> Timing:
         """End-to-end latency of an ONNX model with one input of `input_shape`."""
-        self.check_precision(precision)
-        sampler = self._prepare_onnx_impl(onnx_bytes, tuple(input_shape), Precision.parse(precision))
+        precision = self.check_precision(precision)
+        sampler = self._prepare_onnx_impl(onnx_bytes, tuple(input_shape), precision)
         return self._measure(sampler)
 
     def time_module(self, module: torch.nn.Module, input_shape: Sequence[int], precision: Precision) -> Timing:
@@ -109,9 +109,9 @@ class Runtime(abc.ABC):
     def onnx_builder(self, onnx_bytes: bytes, input_shape: Sequence[int],
                      precision: Precision) -> Callable[[], Sampler]:
         """A factory of fresh builds of an ONNX model (e.g. an emitted model.onnx)."""
-        self.check_precision(precision)
+        precision = self.check_precision(precision)
         shape = tuple(int(v) for v in input_shape)
-        return lambda: self._prepare_onnx_impl(onnx_bytes, shape, Precision.parse(precision))
+        return lambda: self._prepare_onnx_impl(onnx_bytes, shape, precision)
 
     @classmethod
     def options_from_settings(cls, settings: dict) -> dict:
@@ -123,16 +123,17 @@ class Runtime(abc.ABC):
         and written beside the emitted model (`runtime.json`) so `bench` rebuilds it the same way."""
         return {}
 
-    def check_precision(self, precision: Precision) -> None:
-        """Raise a clear error for a precision this runtime cannot time."""
+    def check_precision(self, precision: Precision | str) -> Precision:
+        """`precision` as a Precision; a clear error for one this runtime cannot time."""
         from ...errors import InvalidConfigError
 
-        precision = Precision.parse(precision)
+        precision = Precision.coerce(precision)
         if precision not in self.precisions:
             raise InvalidConfigError(
                 f"runtime {self.label!r} cannot time {precision.value}; it supports "
                 f"{', '.join(p.value for p in self.precisions)}"
             )
+        return precision
 
     # ---- backend hooks ------------------------------------------------------------------------
     @abc.abstractmethod

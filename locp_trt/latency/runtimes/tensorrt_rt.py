@@ -230,7 +230,7 @@ def _plan_precision(trt, onnx_bytes: bytes, precision: Precision) -> tuple[bool,
         return False, True
     raise InvalidConfigError(
         f"TensorRT {trt.__version__} builds precision from the ONNX graph's types, and this graph "
-        "has no fp16 tensors; export it in fp16 (locp_trt.export.onnx_bytes_from_module(..., "
+        "has no fp16 tensors; export it in fp16 (locp_trt.deploy.export.onnx_bytes_from_module(..., "
         "Precision.FP16)) or time it in fp32"
     )
 

@@ -45,7 +45,7 @@ def layer_module(cfg: LayerConfig) -> torch.nn.Module:
 def _torch_dtype(precision: Precision):
     import torch
 
-    return torch.float16 if Precision.parse(precision) is Precision.FP16 else torch.float32
+    return torch.float16 if precision == Precision.FP16 else torch.float32
 
 
 class _TorchRuntime(Runtime):
@@ -83,7 +83,7 @@ class _TorchRuntime(Runtime):
         runtimes do); its `extra` attribute says how it runs (folding, CUDA graph)."""
         self.check_precision(precision)
         work, note = _fold_batchnorm(copy.deepcopy(module).eval())
-        sampler, extra = self._torch_sampler(work, tuple(int(v) for v in input_shape), Precision.parse(precision))
+        sampler, extra = self._torch_sampler(work, tuple(int(v) for v in input_shape), Precision.coerce(precision))
         sampler.extra = {"batchnorm": note, **extra}
         return sampler
 

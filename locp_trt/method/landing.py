@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import InvalidConfigError
+from ..errors import InvalidConfigError
 
 __all__ = ["Probe", "Landing", "land"]
 

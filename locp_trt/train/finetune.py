@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .errors import BackendUnavailableError, DatasetError, InvalidConfigError
-from .progress import progress_enabled
+from ..errors import BackendUnavailableError, DatasetError, InvalidConfigError
+from ..progress import progress_enabled
 
 __all__ = [
     "TrainConfig",

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import InvalidConfigError
+from ..errors import InvalidConfigError
 
 __all__ = ["RUN_OUTPUTS", "CHECKPOINT", "OutDirError", "prepare_out_dir", "removed_on_failure",
            "has_checkpoint"]

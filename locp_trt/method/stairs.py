@@ -53,8 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidConfigError, StoreError
-from .progress import progress_enabled
+from ..errors import InvalidConfigError, StoreError
+from ..progress import progress_enabled
 
 __all__ = [
     "Staircase",

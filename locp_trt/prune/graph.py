@@ -36,11 +36,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..errors import InvalidConfigError, PlanError, UnsupportedLayerError, first_line
+from ..latency.config import LayerConfig, Op, Precision
 from ._graph_tp import channel_op_problem, coupled_groups, nearest_layer, output_layers, tp_guard
-from .errors import InvalidConfigError, PlanError, UnsupportedLayerError, first_line
-from .latency.config import LayerConfig, Op, Precision
 
-__all__ = ["InputPart", "LayerSite", "ChannelGroup", "ModelGraph", "build_graph", "count_params"]
+__all__ = ["InputPart", "LayerSite", "ChannelGroup", "ModelGraph", "build_graph", "count_params", "width_floor",
+           "group_floor"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -324,7 +325,7 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
     """
     import torch_pruning as tp
 
-    precision = Precision.parse(precision)
+    precision = Precision.coerce(precision)
     if batch < 1:
         raise InvalidConfigError(f"batch must be >= 1, got {batch}")
     input_shape = tuple(int(v) for v in input_shape)
@@ -487,3 +488,36 @@ def _params_per_channel(model: nn.Module, groups: Mapping[str, ChannelGroup]) ->
             if n:
                 out[gid] = out.get(gid, 0) + n
     return out
+
+
+# ---- floors -----------------------------------------------------------------------------------
+def width_floor(original_width: int, min_width_ratio: float, round_floor: int = 1) -> int:
+    """The narrowest width a group may reach: `min_width_ratio` of its original width.
+
+    Rounded up to a multiple of `round_floor` (e.g. 8 for fp16 tensor cores), never below
+    `round_floor` and never above the original width.
+    """
+    if not 0.0 < min_width_ratio <= 1.0:
+        raise InvalidConfigError(
+            f"min_width_ratio must be in (0, 1], got {min_width_ratio}; e.g. 0.1 keeps at least 10%"
+        )
+    if round_floor < 1:
+        raise InvalidConfigError(f"round_floor must be >= 1, got {round_floor}")
+    lo = math.ceil(min_width_ratio * original_width - 1e-9)
+    lo = max(round_floor, math.ceil(lo / round_floor) * round_floor)
+    return max(1, min(lo, original_width))
+
+
+def group_floor(group, min_width_ratio: float, round_floor: int = 1) -> int:
+    """The narrowest width a `ChannelGroup` may reach: `width_floor` of its original width, and
+    enough channels for every concat part inside it to keep its own `width_floor` (never 0).
+
+    Two branches of 4 and 12 channels concatenated and added to a 16-channel tensor form one
+    group of 16; at ratio 0.1 the group alone could go to 2, and both could come from the
+    12-channel branch, emptying the other. Here the floor is 1 + 2 = 3.
+    """
+    def part(n: int) -> int:
+        return width_floor(n, min_width_ratio)
+
+    floor = width_floor(group.width, min_width_ratio, round_floor)
+    return max(floor, group.min_width(part)) if getattr(group, "parts", ()) else floor

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import BackendUnavailableError, InvalidConfigError
-from .latency.config import Precision
+from ..errors import BackendUnavailableError, InvalidConfigError
+from ..latency.config import Precision
 
 __all__ = [
     "DeviceProfile",
@@ -57,9 +57,9 @@ class DeviceProfile:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        from .latency.runtimes import list_runtimes
+        from ..latency.runtimes import list_runtimes
 
-        object.__setattr__(self, "precision", Precision.parse(self.precision))
+        object.__setattr__(self, "precision", Precision.coerce(self.precision))
         object.__setattr__(self, "runtimes", tuple(self.runtimes))
         if not self.name or self.name != self.name.strip().lower() or self.name == "auto":
             raise InvalidConfigError(f"device profile name must be lower case, non-empty and not 'auto', "
@@ -176,7 +176,7 @@ def resolve_device(name: str | DeviceProfile = "auto") -> DeviceProfile:
 
 def runtime_availability(profile: DeviceProfile) -> dict[str, str | None]:
     """runtime name -> None when it can run here, else the reason it cannot (profile order)."""
-    from .latency.runtimes import runtime_class
+    from ..latency.runtimes import runtime_class
 
     return {name: runtime_class(name).unavailable_reason() for name in profile.runtimes}
 
@@ -234,7 +234,7 @@ def jetson_power_state(root: Path = Path("/")) -> dict[str, Any]:
         return {"jetson": False}
     nvpmodel = ""
     if root == Path("/"):
-        from .latency.runtimes._nvidia import jetson_power_mode
+        from ..latency.runtimes._nvidia import jetson_power_mode
 
         nvpmodel = jetson_power_mode()
     cpus: dict[str, dict[str, Any]] = {}

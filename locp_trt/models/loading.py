@@ -25,10 +25,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import InvalidConfigError, ModelLoadError, first_line
-from .models.arch import check_state_dict as check_state_dict
-from .models.arch import resolve_arch as resolve_arch
-from .prune.plan import PRUNED_FORMAT, pruned_from_payload
+from ..errors import InvalidConfigError, ModelLoadError, first_line
+from ..prune.plan import PRUNED_FORMAT, pruned_from_payload
+from .arch import check_state_dict as check_state_dict
+from .arch import resolve_arch as resolve_arch
 
 __all__ = ["ModelKind", "LoadedModel", "load_model", "resolve_arch", "check_state_dict", "EXAMPLE",
            "example_model_path", "resolve_model_source"]
@@ -68,7 +68,7 @@ class LoadedModel:
 
 def example_model_path() -> Path:
     """The built-in example's weights (ResNet-20 trained on the synthetic set, see scripts/)."""
-    return Path(__file__).with_name("examples") / EXAMPLE["file"]
+    return Path(__file__).parents[1] / "examples" / EXAMPLE["file"]
 
 
 def resolve_model_source(model: str | Path, arch: str | None = None) -> tuple[Path, str | None]:
@@ -84,7 +84,7 @@ def resolve_model_source(model: str | Path, arch: str | None = None) -> tuple[Pa
 
 def _examples() -> str:
     try:
-        from .models import list_models
+        from . import list_models
 
         names = [n for n in list_models() if n in ("resnet20", "resnet56", "vgg16_bn", "mobilenetv2", "lenet5")]
         return ", ".join(names)
@@ -247,7 +247,7 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
     if isinstance(payload, nn.Module):
         shape = override
         if shape is None and arch is not None and ":" not in arch:
-            from .models import model_spec
+            from . import model_spec
 
             shape = model_spec(arch).input_shape
         return LoadedModel(payload.eval(), shape, arch, ModelKind.PICKLED_MODULE)

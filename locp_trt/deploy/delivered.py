@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LocpError
-from .latency.compare import CompareRule, Comparison, compare_builds
-from .latency.config import Precision
-from .latency.timing import BenchConfig
+from ..errors import LocpError
+from ..latency.compare import CompareRule, Comparison, compare_builds
+from ..latency.config import Precision
+from ..latency.timing import BenchConfig
 
 __all__ = ["Reproduction", "reproduce", "read_runtime_file", "RUNTIME_FILE"]
 
@@ -63,8 +63,8 @@ def read_runtime_file(out_dir: str | Path) -> dict[str, Any]:
 
 def _reference_module(info: dict[str, Any], baseline: str | Path | None):
     """The unpruned model named in runtime.json (or `baseline`), loaded for export/timing."""
-    from .loading import load_model
-    from .pipeline import EXAMPLE, example_model_path
+    from ..models.loading import load_model
+    from ..pipeline.run import EXAMPLE, example_model_path
 
     ref = info.get("reference") or {}
     source, arch = str(baseline) if baseline is not None else ref.get("model"), ref.get("arch")
@@ -88,8 +88,8 @@ def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds
         max_rounds: interleaved rounds per build pair at most.
         bench: timing settings; threads default to the run's.
     """
-    from .latency.runtimes import get_runtime, runtime_class
-    from .report import load_report
+    from ..latency.runtimes import get_runtime, runtime_class
+    from ..report import load_report
 
     out = Path(out_dir)
     report = load_report(out)
@@ -109,7 +109,7 @@ def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds
             candidate = out / "model.onnx"
             make_b = rt.onnx_builder(candidate.read_bytes(), shape, precision)
         else:
-            from .prune.plan import load_pruned
+            from ..prune.plan import load_pruned
 
             candidate = out / "pruned.pt"
             make_b = rt.builder(load_pruned(candidate)[0], shape, precision)

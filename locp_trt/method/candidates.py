@@ -18,23 +18,21 @@ about how long the measurements left in this discovery take.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
 from ..progress import progress_enabled
-from ..stairs import DEFAULT_REL_TOL, pareto_envelope, sweep, three_point_discrimination
-from ..stairs import EnvelopeMethod as DiscoveryMethod
+from ..prune.graph import group_floor
+from .stairs import DEFAULT_REL_TOL, pareto_envelope, sweep, three_point_discrimination
+from .stairs import EnvelopeMethod as DiscoveryMethod
 
 __all__ = [
     "DiscoveryMethod",
     "GroupCandidates",
     "group_latency_fn",
     "discover_candidates",
-    "width_floor",
-    "group_floor",
     "format_duration",
 ]
 
@@ -60,38 +58,6 @@ class GroupCandidates:
 
     def __str__(self) -> str:
         return f"{self.group}: {len(self.widths)} candidates {list(self.widths)} ({self.probes} probes)"
-
-
-def width_floor(original_width: int, min_width_ratio: float, round_floor: int = 1) -> int:
-    """The narrowest width a group may reach: `min_width_ratio` of its original width.
-
-    Rounded up to a multiple of `round_floor` (e.g. 8 for fp16 tensor cores), never below
-    `round_floor` and never above the original width.
-    """
-    if not 0.0 < min_width_ratio <= 1.0:
-        raise InvalidConfigError(
-            f"min_width_ratio must be in (0, 1], got {min_width_ratio}; e.g. 0.1 keeps at least 10%"
-        )
-    if round_floor < 1:
-        raise InvalidConfigError(f"round_floor must be >= 1, got {round_floor}")
-    lo = math.ceil(min_width_ratio * original_width - 1e-9)
-    lo = max(round_floor, math.ceil(lo / round_floor) * round_floor)
-    return max(1, min(lo, original_width))
-
-
-def group_floor(group, min_width_ratio: float, round_floor: int = 1) -> int:
-    """The narrowest width a `ChannelGroup` may reach: `width_floor` of its original width, and
-    enough channels for every concat part inside it to keep its own `width_floor` (never 0).
-
-    Two branches of 4 and 12 channels concatenated and added to a 16-channel tensor form one
-    group of 16; at ratio 0.1 the group alone could go to 2, and both could come from the
-    12-channel branch, emptying the other. Here the floor is 1 + 2 = 3.
-    """
-    def part(n: int) -> int:
-        return width_floor(n, min_width_ratio)
-
-    floor = width_floor(group.width, min_width_ratio, round_floor)
-    return max(floor, group.min_width(part)) if getattr(group, "parts", ()) else floor
 
 
 def _current_width(graph, group_id: str, widths: Mapping[str, int]) -> int:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailableError, InvalidConfigError, ModelLoadError
-from .latency.config import Precision
-from .latency.timing import BenchConfig, Timing
+from ..errors import BackendUnavailableError, InvalidConfigError, ModelLoadError
+from ..latency.config import Precision
+from ..latency.timing import BenchConfig, Timing
 
 __all__ = ["ModelFormat", "BenchResult", "Interleaved", "bench_file", "bench_files", "model_format",
            "onnx_input_info"]
@@ -87,7 +87,7 @@ class BenchResult:
         row.update({f"fp_{k}": v for k, v in fp.items()})
         row.update({f"lib_{k}": v for k, v in libs.items()})
         row.update({f"setting_{k}": v for k, v in settings.items()})
-        from .latency.fingerprint import DeviceFingerprint
+        from ..latency.fingerprint import DeviceFingerprint
 
         try:
             row["fingerprint_key"] = DeviceFingerprint.from_dict(self.fingerprint).key()
@@ -110,7 +110,7 @@ def model_format(path: str | Path) -> ModelFormat:
 
 
 def _pick_runtime(fmt: ModelFormat, name: str) -> str:
-    from .latency.runtimes import runtime_class
+    from ..latency.runtimes import runtime_class
 
     key = name.strip().lower()
     if key != "auto":
@@ -134,7 +134,7 @@ def _pick_runtime(fmt: ModelFormat, name: str) -> str:
 
 
 def _make_runtime(name: str, bench_cfg: BenchConfig, fmt: ModelFormat, path: Path):
-    from .latency.runtimes import get_runtime, runtime_class
+    from ..latency.runtimes import get_runtime, runtime_class
 
     if fmt is ModelFormat.ENGINE:
         reason = runtime_class("tensorrt").unavailable_reason()
@@ -212,7 +212,7 @@ def _onnx_shape(dims: list[int | str], batch: int | None, source: str) -> tuple[
 
 # ---- TensorRT engines ------------------------------------------------------------------------------
 def _engine_input(trt, engine_bytes: bytes, source: str) -> tuple[tuple[int, ...], Precision]:
-    from .latency.runtimes.tensorrt_rt import _logger
+    from ..latency.runtimes.tensorrt_rt import _logger
 
     runtime = trt.Runtime(_logger(trt))
     engine = runtime.deserialize_cuda_engine(engine_bytes)
@@ -235,7 +235,7 @@ def _time_engine(rt, engine_bytes: bytes, batch: int | None, source: str) -> tup
     """Deserialize and time an engine with the TensorRT runtime's runner (CUDA graph when possible)."""
     import torch
 
-    from .latency.runtimes.tensorrt_rt import _EngineRunner, _import_trt
+    from ..latency.runtimes.tensorrt_rt import _EngineRunner, _import_trt
 
     trt = _import_trt()
     shape, precision = _engine_input(trt, engine_bytes, source)
@@ -272,8 +272,8 @@ def _engine_side_precision(path: Path) -> Precision | None:
 # ---- torch -------------------------------------------------------------------------------------------
 def _torch_counts(module, input_shape: tuple[int, ...], batch: int, precision: Precision) -> tuple[int, int | None, str]:
     """(parameters, conv/linear FLOPs of one batch or None, note)."""
-    from .errors import LocpError
-    from .graph import build_graph, count_params
+    from ..errors import LocpError
+    from ..prune.graph import build_graph, count_params
 
     params = count_params(module)
     try:
@@ -332,7 +332,7 @@ def _prepare(path: str | Path, runtime: str, precision: Precision | str | None, 
     asked = Precision.parse(precision) if precision is not None else None
     with _make_runtime(name, bench_cfg, fmt, p) as rt:
         if fmt is ModelFormat.TORCH:
-            from .loading import load_model
+            from ..models.loading import load_model
 
             loaded = load_model(p, arch=arch, trust_pickle=trust_pickle,
                                 input_shape=tuple(input_shape) if input_shape is not None else None)
@@ -431,8 +431,8 @@ def bench_files(paths: Sequence[str | Path], *, archs: Sequence[str | None] | No
     """
     import numpy as np
 
-    from .latency.compare import CompareRule, _interval, _verdict
-    from .latency.compare import Comparison as _Comparison
+    from ..latency.compare import CompareRule, _interval, _verdict
+    from ..latency.compare import Comparison as _Comparison
 
     rule = rule or CompareRule()
     bench_cfg = kwargs.pop("bench_cfg", None) or BenchConfig()

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidConfigError
-from .latency.config import LayerConfig, Precision
+from ..errors import InvalidConfigError
+from ..latency.config import LayerConfig, Precision
 
 __all__ = [
     "CONFIGS_SCHEMA",
@@ -85,7 +85,7 @@ class ConfigList:
     meta: dict = field(default_factory=dict, compare=False)  # free-form provenance
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "precision", Precision.parse(self.precision))
+        object.__setattr__(self, "precision", Precision.coerce(self.precision))
         object.__setattr__(self, "coverage", Coverage(self.coverage))
         object.__setattr__(self, "configs", tuple(self.configs))
         if self.coverage is Coverage.AUTO:
@@ -191,7 +191,7 @@ def group_floors(graph: Any, min_width_ratio: float, widths: Mapping[str, int] |
     """Narrowest width per group: `group_floor` of the ORIGINAL group for prunable groups (never
     above the current width; every concat part keeps its own floor), the original width for
     fixed ones."""
-    from .prune.candidates import group_floor
+    from ..prune.graph import group_floor
 
     widths = widths or {}
     out = {}

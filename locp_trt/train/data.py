@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 __all__ = [
     "DatasetKind",

@@ -48,8 +48,8 @@ import numpy as np
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
+from ..prune.importance import importance_lost
 from .candidates import GroupCandidates, group_latency_fn
-from .importance import importance_lost
 
 __all__ = [
     "BENEFIT_EPS",

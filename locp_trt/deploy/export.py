@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BackendUnavailableError, InvalidConfigError
-from .latency.config import Precision
-from .latency.torch_onnx import (
+from ..errors import BackendUnavailableError, InvalidConfigError
+from ..latency.config import Precision
+from ..latency.torch_onnx import (
     INPUT_NAME,
     OUTPUT_NAME,
     Exporter,
@@ -54,7 +54,7 @@ __all__ = [
 #: Allowed max |ORT - PyTorch| per unit of output scale (max(1, max |PyTorch output|)).
 DEFAULT_ATOL = {Precision.FP32: 1e-4, Precision.FP16: 2e-2}
 
-_log = logging.getLogger("locp_trt.export")
+_log = logging.getLogger("locp_trt.deploy.export")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def verify_onnx(module: torch.nn.Module, onnx_bytes: bytes, input_shape: tuple[i
     import onnxruntime as ort
     import torch
 
-    precision = Precision.parse(precision)
+    precision = Precision.coerce(precision)
     shape = check_shape(input_shape)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -186,7 +186,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, input_shape: tuple[int
     """
     import onnx
 
-    precision = Precision.parse(precision)
+    precision = Precision.coerce(precision)
     shape = check_shape(input_shape)
     data = onnx_bytes_from_module(model, shape, precision, opset=opset, dynamic_batch=dynamic_batch,
                                   exporter=exporter)
@@ -240,7 +240,7 @@ def build_trt_engine(onnx_path: str | Path, engine_path: str | Path, precision: 
         InvalidConfigError: the ONNX graph has symbolic input dimensions.
         EngineBuildError: TensorRT could not parse or build the graph.
     """
-    precision = Precision.parse(precision)
+    precision = Precision.coerce(precision)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     try:
         onnx_bytes = onnx_path.read_bytes()
@@ -260,7 +260,7 @@ def build_trt_engine(onnx_path: str | Path, engine_path: str | Path, precision: 
             "built; install TensorRT (JetPack on a Jetson, or pip install tensorrt from NVIDIA's index) "
             "on the target and build there: the ONNX file is portable, engines are not"
         ) from None
-    from .latency.runtimes.tensorrt_rt import TrtBuildOptions, build_engine, engine_info
+    from ..latency.runtimes.tensorrt_rt import TrtBuildOptions, build_engine, engine_info
 
     options = TrtBuildOptions(
         workspace_mib=profile.workspace_mb or TrtBuildOptions().workspace_mib,
@@ -270,7 +270,7 @@ def build_trt_engine(onnx_path: str | Path, engine_path: str | Path, precision: 
     engine = build_engine(onnx_bytes, precision, options)
     _write_atomic(engine_path, engine)
     info = engine_info(precision, options, engine=engine)
-    from . import __version__
+    from .. import __version__
 
     info.update({
         "built_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -13,16 +13,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .devices import DeviceProfile
-from .errors import BackendUnavailableError, InvalidConfigError
-from .latency.compare import Comparison, Verdict
-from .latency.config import LayerConfig, Precision
-from .latency.timing import BenchConfig
-from .loading import EXAMPLE as EXAMPLE
-from .loading import example_model_path as example_model_path
-from .method.config import OptimizeConfig
-from .method.loop import Optimizer
-from .method.records import OptimizeResult
+from ..deploy.devices import DeviceProfile
+from ..errors import BackendUnavailableError, InvalidConfigError
+from ..latency.compare import Comparison, Verdict
+from ..latency.config import LayerConfig, Precision
+from ..latency.timing import BenchConfig
+from ..method.config import OptimizeConfig
+from ..method.loop import Optimizer
+from ..method.records import OptimizeResult
+from ..models.loading import EXAMPLE as EXAMPLE
+from ..models.loading import example_model_path as example_model_path
 
 __all__ = ["OptimizeJob", "run_job", "EXAMPLE", "example_model_path", "match_nodes"]
 
@@ -71,8 +71,8 @@ class OptimizeJob:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from .devices import resolve_device, runtime_for
-        from .latency.runtimes import runtime_class
+        from ..deploy.devices import resolve_device, runtime_for
+        from ..latency.runtimes import runtime_class
 
         profile = resolve_device(self.device)
         object.__setattr__(self, "device", profile)
@@ -96,7 +96,7 @@ def _log(msg: str) -> None:
 
 def _train_config(job: OptimizeJob, epochs: float, loader: Any, seed: int):
     """A TrainConfig for a (possibly fractional) number of epochs, distilling when asked."""
-    from .train import TrainConfig
+    from ..train.finetune import TrainConfig
 
     if epochs <= 0:
         return None
@@ -151,7 +151,7 @@ class _Recorder:
         return v
 
     def _tell(self) -> None:
-        from .prune.candidates import format_duration
+        from ..method.candidates import format_duration
 
         stats = self.meter.stats
         n, secs = stats.measured - self._start[0], stats.measure_s - self._start[1]
@@ -181,7 +181,7 @@ def _deciding_steps(history, chosen_step: int) -> dict[str, int]:
 def _step_one_configs(graph0, method: OptimizeConfig) -> tuple[LayerConfig, ...]:
     """What step 1's discovery may ask for: every width of every group's staircase, the others
     at their original widths (all of them for a sweep, some for three-point discrimination)."""
-    from .configs_list import Coverage, configs_for_model
+    from ..method.configs_list import Coverage, configs_for_model
 
     return configs_for_model(graph0, min_width_ratio=method.min_width_ratio, coverage=Coverage.STEP).configs
 
@@ -189,7 +189,7 @@ def _step_one_configs(graph0, method: OptimizeConfig) -> tuple[LayerConfig, ...]
 def _baseline_configs(graph0, method: OptimizeConfig) -> set[LayerConfig]:
     """The layer configs the loop asks for before step 1: the layer sums of the unpruned model
     and of every group at its floor (the reachability check)."""
-    from .prune.candidates import group_floor
+    from ..prune.graph import group_floor
 
     floors = {g: group_floor(grp, method.min_width_ratio) for g, grp in graph0.groups.items() if grp.prunable}
     return set(graph0.layer_configs({}).values()) | set(graph0.layer_configs(floors).values())
@@ -209,7 +209,7 @@ def _group_stairs(graph0, history, chosen_step: int, recorder: _Recorder, top: i
     layers take the next group's width as their other dimension), so step 1's points and
     envelope say nothing about a width chosen later. The chosen width's point is measured too
     (shared: usually already known), so every panel shows it."""
-    from .prune.candidates import group_latency_fn
+    from ..method.candidates import group_latency_fn
 
     by_step = {h.step: h for h in history}
     final = by_step[chosen_step].widths
@@ -277,8 +277,8 @@ class _Session:
 
 def _load_stage(s: _Session) -> None:
     """The model (the built-in example, a state_dict + arch, a checkpoint, a pruned model)."""
-    from .devices import check_clocks_locked
-    from .loading import load_model
+    from ..deploy.devices import check_clocks_locked
+    from ..models.loading import load_model
 
     job = s.job
     warning = check_clocks_locked()
@@ -297,9 +297,9 @@ def _load_stage(s: _Session) -> None:
 
 def _latency_stage(s: _Session) -> None:
     """Runtime, shared store and lookup table: where every layer latency comes from."""
-    from .latency.meter import LatencyMeter, LatencyTable
-    from .latency.runtimes import get_runtime
-    from .latency.store import LatencyStore
+    from ..latency.meter import LatencyMeter, LatencyTable
+    from ..latency.runtimes import get_runtime
+    from ..latency.store import LatencyStore
 
     job = s.job
     s.table = LatencyTable.load(job.latency_table) if job.latency_table else None
@@ -319,7 +319,7 @@ def _data_stage(s: _Session) -> OptimizeConfig:
     method = job.method
     if not s.data:
         return replace(method, finetune=None, final_finetune=None)
-    from .data import make_split_loaders
+    from ..train.data import make_split_loaders
 
     _log(f"loading data {s.data} (a {job.val_fraction:.0%} validation split of the training set "
          "takes the decisions; the test split only reports)")
@@ -358,8 +358,8 @@ def _loop_stage(s: _Session, method: OptimizeConfig) -> OptimizeResult:
 
 def _artifact_stage(s: _Session, result: OptimizeResult) -> dict[str, Any]:
     """pruned.pt, plan.json, model.onnx (checked against PyTorch), the TensorRT engine."""
-    from .export import export_onnx
-    from .prune.plan import save_pruned
+    from ..deploy.export import export_onnx
+    from ..prune.plan import save_pruned
 
     job, out = s.job, Path(s.job.out)
     _log("writing pruned.pt, plan.json and model.onnx (checked against PyTorch in ONNX Runtime)")
@@ -368,7 +368,7 @@ def _artifact_stage(s: _Session, result: OptimizeResult) -> dict[str, Any]:
     onnx = export_onnx(result.model, out / "model.onnx", s.shape, job.precision)
     engine_note = "not requested"
     if job.engine and "tensorrt" in job.profile.runtimes:
-        from .export import build_trt_engine
+        from ..deploy.export import build_trt_engine
 
         try:
             _log("building the TensorRT engine")
@@ -457,9 +457,9 @@ def run_job(job: OptimizeJob) -> dict[str, Any]:
     Stages: load the model, set up latency measurement, data, the loop (which ends with the final
     interleaved check of the emitted model), artifacts, the report.
     """
-    from .graph import build_graph
-    from .progress import progress_enabled
-    from .report import summary_table, write_plots, write_report
+    from ..progress import progress_enabled
+    from ..prune.graph import build_graph
+    from ..report import summary_table, write_plots, write_report
 
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -570,7 +570,7 @@ def _in_model_times(runtime, graph0, widths, models, shape, precision):
     """(before, after) per-layer in-model times for runtimes that can profile nodes, else None."""
     if not hasattr(runtime, "profile_nodes"):
         return None
-    from .export import onnx_bytes_from_module
+    from ..deploy.export import onnx_bytes_from_module
 
     out = []
     for model, w in zip(models, ({}, widths)):

@@ -1,0 +1,123 @@
+"""report.json of an optimize run: writing, reading, and the summary table `python -m locp_trt report` prints.
+
+Every figure in a report is a measurement or a prediction made in the run that wrote it; the
+report says which (`"measured"` blocks hold Timing summaries, `"predicted_us"` the layer-sum model).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..errors import LocpError
+
+__all__ = ["REPORT_SCHEMA", "write_report", "load_report", "summary_table", "status_words"]
+
+REPORT_SCHEMA = "locp_trt.report/2"
+
+
+def write_report(out_dir: Path, report: Mapping[str, Any]) -> Path:
+    """Write `report.json` (with the schema tag) into `out_dir`; returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    path.write_text(json.dumps({"schema": REPORT_SCHEMA, **report}, indent=1, default=_json_default))
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "value"):
+        return o.value
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-able: {type(o).__name__}")
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """Read a report.json (or the report.json inside a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise LocpError(f"no report at {path}; pass the --out directory of an optimize run")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LocpError(f"{path} is not a readable report ({e})") from None
+    if data.get("schema") != REPORT_SCHEMA:
+        raise LocpError(f"{path} has schema {data.get('schema')!r}, expected {REPORT_SCHEMA!r}")
+    return data
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def status_words(result: Mapping[str, Any]) -> str:
+    """'landed in the band of' / 'OVERSHOT the band of' / 'MISSED' for the result block (older
+    reports without a status read from met_target)."""
+    status = result.get("status") or ("landed" if result.get("met_target") else "missed")
+    return {"landed": "met the target", "overshot": "OVERSHOT the band of the target"}.get(
+        status, "MISSED the target")
+
+
+def summary_table(report: Mapping[str, Any]) -> str:
+    """A plain-text table: one row per step (* marks the emitted one), then the headline (the
+    final interleaved comparison: the report's one source of truth), before -> after, counts."""
+    r = report["result"]
+    rows = [f"{'step':>5} {'speedup':>8} {'kind':>9} {'latency µs':>11} {'predicted':>10} {'goal':>6} "
+            f"{'val %':>6} {'test %':>6} {'MFLOPs':>8} {'params':>9}"]
+    for h in report["history"]:
+        measured = h.get("measured") or {}
+        lat = measured.get("median_us", h["predicted_us"])
+        mark = "*" if h.get("emitted") else ("x" if h.get("guard_rejected") else " ")
+        rows.append(f"{mark}{h['step']:>4} {_fmt(h.get('speedup'), '7.3f'):>7}x "
+                    f"{h.get('kind', 'measured' if measured else 'predicted'):>9} {lat:>11.1f} "
+                    f"{h['predicted_us']:>10.1f} {_fmt(h.get('goal_speedup'), '5.2f'):>5}x "
+                    f"{_fmt(h.get('val_accuracy'), '6.2f'):>6} {_fmt(h.get('accuracy'), '6.2f'):>6} "
+                    f"{h['flops'] / 1e6:>8.2f} {h['params']:>9}")
+    rows.append("(* emitted step; x refused by the accuracy guard; per-step figures are the loop's own "
+                "comparisons, the headline below is the final one)")
+    rows.append("")
+    ci = (f" (90% CI {r['speedup_low']:.3f}-{r['speedup_high']:.3f}, {r['rounds']} rounds, "
+          f"{r.get('verdict', '')})" if r.get("speedup_low") is not None else "")
+    rows.append(f"speedup {r['speedup']:.3f}x{ci}, {r['speedup_kind']}; {status_words(r)} "
+                f"{r.get('target_speedup', 0):.3g}x (tolerance +{r.get('tolerance', 0):.0%}); "
+                f"emitted step {r.get('chosen_step')}; {r.get('stop_reason', '')}")
+    line = (f"before -> after (the final check's medians; step 0's row is the unpruned model timed "
+            f"alone at the start): {r['baseline_us']:.1f} -> {r['final_us']:.1f} µs")
+    if r.get("accuracy_before") is not None:
+        line += f", test accuracy {r['accuracy_before']:.2f}% -> {r['accuracy_after']:.2f}%"
+    if r.get("val_accuracy_before") is not None:
+        line += f" (validation {r['val_accuracy_before']:.2f}% -> {r['val_accuracy_after']:.2f}%)"
+    line += f", {r['flops_before'] / 1e6:.2f} -> {r['flops_after'] / 1e6:.2f} MFLOPs on {report['fingerprint']}"
+    rows.append(line)
+    if r.get("guard"):
+        rows.append(f"accuracy guard (--max-acc-drop {r['guard']['max_acc_drop']}): {r['guard']['note']}")
+    if r.get("why_missed"):
+        rows.append(f"why: {r['why_missed']}")
+    lm = r.get("latency_model") or {}
+    if lm.get("predictions"):
+        pairs = ", ".join(f"{name} {v['predicted_speedup']:.2f}x vs {v['measured_speedup']:.2f}x"
+                          for name, v in lm["predictions"].items())
+        share = lm.get("layer_sum_share")
+        rows.append(f"end-to-end latency model (predicted vs measured): {pairs}"
+                    + (f"; the layer sum is {share:.0%} of the unpruned model's time" if share else ""))
+    placed = [p for p in report.get("per_layer", []) if p.get("measured_after_us") is not None]
+    if placed:
+        pred = sum(p["predicted_after_us"] for p in placed)
+        meas = sum(p["measured_after_us"] for p in placed)
+        rows.append(f"per layer after pruning ({len(placed)} layers matched in the profiled model): "
+                    f"predicted {pred:.1f} µs alone, measured {meas:.1f} µs in place")
+    m = report.get("measurements", {})
+    if m:
+        took = f" in {m['measure_s']:.0f} s" if m.get("measure_s") else ""
+        rows.append(f"layer latencies: {m.get('requested', 0)} asked, {m.get('measured', 0)} measured{took}, "
+                    f"{m.get('store_hits', 0)} from the store, {m.get('memo_hits', 0)} shared in-run, "
+                    f"{m.get('table_hits', 0)} from a lookup table")
+    return "\n".join(rows)
