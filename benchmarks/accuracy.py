@@ -12,7 +12,7 @@ One `run` does, in one process tree, what a single lease of the GPU allows:
    number of epochs is the most that fits `--train-s`, capped by `--max-epochs`; both are recorded.
 2. **Prune** on the CPU, latency under ONNX Runtime CPU with 1 thread (these small-input networks
    are compute-bound there), every decision timed interleaved against the unpruned model:
-   * LOCP: this tool's loop (`Optimizer`, no fine-tuning inside it) to 1.5x, 2x and 2.5x; L1
+   * LOCP: this tool (`locp_trt.optimize`, no fine-tuning inside it) to 1.5x, 2x and 2.5x; L1
      importance, and on ResNet-56 also Taylor importance;
    * Torch-Pruning L1 (global) round_to=1 and round_to=8, uniform L1, the HALP-style knapsack
      over an exhaustive table: each one's knob searched (`speed_match`) until its measured
@@ -260,13 +260,12 @@ def _subject(s: Settings, name: str):
 
 def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool = True,
              search: str = "greedy") -> dict[str, Any]:
+    import locp_trt
     from benchmarks.images import TensorBatches
-    from benchmarks.measure import CountedLatency
+    from benchmarks.measure import meter_counts
     from locp_trt.latency.config import Precision
+    from locp_trt.latency.meter import LatencyMeter
     from locp_trt.latency.store import LatencyStore
-    from locp_trt.method.config import OptimizeConfig
-    from locp_trt.method.ladder import SearchMethod
-    from locp_trt.method.loop import Optimizer
     from locp_trt.prune.importance import Importance
     from locp_trt.train.data import Loaders
 
@@ -276,25 +275,25 @@ def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool
     if imp is Importance.TAYLOR:  # gradients from 8 training batches of 64, on this CPU
         xtr, ytr, _, _ = _data(s, _cpu())
         loaders = Loaders(train=TensorBatches(xtr, ytr, 64, shuffle=True, seed=1), val=None, test=None)
-    cfg = OptimizeConfig(speedup=target, batch=1, precision=Precision.FP32, importance=imp,
-                         weigh_groups=weigh, search=SearchMethod(search),
-                         min_width_ratio=s.min_width_ratio, finetune=None,
-                         final_finetune=None)
-    latency = CountedLatency(_runtimes().layer, LatencyStore(None))
+    meter = LatencyMeter(_runtimes().layer, LatencyStore(None), progress=False)
     lines: list[str] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="acc_locp_") as tmp:
-        opt = Optimizer(subject.model, SHAPE, cfg, latency_us=latency,
-                        prepare_model=lambda m: _sampler(m), out_dir=Path(tmp), arch=name,
-                        loaders=loaders, train_device="cpu", log=lines.append, progress=False)
-        result = opt.run()
+        # Taylor scores from the training batches; no fine-tuning inside the loop (every variant
+        # is fine-tuned alike afterwards).
+        result = locp_trt.optimize(subject.model, SHAPE, meter=meter, speedup=target, data=loaders,
+                                   out=Path(tmp) / "run", precision=Precision.FP32, batch=1, arch=name,
+                                   importance=imp, weigh_groups=weigh, search=search,
+                                   min_width_ratio=s.min_width_ratio, epochs=0, final_epochs=0,
+                                   train_device="cpu", export=False, engine=False, log=lines.append,
+                                   progress=False).result
     decision_s = time.perf_counter() - t0
     model = result.model.eval()
     method = (("locp" if imp is Importance.L1 else "locp_taylor") + ("" if weigh else "_unweighted")
               + ("_knapsack" if search == "knapsack" else ""))
     return {"model": name, "method": method, "target": target, "decision_s": round(decision_s, 1),
             "loop_met_target": result.met_target, "loop_speedup": round(result.speedup, 4),
-            "layer_latencies": latency.counts(), "loop_log": lines[-4:],
+            "layer_latencies": meter_counts(meter), "loop_log": lines[-4:],
             "measured": _speedup(s, name, model), **_describe(subject, model),
             "file": _save_variant(s, name, method, target, model)}
 

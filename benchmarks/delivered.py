@@ -24,7 +24,7 @@ def delivered_speedup(base: str | Path, pruned: str | Path, *, arch: str | None 
                       precision: str = "fp32", batch: int = 1, max_rounds: int = 12) -> dict[str, Any]:
     """`Comparison.summary()` of the pruned model over the unpruned one, plus the runtime label."""
     from locp_trt.latency.runtimes import get_runtime
-    from locp_trt.models.loading import load_model
+    from locp_trt.prune.loading import load_model
     from locp_trt.prune.plan import load_pruned
 
     loaded = load_model(base, arch=arch, input_shape=input_shape)

@@ -21,8 +21,8 @@ from locp_trt.latency.runtimes import Runtime, get_runtime
 from locp_trt.latency.store import LatencyStore
 from locp_trt.latency.timing import BenchConfig, Timing
 
-__all__ = ["BudgetExceeded", "Budget", "Runtimes", "make_runtimes", "CountedLatency",
-           "ModelTimer", "model_preparer", "interleaved"]
+__all__ = ["BudgetExceeded", "Budget", "Runtimes", "make_runtimes", "MeteredRuntime", "CountedLatency",
+           "meter_counts", "ModelTimer", "interleaved"]
 
 #: Runtimes that time torch modules directly (no ONNX export).
 _TORCH_RUNTIMES = ("torch", "torch-cpu")
@@ -84,6 +84,42 @@ def make_runtimes(name: str, *, threads: int = 1, layer_iters: int = 20, model_i
     return Runtimes(get_runtime(name, layer), get_runtime(name, model))
 
 
+class MeteredRuntime:
+    """A runtime as a decision sees it: layer measurements stop with `BudgetExceeded` once
+    `deadline` (monotonic s) has passed, and every whole-model build is counted, with the time
+    its samples took (`models`, `model_s`). Everything else is the runtime's own."""
+
+    def __init__(self, runtime: Runtime, deadline: float | None = None) -> None:
+        self._runtime, self.deadline = runtime, deadline
+        self.models, self.model_s = 0, 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    def time_layer(self, cfg: LayerConfig) -> Timing:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise BudgetExceeded("time budget spent while measuring layer latencies")
+        return self._runtime.time_layer(cfg)
+
+    def _timed(self, sampler: Callable[[int, int], list[float]]) -> Callable[[int, int], list[float]]:
+        self.models += 1
+
+        def timed(warmup: int, iters: int) -> list[float]:
+            t0 = time.perf_counter()
+            out = sampler(warmup, iters)
+            self.model_s += time.perf_counter() - t0
+            return out
+
+        return timed
+
+    def prepare_module(self, module: Any, shape: Sequence[int], precision: Precision):
+        return self._timed(self._runtime.prepare_module(module, shape, precision))
+
+    def builder(self, module: Any, shape: Sequence[int], precision: Precision):
+        build = self._runtime.builder(module, shape, precision)
+        return lambda: self._timed(build())
+
+
 class CountedLatency:
     """`latency_us` of a fresh meter over a shared store, with its cost accounted.
 
@@ -109,11 +145,17 @@ class CountedLatency:
         return value
 
     def counts(self) -> dict[str, Any]:
-        s = self.meter.stats
-        return {"layer_configs": s.unique, "layer_requests": s.requested,
-                "layer_measured": s.measured, "store_hits": s.store_hits,
-                "measure_s": round(self.measure_s, 3),
-                "s_per_measurement": (round(self.measure_s / s.measured, 5) if s.measured else None)}
+        return meter_counts(self.meter)
+
+
+def meter_counts(meter: LatencyMeter) -> dict[str, Any]:
+    """What a meter's decision cost: distinct configs asked, requests, configs timed now (and
+    their wall time), store hits."""
+    s = meter.stats
+    return {"layer_configs": s.unique, "layer_requests": s.requested,
+            "layer_measured": s.measured, "store_hits": s.store_hits,
+            "measure_s": round(s.measure_s, 3),
+            "s_per_measurement": (round(s.measure_s / s.measured, 5) if s.measured else None)}
 
 
 class ModelTimer:
@@ -133,12 +175,6 @@ class ModelTimer:
         if self.onnx is not None:
             return self.runtime.time_onnx(self.onnx, self.shape, self.precision)
         return self.runtime.time_module(self.module, self.shape, self.precision)
-
-
-def model_preparer(runtime: Runtime, shape: tuple[int, ...], precision: Precision
-                   ) -> Callable[[Any], Callable[[int, int], list[float]]]:
-    """`prepare_model` for the optimize loop: one module -> a sampler built once."""
-    return lambda module: runtime.prepare_module(module, shape, precision)
 
 
 def _summarise(timings: Sequence[Timing]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The pruning methods compared, each producing a `Variant` (pruned model + what deciding cost).
 
-* `run_locp`: this tool, `Optimizer` (three-point envelope candidates, latency sharing through the
+* `run_locp`: this tool, `locp_trt.optimize` (three-point envelope candidates, latency sharing through the
   meter, greedy two-stage benefit, end-to-end calibration) to a measured speedup.
 * `run_tp`: Torch-Pruning's `MagnitudePruner` (L1 magnitude) with `round_to` 1 or 8, its pruning
   ratio bisected until the FLOPs match a target ratio (LOCP's).
@@ -31,10 +31,9 @@ import torch.nn as nn
 
 from benchmarks.measure import BudgetExceeded
 from locp_trt.latency.config import LayerConfig, Precision
+from locp_trt.latency.meter import LatencyMeter
 from locp_trt.method.benefit import knapsack_search, predicted_latency_us
 from locp_trt.method.candidates import DiscoveryMethod, discover_candidates
-from locp_trt.method.config import OptimizeConfig
-from locp_trt.method.loop import Optimizer
 from locp_trt.prune.graph import ModelGraph, build_graph, width_floor
 from locp_trt.prune.importance import Importance, group_importance, importance_lost
 from locp_trt.prune.plan import PruningPlan, apply_plan
@@ -256,31 +255,29 @@ def _bisect(flops_ratio: Callable[[float], float], target: float, hi: float, tol
 
 
 # ---- LOCP ---------------------------------------------------------------------------------------
-def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precision,
-             latency_us: Callable[[LayerConfig], float],
-             prepare_model: Callable[[nn.Module], Any] | None,
+def run_locp(subject: Subject, speedup: float, batch: int, precision: Precision, meter: LatencyMeter, *,
              min_width_ratio: float = 0.1, log: Callable[[str], None] = print,
              progress: bool = False) -> Variant:
-    """Run this tool's optimize loop (no fine-tuning) to `speedup`; counts come from the caller.
+    """Run this tool (`locp_trt.optimize`, no fine-tuning, no files but its report) to `speedup`.
 
-    When `latency_us` raises `BudgetExceeded`, the last step the loop completed is kept (marked
-    `stopped_by_budget`); with no completed step the exception propagates.
+    When a layer measurement raises `BudgetExceeded` (a `measure.MeteredRuntime` behind the
+    meter), the last step the loop completed is kept (marked `stopped_by_budget`); with no
+    completed step the exception propagates.
 
     Args:
         subject: the unpruned model.
         speedup: measured end-to-end speedup the loop aims for.
         batch: batch size the latencies are for.
         precision: precision the latencies are for.
-        latency_us: layer latency in µs (a fresh `LatencyMeter` behind it, so its stats are this
-            decision's alone).
-        prepare_model: builds a module once for the loop's interleaved comparisons
-            (`Runtime.prepare_module`); None: decisions on predicted latency alone.
+        meter: the layer latencies (a fresh `LatencyMeter` over the shared store, so its stats
+            are this decision's alone); its runtime also times the whole models, interleaved.
         min_width_ratio: no group below this fraction of its width.
         log: receives the loop's progress lines.
         progress: tqdm bars.
     """
-    cfg = OptimizeConfig(speedup=speedup, batch=batch, precision=precision,
-                         min_width_ratio=min_width_ratio, finetune=None, final_finetune=None)
+    import locp_trt
+    from locp_trt.method.checkpoints import last_checkpoint
+
     lines: list[str] = []
 
     def keep(line: str) -> None:
@@ -290,16 +287,17 @@ def run_locp(subject: Subject, *, speedup: float, batch: int, precision: Precisi
     t0 = time.perf_counter()
     stopped = False
     with tempfile.TemporaryDirectory(prefix="locp_bench_") as tmp:
-        opt = Optimizer(subject.model, subject.input_shape, cfg, latency_us=latency_us,
-                        prepare_model=prepare_model, out_dir=Path(tmp), arch=subject.name, loaders=None,
-                        log=keep, progress=progress)
+        out = Path(tmp) / "run"
         try:
-            result = opt.run()
+            result = locp_trt.optimize(subject.model, subject.input_shape, meter=meter, speedup=speedup,
+                                       out=out, precision=precision, batch=batch, arch=subject.name,
+                                       min_width_ratio=min_width_ratio, export=False, engine=False,
+                                       log=keep, progress=progress).result
             model, history = result.model, list(result.history)
             target, met = result.target_speedup, result.met_target
         except BudgetExceeded:
             # Keep the last step the loop completed (it checkpoints after every step).
-            loaded = opt.checkpoints.last()
+            loaded = last_checkpoint(out, subject.model)
             if loaded is None or loaded.history[-1].step < 1:
                 raise
             model, history, target = loaded.model, loaded.history, loaded.target_speedup

@@ -39,10 +39,12 @@ from benchmarks.measure import (  # noqa: E402
     Budget,
     BudgetExceeded,
     CountedLatency,
+    MeteredRuntime,
     ModelTimer,
     Runtimes,
     interleaved,
     make_runtimes,
+    meter_counts,
 )
 from benchmarks.methods import (  # noqa: E402
     Method,
@@ -59,6 +61,7 @@ from benchmarks.methods import (  # noqa: E402
 from benchmarks.results import cell_key, markdown, write_outputs  # noqa: E402
 from locp_trt.errors import LocpError  # noqa: E402
 from locp_trt.latency.config import Precision  # noqa: E402
+from locp_trt.latency.meter import LatencyMeter  # noqa: E402
 from locp_trt.latency.store import LatencyStore  # noqa: E402
 
 __all__ = ["build_parser", "main", "run_benchmark"]
@@ -252,30 +255,16 @@ def _run_cell(ctx: _Context, cell: dict[str, Any], cells_left: int) -> None:
     # LOCP may take a few shares of what is left, never all of it: later cells must still run.
     share = ctx.budget.left() / max(1, cells_left)
     cap = None if share == float("inf") or cells_left == 1 else max(2.5 * share, 60.0)
-    latency = CountedLatency(rts.layer, ctx.stores["locp"], ctx.budget.deadline(cap), ctx.progress)
-    e2e = {"n": 0, "s": 0.0}
-
-    def prepare_model(module):
-        sampler = rts.model.prepare_module(module, shape, precision)
-        e2e["n"] += 1
-
-        def timed(warmup, iters):
-            t0 = time.perf_counter()
-            out = sampler(warmup, iters)
-            e2e["s"] += time.perf_counter() - t0
-            return out
-
-        return timed
-
-    locp = run_locp(subject, speedup=args.speedup, batch=batch, precision=precision,
-                    latency_us=latency, prepare_model=prepare_model, min_width_ratio=args.min_width_ratio,
-                    log=_log, progress=ctx.progress)
-    counts = latency.counts()
+    runtime = MeteredRuntime(rts.layer, ctx.budget.deadline(cap))
+    meter = LatencyMeter(runtime, ctx.stores["locp"], progress=ctx.progress)
+    locp = run_locp(subject, speedup=args.speedup, batch=batch, precision=precision, meter=meter,
+                    min_width_ratio=args.min_width_ratio, log=_log, progress=ctx.progress)
+    counts = meter_counts(meter)
     if counts["s_per_measurement"]:
         ctx.s_per_measurement.append(counts["s_per_measurement"])
-    if e2e["n"]:
-        ctx.s_per_model_timing.append(e2e["s"] / e2e["n"])
-    locp = _with_counts(locp, counts, e2e["n"])
+    if runtime.models:
+        ctx.s_per_model_timing.append(runtime.model_s / runtime.models)
+    locp = _with_counts(locp, counts, runtime.models)
     variants[Method.LOCP.value] = locp
     target = locp.flops / subject.flops
     _log(f"  LOCP: FLOPs ratio {target:.3f}, {counts['layer_configs']} layer configs "

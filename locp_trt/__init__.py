@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._version import __version__ as __version__
 from .errors import LocpError as LocpError
 from .latency import BenchConfig as BenchConfig
 from .latency import DeviceFingerprint as DeviceFingerprint
@@ -16,8 +17,6 @@ from .latency import LayerConfig as LayerConfig
 from .latency import Op as Op
 from .latency import Precision as Precision
 from .latency import Timing as Timing
-
-__version__ = "0.1.0"
 
 # public name -> defining module (imported lazily: these pull in torch)
 _LAZY = {
@@ -30,8 +29,8 @@ _LAZY = {
     "LayerSite": "locp_trt.prune.graph",
     "ModelGraph": "locp_trt.prune.graph",
     "build_graph": "locp_trt.prune.graph",
-    "LoadedModel": "locp_trt.models.loading",
-    "load_model": "locp_trt.models.loading",
+    "LoadedModel": "locp_trt.prune.loading",
+    "load_model": "locp_trt.prune.loading",
     "get_model": "locp_trt.models",
     "list_models": "locp_trt.models",
     "Importance": "locp_trt.prune.importance",
@@ -75,8 +74,12 @@ _LAZY = {
     "configs_for_model": "locp_trt.method.configs_list",
     "BenchResult": "locp_trt.deploy.bench",
     "bench_file": "locp_trt.deploy.bench",
-    "OptimizeJob": "locp_trt.pipeline.run",
+    "OptimizeJob": "locp_trt.pipeline.job",
+    "Training": "locp_trt.pipeline.job",
+    "resolve_job": "locp_trt.pipeline.job",
     "run_job": "locp_trt.pipeline.run",
+    "Optimized": "locp_trt.pipeline.api",
+    "optimize": "locp_trt.pipeline.api",
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from locp_trt.models import get_model
-from locp_trt.pipeline.run import EXAMPLE, example_model_path
+from locp_trt.prune.loading import EXAMPLE, example_model_path
 from locp_trt.train.data import make_loaders
 from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
 

@@ -16,10 +16,10 @@ from locp_trt.cli import main
 from locp_trt.deploy.export import export_onnx
 from locp_trt.errors import ModelLoadError, PlanError, UnsupportedLayerError
 from locp_trt.method.candidates import discover_candidates
-from locp_trt.models.loading import ModelKind, load_model
 from locp_trt.prune import PruningPlan, apply_plan, save_pruned
 from locp_trt.prune._graph_tp import channel_op_problem
 from locp_trt.prune.graph import build_graph, group_floor
+from locp_trt.prune.loading import ModelKind, load_model
 
 ARCHS = ["shufflev2", "squeeze_head", "concat_add", "linear_head"]
 
@@ -302,11 +302,11 @@ def test_pt2_is_refused_clearly_or_read_for_its_weights(tmp_path, capsys):
 # ---- issue 9, item 8: no import circle ----------------------------------------------------------
 def test_prune_plan_does_not_import_loading():
     code = ("import sys, locp_trt.prune.plan; "
-            "assert 'locp_trt.models.loading' not in sys.modules, 'plan imports loading'")
+            "assert 'locp_trt.prune.loading' not in sys.modules, 'plan imports loading'")
     root = Path(__file__).resolve().parents[1]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
-    from locp_trt.models.loading import check_state_dict, resolve_arch  # public names still there
+    from locp_trt.prune.loading import check_state_dict, resolve_arch  # public names still there
 
     assert callable(check_state_dict) and callable(resolve_arch)

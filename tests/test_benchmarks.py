@@ -201,17 +201,18 @@ def test_targets_from_numbers():
 
 
 def test_locp_cut_by_budget_keeps_last_step(subject, monkeypatch):
+    import time
     from dataclasses import replace
 
-    from benchmarks.measure import BudgetExceeded, make_runtimes, model_preparer
+    from benchmarks.measure import BudgetExceeded, MeteredRuntime, make_runtimes
     from locp_trt.latency.config import Precision
     from locp_trt.latency.meter import LatencyMeter
     from locp_trt.latency.store import LatencyStore
     from locp_trt.method.step import Step, StepOutcome
 
     rts = make_runtimes("onnxruntime", layer_iters=3, model_iters=5, warmup=1)
-    meter = LatencyMeter(rts.layer, LatencyStore(None), progress=False)
-    prepare = model_preparer(rts.model, (1, *subject.input_shape), Precision.FP32)
+    runtime = MeteredRuntime(rts.layer)
+    meter = LatencyMeter(runtime, LatencyStore(None), progress=False)
     real_step = Step.run
     calls = {"n": 0}
 
@@ -226,18 +227,17 @@ def test_locp_cut_by_budget_keeps_last_step(subject, monkeypatch):
                            replace(out.record, measured={**out.record.measured, "speedup": 1.01}))
 
     monkeypatch.setattr(Step, "run", step)
-    v = methods.run_locp(subject, speedup=1.3, batch=1, precision=Precision.FP32,
-                         latency_us=meter.latency_us, prepare_model=prepare, log=lambda s: None)
+    v = methods.run_locp(subject, speedup=1.3, batch=1, precision=Precision.FP32, meter=meter,
+                         log=lambda s: None)
     assert v.detail["stopped_by_budget"] and v.detail["loop_steps"] == 1
     assert v.flops < subject.flops and methods.widths_of(subject, v.model) == v.widths
     assert "stopped by the time budget" in v.detail["log"][-1]
+    assert runtime.models >= 1 and runtime.model_s > 0  # whole-model builds counted and timed
 
-    def never(cfg):
-        raise BudgetExceeded("test")
-
+    spent = MeteredRuntime(rts.layer, deadline=time.monotonic() - 1)  # the budget is gone
     with pytest.raises(BudgetExceeded):
-        methods.run_locp(subject, speedup=1.3, batch=1, precision=Precision.FP32, latency_us=never,
-                         prepare_model=prepare, log=lambda s: None)
+        methods.run_locp(subject, speedup=1.3, batch=1, precision=Precision.FP32,
+                         meter=LatencyMeter(spent, LatencyStore(None), progress=False), log=lambda s: None)
 
 
 def test_torch_runtime_path(tmp_path):

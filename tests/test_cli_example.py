@@ -1,5 +1,5 @@
 """`example` (the built-in model) is accepted by every command that takes a model, through the one
-resolver in `locp_trt.models.loading`."""
+resolver in `locp_trt.prune.loading`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from locp_trt.cli import main
-from locp_trt.models.loading import EXAMPLE, example_model_path, load_model, resolve_model_source
+from locp_trt.prune.loading import EXAMPLE, example_model_path, load_model, resolve_model_source
 
 FAST_ARGS = ["--iters", "3", "--warmup", "0", "--max-spread", "10"]
 

@@ -16,7 +16,7 @@ class _Captured(Exception):
 
 def job_for(monkeypatch, tmp_path: Path, *extra: str):
     """The OptimizeJob `optimize` would run with these options (run_job is replaced)."""
-    import locp_trt.pipeline.run as pipeline
+    import locp_trt.pipeline.api as pipeline
 
     seen = []
 
@@ -32,22 +32,23 @@ def job_for(monkeypatch, tmp_path: Path, *extra: str):
 
 
 def test_defaults_distil_on_auto_device_ten_percent_validation(monkeypatch, tmp_path):
-    from locp_trt.pipeline.run import OptimizeJob
+    from locp_trt.pipeline.job import resolve_job
 
     job = job_for(monkeypatch, tmp_path)
-    assert (job.distill, job.distill_alpha, job.distill_temperature) == (True, 0.7, 4.0)
-    assert (job.train_device, job.val_fraction, job.max_acc_drop) == ("auto", 0.1, None)
-    plain = OptimizeJob(model="example", out=tmp_path)  # the CLI's defaults are the library's
-    assert (plain.distill, plain.distill_alpha, plain.distill_temperature, plain.train_device,
-            plain.val_fraction, plain.max_acc_drop) == (True, 0.7, 4.0, "auto", 0.1, None)
+    t = job.training
+    assert (t.distill, t.distill_alpha, t.distill_temperature) == (True, 0.7, 4.0)
+    assert (t.device, t.val_fraction, job.method.max_acc_drop) == ("auto", 0.1, None)
+    plain = resolve_job("example", out=tmp_path)  # the CLI's defaults are the library's
+    assert plain.training == t and plain.method == job.method
 
 
 def test_options_reach_the_job(monkeypatch, tmp_path):
     job = job_for(monkeypatch, tmp_path, "--distill", "off", "--distill-alpha", "0.5",
                   "--distill-temperature", "2", "--train-device", "CUDA:1", "--val-fraction", "0",
                   "--max-acc-drop", "1.5", "--importance", "taylor")
-    assert (job.distill, job.distill_alpha, job.distill_temperature) == (False, 0.5, 2.0)
-    assert (job.train_device, job.val_fraction, job.max_acc_drop) == ("cuda:1", 0.0, 1.5)
+    t = job.training
+    assert (t.distill, t.distill_alpha, t.distill_temperature) == (False, 0.5, 2.0)
+    assert (t.device, t.val_fraction, job.method.max_acc_drop) == ("cuda:1", 0.0, 1.5)
     assert job.method.importance.value == "taylor"
 
 

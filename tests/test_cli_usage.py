@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from locp_trt import pipeline
 from locp_trt.cli import main
 from locp_trt.models import get_model
+from locp_trt.pipeline import api as pipeline_api
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def _fake_run_job(checkpoint: bool):
 
 @pytest.mark.parametrize("checkpoint", [True, False])
 def test_ctrl_c_in_optimize_hints_at_resume(tmp_path, lenet_file, monkeypatch, capsys, checkpoint):
-    monkeypatch.setattr(pipeline, "run_job", _fake_run_job(checkpoint))
+    monkeypatch.setattr(pipeline_api, "run_job", _fake_run_job(checkpoint))
     out = tmp_path / "run"
     code = main(["optimize", str(lenet_file), "--arch", "lenet5", "--out", str(out), "--no-store"])
     err = capsys.readouterr().err

@@ -269,7 +269,7 @@ def _two_step_plans(graph, model, latency_us) -> list[dict[str, int]]:
 
 def test_table_gives_the_same_plans_as_measuring_directly(profiled, residual_file):
     configs, table, store_path = profiled
-    from locp_trt.models.loading import load_model
+    from locp_trt.prune.loading import load_model
 
     model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
     graph = build_graph(model, (3, 24, 24))
@@ -302,7 +302,7 @@ def test_step_list_covers_a_steps_staircases_not_its_search(profiled, residual_f
     """What `configs --coverage step` says is true: the first step's staircase discovery finds
     every config in it, while the search that follows (several groups narrowed at once) asks for
     configs only the grid holds, so `optimize --latency-table` needs a grid table."""
-    from locp_trt.models.loading import load_model
+    from locp_trt.prune.loading import load_model
 
     grid, table, _ = profiled
     model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
@@ -336,7 +336,7 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
     from locp_trt.latency.config import Precision as P
     from locp_trt.method.config import OptimizeConfig
     from locp_trt.method.loop import Optimizer
-    from locp_trt.models.loading import load_model
+    from locp_trt.prune.loading import load_model
 
     configs, table, store_path = profiled
     out = tmp_path / "run"

@@ -13,8 +13,8 @@ from models import Residual  # tests/models.py
 
 from locp_trt.errors import LocpError, ModelLoadError
 from locp_trt.models import get_model
-from locp_trt.models.loading import ModelKind, load_model
 from locp_trt.prune import PruningPlan, apply_plan, save_pruned
+from locp_trt.prune.loading import ModelKind, load_model
 
 
 def same_outputs(a: torch.nn.Module, b: torch.nn.Module, shape) -> bool:

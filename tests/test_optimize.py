@@ -17,23 +17,25 @@ from locp_trt.cli import main
 from locp_trt.errors import InvalidConfigError
 from locp_trt.method.config import OptimizeConfig
 from locp_trt.models import get_model
-from locp_trt.pipeline.run import OptimizeJob, run_job
+from locp_trt.pipeline.api import optimize
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_live_cpu_run_reports_one_consistent_figure_and_envelope_widths(tmp_path: Path) -> None:
+def test_live_cpu_run_reports_one_consistent_figure_and_envelope_widths(tmp_path: Path, monkeypatch) -> None:
     """A zoo model optimized to --speedup 1.5 on live ORT CPU timing: whatever it reaches on a
     busy machine, its headline is the final interleaved comparison, it says met only when that
     interval is at or above the target, and every width it chose was on its group's measured
     envelope. (Landing in the band is asserted on recorded data in test_lands_in_the_band_on_a_recorded_table.)"""
+    from test_job import count_parses
+
     weights = tmp_path / "r20.pt"
     torch.manual_seed(0)
     torch.save(get_model("resnet20").state_dict(), weights)
-    job = OptimizeJob(model=str(weights), arch="resnet20", out=tmp_path / "run", device="cpu",
-                      store=tmp_path / "store.sqlite", method=OptimizeConfig(speedup=1.5, steps=2),
-                      progress=False)
-    report = run_job(job)
+    parses = count_parses(monkeypatch)
+    report = optimize(str(weights), arch="resnet20", out=tmp_path / "run", device="cpu",
+                      store=tmp_path / "store.sqlite", speedup=1.5, steps=2, progress=False).report
+    assert len(parses) <= 5, parses  # precision strings are parsed where they enter, not per layer
     result = report["result"]
     assert result["speedup_kind"] == "measured, interleaved"
     # One source of truth: the headline is the final interleaved comparison, judged on its rule.
@@ -184,11 +186,9 @@ def test_accuracy_kept_within_one_point_at_1p5x(tmp_path: Path) -> None:
     assert before > 50.0  # it learned something, so a drop would show
     weights = tmp_path / "lenet.pt"
     torch.save(model.state_dict(), weights)
-    job = OptimizeJob(model=str(weights), arch="lenet5", out=tmp_path / "run", device="cpu",
+    report = optimize(str(weights), arch="lenet5", out=tmp_path / "run", device="cpu",
                       store=tmp_path / "store.sqlite", data="synthetic:3000:10", batch_size=64,
-                      epochs=2, final_epochs=3, method=OptimizeConfig(speedup=1.5, steps=2),
-                      engine=False, progress=False)
-    report = run_job(job)
+                      epochs=2, final_epochs=3, speedup=1.5, steps=2, engine=False, progress=False).report
     r = report["result"]
     assert r["met_target"] == (r["verdict"] == "meets"), r
     assert r["accuracy_before"] == pytest.approx(before)
@@ -313,7 +313,7 @@ def test_match_nodes_by_shape_in_order_with_padded_channels() -> None:
     runtime padded to its block still match; anything else is left unmatched, never guessed."""
     from locp_trt.latency.config import LayerConfig
     from locp_trt.latency.runtimes.onnxrt import NodeTime
-    from locp_trt.pipeline.run import match_nodes
+    from locp_trt.report.content import match_nodes
 
     a = LayerConfig("conv", 3, 4, 3, 1, 1, input_hw=(8, 8))
     b = LayerConfig("conv", 4, 4, 3, 1, 1, input_hw=(8, 8))

@@ -106,15 +106,15 @@ def test_optimize_says_how_long_step_one_measurements_take():
     """One line, once: step 1's staircase configs still unmeasured times the seconds per
     measurement of the first few of them past the baseline's (a fake runtime and clock: no live
     timing). The baseline's own configs (faster here) neither trigger nor skew it."""
-    from locp_trt.method.config import OptimizeConfig
-    from locp_trt.pipeline.run import _baseline_configs, _Recorder, _step_one_configs
+    from locp_trt.latency.recorder import LatencyRecorder
+    from locp_trt.method.configs_list import baseline_configs, step_one_configs
     from locp_trt.prune.graph import build_graph
 
     meter, said = _fake_meter(), []
-    recorder = _Recorder(meter.latency_us, meter, log=said.append, after=3)
+    recorder = LatencyRecorder(meter.latency_us, meter, log=said.append, after=3)
     graph0 = build_graph(get_model("lenet5"), (1, 28, 28))
-    ahead = _step_one_configs(graph0, OptimizeConfig())
-    baseline = _baseline_configs(graph0, OptimizeConfig())
+    ahead = step_one_configs(graph0, 0.1)
+    baseline = baseline_configs(graph0, 0.1)
     recorder.expect(ahead, "step 1's staircases", asked_before=baseline)
     meter.runtime.seconds = 0.01
     for cfg in baseline:  # the baseline and the floor check: no line, whatever their number

@@ -1,5 +1,6 @@
 """The README's quick start: exactly two set-up commands, the first runs the main job, the
-second is what .ci/run runs; the main job really works as written."""
+second is what .ci/run runs; the main job really works as written. The Python API example runs
+as written too."""
 
 from __future__ import annotations
 
@@ -47,3 +48,21 @@ def test_quick_start_main_job_runs(tmp_path: Path) -> None:
     assert result["speedup"] > 1.0  # wide margin: the pruned example has ~7x fewer FLOPs
     for name in ("pruned.pt", "plan.json", "model.onnx", "history.png", "stairs.png"):
         assert (out / name).is_file(), name
+
+
+def test_python_api_example_runs(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The README's Python example, executed as written (in a scratch folder): it returns the
+    pruned model, its plan and the report, and writes the run where it says."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```python\n(.*?)```", text.split("## Python API", 1)[1], re.S)
+    assert block, "no python block under '## Python API'"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOCP_TRT_STORE", str(tmp_path / "store.sqlite"))
+    scope: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    result = scope["result"]
+    assert result.report["result"]["status"] in ("landed", "missed", "overshot")
+    assert result.plan.widths and scope["pruned"] is result.model
+    assert (tmp_path / "runs" / "api" / "report.json").is_file()
+    assert "x" in capsys.readouterr().out
+

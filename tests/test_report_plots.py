@@ -158,14 +158,15 @@ def test_stairs_and_envelope_check_judge_the_same_staircase():
     at the widths the step started from) with the envelope that step offered. Here conv1 goes to
     8 at step 2, a fast edge of step 2's staircase but a slow bump on step 1's; step 3 (not
     emitted) moves it on to 6."""
+    from locp_trt.latency.recorder import LatencyRecorder
     from locp_trt.method.candidates import DiscoveryMethod, discover_candidates
     from locp_trt.method.records import StepRecord
     from locp_trt.models import get_model
-    from locp_trt.pipeline.run import _envelope_check, _group_stairs, _Recorder
     from locp_trt.prune.graph import build_graph
+    from locp_trt.report.content import envelope_check, group_stairs
 
     graph0 = build_graph(get_model("lenet5"), (1, 28, 28))
-    recorder = _Recorder(_notched_latency)
+    recorder = LatencyRecorder(_notched_latency)
     orig = graph0.widths()
     plan = [orig, {**orig, "conv2": 40}, {**orig, "conv2": 40, "conv1": 8}, {**orig, "conv2": 40, "conv1": 6}]
     history = [StepRecord(0, orig, 0.0, {}, None, 0, 0)]
@@ -176,10 +177,10 @@ def test_stairs_and_envelope_check_judge_the_same_staircase():
                                   candidates={g: list(c.widths) for g, c in cands.items()}))
     assert 8 not in history[1].candidates["conv1"] and 8 in history[2].candidates["conv1"]
 
-    check = _envelope_check(history, chosen_step=2)
+    check = envelope_check(history, chosen_step=2)
     assert check == {"conv2": {"width": 40, "step": 1, "on_envelope": True},
                      "conv1": {"width": 8, "step": 2, "on_envelope": True}}  # not step 3's 6
-    stairs = json.loads(json.dumps(_group_stairs(graph0, history, 2, recorder)))  # as report.json holds it
+    stairs = json.loads(json.dumps(group_stairs(graph0, history, 2, recorder)))  # as report.json holds it
     panels = {p.group: p for p in stairs_panels(stairs)}
     for gid, p in panels.items():
         assert p.step == check.get(gid, {"step": 1})["step"]

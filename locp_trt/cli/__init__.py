@@ -64,7 +64,7 @@ def _usage_error_line(command: str | None, message: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per command."""
-    from .. import __version__
+    from .._version import __version__
 
     parser = _Parser(
         prog="python -m locp_trt",

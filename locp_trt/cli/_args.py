@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ..latency.store import default_store_path as default_store_path
 from ..latency.timing import BenchConfig
 
 __all__ = ["add_runtime_args", "add_bench_args", "bench_config_from", "compare_rule_from", "add_store_args", "default_store_path",
            "parse_shape", "write_json"]
-
-
-def default_store_path() -> Path:
-    """The shared latency database: $LOCP_TRT_STORE, else ~/.cache/locp_trt/latency.sqlite."""
-    env = os.environ.get("LOCP_TRT_STORE")
-    if env:
-        return Path(env)
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "locp_trt" / "latency.sqlite"
 
 
 def add_runtime_args(p: argparse.ArgumentParser, default: str = "auto") -> None:

@@ -108,7 +108,7 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         from ..deploy.bench import bench_file, bench_files
         from ..latency.fingerprint import DeviceFingerprint
-        from ..models.loading import resolve_model_source
+        from ..prune.loading import resolve_model_source
 
         if len(args.paths) == 1 and Path(args.paths[0]).is_dir():
             return _reproduce(args)

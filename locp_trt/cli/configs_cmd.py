@@ -65,8 +65,8 @@ def model_config_list(args: argparse.Namespace):
     from ..errors import InvalidConfigError
     from ..latency.config import Precision
     from ..method.configs_list import Coverage, configs_for_model
-    from ..models.loading import load_model
     from ..prune.graph import build_graph
+    from ..prune.loading import load_model
 
     profile = resolve_device(args.device)
     precision = Precision.parse(args.precision) if args.precision else profile.precision

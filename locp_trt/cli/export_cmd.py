@@ -52,8 +52,8 @@ class Command:
         from ..deploy.devices import resolve_device
         from ..errors import InvalidConfigError, ModelLoadError
         from ..latency.config import Precision
-        from ..models.loading import load_model
         from ..pipeline.outdir import prepare_out_dir, removed_on_failure
+        from ..prune.loading import load_model
 
         profile = resolve_device(args.device)
         precision = Precision.parse(args.precision) if args.precision else profile.precision

@@ -186,40 +186,27 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         # Importing torch and Torch-Pruning takes seconds on a cold start: say so before it.
         print(f"optimize {args.model}: loading torch, the model and the runtime", file=sys.stderr, flush=True)
-        from ..method.candidates import DiscoveryMethod
-        from ..method.config import OptimizeConfig
-        from ..method.ladder import SearchMethod
-        from ..pipeline.outdir import prepare_out_dir, removed_on_failure
-        from ..pipeline.run import OptimizeJob, run_job
-        from ..prune.importance import Importance
+        from ..pipeline.api import optimize
 
-        speedup = args.speedup
-        if speedup is None and args.target_latency_ms is None:
-            speedup = 2.0
-        method = OptimizeConfig(
-            speedup=speedup, target_latency_ms=args.target_latency_ms, tolerance=args.tolerance,
-            steps=args.steps, extra_steps=args.extra_steps, discovery=DiscoveryMethod(args.discovery),
-            importance=Importance(args.importance), weigh_groups=args.group_weights == "reach",
-            search=SearchMethod(args.search),
-            min_width_ratio=args.min_width_ratio,
-            seed=args.seed, compare=compare_rule_from(args))
-        job = OptimizeJob(
-            model=args.model, out=args.out, arch=args.arch, trust_pickle=args.trust_pickle,
-            input_shape=args.input_shape, device=args.device, runtime=args.runtime or None,
-            precision=args.precision, batch=args.batch, bench=bench_config_from(args),
-            latency_table=args.latency_table,
-            store=None if args.no_store else (args.store or default_store_path()),
-            data=args.data, train_limit=args.train_limit, test_limit=args.test_limit,
-            batch_size=args.batch_size, epochs=args.epochs, final_epochs=args.final_epochs, lr=args.lr,
-            val_fraction=args.val_fraction, distill=args.distill == "on", distill_alpha=args.distill_alpha,
-            distill_temperature=args.distill_temperature, train_device=args.train_device,
+        result = optimize(
+            args.model, runtime=args.runtime or None, speedup=args.speedup, data=args.data, out=args.out,
+            device=args.device, precision=args.precision, batch=args.batch, bench=bench_config_from(args),
+            latency_table=args.latency_table, store=None if args.no_store else (args.store or default_store_path()),
+            input_shape=args.input_shape, arch=args.arch, trust_pickle=args.trust_pickle,
+            # the method
+            target_latency_ms=args.target_latency_ms, tolerance=args.tolerance, steps=args.steps,
+            extra_steps=args.extra_steps, discovery=args.discovery, importance=args.importance,
+            weigh_groups=args.group_weights == "reach", search=args.search,
+            min_width_ratio=args.min_width_ratio, seed=args.seed, compare=compare_rule_from(args),
             max_acc_drop=args.max_acc_drop,
-            method=method, resume=args.resume, engine=not args.no_engine,
-            progress=not args.no_progress)
-        created = prepare_out_dir(args.out, resume=args.resume, force=args.force)
-        with removed_on_failure(created):
-            report = run_job(job)
-        r = report["result"]
+            # data and fine-tuning
+            train_limit=args.train_limit, test_limit=args.test_limit, batch_size=args.batch_size,
+            epochs=args.epochs, final_epochs=args.final_epochs, lr=args.lr, val_fraction=args.val_fraction,
+            distill=args.distill == "on", distill_alpha=args.distill_alpha,
+            distill_temperature=args.distill_temperature, train_device=args.train_device,
+            # the run
+            resume=args.resume, force=args.force, engine=not args.no_engine, progress=not args.no_progress)
+        r = result.report["result"]
         print(f"wrote {args.out}/report.json, pruned.pt, plan.json, model.onnx "
               f"(speedup {r['speedup']:.2f}x, {r['speedup_kind']})")
         if r.get("status") == "overshot":

@@ -332,7 +332,7 @@ def _prepare(path: str | Path, runtime: str, precision: Precision | str | None, 
     asked = Precision.parse(precision) if precision is not None else None
     with _make_runtime(name, bench_cfg, fmt, p) as rt:
         if fmt is ModelFormat.TORCH:
-            from ..models.loading import load_model
+            from ..prune.loading import load_model
 
             loaded = load_model(p, arch=arch, trust_pickle=trust_pickle,
                                 input_shape=tuple(input_shape) if input_shape is not None else None)

@@ -63,8 +63,7 @@ def read_runtime_file(out_dir: str | Path) -> dict[str, Any]:
 
 def _reference_module(info: dict[str, Any], baseline: str | Path | None):
     """The unpruned model named in runtime.json (or `baseline`), loaded for export/timing."""
-    from ..models.loading import load_model
-    from ..pipeline.run import EXAMPLE, example_model_path
+    from ..prune.loading import EXAMPLE, example_model_path, load_model
 
     ref = info.get("reference") or {}
     source, arch = str(baseline) if baseline is not None else ref.get("model"), ref.get("arch")

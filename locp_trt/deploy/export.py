@@ -270,7 +270,7 @@ def build_trt_engine(onnx_path: str | Path, engine_path: str | Path, precision: 
     engine = build_engine(onnx_bytes, precision, options)
     _write_atomic(engine_path, engine)
     info = engine_info(precision, options, engine=engine)
-    from .. import __version__
+    from .._version import __version__
 
     info.update({
         "built_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -12,6 +12,7 @@ device fingerprint: collect on the target (e.g. a Jetson) and optimise anywhere.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,8 @@ from .config import LayerConfig, Precision
 from .fingerprint import DeviceFingerprint
 from .timing import Timing
 
-__all__ = ["LatencyStore", "StoredLatency", "SCHEMA_VERSION", "TABLE_SCHEMA", "read_table_json"]
+__all__ = ["LatencyStore", "StoredLatency", "SCHEMA_VERSION", "TABLE_SCHEMA", "read_table_json",
+           "default_store_path"]
 
 #: Version of the SQLite layout; a database of another version is refused, not migrated silently.
 SCHEMA_VERSION = 1
@@ -57,6 +59,15 @@ _DDL = (
         created REAL NOT NULL,
         PRIMARY KEY (config_key, runtime, precision, fingerprint_key))""",
 )
+
+
+def default_store_path() -> Path:
+    """The shared latency database: $LOCP_TRT_STORE, else ~/.cache/locp_trt/latency.sqlite."""
+    env = os.environ.get("LOCP_TRT_STORE")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "locp_trt" / "latency.sqlite"
 
 
 @dataclass(frozen=True)
@@ -357,9 +368,14 @@ def read_table_json(path: str | Path) -> tuple[DeviceFingerprint, list[tuple[Lay
         raise StoreError(f"{p}: 'entries' must be a list")
     out = []
     table_precision = Precision.parse(fp.precision).value  # the table's words, parsed once
+    words: dict[str, Precision] = {}  # each precision string of the entries, parsed once
     for i, e in enumerate(entries):
         try:
-            cfg = LayerConfig.from_dict(e["config"])
+            config = dict(e["config"])
+            word = config.get("precision")
+            if isinstance(word, str):
+                config["precision"] = words[word] if word in words else words.setdefault(word, Precision.parse(word))
+            cfg = LayerConfig.from_dict(config)
             med = float(e["median_us"])
             figs = {"median_us": med,
                     "p10_us": float(e.get("p10_us", med)), "p90_us": float(e.get("p90_us", med)),

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
-from ..progress import progress_enabled
+from ..progress import format_duration, progress_enabled
 from ..prune.graph import group_floor
 from .stairs import DEFAULT_REL_TOL, pareto_envelope, sweep, three_point_discrimination
 from .stairs import EnvelopeMethod as DiscoveryMethod
@@ -33,7 +33,6 @@ __all__ = [
     "GroupCandidates",
     "group_latency_fn",
     "discover_candidates",
-    "format_duration",
 ]
 
 @dataclass(frozen=True)
@@ -138,15 +137,6 @@ def _time_left(estimate_s: Callable[[Iterable[LayerConfig]], float | None],
     if left is None:
         return "timing the first layer configs"
     return f"<= {format_duration(left)} of layer measurements left"
-
-
-def format_duration(seconds: float) -> str:
-    """'40 s', '3.5 min', '1.2 h': a duration at the precision an estimate deserves."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def discover_candidates(

@@ -23,7 +23,7 @@ from ..errors import LocpError
 from ..prune.plan import PruningPlan, pruned_from_payload, save_pruned
 from .records import StepRecord
 
-__all__ = ["STATE_SCHEMA", "Checkpoints", "Resumed", "config_differences"]
+__all__ = ["STATE_SCHEMA", "Checkpoints", "Resumed", "last_checkpoint", "config_differences"]
 
 STATE_SCHEMA = "locp_trt.optimize_state/2"
 
@@ -107,9 +107,16 @@ class Checkpoints:
         return Resumed(model, plan, history, float(state["target_speedup"]))
 
 
-def copy_of(model: nn.Module) -> Callable[[], nn.Module]:
-    """A factory of deep copies of `model`."""
-    return lambda: copy.deepcopy(model)
+def last_checkpoint(out_dir: str | Path, original: nn.Module) -> Resumed | None:
+    """The last completed step of the run in `out_dir`, whatever its options (e.g. to keep what a
+    run stopped early had reached); None when it checkpointed nothing. `original` is its unpruned
+    model."""
+    path = Path(out_dir) / "checkpoints" / "state.json"
+    try:
+        config = json.loads(path.read_text()).get("config") or {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    return Checkpoints(Path(out_dir), config, lambda: copy.deepcopy(original)).last()
 
 
 _ABSENT = object()

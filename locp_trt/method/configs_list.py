@@ -318,3 +318,18 @@ def configs_for_model(
                       precision=graph.precision, configs=tuple(configs), coverage=coverage,
                       min_width_ratio=float(min_width_ratio), grid_configs=n_grid,
                       step_configs=len(step), meta=meta)
+
+
+def step_one_configs(graph0, min_width_ratio: float) -> tuple[LayerConfig, ...]:
+    """What step 1's discovery may ask for: every width of every group's staircase, the others
+    at their original widths (all of them for a sweep, some for three-point discrimination)."""
+    return configs_for_model(graph0, min_width_ratio=min_width_ratio, coverage=Coverage.STEP).configs
+
+
+def baseline_configs(graph0, min_width_ratio: float) -> set[LayerConfig]:
+    """The layer configs the loop asks for before step 1: the layer sums of the unpruned model
+    and of every group at its floor (the reachability check)."""
+    from ..prune.graph import group_floor
+
+    floors = {g: group_floor(grp, min_width_ratio) for g, grp in graph0.groups.items() if grp.prunable}
+    return set(graph0.layer_configs({}).values()) | set(graph0.layer_configs(floors).values())

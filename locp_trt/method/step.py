@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch.nn as nn
 
@@ -28,9 +28,6 @@ from .candidates import DiscoveryMethod, discover_candidates
 from .ladder import Ladder, Rung, build_ladder
 from .landing import Probe, land
 from .records import StepRecord
-
-if TYPE_CHECKING:
-    from .loop import Optimizer
 
 __all__ = ["StepOutcome", "Step"]
 
@@ -60,12 +57,14 @@ class Step:
     """Step `number` of `loop` from `model` (whose channels `plan` maps onto the original's).
 
     Args:
+        loop: the `loop.Optimizer` running the step (its config, calibration, reference,
+            scorer, fine-tuning and log).
         goal: the step's goal speedup; `aim` the speedup it lands on (above the goal in the
             last step, so re-measurement noise stays in the band).
         final: whether the goal is the target (then probes land in the band).
     """
 
-    def __init__(self, loop: Optimizer, number: int, model: nn.Module, plan: PruningPlan,
+    def __init__(self, loop: Any, number: int, model: nn.Module, plan: PruningPlan,
                  history: list[StepRecord], goal: float, aim: float, final: bool) -> None:
         self.loop, self.number, self.model, self.plan = loop, number, model, plan
         self.history, self.goal, self.aim, self.final = history, goal, aim, final

@@ -113,6 +113,15 @@ class Runtime(abc.ABC):
         shape = tuple(int(v) for v in input_shape)
         return lambda: self._prepare_onnx_impl(onnx_bytes, shape, precision)
 
+    @property
+    def can_profile_nodes(self) -> bool:
+        """Whether this runtime times each node inside a model (`profile_nodes`)."""
+        return type(self).profile_nodes is not Runtime.profile_nodes
+
+    def profile_nodes(self, onnx_bytes: bytes, input_shape: Sequence[int]) -> list:
+        """Per-node kernel times inside a model, where the runtime has a profiler (ONNX Runtime)."""
+        raise NotImplementedError(f"runtime {self.label!r} cannot profile the nodes inside a model")
+
     @classmethod
     def options_from_settings(cls, settings: dict) -> dict:
         """Constructor keywords that rebuild with `settings` (as `settings()` wrote them)."""

@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import InvalidConfigError, ModelLoadError, first_line
-from ..prune.plan import PRUNED_FORMAT, pruned_from_payload
-from .arch import check_state_dict as check_state_dict
-from .arch import resolve_arch as resolve_arch
+from ..models.arch import check_state_dict as check_state_dict
+from ..models.arch import resolve_arch as resolve_arch
+from .plan import PRUNED_FORMAT, pruned_from_payload
 
 __all__ = ["ModelKind", "LoadedModel", "load_model", "resolve_arch", "check_state_dict", "EXAMPLE",
            "example_model_path", "resolve_model_source"]
@@ -84,7 +84,7 @@ def resolve_model_source(model: str | Path, arch: str | None = None) -> tuple[Pa
 
 def _examples() -> str:
     try:
-        from . import list_models
+        from ..models import list_models
 
         names = [n for n in list_models() if n in ("resnet20", "resnet56", "vgg16_bn", "mobilenetv2", "lenet5")]
         return ", ".join(names)

@@ -1,0 +1,67 @@
+"""`locp_trt.optimize`: the Python front door. The CLI's `optimize` and the benchmarks call it.
+
+    import torch, locp_trt
+    from locp_trt.models import get_model
+
+    model = get_model("resnet20")
+    result = locp_trt.optimize(model, torch.zeros(1, 3, 32, 32), runtime="onnxruntime", speedup=2,
+                               out="runs/r20")
+    result.model, result.plan, result.report["result"]["speedup"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .job import resolve_job, sample_shape
+from .outdir import prepare_out_dir, removed_on_failure
+from .run import Optimized, run_job
+
+__all__ = ["optimize", "Optimized"]
+
+
+def optimize(model: Any, example_input: Any = None, *, runtime: Any = None, speedup: float | None = None,
+             data: Any = None, out: str | Path = "runs/optimize", device: Any = "auto",
+             log: Callable[[str], None] | None = None, **options: Any) -> Optimized:
+    """Prune `model` to the widths `runtime` runs fastest until its measured speedup reaches
+    `speedup`, fine-tune between steps when `data` is given, and write the run to `out`.
+
+    Args:
+        model: an nn.Module (not modified), a model.pt path, or "example" (the built-in ResNet-20).
+        example_input: a batch-first tensor or a (C, H, W) shape: the sample shape timed (the
+            batch is the device profile's unless `batch=` says). None for a path that knows it.
+        runtime: "onnxruntime", "onnxruntime-cuda", "torch", "torch-cpu", "tensorrt", "auto", or
+            a `Runtime` instance; None: the device profile's first available one.
+        speedup: the end-to-end speedup over the unpruned model to land on (default 2; or give
+            `target_latency_ms=`).
+        data: a data spec ("cifar10:PATH", "synthetic", ...) or `train.data.Loaders` (train, val,
+            test); None: prune for latency alone, no fine-tuning, no accuracy.
+        out: the output folder (refused when it holds a run, unless `resume=True` or `force=True`).
+        device: a device profile or its name ("cpu", "desktop", "jetson", "auto").
+        log: where progress lines go (default: stderr).
+        **options: `OptimizeConfig` fields (`steps`, `tolerance`, `importance`, `search`, ...),
+            `Training` fields (`epochs`, `final_epochs`, `lr`, `train_device`, ...), and `precision`,
+            `batch`, `bench`, `latency_table`, `store` (default: the shared store, as the
+            command's; None: in memory), `meter`, `arch`, `resume`, `force`, `engine`,
+            `export` (False: no pruned.pt, ONNX, engine or plots; report.json and checkpoints
+            still), `progress`.
+
+    Returns:
+        `Optimized`: the pruned model, its plan, the report (what report.json holds) and the
+        loop's result. `report["result"]["status"]` says whether it landed, missed or overshot.
+    """
+    from ..latency.store import default_store_path
+
+    shape = sample_shape(example_input)
+    if shape is not None:
+        options.setdefault("input_shape", shape)
+    if speedup is not None:
+        options["speedup"] = speedup
+    if "meter" not in options:  # the shared latency store, as the command's
+        options.setdefault("store", default_store_path())
+    job = resolve_job(model, out=out, device=device, runtime=runtime, data=data, **options)
+    created = prepare_out_dir(job.out, resume=job.resume, force=job.force)
+    with removed_on_failure(created):
+        return run_job(job) if log is None else run_job(job, log)
