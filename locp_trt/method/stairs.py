@@ -369,6 +369,61 @@ def _detect_alignment(
     return step
 
 
+class _EdgeSearch:
+    """The edge search of three-point discrimination on one lattice of widths: which probed
+    widths are dominated, which intervals are still open, and probes until every jump between
+    probed neighbours is resolved."""
+
+    def __init__(self, probe: _Probe, lattice: list[int], rel_tol: float) -> None:
+        self.probe, self.lattice, self.rel_tol = probe, lattice, rel_tol
+        self.index = {w: i for i, w in enumerate(lattice)}
+        # Gallop stride (in lattice steps) for the next edge check right of a candidate width.
+        self.stride: dict[int, int] = {}
+
+    def dominated(self, p: int) -> bool:
+        """Some probed wider width is as fast as p (within rel_tol)."""
+        limit = self.probe.lat[p] * (1.0 + self.rel_tol)
+        return any(v <= limit for w, v in self.probe.lat.items() if w > p)
+
+    def open_intervals(self) -> list[tuple[int, int]]:
+        """(i, j) lattice indices of consecutive probed lattice widths with unprobed ones between."""
+        idx = sorted(self.index[w] for w in self.probe.lat if w in self.index)
+        return [(i, j) for i, j in zip(idx, idx[1:], strict=False) if j > i + 1]
+
+    def resolve_edges(self) -> None:
+        probe, lattice, rel_tol, stride = self.probe, self.lattice, self.rel_tol, self.stride
+        while True:
+            opened = self.open_intervals()
+            jumps = [(i, j) for i, j in opened if not self.dominated(lattice[i])]
+            # Valley walk: an envelope width whose probed left neighbour is clearly slower sits
+            # in a descending stretch; its unprobed left neighbour may be faster still.
+            valleys = [j for i, j in opened if not self.dominated(lattice[j])
+                       and probe.lat[lattice[i]] > probe.lat[lattice[j]] * (1.0 + rel_tol)]
+            if not jumps and not valleys:
+                return
+            for j in valleys:
+                probe(lattice[j - 1])
+            for i, j in jumps:
+                p = lattice[i]
+                s = stride.get(p, 1)
+                if s and i + s < j:
+                    # Three-point check of p (s == 1), galloping while p's stair goes on.
+                    x = lattice[i + s]
+                    stride[p] = 0
+                    stride.setdefault(x, 2 * s)
+                    probe(x)
+                else:
+                    probe(lattice[(i + j + 1) // 2])
+
+    def need(self, ij: tuple[int, int]) -> tuple[float, int]:
+        """How far a width inside must dip below the ends to join the envelope (smaller first)."""
+        lat = self.probe.lat
+        p, q = self.lattice[ij[0]], self.lattice[ij[1]]
+        wider = min(v for w, v in lat.items() if w >= q)
+        target = wider / (1.0 + self.rel_tol)
+        return (1.0 - target / max(lat[p], lat[q]), -(ij[1] - ij[0]))
+
+
 def three_point_discrimination(
     measure: Callable[[int], float],
     lo: int,
@@ -427,66 +482,21 @@ def three_point_discrimination(
     lattice = [w for w in widths if w % align == 0] if align > step else list(widths)
     if not lattice or lattice[-1] != hi:
         lattice.append(hi)
-    index = {w: i for i, w in enumerate(lattice)}
-
     grid = {lattice[0], hi, *(w for w in lattice if w % coarse == 0)}
     if len(lattice) >= 2:
         grid.add(lattice[-2])  # three-point check of the top stair
     for w in sorted(grid):
         probe(w)
 
-    # Gallop stride (in lattice steps) for the next edge check right of a candidate width.
-    stride: dict[int, int] = {}
-
-    def dominated(p: int) -> bool:
-        """Some probed wider width is as fast as p (within rel_tol)."""
-        limit = probe.lat[p] * (1.0 + rel_tol)
-        return any(v <= limit for w, v in probe.lat.items() if w > p)
-
-    def open_intervals() -> list[tuple[int, int]]:
-        """(i, j) lattice indices of consecutive probed lattice widths with unprobed ones between."""
-        idx = sorted(index[w] for w in probe.lat if w in index)
-        return [(i, j) for i, j in zip(idx, idx[1:], strict=False) if j > i + 1]
-
-    def resolve_edges() -> None:
-        while True:
-            opened = open_intervals()
-            jumps = [(i, j) for i, j in opened if not dominated(lattice[i])]
-            # Valley walk: an envelope width whose probed left neighbour is clearly slower sits
-            # in a descending stretch; its unprobed left neighbour may be faster still.
-            valleys = [j for i, j in opened if not dominated(lattice[j])
-                       and probe.lat[lattice[i]] > probe.lat[lattice[j]] * (1.0 + rel_tol)]
-            if not jumps and not valleys:
-                return
-            for j in valleys:
-                probe(lattice[j - 1])
-            for i, j in jumps:
-                p = lattice[i]
-                s = stride.get(p, 1)
-                if s and i + s < j:
-                    # Three-point check of p (s == 1), galloping while p's stair goes on.
-                    x = lattice[i + s]
-                    stride[p] = 0
-                    stride.setdefault(x, 2 * s)
-                    probe(x)
-                else:
-                    probe(lattice[(i + j + 1) // 2])
-
-    def need(ij: tuple[int, int]) -> tuple[float, int]:
-        """How far a width inside must dip below the ends to join the envelope (smaller first)."""
-        p, q = lattice[ij[0]], lattice[ij[1]]
-        wider = min(v for w, v in probe.lat.items() if w >= q)
-        target = wider / (1.0 + rel_tol)
-        return (1.0 - target / max(probe.lat[p], probe.lat[q]), -(ij[1] - ij[0]))
-
-    resolve_edges()
+    search = _EdgeSearch(probe, lattice, rel_tol)
+    search.resolve_edges()
     while len(probe.order) < budget_probes:
-        flats = open_intervals()
+        flats = search.open_intervals()
         if not flats:
             break
-        i, j = min(flats, key=need)
+        i, j = min(flats, key=search.need)
         probe(lattice[(i + j + 1) // 2])
-        resolve_edges()
+        search.resolve_edges()
 
     env = envelope_of(probe.lat, rel_tol)
     return Discovery(tuple(env), tuple(probe.order), align, dict(probe.lat), budget_probes)

@@ -323,12 +323,64 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
             more than once per forward pass (shared weights).
         InvalidConfigError: the model does not run on `input_shape`.
     """
-    import torch_pruning as tp
-
     precision = Precision.coerce(precision)
     if batch < 1:
         raise InvalidConfigError(f"batch must be >= 1, got {batch}")
     input_shape = tuple(int(v) for v in input_shape)
+    shapes, dg, tp_groups, failed = _trace(model, input_shape)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    mod2name = {m: n for n, m in model.named_modules()}
+    layer_mods = [(n, m) for n, m in model.named_modules()
+                  if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    for name, calls in shapes.items():
+        if len(calls) > 1:
+            raise UnsupportedLayerError(
+                f"layer {name} is called {len(calls)} times in one forward pass (shared weights); "
+                "locp_trt needs one call per conv/linear layer"
+            )
+
+    groups: dict[str, ChannelGroup] = {}
+    tp_handles: dict[str, Any] = {}
+    out_group: dict[str, str] = {}
+    in_parts: dict[str, list[tuple[int, InputPart]]] = {}  # layer -> (first index, part)
+    outputs = output_layers(dg)
+    for grp in tp_groups:
+        found = _channel_group(grp, dg, mod2name, order, outputs, failed)
+        if found is None:
+            continue
+        group, out_names, layer_inputs = found
+        gid = group.id
+        for ln, feats, first in layer_inputs:
+            in_parts.setdefault(ln, []).append((first, InputPart(gid, feats)))
+        for on in out_names:
+            out_group[on] = gid
+        groups[gid] = group
+        root = grp[0].dep.target.module
+        pruner = dg.get_pruner_of_module(root)
+        tp_handles[gid] = (root, pruner.prune_out_channels, dg.get_out_channels)
+
+    # Layers the forward pass never reached: reported as fixed groups, without a LayerSite.
+    for name, m in layer_mods:
+        if name not in shapes and name not in out_group:
+            width = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+            groups[name] = ChannelGroup(name, int(width), (f"{name}:out",), False,
+                                        "not reached in the traced forward pass")
+    layers = _layer_sites(layer_mods, shapes, in_parts, out_group, batch, precision)
+    groups = dict(sorted(groups.items(), key=lambda kv: order[kv[0]]))
+    graph = ModelGraph(model, input_shape, groups, layers, batch, precision, tp_handles, dg)
+    graph._params_per_channel = _params_per_channel(model, groups)
+    # Everything else (unreached layers, non-channel tensors): the model's count less the rest.
+    graph._params_fixed = 0
+    graph._params_fixed = count_params(model) - graph.params()
+    return graph
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...]):
+    """One forward pass in eval mode (the model's mode restored): (each conv/linear's input
+    shapes per call, Torch-Pruning's DependencyGraph, its coupled groups, the reshapes whose
+    channel mapping it could not infer)."""
+    import torch_pruning as tp
+
     try:
         device = next(model.parameters()).device
     except StopIteration:
@@ -358,93 +410,78 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
             ) from None
     finally:
         model.train(was_training)
+    return shapes, dg, tp_groups, failed
 
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    mod2name = {m: n for n, m in model.named_modules()}
-    layer_mods = [(n, m) for n, m in model.named_modules()
-                  if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
-    for name, calls in shapes.items():
-        if len(calls) > 1:
-            raise UnsupportedLayerError(
-                f"layer {name} is called {len(calls)} times in one forward pass (shared weights); "
-                "locp_trt needs one call per conv/linear layer"
-            )
 
-    groups: dict[str, ChannelGroup] = {}
-    tp_handles: dict[str, Any] = {}
-    out_group: dict[str, str] = {}
-    in_parts: dict[str, list[tuple[int, InputPart]]] = {}  # layer -> (first index, part)
-    outputs = output_layers(dg)
-    for grp in tp_groups:
-        out_names, members, reasons = [], [], []
-        parts: set[tuple[int, ...]] = set()
-        moved: list[str] = []  # channel-moving ops the group's channels pass
-        layer_inputs: dict[str, list[int]] = {}
-        for item in grp:
-            dep, idxs = item.dep, item.idxs
-            node, target, fn = dep.target, dep.target.module, dep.handler
-            is_out, is_in = dg.is_out_channel_pruning_fn(fn), dg.is_in_channel_pruning_fn(fn)
-            if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.UNBIND):
-                reasons.append("passes through a split/slice whose sizes are fixed in forward()")
-            op = channel_op_problem(node) or ("a reshape" if node in failed else None)
-            if op:
-                after = nearest_layer(node, mod2name)
-                moved.append(f"{op}{f' after {after}' if after else ''}")
-            name = mod2name.get(target)
-            if name is None:
-                continue
-            if isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
-                dw = isinstance(target, nn.Conv2d) and is_in and is_out
-                if is_out and target in outputs:
-                    reasons.append("model output")
-                if is_out and len(item.root_idxs) < dg.get_out_channels(grp[0].dep.target.module):
-                    parts.add(tuple(sorted(set(int(i) for i in item.root_idxs))))
-                if isinstance(target, nn.Conv2d) and target.groups > 1 and not dw:
-                    reasons.append(f"feeds or is grouped conv {name} (groups={target.groups}), which "
-                                   "Torch-Pruning cannot prune consistently")
-                if is_out:
-                    out_names.append(name)
-                if is_in:
-                    layer_inputs.setdefault(name, []).extend(int(i) for i in idxs)
-                members.append(f"{name}:{'dw' if dw else 'out' if is_out else 'in'}")
-            elif isinstance(target, nn.modules.batchnorm._BatchNorm):
-                members.append(f"{name}:bn")
-            elif isinstance(target, _NORM_TYPES):
-                members.append(f"{name}:norm")
-            elif isinstance(target, nn.Module) and any(True for _ in target.parameters(recurse=False)):
-                members.append(f"{name}:{type(target).__name__.lower()}")
-        if not out_names:
+def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mapping[str, int],
+                   outputs: Any, failed: set[Any]):
+    """One Torch-Pruning group as a `ChannelGroup` (prunable, or fixed with its reasons), the
+    layers whose outputs it sets, and (layer, features, first index) for the layers that read it;
+    None when it sets no conv/linear output."""
+    import torch_pruning as tp
+
+    out_names, members, reasons = [], [], []
+    parts: set[tuple[int, ...]] = set()
+    moved: list[str] = []  # channel-moving ops the group's channels pass
+    layer_inputs: dict[str, list[int]] = {}
+    for item in grp:
+        dep, idxs = item.dep, item.idxs
+        node, target, fn = dep.target, dep.target.module, dep.handler
+        is_out, is_in = dg.is_out_channel_pruning_fn(fn), dg.is_in_channel_pruning_fn(fn)
+        if node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.UNBIND):
+            reasons.append("passes through a split/slice whose sizes are fixed in forward()")
+        op = channel_op_problem(node) or ("a reshape" if node in failed else None)
+        if op:
+            after = nearest_layer(node, mod2name)
+            moved.append(f"{op}{f' after {after}' if after else ''}")
+        name = mod2name.get(target)
+        if name is None:
             continue
-        if moved:
-            more = f" (and {len(moved) - 1} more such ops)" if len(moved) > 1 else ""
-            reasons.append(f"its channels pass {moved[0]}{more}, which moves channels in a way "
-                           "Torch-Pruning cannot follow (e.g. a channel shuffle)")
-        gid = min(out_names, key=order.__getitem__)
-        root = grp[0].dep.target.module
-        width = dg.get_out_channels(root)
-        for ln, idxs in layer_inputs.items():
-            feats = len(set(idxs))
-            if feats % width and not reasons:
-                reasons.append(f"a reshape before {ln} does not map whole channels")
-            in_parts.setdefault(ln, []).append((min(idxs), InputPart(gid, feats)))
-        for on in out_names:
-            out_group[on] = gid
-        if width == 1:
-            reasons.append("width 1")
-        members = sorted(dict.fromkeys(members), key=lambda s: order.get(s.rsplit(":", 1)[0], 0))
-        reason = "; ".join(dict.fromkeys(reasons))
-        groups[gid] = ChannelGroup(gid, int(width), tuple(members), not reason, reason,
-                                   tuple(sorted(parts)))
-        pruner = dg.get_pruner_of_module(root)
-        tp_handles[gid] = (root, pruner.prune_out_channels, dg.get_out_channels)
+        if isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
+            dw = isinstance(target, nn.Conv2d) and is_in and is_out
+            if is_out and target in outputs:
+                reasons.append("model output")
+            if is_out and len(item.root_idxs) < dg.get_out_channels(grp[0].dep.target.module):
+                parts.add(tuple(sorted(set(int(i) for i in item.root_idxs))))
+            if isinstance(target, nn.Conv2d) and target.groups > 1 and not dw:
+                reasons.append(f"feeds or is grouped conv {name} (groups={target.groups}), which "
+                               "Torch-Pruning cannot prune consistently")
+            if is_out:
+                out_names.append(name)
+            if is_in:
+                layer_inputs.setdefault(name, []).extend(int(i) for i in idxs)
+            members.append(f"{name}:{'dw' if dw else 'out' if is_out else 'in'}")
+        elif isinstance(target, nn.modules.batchnorm._BatchNorm):
+            members.append(f"{name}:bn")
+        elif isinstance(target, _NORM_TYPES):
+            members.append(f"{name}:norm")
+        elif isinstance(target, nn.Module) and any(True for _ in target.parameters(recurse=False)):
+            members.append(f"{name}:{type(target).__name__.lower()}")
+    if not out_names:
+        return None
+    if moved:
+        more = f" (and {len(moved) - 1} more such ops)" if len(moved) > 1 else ""
+        reasons.append(f"its channels pass {moved[0]}{more}, which moves channels in a way "
+                       "Torch-Pruning cannot follow (e.g. a channel shuffle)")
+    gid = min(out_names, key=order.__getitem__)
+    width = dg.get_out_channels(grp[0].dep.target.module)
+    reads = []
+    for ln, idxs in layer_inputs.items():
+        feats = len(set(idxs))
+        if feats % width and not reasons:
+            reasons.append(f"a reshape before {ln} does not map whole channels")
+        reads.append((ln, feats, min(idxs)))
+    if width == 1:
+        reasons.append("width 1")
+    members = sorted(dict.fromkeys(members), key=lambda s: order.get(s.rsplit(":", 1)[0], 0))
+    reason = "; ".join(dict.fromkeys(reasons))
+    group = ChannelGroup(gid, int(width), tuple(members), not reason, reason, tuple(sorted(parts)))
+    return group, out_names, reads
 
-    # Layers the forward pass never reached: reported as fixed groups, without a LayerSite.
-    for name, m in layer_mods:
-        if name not in shapes and name not in out_group:
-            width = m.out_features if isinstance(m, nn.Linear) else m.out_channels
-            groups[name] = ChannelGroup(name, int(width), (f"{name}:out",), False,
-                                        "not reached in the traced forward pass")
 
+def _layer_sites(layer_mods, shapes, in_parts, out_group, batch: int, precision: Precision) -> dict[str, LayerSite]:
+    """A `LayerSite` for every conv/linear the forward pass reached: its config, the groups its
+    input channels come from (in order; fixed channels as a group-less part) and its output's."""
     layers: dict[str, LayerSite] = {}
     for name, m in layer_mods:
         if name not in shapes:
@@ -457,13 +494,7 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
         grouped = [p.group for p in parts if p.group is not None]
         layers[name] = LayerSite(name, cfg, grouped[0] if grouped else None, out_group.get(name),
                                  tuple(parts))
-    groups = dict(sorted(groups.items(), key=lambda kv: order[kv[0]]))
-    graph = ModelGraph(model, input_shape, groups, layers, batch, precision, tp_handles, dg)
-    graph._params_per_channel = _params_per_channel(model, groups)
-    # Everything else (unreached layers, non-channel tensors): the model's count less the rest.
-    graph._params_fixed = 0
-    graph._params_fixed = count_params(model) - graph.params()
-    return graph
+    return layers
 
 
 def _params_per_channel(model: nn.Module, groups: Mapping[str, ChannelGroup]) -> dict[str, int]:
