@@ -48,3 +48,21 @@ def test_install_notes_say_which_torch_build_the_pin_gives():
     assert "torch==2.13.0\n" in constraints
     comment = "".join(line for line in constraints.splitlines() if line.startswith("#"))
     assert "CUDA build" in comment and "download.pytorch.org/whl/cpu" in comment
+
+
+def test_architecture_doc_draws_the_package_as_it_is():
+    """docs/ARCHITECTURE.md names every folder of the package, and every module it names exists."""
+    doc = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    pkg = REPO / "locp_trt"
+    folders = sorted(p.name for p in pkg.iterdir() if (p / "__init__.py").is_file())
+    assert all(f"`{name}/`" in doc for name in folders), folders
+    named = set(re.findall(r"`((?:[a-z_]+/)?[a-z_]+\.py)`", doc))
+    for section in re.findall(r"\| `([a-z_]+)/` \|(.*)", doc):  # modules named in a folder's row
+        named |= {f"{section[0]}/{m}" for m in re.findall(r"`([a-z_]+\.py)`", section[1])}
+    def exists(m: str) -> bool:  # "folder/x.py" anywhere below folder/, "x.py" anywhere
+        folder, _, name = m.rpartition("/")
+        return (REPO / m).is_file() or any((pkg / folder).glob(f"**/{name}"))
+
+    missing = [m for m in named if not exists(m)]
+    assert not missing, missing
+
