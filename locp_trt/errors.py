@@ -6,9 +6,13 @@ exits 1. Anything else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+from typing import Any
 
 __all__ = [
+    "read_json",
     "LocpError",
     "BackendUnavailableError",
     "InvalidConfigError",
@@ -65,3 +69,16 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     """`Type: first line of the message`, without terminal colour codes, for one-line errors."""
     text = _ANSI.sub("", str(e)).strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
+
+
+def read_json(path: str | Path, what: str, error: type[LocpError]) -> Any:
+    """The JSON document in `path`; a missing or unreadable file is one `error` naming `what`
+    ("config list", "lookup table") and the file."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} not found: {p}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"cannot read the {what} {p}: {exc}") from None
+

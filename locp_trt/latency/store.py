@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import InvalidConfigError, StoreError
+from ..errors import InvalidConfigError, StoreError, read_json
 from .config import LayerConfig, Precision
 from .fingerprint import DeviceFingerprint
 from .timing import Timing
@@ -349,12 +349,7 @@ def read_table_json(path: str | Path) -> tuple[DeviceFingerprint, list[tuple[Lay
         StoreError: unreadable file, another schema, or a malformed entry (with its index).
     """
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StoreError(f"lookup table not found: {p}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreError(f"cannot read the lookup table {p}: {exc}") from None
+    doc = read_json(p, "lookup table", StoreError)
     if not isinstance(doc, dict) or doc.get("schema") != TABLE_SCHEMA:
         seen = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         raise StoreError(f"{p} is not a latency lookup table: schema {seen!r}, expected {TABLE_SCHEMA!r} "

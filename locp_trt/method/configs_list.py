@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidConfigError
+from ..errors import InvalidConfigError, read_json
 from ..latency.config import LayerConfig, Precision
 
 __all__ = [
@@ -176,14 +176,7 @@ class ConfigList:
     @classmethod
     def load(cls, path: str | Path) -> ConfigList:
         """Read a config list written by `save` (or `python -m locp_trt configs`)."""
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidConfigError(f"config list not found: {p}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidConfigError(f"cannot read the config list {p}: {exc}") from None
-        return cls.from_json(data, source=str(p))
+        return cls.from_json(read_json(path, "config list", InvalidConfigError), source=str(Path(path)))
 
 
 # ---- listing a model's configs ----------------------------------------------------------------------
