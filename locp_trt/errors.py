@@ -71,14 +71,14 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
 
 
-def read_json(path: str | Path, what: str, error: type[LocpError]) -> Any:
-    """The JSON document in `path`; a missing or unreadable file is one `error` naming `what`
-    ("config list", "lookup table") and the file."""
+def read_json(path: str | Path, error: type[LocpError], what: str = "file", reading: str = "JSON from") -> Any:
+    """The JSON document in `path`; a missing or unreadable file is one `error`: "{what} not
+    found: PATH" or "cannot read {reading} PATH: why"."""
     p = Path(path)
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{what} not found: {p}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(f"cannot read the {what} {p}: {exc}") from None
+        raise error(f"cannot read {reading} {p}: {exc}") from None
 

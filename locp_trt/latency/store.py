@@ -349,7 +349,7 @@ def read_table_json(path: str | Path) -> tuple[DeviceFingerprint, list[tuple[Lay
         StoreError: unreadable file, another schema, or a malformed entry (with its index).
     """
     p = Path(path)
-    doc = read_json(p, "lookup table", StoreError)
+    doc = read_json(p, StoreError, "lookup table", "the lookup table")
     if not isinstance(doc, dict) or doc.get("schema") != TABLE_SCHEMA:
         seen = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
         raise StoreError(f"{p} is not a latency lookup table: schema {seen!r}, expected {TABLE_SCHEMA!r} "

@@ -176,7 +176,7 @@ class ConfigList:
     @classmethod
     def load(cls, path: str | Path) -> ConfigList:
         """Read a config list written by `save` (or `python -m locp_trt configs`)."""
-        return cls.from_json(read_json(path, "config list", InvalidConfigError), source=str(Path(path)))
+        return cls.from_json(read_json(path, InvalidConfigError, "config list", "the config list"), source=str(Path(path)))
 
 
 # ---- listing a model's configs ----------------------------------------------------------------------

@@ -46,14 +46,13 @@ means.
 from __future__ import annotations
 
 import enum
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidConfigError, StoreError
+from ..errors import InvalidConfigError, StoreError, read_json
 from ..progress import progress_enabled
 
 __all__ = [
@@ -216,13 +215,7 @@ class Staircase:
 
 def load_json(path: str | Path) -> Any:
     """Parse a JSON file; a missing or malformed file raises `StoreError` naming it."""
-    p = Path(path)
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StoreError(f"file not found: {p}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreError(f"cannot read JSON from {p}: {exc}") from None
+    return read_json(path, StoreError)
 
 
 # ---- the envelope --------------------------------------------------------------------------------
