@@ -1,7 +1,9 @@
 """locp_trt: latency-oriented channel pruning for NVIDIA GPUs (LOCP, Zhang et al. 2023).
 
-The public API is re-exported here. Names that need torch are imported on first use, so
-`import locp_trt` (and the latency profiler) works on a machine with only onnx + a runtime.
+The front door is `locp_trt.optimize(model, example_input, runtime=..., speedup=..., data=...,
+out=...)`: it returns the pruned model, its plan and the report (see the README's Python API).
+The rest of the public API is re-exported here too. Names that need torch are imported on first
+use, so `import locp_trt` (and the latency profiler) works on a machine with only onnx + a runtime.
 """
 
 from __future__ import annotations

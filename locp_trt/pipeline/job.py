@@ -21,10 +21,10 @@ from ..latency.runtimes.base import Runtime
 from ..latency.timing import BenchConfig
 from ..method.config import OptimizeConfig
 
-__all__ = ["Training", "OptimizeJob", "resolve_job", "EXAMPLE_MODULE"]
+__all__ = ["Training", "OptimizeJob", "resolve_job", "sample_shape", "MODULE_SOURCE"]
 
 #: `OptimizeJob.model`'s source name for a module given in Python (not a file).
-EXAMPLE_MODULE = "module"
+MODULE_SOURCE = "module"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +75,7 @@ class OptimizeJob:
     @property
     def source(self) -> str:
         """How reports name the model: its path, "example", or "module"."""
-        return self.model if isinstance(self.model, str) else EXAMPLE_MODULE
+        return self.model if isinstance(self.model, str) else MODULE_SOURCE
 
 
 _METHOD = {f.name for f in fields(OptimizeConfig)} - {"precision", "batch", "finetune", "final_finetune"}
