@@ -111,7 +111,15 @@ class Runtime(abc.ABC):
         """A factory of fresh builds of an ONNX model (e.g. an emitted model.onnx)."""
         self.check_precision(precision)
         shape = tuple(int(v) for v in input_shape)
+        host = self._model_host()
+        if host is not None:  # whole models are built and timed in a separate process
+            return lambda: host.build(onnx_bytes, shape, precision)
         return lambda: self._prepare_onnx_impl(onnx_bytes, shape, Precision.parse(precision))
+
+    def _model_host(self):
+        """The child process whole models are built in (`model_host.ModelHost`), or None to
+        build them in this process (the default)."""
+        return None
 
     @classmethod
     def options_from_settings(cls, settings: dict) -> dict:

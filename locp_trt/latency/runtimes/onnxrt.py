@@ -75,9 +75,41 @@ class NodeTime:
 
 
 class _OrtRuntime(Runtime):
-    """Shared session set-up: one provider, sequential execution, all graph optimisations."""
+    """Shared session set-up: one provider, sequential execution, all graph optimisations.
+
+    `isolate`: build and time whole models (the reference, probes, final checks, `bench`) in a
+    child process that holds nothing else (`model_host`), as a deployed process does; one-layer
+    graphs stay in this process. Default: on for the CUDA provider (docs/METHOD.md, "Build
+    settings"), off on the CPU.
+    """
 
     provider = "CPUExecutionProvider"
+    isolate_default = False
+
+    def __init__(self, bench=None, *, strict: bool = False, isolate: bool | None = None) -> None:
+        super().__init__(bench, strict=strict)
+        self.isolate = self.isolate_default if isolate is None else bool(isolate)
+        self._host = None
+
+    def _model_host(self):
+        if not self.isolate:
+            return None
+        if self._host is None:
+            from .model_host import ModelHost
+
+            self._host = ModelHost(self)
+        return self._host
+
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+
+    def __getstate__(self) -> dict:
+        # What the model host's child receives: the settings, not the host (nor a second one).
+        state = dict(self.__dict__)
+        state.update(_host=None, isolate=False)
+        return state
 
     def settings(self) -> dict:
         """Session and provider options of every session this runtime builds."""
@@ -85,7 +117,13 @@ class _OrtRuntime(Runtime):
                 "session_options": {"graph_optimization_level": "ORT_ENABLE_ALL",
                                     "execution_mode": "ORT_SEQUENTIAL",
                                     "intra_op_num_threads": int(self.bench.threads),
-                                    "inter_op_num_threads": 1}}
+                                    "inter_op_num_threads": 1},
+                "whole_models_in": "a child process" if self.isolate else "the measuring process"}
+
+    @classmethod
+    def options_from_settings(cls, settings: dict) -> dict:
+        where = settings.get("whole_models_in")
+        return {} if where is None else {"isolate": where == "a child process"}
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -255,10 +293,12 @@ class OrtCudaRuntime(_OrtRuntime):
     precisions = (Precision.FP32, Precision.FP16)
     provider = "CUDAExecutionProvider"
     build_variance = True
+    isolate_default = True
 
     def __init__(self, bench=None, *, strict: bool = False, device_id: int = 0,
-                 provider_options: Mapping[str, object] | None = None) -> None:
-        super().__init__(bench, strict=strict)
+                 provider_options: Mapping[str, object] | None = None,
+                 isolate: bool | None = None) -> None:
+        super().__init__(bench, strict=strict, isolate=isolate)
         self.device_id = int(device_id)
         self.options = {**CUDA_PROVIDER_DEFAULTS,
                         **{str(k): str(v) for k, v in (provider_options or {}).items()}}
@@ -282,7 +322,7 @@ class OrtCudaRuntime(_OrtRuntime):
     @classmethod
     def options_from_settings(cls, settings: dict) -> dict:
         opts = {k: v for k, v in (settings.get("provider_options") or {}).items() if k != "device_id"}
-        return {"provider_options": opts}
+        return {**super().options_from_settings(settings), "provider_options": opts}
 
     @property
     def label(self) -> str:
