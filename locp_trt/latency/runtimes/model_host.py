@@ -18,10 +18,14 @@ is garbage collected; `close()` stops the child.
 from __future__ import annotations
 
 import itertools
-import multiprocessing as mp
+import os
+import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from ...errors import BackendUnavailableError, InvalidConfigError, LocpError
@@ -33,12 +37,12 @@ _ERRORS: dict[str, type[LocpError]] = {"InvalidConfigError": InvalidConfigError,
                                        "BackendUnavailableError": BackendUnavailableError}
 
 
-def _serve(conn, runtime) -> None:
+def _serve(requests: Connection, conn: Connection, runtime) -> None:
     """The child's loop: build / sample / free requests until "close" or the pipe closes."""
     samplers: dict[int, Any] = {}
     while True:
         try:
-            msg = conn.recv()
+            msg = requests.recv()
         except (EOFError, OSError):
             return
         op = msg[0]
@@ -62,6 +66,16 @@ def _serve(conn, runtime) -> None:
             conn.send(("error", type(exc).__name__, str(exc)))
 
 
+def _child_main(read_fd: int, write_fd: int) -> None:
+    """Entry point of the child (`python -c`): the runtime comes first, then requests."""
+    requests, replies = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    try:
+        runtime = requests.recv()
+    except (EOFError, OSError):
+        return
+    _serve(requests, replies, runtime)
+
+
 class HostedSampler:
     """A build living in the host's child process; calling it times it there."""
 
@@ -78,21 +92,34 @@ class ModelHost:
 
     def __init__(self, runtime) -> None:
         self.runtime = runtime
-        self._conn = None
-        self._proc = None
+        self._conn: Connection | None = None  # replies from the child
+        self._send: Connection | None = None  # requests to the child
+        self._proc: subprocess.Popen | None = None
         self._keys = itertools.count()
         self._lock = threading.Lock()
         self._released: list[int] = []  # builds whose samplers are gone, freed with the next request
         self.builds = 0  # builds made in the child so far
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")  # a clean interpreter: no torch, no CUDA state inherited
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, self.runtime), daemon=True,
-                           name=f"locp_trt model host ({self.runtime.name})")
-        proc.start()
-        child.close()
-        self._conn, self._proc = parent, proc
+        # A plain child interpreter (not multiprocessing's spawn, which re-runs the caller's main
+        # script): it imports this module, receives the runtime, and serves requests on two pipes.
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        root = str(Path(__file__).resolve().parents[3])  # the folder holding the locp_trt package
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+        code = (f"from locp_trt.latency.runtimes.model_host import _child_main; "
+                f"_child_main({to_child_r}, {from_child_w})")
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w),
+                                    env=env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self._send = Connection(to_child_w, readable=False)
+        self._conn = Connection(from_child_r, writable=False)
+        self._proc = proc
+        self._send.send(self.runtime)
 
     def _ask(self, msg: tuple) -> Any:
         with self._lock:
@@ -101,12 +128,12 @@ class ModelHost:
             try:
                 if self._released:
                     released, self._released = self._released, []
-                    self._conn.send(("free", released))
-                self._conn.send(msg)
+                    self._send.send(("free", released))
+                self._send.send(msg)
                 status, *rest = self._conn.recv()
             except (EOFError, OSError, BrokenPipeError):
-                code = self._proc.exitcode if self._proc is not None else None
-                self._conn = self._proc = None
+                code = self._proc.poll() if self._proc is not None else None
+                self.close()
                 raise BackendUnavailableError(
                     f"the process timing whole models on {self.runtime.name} ended (exit code "
                     f"{code}); rerun, and check the GPU with nvidia-smi if it happens again") from None
@@ -129,15 +156,19 @@ class ModelHost:
 
     def close(self) -> None:
         """Stop the child (its sessions go with it)."""
-        conn, proc = self._conn, self._proc
-        self._conn = self._proc = None
-        if conn is not None:
+        send, conn, proc = self._send, self._conn, self._proc
+        self._send = self._conn = self._proc = None
+        if send is not None:
             try:
-                conn.send(("close",))
+                send.send(("close",))
             except (OSError, BrokenPipeError):
                 pass
+            send.close()
+        if conn is not None:
             conn.close()
         if proc is not None:
-            proc.join(timeout=10)
-            if proc.is_alive():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
