@@ -4,7 +4,8 @@
 # steps, onnxruntime-gpu's four parts already in /tmp/ortparts (shared/GPU.md).
 #   bash benchmarks/gpu_issue15.sh ort SEEDS...     ORT-CUDA landing runs (+ settings on the first)
 #   bash benchmarks/gpu_issue15.sh torch SEEDS...   torch-CUDA landing runs
-# SETTINGS=0 skips ort_settings.py after the first ORT seed. PYTEST=1 also runs `pytest -m gpu` at the end when time is left; EXPERIMENTS=1 first runs
+# GRAPHCHECK=report.json first times that report's step shapes of ResNet-50 in fresh sessions
+# with and without CUDA graphs (ort_settings.py --report). SETTINGS=0 skips ort_settings.py after the first ORT seed. PYTEST=1 also runs `pytest -m gpu` at the end when time is left; EXPERIMENTS=1 first runs
 # ort_settings.py --experiments (per-config cost breakdown, fresh-session spread by width alignment).
 # Each call leaves one tarball in $OUT (logs, reports, independent checks, device line); the call
 # stops starting runs after LIMIT seconds (default 540) so the tarball is always written.
@@ -35,6 +36,11 @@ limit=${LIMIT:-540}
 if [ "${EXPERIMENTS:-0}" = 1 ]; then
   timeout 150 python3 benchmarks/ort_settings.py --experiments --sessions 4 --configs 20 \
       --json "$res/ort_experiments.json" 2>&1 | tee -a "$res/driver.txt"
+fi
+if [ -n "${GRAPHCHECK:-}" ]; then  # a report.json: its steps' shapes, sessions with and without CUDA graphs
+  timeout 200 python3 benchmarks/ort_settings.py --report "$GRAPHCHECK" --steps "${GRAPHSTEPS:-1,3}" \
+      --sets heuristic_nhwc,heuristic_nhwc_graph,heuristic_nchw_graph --sessions 6 --runs 40 \
+      --no-config-cost --json "$res/ort_graph.json" 2>&1 | tee -a "$res/driver.txt"
 fi
 for seed in "$@"; do
   if [ $((SECONDS - start)) -gt $((limit - 200)) ]; then echo "skipping seed $seed: time" >> "$res/device.txt"; continue; fi
