@@ -20,18 +20,42 @@ from pathlib import Path
 import numpy as np
 
 OPTION_SETS = {
-    "exhaustive_nchw": {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "0"},
-    "exhaustive_nhwc": {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"},
-    "heuristic_nchw": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "0"},
-    "heuristic_nhwc": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1"},
+    "exhaustive_nchw": {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "0", "enable_cuda_graph": "0"},
+    "exhaustive_nhwc": {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1", "enable_cuda_graph": "0"},
+    "heuristic_nchw": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "0", "enable_cuda_graph": "0"},
+    "heuristic_nhwc": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1", "enable_cuda_graph": "0"},
+    "heuristic_nchw_graph": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "0", "enable_cuda_graph": "1"},
+    "heuristic_nhwc_graph": {"cudnn_conv_algo_search": "HEURISTIC", "prefer_nhwc": "1", "enable_cuda_graph": "1"},
+    "exhaustive_nhwc_graph": {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1", "enable_cuda_graph": "1"},
 }
+
+
+def models_from_report(report: Path, steps: list[int], folder: Path) -> list[Path]:
+    """The unpruned torchvision ResNet-50 and its pruned shapes at `steps` of an optimize
+    report's history (widths only: latency does not depend on the weights), as fp16 ONNX at
+    batch 32, 224x224."""
+    import torchvision
+
+    from locp_trt.deploy.export import export_onnx
+    from locp_trt.prune.plan import PruningPlan, apply_plan
+
+    history = json.loads(report.read_text())["history"]
+    paths = [folder / "r50_base.onnx"]
+    export_onnx(torchvision.models.resnet50().eval(), paths[0], (32, 3, 224, 224), "fp16", verify=False)
+    for step in steps:
+        widths = {k: v for k, v in history[step]["widths"].items() if k != "fc"}
+        plan = PruningPlan(arch=None, input_shape=(3, 224, 224), widths=widths)
+        pruned, _ = apply_plan(torchvision.models.resnet50().eval(), plan, (3, 224, 224))
+        paths.append(folder / f"r50_step{step}.onnx")
+        export_onnx(pruned, paths[-1], (32, 3, 224, 224), "fp16", verify=False)
+    return paths
 
 
 def sessions(path: Path, options: dict, n: int, runs: int) -> list[float]:
     from locp_trt.latency.runtimes.onnxrt import OrtCudaRuntime
 
     data = path.read_bytes()
-    rt = OrtCudaRuntime(provider_options=options)
+    rt = OrtCudaRuntime(provider_options=options, isolate=False)
     import onnx
 
     m = onnx.load_from_string(data)
@@ -116,11 +140,16 @@ def config_cost(options: dict, count: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("onnx", nargs="+", type=Path)
+    p.add_argument("onnx", nargs="*", type=Path)
     p.add_argument("--sessions", type=int, default=4)
     p.add_argument("--runs", type=int, default=40)
     p.add_argument("--configs", type=int, default=40)
     p.add_argument("--json", type=Path)
+    p.add_argument("--report", type=Path, help="instead of ONNX files: build ResNet-50 and its "
+                   "pruned shapes from this optimize report.json (needs torchvision)")
+    p.add_argument("--steps", default="1", help="with --report: history steps to build")
+    p.add_argument("--sets", help="comma-separated option sets (default: the four without graphs)")
+    p.add_argument("--no-config-cost", action="store_true")
     p.add_argument("--experiments", action="store_true",
                    help="instead: the per-config cost breakdown and the alignment spread test")
     a = p.parse_args(argv)
@@ -135,15 +164,24 @@ def main(argv: list[str] | None = None) -> int:
             a.json.write_text(json.dumps(out, indent=1))
         return 0
     out: dict = {"models": {}, "config_cost": {}}
-    for path in a.onnx:
+    paths = list(a.onnx)
+    if a.report is not None:
+        import tempfile
+
+        paths = models_from_report(a.report, [int(v) for v in a.steps.split(",")],
+                                   Path(tempfile.mkdtemp(prefix="locp_ort_")))
+    names = a.sets.split(",") if a.sets else ["exhaustive_nchw", "exhaustive_nhwc", "heuristic_nchw",
+                                              "heuristic_nhwc"]
+    for path in paths:
         out["models"][str(path)] = {}
-        for name, opts in OPTION_SETS.items():
+        for name in names:
+            opts = OPTION_SETS[name]
             meds = sessions(path, opts, a.sessions, a.runs)
             row = {"session_medians_us": [round(v, 1) for v in meds], "median_us": round(float(np.median(meds)), 1),
                    "spread": round(max(meds) / min(meds) - 1, 4)}
             out["models"][str(path)][name] = row
             print(path.name, name, row, flush=True)
-    for name in ("exhaustive_nhwc", "heuristic_nhwc"):
+    for name in () if a.no_config_cost else ("exhaustive_nhwc", "heuristic_nhwc"):
         out["config_cost"][name] = config_cost(OPTION_SETS[name], a.configs)
         print("config cost", name, out["config_cost"][name], flush=True)
     if a.json:

@@ -111,6 +111,9 @@ class Runtime(abc.ABC):
         """A factory of fresh builds of an ONNX model (e.g. an emitted model.onnx)."""
         precision = self.check_precision(precision)
         shape = tuple(int(v) for v in input_shape)
+        host = self._model_host()
+        if host is not None:  # whole models are built and timed in a separate process
+            return lambda: host.build(onnx_bytes, shape, precision)
         return lambda: self._prepare_onnx_impl(onnx_bytes, shape, precision)
 
     @property
@@ -121,6 +124,11 @@ class Runtime(abc.ABC):
     def profile_nodes(self, onnx_bytes: bytes, input_shape: Sequence[int]) -> list:
         """Per-node kernel times inside a model, where the runtime has a profiler (ONNX Runtime)."""
         raise NotImplementedError(f"runtime {self.label!r} cannot profile the nodes inside a model")
+
+    def _model_host(self):
+        """The child process whole models are built in (`model_host.ModelHost`), or None to
+        build them in this process (the default)."""
+        return None
 
     @classmethod
     def options_from_settings(cls, settings: dict) -> dict:
