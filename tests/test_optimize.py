@@ -360,11 +360,12 @@ def test_missed_target_ends_failed_with_its_own_exit_code(tmp_path: Path) -> Non
 RECORDED_TABLE = REPO / "tests" / "data" / "ortcpu_resnet20_example_table.json"
 
 
-@pytest.mark.parametrize("speedup", [1.5, 2.0])
+@pytest.mark.parametrize("speedup", [1.5])
 def test_lands_in_the_band_on_a_recorded_table(tmp_path: Path, speedup: float) -> None:
     """On real recorded data (every grid config of the built-in ResNet-20 timed on ONNX Runtime
     CPU, 1 thread; tests/data/README.md has the command), decisions predicted from the table
-    land in [target, target x 1.1] and the run says landed, exit 0."""
+    land in [target, target x 1.1] and the run says landed, exit 0. (The same run at 2x is
+    tests/test_pinned_plans.py's greedy_no_data case: exit 0 at its recorded 2.085x.)"""
     weights = REPO / "locp_trt" / "examples" / "resnet20_synthetic.pt"
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "locp_trt", "optimize", str(weights), "--arch", "resnet20",
