@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from locp_trt import devices
+from locp_trt.deploy import devices
 from locp_trt.deploy.devices import (
     DeviceProfile,
     auto_device_name,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from locp_trt import stairs
+from locp_trt.method import stairs
 from locp_trt.errors import InvalidConfigError, StoreError
 from locp_trt.method.stairs import Staircase
 
