@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["TINY_MODELS", "Residual", "Depthwise", "Concat", "Split", "SEBlock", "Grouped",
-           "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead"]
+           "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead", "Versioned"]
 
 
 class Residual(nn.Module):
@@ -259,6 +259,31 @@ class LinearHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.fc(torch.relu(self.conv(x)).mean((2, 3)))
         return y.view(y.size(0), 2, 2).flatten(1)
+
+
+class VersionedBN(nn.BatchNorm2d):
+    """a BatchNorm whose loading code needs its version, like torchvision's MNASNet: a state_dict
+    without `_metadata` (version None) raises."""
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):  # noqa: ANN001
+        if local_metadata.get("version") is None:
+            raise ValueError("version should be set to 1 or 2 instead of None")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+class Versioned(nn.Module):
+    """conv -> versioned BN -> conv -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), VersionedBN(8),
+                                  nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean((2, 3)))
 
 
 TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from locp_trt.method import stairs
 from locp_trt.errors import InvalidConfigError, StoreError
+from locp_trt.method import stairs
 from locp_trt.method.stairs import Staircase
 
 EVIDENCE = Path(__file__).parent / "data" / "h100_cudnn_conv3x3_stairs.json"
