@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 
 __all__ = ["TINY_MODELS", "Residual", "Depthwise", "Concat", "Split", "SEBlock", "Grouped",
-           "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead", "Versioned"]
+           "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead", "Versioned",
+           "ConvNeXtLike", "CNBlock"]
 
 
 class Residual(nn.Module):
@@ -286,6 +287,55 @@ class Versioned(nn.Module):
         return self.fc(self.body(x).mean((2, 3)))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's LayerNorm2d: a LayerNorm over channels, permuting inside forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight,
+                                           self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    def __init__(self, dims: list[int]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.permute(x, self.dims)
+
+
+class CNBlock(nn.Module):
+    """torchvision's ConvNeXt block: depthwise 7x7, permute, LayerNorm(C), Linear 4C, GELU, Linear C,
+    permute back, a per-channel layer scale, the input added."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
+                                   nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(),
+                                   nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layer_scale * self.block(x)
+
+
+class ConvNeXtLike(nn.Module):
+    """a tiny torchvision ConvNeXt: patchify stem + LayerNorm2d, a block, LayerNorm2d + 2x2
+    downsample, a block, LayerNorm2d head."""
+
+    def __init__(self, num_classes: int = 5, dims: tuple[int, int] = (8, 16)) -> None:
+        super().__init__()
+        a, b = dims
+        self.features = nn.Sequential(nn.Sequential(nn.Conv2d(3, a, 4, 4), LayerNorm2d(a)), CNBlock(a),
+                                      nn.Sequential(LayerNorm2d(a), nn.Conv2d(a, b, 2, 2)), CNBlock(b))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(LayerNorm2d(b), nn.Flatten(1), nn.Linear(b, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.avgpool(self.features(x)))
+
+
 TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "residual": (Residual, (3, 8, 8)),
     "depthwise": (Depthwise, (3, 8, 8)),
@@ -299,6 +349,7 @@ TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "squeeze_head": (SqueezeHead, (3, 16, 16)),
     "concat_add": (ConcatAdd, (3, 6, 6)),
     "linear_head": (LinearHead, (3, 6, 6)),
+    "convnext": (ConvNeXtLike, (3, 32, 32)),
 }
 
 

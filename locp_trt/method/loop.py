@@ -44,13 +44,28 @@ from .reference import Reference
 from .step import Step
 from .tuning import Tuning
 
-__all__ = ["Optimizer", "REACH_SLACK", "MAX_REPAIRS"]
+__all__ = ["Optimizer", "REACH_SLACK", "MAX_REPAIRS", "no_prunable_group"]
 
 #: A target is refused when it exceeds the speedup at the width floor by this factor (the floor
 #: model is one plan; the path may find a slightly faster mix of widths above it).
 REACH_SLACK = 1.1
 #: Times the last step is redone when the final check lands above the band.
 MAX_REPAIRS = 2
+
+
+def no_prunable_group(graph: ModelGraph) -> str:
+    """One short line (under 300 characters) for a model whose every group is fixed: how many,
+    and the first that is not the model's output, with its reason."""
+    fixed = graph.unprunable()
+    inner = [g for g in fixed if not g.reason.startswith("model output")] or fixed
+    first = inner[0]
+
+    def cut(text: str, n: int) -> str:
+        return text if len(text) <= n else text[:n - 3] + "..."
+
+    more = f"; {len(fixed) - 1} other{'s' if len(fixed) > 2 else ''} fixed" if len(fixed) > 1 else ""
+    return (f"the model has no prunable channel group: {len(fixed)} group{'s' if len(fixed) > 1 else ''}, "
+            f"first {cut(first.id, 50)}: {cut(first.reason, 180)}{more}")
 
 
 @dataclass
@@ -153,8 +168,7 @@ class Optimizer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         if not self.graph0.prunable():
-            raise LocpError("the model has no prunable channel group: "
-                            + "; ".join(f"{g.id}: {g.reason}" for g in self.graph0.unprunable()))
+            raise LocpError(no_prunable_group(self.graph0))
         if self.scorer.needs_grads:  # the pruned models of the steps carry no gradients
             raise InvalidConfigError(f"--importance {self.scorer.importance.value} needs training data "
                                      "for its gradients: pass --data, or use --importance l1")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ModelLoadError, PlanError, UnsupportedLayerError, first_line
+from ..errors import ModelLoadError, PlanError, UnsupportedLayerError, first_line, short_list
 from ..models.arch import load_weights, rebuild_arch, rekey_state_dict
 from .graph import ModelGraph, build_graph, width_floor
 from .importance import Importance, Scorer, scorer_for
@@ -163,7 +163,7 @@ def _check_pruned(work: nn.Module, input_shape: tuple[int, ...], before: list[tu
         after = [f"an error ({first_line(e)})"]
     if after != before:
         raise UnsupportedLayerError(
-            f"pruning groups {', '.join(changed)} changed the model's output from {before} to "
+            f"pruning groups {short_list(changed)} changed the model's output from {before} to "
             f"{after[0] if len(after) == 1 else after}; locp_trt's channel graph misread how they "
             "are coupled in this model: keep those groups at full width and report the model")
 
