@@ -107,3 +107,70 @@ def test_convnext_like_torchvision_sizes_build(tmp_path):
     model, shape = ConvNeXtLike(dims=(16, 32)).eval(), (3, 48, 48)
     graph = build_graph(model, shape)
     assert len(graph.prunable()) == 4
+
+
+# ---- class 6: a landed run stays landed ---------------------------------------------------------
+class ConcatHalves(nn.Module):
+    """a block that concatenates two 16-channel branches and adds the block input (32 channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(32, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(32, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.cat([self.a(x), self.b(x)], 1) + x
+        return self.fc(x.mean((2, 3)))
+
+
+def test_concat_halves_block_optimizes_on_ort_cpu_and_reports_within_the_floors(tmp_path):
+    """The loop lands (or honestly misses: live timing) and the report's staircases start at the
+    search's floor: before, they asked for width 1 and a met run ended FAILED."""
+    from locp_trt.pipeline.api import optimize
+    from locp_trt.prune.graph import group_floor
+
+    torch.manual_seed(0)
+    done = optimize(ConcatHalves().eval(), (3, 32, 32), runtime="onnxruntime", device="cpu", speedup=1.5,
+                    out=tmp_path / "run", store=None, steps=2, progress=False, log=lambda _: None)
+    report = done.report
+    assert report["warnings"] == [] and report["result"]["status"] in ("landed", "overshot", "missed")
+    assert (tmp_path / "run" / "pruned.pt").is_file() and (tmp_path / "run" / "stairs.png").is_file()
+    stem = build_graph(ConcatHalves().eval(), (3, 32, 32)).groups["stem.0"]
+    assert [len(p) for p in stem.parts] == [16, 16]
+    floor = group_floor(stem, OptimizeConfig().min_width_ratio)
+    assert report["stairs"] and all(min(s["points"], default=floor) >= floor for s in report["stairs"].values())
+
+
+@pytest.mark.parametrize("stage, what", [("report.content.group_stairs", "the staircases"),
+                                         ("report.content.build_report", "building the report")])
+def test_a_failure_after_the_files_are_written_keeps_the_landing(tmp_path, monkeypatch, capsys, stage, what):
+    import json
+    from pathlib import Path
+
+    from locp_trt.cli import main
+
+    def broken(*_a, **_k):
+        raise RuntimeError("staircase drawing broke\nsecond line")
+
+    monkeypatch.setattr(f"locp_trt.{stage}", broken)
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    code = main(["optimize", str(repo / "locp_trt" / "examples" / "resnet20_synthetic.pt"), "--arch", "resnet20",
+                 "--device", "cpu", "--latency-table", str(repo / "tests" / "data" / "ortcpu_resnet20_example_table.json"),
+                 "--speedup", "1.5", "--no-store", "--no-progress", "--no-engine", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err[-2000:]
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert f"{what} failed (RuntimeError: staircase drawing broke); the run's result" in warnings[0]
+    assert all(len(line) < 300 for line in warnings)
+    assert err.strip().splitlines()[-1].startswith("PASSED") and "Traceback" not in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["result"]["status"] == "landed" and report["result"]["met_target"]
+    assert report["warnings"][0] == warnings[0][len("warning: "):]
+    assert (out / "pruned.pt").is_file() and (out / "model.onnx").is_file()
+    if what == "the staircases":  # only that section is missing
+        assert len(warnings) == 1 and report["stairs"] is None and report["per_layer"]
+        assert (out / "history.png").is_file()
