@@ -13,7 +13,7 @@ import torch.nn as nn
 
 __all__ = ["TINY_MODELS", "Residual", "Depthwise", "Concat", "Split", "SEBlock", "Grouped",
            "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead", "Versioned",
-           "ConvNeXtLike", "CNBlock"]
+           "ConvNeXtLike", "CNBlock", "UNetLike"]
 
 
 class Residual(nn.Module):
@@ -334,6 +334,31 @@ class ConvNeXtLike(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.avgpool(self.features(x)))
+
+
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class UNetLike(nn.Module):
+    """a tiny U-Net with learned upsampling: two ConvTranspose2d, each concatenated with a skip.
+    Not in TINY_MODELS: its output is a (N, classes, H, W) map, not class scores."""
+
+    def __init__(self, c: int = 8, classes: int = 2) -> None:
+        super().__init__()
+        self.enc1, self.enc2, self.mid = _conv_bn(3, c), _conv_bn(c, 2 * c), _conv_bn(2 * c, 4 * c)
+        self.pool = nn.MaxPool2d(2)
+        self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2)
+        self.dec2 = _conv_bn(4 * c, 2 * c)
+        self.up1 = nn.ConvTranspose2d(2 * c, c, 2, stride=2)
+        self.dec1 = _conv_bn(2 * c, c)
+        self.head = nn.Conv2d(c, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        d2 = self.dec2(torch.cat([self.up2(self.mid(self.pool(e2))), e2], 1))
+        return self.head(self.dec1(torch.cat([self.up1(d2), e1], 1)))
 
 
 TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {

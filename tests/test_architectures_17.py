@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 import torch.nn as nn
-from models import TINY_MODELS, ConvNeXtLike  # tests/models.py
+from models import TINY_MODELS, ConvNeXtLike, UNetLike  # tests/models.py
 
 from locp_trt.deploy.export import export_onnx
 from locp_trt.errors import LocpError
@@ -174,3 +174,36 @@ def test_a_failure_after_the_files_are_written_keeps_the_landing(tmp_path, monke
     if what == "the staircases":  # only that section is missing
         assert len(warnings) == 1 and report["stairs"] is None and report["per_layer"]
         assert (out / "history.png").is_file()
+
+
+# ---- class 2: transposed convs are left unpruned, the rest prunes -------------------------------
+def test_transposed_convs_keep_their_channels_and_the_rest_prunes(tmp_path):
+    from locp_trt.prune import save_pruned
+    from locp_trt.prune.loading import load_model
+
+    torch.manual_seed(0)
+    model, shape = UNetLike().eval(), (3, 16, 16)
+    graph = build_graph(model, shape)
+    assert {g.id for g in graph.prunable()} == {"enc1.0", "enc2.0", "dec1.0"}
+    assert graph.groups["up2"].reason == "from transposed conv up2, left unpruned"
+    assert graph.groups["mid.0"].reason == "into transposed conv up2, left unpruned"
+    assert "up2" not in graph.layers  # not measured: its time is the fixed rest of the model
+    assert graph.layers["dec2.0"].config.in_channels == 32
+    lines: list[str] = []
+    result = Optimizer(model, shape, OptimizeConfig(speedup=1.5, steps=2, extra_steps=1),
+                       latency_us=lambda cfg: cfg.flops / 1e3 + cfg.out_channels, prepare_model=None,
+                       out_dir=tmp_path, log=lines.append, progress=False).run()
+    assert result.status == "landed"
+    notes = [line for line in lines if line.startswith("note: ")]
+    assert notes == ["note: 2 transposed convs (up2, up1) are left unpruned: the 4 channel groups into and "
+                     "out of them keep their width; the search prunes the other 3"]
+    pruned = result.model
+    assert (pruned.up2.in_channels, pruned.up2.out_channels, pruned.up1.out_channels) == (32, 16, 8)
+    assert pruned.enc1[0].out_channels < 8 or pruned.enc2[0].out_channels < 16
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert pruned(x).shape == model(x).shape == (2, 2, 16, 16)
+    assert export_onnx(pruned, tmp_path / "m.onnx", (1, *shape), "fp32").verified
+    save_pruned(pruned, result.plan, tmp_path / "p.pt")
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "p.pt", arch="models:UNetLike").module(x), pruned(x))

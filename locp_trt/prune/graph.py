@@ -19,7 +19,8 @@ by walking back from the outputs, whatever the head: conv, linear, pooling, flat
 channels that pass through a split/slice (sizes fixed in the forward code), channels of a grouped
 (non-depthwise) conv, channels that pass an op moving them in a way Torch-Pruning cannot follow
 (a channel shuffle's view/transpose, permute, pixel_shuffle; see `_graph_tp`), a reshape that
-does not map whole channels, and layers the forward pass never reaches. The groups around such
+does not map whole channels, the channels into and out of a transposed conv (left unpruned, and
+not measured: no `LayerSite`), and layers the forward pass never reaches. The groups around such
 an op (a ShuffleNet branch's inner convs) stay prunable.
 
 A group may hold several concat parts (branches concatenated, then added to a wider tensor):
@@ -245,6 +246,10 @@ class ModelGraph:
 
 # ---- building ---------------------------------------------------------------------------------
 
+#: Transposed convs are left unpruned: the channels into and out of them keep their width, and
+#: they have no `LayerSite` (their time is the fixed rest of the model, as pooling's is).
+_TRANSPOSED = nn.modules.conv._ConvTransposeNd
+
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
                nn.modules.instancenorm._InstanceNorm)
 
@@ -289,7 +294,7 @@ def _site_config(name: str, m: nn.Module, shape: tuple[int, ...], batch: int,
     if not isinstance(m, nn.Conv2d) or len(shape) != 4:
         raise UnsupportedLayerError(
             f"layer {name} is a {type(m).__name__}; locp_trt measures and prunes nn.Conv2d and "
-            "nn.Linear layers only"
+            "nn.Linear layers only (and leaves nn.ConvTranspose2d unpruned)"
         )
     if _single(m.dilation, "dilation", name) != 1:
         raise UnsupportedLayerError(f"layer {name}: dilation {m.dilation} is not supported (dilation 1 only)")
@@ -405,7 +410,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
                 "pass the input shape the model was built for"
             ) from None
         failed: set[Any] = set()  # reshapes whose channel mapping Torch-Pruning could not infer
-        roots = [m for _, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        roots = [m for _, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, _TRANSPOSED))]
         try:
             with torch.enable_grad(), tp_guard(failed):
                 dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
@@ -446,6 +451,8 @@ def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mappin
         name = mod2name.get(target)
         if name is None:
             continue
+        if isinstance(target, _TRANSPOSED):
+            reasons.append(f"{'from' if is_out else 'into'} transposed conv {name}, left unpruned")
         if isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
             dw = isinstance(target, nn.Conv2d) and is_in and is_out
             if is_out and target in outputs:
@@ -500,7 +507,7 @@ def _layer_sites(layer_mods, shapes, in_parts, out_group, batch: int, precision:
     input channels come from (in order; fixed channels as a group-less part) and its output's."""
     layers: dict[str, LayerSite] = {}
     for name, m in layer_mods:
-        if name not in shapes:
+        if name not in shapes or isinstance(m, _TRANSPOSED):
             continue
         cfg = _site_config(name, m, shapes[name][0], batch, precision)
         parts = [p for _, p in sorted(in_parts.get(name, []), key=lambda t: t[0])]
