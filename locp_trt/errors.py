@@ -23,6 +23,7 @@ __all__ = [
     "PlanError",
     "StoreError",
     "first_line",
+    "short_list",
 ]
 
 
@@ -69,6 +70,14 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     """`Type: first line of the message`, without terminal colour codes, for one-line errors."""
     text = _ANSI.sub("", str(e)).strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:limit]}" if text else type(e).__name__
+
+
+def short_list(items: Any, limit: int = 5) -> str:
+    """'a, b, c' or 'a, b, c, d, e and 37 more': names in an error line, however many there are."""
+    names = [str(i) for i in items]
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"
 
 
 def read_json(path: str | Path, error: type[LocpError], what: str = "file", reading: str = "JSON from") -> Any:

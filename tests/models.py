@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 
 __all__ = ["TINY_MODELS", "Residual", "Depthwise", "Concat", "Split", "SEBlock", "Grouped",
-           "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead"]
+           "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead", "Versioned",
+           "ConvNeXtLike", "CNBlock", "UNetLike"]
 
 
 class Residual(nn.Module):
@@ -261,6 +262,105 @@ class LinearHead(nn.Module):
         return y.view(y.size(0), 2, 2).flatten(1)
 
 
+class VersionedBN(nn.BatchNorm2d):
+    """a BatchNorm whose loading code needs its version, like torchvision's MNASNet: a state_dict
+    without `_metadata` (version None) raises."""
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):  # noqa: ANN001
+        if local_metadata.get("version") is None:
+            raise ValueError("version should be set to 1 or 2 instead of None")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+class Versioned(nn.Module):
+    """conv -> versioned BN -> conv -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), VersionedBN(8),
+                                  nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's LayerNorm2d: a LayerNorm over channels, permuting inside forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight,
+                                           self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    def __init__(self, dims: list[int]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.permute(x, self.dims)
+
+
+class CNBlock(nn.Module):
+    """torchvision's ConvNeXt block: depthwise 7x7, permute, LayerNorm(C), Linear 4C, GELU, Linear C,
+    permute back, a per-channel layer scale, the input added."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
+                                   nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(),
+                                   nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layer_scale * self.block(x)
+
+
+class ConvNeXtLike(nn.Module):
+    """a tiny torchvision ConvNeXt: patchify stem + LayerNorm2d, a block, LayerNorm2d + 2x2
+    downsample, a block, LayerNorm2d head."""
+
+    def __init__(self, num_classes: int = 5, dims: tuple[int, int] = (8, 16)) -> None:
+        super().__init__()
+        a, b = dims
+        self.features = nn.Sequential(nn.Sequential(nn.Conv2d(3, a, 4, 4), LayerNorm2d(a)), CNBlock(a),
+                                      nn.Sequential(LayerNorm2d(a), nn.Conv2d(a, b, 2, 2)), CNBlock(b))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(LayerNorm2d(b), nn.Flatten(1), nn.Linear(b, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.avgpool(self.features(x)))
+
+
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class UNetLike(nn.Module):
+    """a tiny U-Net with learned upsampling: two ConvTranspose2d, each concatenated with a skip.
+    Not in TINY_MODELS: its output is a (N, classes, H, W) map, not class scores."""
+
+    def __init__(self, c: int = 8, classes: int = 2) -> None:
+        super().__init__()
+        self.enc1, self.enc2, self.mid = _conv_bn(3, c), _conv_bn(c, 2 * c), _conv_bn(2 * c, 4 * c)
+        self.pool = nn.MaxPool2d(2)
+        self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2)
+        self.dec2 = _conv_bn(4 * c, 2 * c)
+        self.up1 = nn.ConvTranspose2d(2 * c, c, 2, stride=2)
+        self.dec1 = _conv_bn(2 * c, c)
+        self.head = nn.Conv2d(c, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        d2 = self.dec2(torch.cat([self.up2(self.mid(self.pool(e2))), e2], 1))
+        return self.head(self.dec1(torch.cat([self.up1(d2), e1], 1)))
+
+
 TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "residual": (Residual, (3, 8, 8)),
     "depthwise": (Depthwise, (3, 8, 8)),
@@ -274,6 +374,7 @@ TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "squeeze_head": (SqueezeHead, (3, 16, 16)),
     "concat_add": (ConcatAdd, (3, 6, 6)),
     "linear_head": (LinearHead, (3, 6, 6)),
+    "convnext": (ConvNeXtLike, (3, 32, 32)),
 }
 
 

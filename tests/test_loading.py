@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 import torch
-from models import Residual  # tests/models.py
+from models import Residual, Versioned  # tests/models.py
 
 from locp_trt.errors import LocpError, ModelLoadError
 from locp_trt.models import get_model
@@ -70,6 +70,25 @@ def test_dataparallel_prefix_and_inferred_classes(tmp_path):
     got = load_model(tmp_path / "dp.pt", arch="resnet20")
     assert got.module.fc.out_features == 100 and got.input_shape == (1, 32, 32)
     assert same_outputs(got.module, model, (1, 32, 32))
+
+
+def test_versioned_modules_keep_their_version_through_a_stripped_prefix(tmp_path):
+    torch.manual_seed(0)
+    model = Versioned().eval()
+    wrapped = torch.nn.DataParallel(model).state_dict()  # keys and _metadata under "module."
+    assert all(k.startswith("module.") for k in wrapped) and "module.body.1" in wrapped._metadata
+    torch.save(wrapped, tmp_path / "dp.pt")
+    got = load_model(tmp_path / "dp.pt", arch="models:Versioned", input_shape=(3, 8, 8))
+    assert same_outputs(got.module, model, (3, 8, 8))
+    pruned, plan = apply_plan(got.module, PruningPlan("models:Versioned", (3, 8, 8), {"body.0": 5}),
+                              (3, 8, 8))
+    save_pruned(pruned, plan, tmp_path / "p.pt")  # the pruned file keeps the versions too
+    assert same_outputs(load_model(tmp_path / "p.pt").module, pruned, (3, 8, 8))
+    torch.save(dict(wrapped), tmp_path / "plain.pt")  # no _metadata: the module's own error, one line
+    with pytest.raises(ModelLoadError, match=r"loading the weights into --arch models:Versioned failed "
+                       r"\(ValueError: version should be set.*no module versions") as e:
+        load_model(tmp_path / "plain.pt", arch="models:Versioned")
+    assert "\n" not in str(e.value)
 
 
 def test_arch_as_module_callable(tmp_path):

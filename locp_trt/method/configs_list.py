@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidConfigError, read_json
-from ..latency.config import LayerConfig, Precision
+from ..latency.config import LayerConfig, Op, Precision
 
 __all__ = [
     "CONFIGS_SCHEMA",
@@ -95,7 +95,9 @@ class ConfigList:
         for i, cfg in enumerate(self.configs):
             if not isinstance(cfg, LayerConfig):
                 raise InvalidConfigError(f"config {i} is a {type(cfg).__name__}, not a LayerConfig")
-            if cfg.precision is not self.precision or cfg.batch != self.batch:
+            # a Linear over an (N, H, W, C) tensor (ConvNeXt's MLP) runs N*H*W rows: a multiple
+            rows = cfg.op is Op.LINEAR and cfg.batch % int(self.batch) == 0
+            if cfg.precision is not self.precision or (cfg.batch != self.batch and not rows):
                 raise InvalidConfigError(
                     f"config {i} ({cfg}) is batch {cfg.batch} {cfg.precision.value}, but the list is "
                     f"batch {self.batch} {self.precision.value}; one list holds one batch and precision"

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import InvalidConfigError, LocpError
+from ..errors import InvalidConfigError, LocpError, short_list
 from ..latency.compare import Comparison, Sampler, Verdict
 from ..latency.config import LayerConfig
 from ..prune.graph import ModelGraph, build_graph, count_params, group_floor
@@ -44,13 +44,40 @@ from .reference import Reference
 from .step import Step
 from .tuning import Tuning
 
-__all__ = ["Optimizer", "REACH_SLACK", "MAX_REPAIRS"]
+__all__ = ["Optimizer", "REACH_SLACK", "MAX_REPAIRS", "no_prunable_group", "unpruned_layers_note"]
 
 #: A target is refused when it exceeds the speedup at the width floor by this factor (the floor
 #: model is one plan; the path may find a slightly faster mix of widths above it).
 REACH_SLACK = 1.1
 #: Times the last step is redone when the final check lands above the band.
 MAX_REPAIRS = 2
+
+
+def no_prunable_group(graph: ModelGraph) -> str:
+    """One short line (under 300 characters) for a model whose every group is fixed: how many,
+    and the first that is not the model's output, with its reason."""
+    fixed = graph.unprunable()
+    inner = [g for g in fixed if not g.reason.startswith("model output")] or fixed
+    first = inner[0]
+
+    def cut(text: str, n: int) -> str:
+        return text if len(text) <= n else text[:n - 3] + "..."
+
+    more = f"; {len(fixed) - 1} other{'s' if len(fixed) > 2 else ''} fixed" if len(fixed) > 1 else ""
+    return (f"the model has no prunable channel group: {len(fixed)} group{'s' if len(fixed) > 1 else ''}, "
+            f"first {cut(first.id, 50)}: {cut(first.reason, 180)}{more}")
+
+
+def unpruned_layers_note(graph: ModelGraph) -> str | None:
+    """'2 transposed convs (up2, up1) are left unpruned: ...' when the model has layers that keep
+    their channels by design; None otherwise."""
+    names = [n for n, m in graph.model.named_modules() if isinstance(m, nn.modules.conv._ConvTransposeNd)]
+    if not names:
+        return None
+    fixed = [g for g in graph.unprunable() if "transposed conv" in g.reason]
+    return (f"{len(names)} transposed conv{'s' if len(names) > 1 else ''} ({short_list(names, 4)}) "
+            f"{'are' if len(names) > 1 else 'is'} left unpruned: the {len(fixed)} channel groups into and "
+            f"out of them keep their width; the search prunes the other {len(graph.prunable())}")
 
 
 @dataclass
@@ -153,8 +180,10 @@ class Optimizer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         if not self.graph0.prunable():
-            raise LocpError("the model has no prunable channel group: "
-                            + "; ".join(f"{g.id}: {g.reason}" for g in self.graph0.unprunable()))
+            raise LocpError(no_prunable_group(self.graph0))
+        note = unpruned_layers_note(self.graph0)
+        if note and not resume:
+            self.log(f"note: {note}")
         if self.scorer.needs_grads:  # the pruned models of the steps carry no gradients
             raise InvalidConfigError(f"--importance {self.scorer.importance.value} needs training data "
                                      "for its gradients: pass --data, or use --importance l1")

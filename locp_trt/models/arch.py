@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,7 +19,8 @@ import torch.nn as nn
 from ..errors import ModelLoadError, first_line
 from .registry import get_model, list_models, model_spec, torchvision_import_hint
 
-__all__ = ["is_callable_arch", "import_arch", "resolve_arch", "rebuild_arch", "check_state_dict"]
+__all__ = ["is_callable_arch", "import_arch", "resolve_arch", "rebuild_arch", "check_state_dict",
+           "rekey_state_dict", "load_weights"]
 
 
 def is_callable_arch(arch: str) -> bool:
@@ -157,3 +159,51 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Any], source: st
         f"{source} does not fit {target} ({total} mismatching keys; {' | '.join(parts)}); check "
         "--arch, --num-classes and --in-channels"
     )
+
+
+def rekey_state_dict(state: Mapping[str, Any], prefix: str = "",
+                     convert: Callable[[Any], Any] | None = None) -> OrderedDict[str, Any]:
+    """A copy of `state` with `prefix` dropped from every key, keeping its `_metadata`.
+
+    `nn.Module.state_dict()` records each module's `_version` in `state._metadata` (keyed by
+    module path); modules such as torchvision's MNASNet, and BatchNorm, read it back in
+    `_load_from_state_dict`. A plain `dict(...)` copy drops it, so the modules see version None.
+    `convert` maps each value (e.g. to a detached CPU tensor).
+    """
+    out: OrderedDict[str, Any] = OrderedDict(
+        (k[len(prefix):] if prefix and k.startswith(prefix) else k, convert(v) if convert else v)
+        for k, v in state.items())
+    meta = getattr(state, "_metadata", None)
+    if meta is not None:
+        stem = prefix.rstrip(".")
+        kept: OrderedDict[str, Any] = OrderedDict()
+        for key, value in meta.items():
+            if not prefix:
+                kept[key] = value
+            elif key == stem:  # the wrapped module itself becomes the root
+                kept[""] = value
+            elif key.startswith(prefix):
+                kept[key[len(prefix):]] = value
+            # else: the wrapper's own entry (e.g. DataParallel's ""); no module of ours has it
+        out._metadata = kept  # type: ignore[attr-defined]
+    return out
+
+
+def load_weights(model: nn.Module, state: Mapping[str, Any], source: str,
+                 arch: str | None = None) -> None:
+    """Check that `state` fits `model`, then load it (missing `num_batches_tracked` allowed).
+
+    Raises:
+        ModelLoadError: the weights do not fit, or a module's own loading code rejected them
+            (one line with the module's message).
+    """
+    check_state_dict(model, state, source, arch)
+    try:
+        model.load_state_dict(state, strict=False)  # exact fit checked above
+    except Exception as e:  # noqa: BLE001 - a module's _load_from_state_dict: one user error
+        versions = "" if getattr(state, "_metadata", None) is not None else (
+            "; the file has no module versions (_metadata): save it with "
+            "torch.save(model.state_dict(), path), not a plain dict copy")
+        target = f"--arch {arch}" if arch else type(model).__name__
+        raise ModelLoadError(f"{source}: loading the weights into {target} failed "
+                             f"({first_line(e)}){versions}") from None

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..errors import BackendUnavailableError, InvalidConfigError
+from ..errors import BackendUnavailableError, InvalidConfigError, first_line
 from ..latency.fingerprint import DeviceFingerprint
 from ..latency.meter import LatencyMeter, LatencyTable
 from ..latency.recorder import LatencyRecorder
@@ -77,7 +77,7 @@ def _log(msg: str) -> None:
 def run_job(job: OptimizeJob, log: Callable[[str], None] = _log) -> Optimized:
     """Run one optimize job; the report is also written to `job.out/report.json`."""
     from ..progress import progress_enabled
-    from ..report.content import build_report
+    from ..report.content import build_report, minimal_report
     from ..report.files import summary_table, write_report
     from ..report.plots import write_plots
 
@@ -93,25 +93,54 @@ def run_job(job: OptimizeJob, log: Callable[[str], None] = _log) -> Optimized:
         result = loop.run(resume=job.resume)
         loop_s = time.perf_counter() - t_loop
         artifacts = _artifacts(job, model, latency, result, log) if job.export else {}
+        # The model and its files are written: what follows reports on them. A failure there is a
+        # warning (logged, kept in report.json), never a failed run: the result stands.
+        after = _AfterWrite(log)
         in_model = None
         if loop.reference is not None and job.runtime.can_profile_nodes:
             log("profiling per-layer times inside the models")
-            in_model = _in_model_times(job, loop.graph0, result.final.widths, (model.module, result.model),
-                                       (job.method.batch, *model.input_shape))
+            in_model = after.run("profiling per-layer times inside the models", lambda: _in_model_times(
+                job, loop.graph0, result.final.widths, (model.module, result.model),
+                (job.method.batch, *model.input_shape)))
         stats = latency.meter.stats
-        report = build_report(_facts(job, model, latency, method), result, loop.graph0, latency.recorder,
-                              lambda: stats.__dict__ | {"saved": stats.saved,
-                                                        "seconds_per_config": stats.seconds_per_config},
-                              artifacts=artifacts, in_model=in_model, loop_s=loop_s)
+        report = after.run("building the report", lambda: build_report(
+            _facts(job, model, latency, method), result, loop.graph0, latency.recorder,
+            lambda: stats.__dict__ | {"saved": stats.saved, "seconds_per_config": stats.seconds_per_config},
+            artifacts=artifacts, in_model=in_model, loop_s=loop_s, guard=after.run))
+        if report is None:
+            report = minimal_report(method, result, artifacts)
         if job.export:
             log("drawing plots")
-            report["plots"] = [str(p) for p in write_plots(out, report)]
-        write_report(out, report)
-        log(summary_table(report))
+            report["plots"] = after.run("drawing the plots",
+                                        lambda: [str(p) for p in write_plots(out, report)]) or []
+        report["warnings"] = after.warnings
+        after.run("writing report.json", lambda: write_report(out, report))
+        table = after.run("the summary table", lambda: summary_table(report))
+        if table is not None:
+            log(table)
         return Optimized(result.model, result.plan, report, result)
     finally:
         if latency.owns_store:
             latency.store.close()
+
+
+class _AfterWrite:
+    """Runs the stages after the pruned model is written: a failure is one warning line, logged
+    and kept (`warnings`, for report.json), and the stage returns None."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.warnings: list[str] = []
+
+    def run(self, what: str, stage: Callable[[], Any]) -> Any:
+        try:
+            return stage()
+        except Exception as e:  # noqa: BLE001 - any failure here: the run's result stands
+            line = (f"{what} failed ({first_line(e)}); the run's result and its written files "
+                    "stand, this part of the report is left out")
+            self.log(f"warning: {line}")
+            self.warnings.append(line)
+            return None
 
 
 def _load(job: OptimizeJob, log: Callable[[str], None]) -> _Loaded:

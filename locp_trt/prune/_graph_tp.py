@@ -7,6 +7,12 @@ That is wrong for ops that move channels: a channel shuffle (`view` to (N, g, C/
 channels. Pruning across them keeps the shapes right but removes the wrong channels, and on some
 models TP's own reshape inference divides by zero while building the graph.
 
+A channels-last region is the exception: `x.permute(0, 2, 3, 1)`, ops over the last dim
+(LayerNorm(C), Linear, activations, the views inside a Linear on a 4-D input), then
+`permute(0, 3, 1, 2)` (torchvision's ConvNeXt block, LayerNorm2d). There TP's index-i-in,
+index-i-out is right, channels being the last dim between the two permutes; `mark_channels_last`
+finds such regions (closed on every path) and `channel_op_problem` lets their ops pass.
+
 So: `channel_op_problem` names such ops; `tp_guard` keeps TP from mapping indices through them
 (and from crashing on them); `graph.py` marks every group that passes one as unprunable. The
 groups on either side (a branch's internal convs) stay prunable.
@@ -25,7 +31,8 @@ from typing import Any
 
 import torch.nn as nn
 
-__all__ = ["channel_op_problem", "tp_guard", "output_layers", "coupled_groups", "nearest_layer"]
+__all__ = ["channel_op_problem", "tp_guard", "output_layers", "coupled_groups", "nearest_layer",
+           "mark_channels_last"]
 
 _LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 _ALWAYS_MOVES = {"PixelShuffleBackward0": "pixel_shuffle", "PixelUnshuffleBackward0": "pixel_unshuffle",
@@ -58,6 +65,8 @@ def _reshape_moves_channels(src: tuple[int, ...], dst: tuple[int, ...]) -> bool:
 def channel_op_problem(node: Any) -> str | None:
     """'view (1, 16, 8, 8) -> (1, 2, 8, 8, 8)' etc. when TP node `node` moves channels in a way
     TP cannot follow; None when TP maps it right (or it does not touch channels)."""
+    if getattr(node, "_locp_channels_last", False) or isinstance(getattr(node, "module", None), nn.Linear):
+        return None  # inside a closed channels-last region, or a Linear's own view of N-D input
     grad_fn = getattr(node, "grad_fn", None)
     name = grad_fn.name() if grad_fn is not None and hasattr(grad_fn, "name") else ""
     if name in _ALWAYS_MOVES:
@@ -81,6 +90,104 @@ def channel_op_problem(node: Any) -> str | None:
         dims = tuple(int(d) for d in getattr(grad_fn, "_saved_dims", ()))
         return f"{name[:4].lower()} over dims {dims}" if 1 in dims or not dims else None
     return None
+
+
+def _permute_dims(node: Any) -> tuple[int, ...] | None:
+    grad_fn = getattr(node, "grad_fn", None)
+    name = grad_fn.name() if grad_fn is not None and hasattr(grad_fn, "name") else ""
+    if not name.startswith("PermuteBackward"):
+        return None
+    return tuple(int(d) for d in getattr(grad_fn, "_saved_dims", ()))
+
+
+def _to_last(dims: tuple[int, ...]) -> bool:
+    """(0, 2, 3, 1): channels moved to the last dim."""
+    return len(dims) >= 3 and dims == (0, *range(2, len(dims)), 1)
+
+
+def _to_first(dims: tuple[int, ...]) -> bool:
+    """(0, 3, 1, 2): the last dim moved back to channels."""
+    return len(dims) >= 3 and dims == (0, len(dims) - 1, *range(1, len(dims) - 1))
+
+
+def _last_dim_op(node: Any, channels: int) -> int | None:
+    """The channel count after `node` inside a channels-last region (`channels` before it), or
+    None when `node` does not act on the last dim as channels (the region is then not marked)."""
+    from torch_pruning import ops
+
+    module = node.module
+    out = _out_shape(node.grad_fn)
+    if isinstance(module, nn.Linear):  # its node may be the view after the matmul (N-D input)
+        return int(module.out_features) if channels in (module.in_features, module.out_features) else None
+    if isinstance(module, nn.LayerNorm):
+        return channels if tuple(module.normalized_shape) == (channels,) else None
+    if node.type == ops.OPTYPE.RESHAPE:
+        src = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+        keeps = src is not None and out is not None and int(src[-1]) == out[-1] == channels
+        return channels if keeps else None
+    if node.type == ops.OPTYPE.ELEMENTWISE and not isinstance(module, _LAYERS):
+        if out is None or (len(out) >= 2 and out[-1] == channels):
+            return channels
+        # the matmul of a Linear on an N-D input (view, addmm, view): the Linear's node follows
+        linears = [n.module for n in node.outputs if isinstance(n.module, nn.Linear)]
+        if len(out) >= 2 and linears and len(linears) == len(node.outputs) and all(
+                m.in_features == channels and m.out_features == out[-1] for m in linears):
+            return out[-1]
+    return None
+
+
+def _closes_back(node: Any, channels: int) -> bool:
+    dims = _permute_dims(node)
+    return dims is not None and _to_first(dims)
+
+
+def _feeds_linear(node: Any, channels: int) -> bool:
+    """`node` is a Linear reading `channels` features, or the matmul just before one."""
+    if isinstance(node.module, nn.Linear):
+        return node.module.in_features == channels
+    return bool(node.outputs) and all(isinstance(o.module, nn.Linear) and o.module.in_features == channels
+                                      and not isinstance(node.module, _LAYERS) for o in node.outputs)
+
+
+def _last_dim_region(start: Any, channels: int, closes: Any) -> list[Any] | None:
+    """The nodes after `start` up to where `closes(node, channels)` on every path, all acting on
+    the last dim as channels; None when a path meets anything else (a conv, a concat, another
+    permute, a model output)."""
+    region, seen = [start], {id(start)}
+    stack = [(n, channels) for n in start.outputs]
+    while stack:
+        node, channels = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        region.append(node)
+        if closes(node, channels):
+            continue
+        after = None if _permute_dims(node) is not None else _last_dim_op(node, channels)
+        if after is None or not node.outputs:
+            return None
+        stack.extend((n, after) for n in node.outputs)
+    return region
+
+
+def mark_channels_last(dg: Any) -> int:
+    """Mark the ops of every closed channels-last region of TP graph `dg` (see the module
+    docstring), and the views between two Linears on N-D inputs (an MLP's hidden features),
+    as mapping channels right; returns how many regions were marked."""
+    marked = 0
+    for node in list(dg.module2node.values()):
+        dims = _permute_dims(node)
+        shape = _out_shape(node.grad_fn) if getattr(node, "grad_fn", None) is not None else None
+        region = None
+        if dims is not None and _to_last(dims) and shape is not None:
+            region = _last_dim_region(node, shape[-1], _closes_back)
+        elif isinstance(node.module, nn.Linear) and shape is not None and len(shape) > 2:
+            region = _last_dim_region(node, int(node.module.out_features), _feeds_linear)
+        if region is not None:
+            for n in region:
+                n._locp_channels_last = True
+            marked += 1
+    return marked
 
 
 def _fix_split(node: Any) -> bool:
@@ -138,8 +245,8 @@ def tp_guard(failed: set[Any] | None = None) -> Iterator[None]:
     original, original_split = im.update_reshape_index_mapping, im.update_split_index_mapping
 
     def guarded(graph: Any, node: Any) -> None:
-        if channel_op_problem(node) is not None:
-            return
+        if channel_op_problem(node) is not None or getattr(node, "_locp_channels_last", False):
+            return  # moves channels (groups marked fixed), or channels-last: index i in, i out
         try:
             original(graph, node)
         except ZeroDivisionError:

@@ -19,7 +19,8 @@ by walking back from the outputs, whatever the head: conv, linear, pooling, flat
 channels that pass through a split/slice (sizes fixed in the forward code), channels of a grouped
 (non-depthwise) conv, channels that pass an op moving them in a way Torch-Pruning cannot follow
 (a channel shuffle's view/transpose, permute, pixel_shuffle; see `_graph_tp`), a reshape that
-does not map whole channels, and layers the forward pass never reaches. The groups around such
+does not map whole channels, the channels into and out of a transposed conv (left unpruned, and
+not measured: no `LayerSite`), and layers the forward pass never reaches. The groups around such
 an op (a ShuffleNet branch's inner convs) stay prunable.
 
 A group may hold several concat parts (branches concatenated, then added to a wider tensor):
@@ -36,9 +37,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import InvalidConfigError, PlanError, UnsupportedLayerError, first_line
+from ..errors import InvalidConfigError, PlanError, UnsupportedLayerError, first_line, short_list
 from ..latency.config import LayerConfig, Op, Precision
-from ._graph_tp import channel_op_problem, coupled_groups, nearest_layer, output_layers, tp_guard
+from ._graph_tp import (
+    channel_op_problem,
+    coupled_groups,
+    mark_channels_last,
+    nearest_layer,
+    output_layers,
+    tp_guard,
+)
 
 __all__ = ["InputPart", "LayerSite", "ChannelGroup", "ModelGraph", "build_graph", "count_params", "width_floor",
            "group_floor"]
@@ -145,7 +153,7 @@ class ModelGraph:
         for gid, w in widths.items():
             g = self.groups.get(gid)
             if g is None:
-                raise PlanError(f"unknown channel group {gid!r}; groups: {', '.join(self.groups)}")
+                raise PlanError(f"unknown channel group {gid!r}; groups: {short_list(self.groups)}")
             if not 1 <= int(w) <= g.width:
                 raise PlanError(f"width {w} for group {gid!r} is outside 1..{g.width}")
             if not g.prunable and int(w) != g.width:
@@ -180,7 +188,7 @@ class ModelGraph:
     def touched_layers(self, group_id: str) -> list[str]:
         """Layers whose input or output width is set (at least in part) by this group."""
         if group_id not in self.groups:
-            raise PlanError(f"unknown channel group {group_id!r}; groups: {', '.join(self.groups)}")
+            raise PlanError(f"unknown channel group {group_id!r}; groups: {short_list(self.groups)}")
         return [
             n for n, s in self.layers.items()
             if s.out_group == group_id or any(p.group == group_id for p in s.in_parts)
@@ -238,6 +246,10 @@ class ModelGraph:
 
 # ---- building ---------------------------------------------------------------------------------
 
+#: Transposed convs are left unpruned: the channels into and out of them keep their width, and
+#: they have no `LayerSite` (their time is the fixed rest of the model, as pooling's is).
+_TRANSPOSED = nn.modules.conv._ConvTransposeNd
+
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
                nn.modules.instancenorm._InstanceNorm)
 
@@ -282,7 +294,7 @@ def _site_config(name: str, m: nn.Module, shape: tuple[int, ...], batch: int,
     if not isinstance(m, nn.Conv2d) or len(shape) != 4:
         raise UnsupportedLayerError(
             f"layer {name} is a {type(m).__name__}; locp_trt measures and prunes nn.Conv2d and "
-            "nn.Linear layers only"
+            "nn.Linear layers only (and leaves nn.ConvTranspose2d unpruned)"
         )
     if _single(m.dilation, "dilation", name) != 1:
         raise UnsupportedLayerError(f"layer {name}: dilation {m.dilation} is not supported (dilation 1 only)")
@@ -330,6 +342,7 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
     shapes, dg, tp_groups, failed = _trace(model, input_shape)
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     mod2name = {m: n for n, m in model.named_modules()}
+    mod2name.update({p: n for n, p in model.named_parameters()})  # e.g. ConvNeXt's layer_scale
     layer_mods = [(n, m) for n, m in model.named_modules()
                   if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     for name, calls in shapes.items():
@@ -397,10 +410,11 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
                 "pass the input shape the model was built for"
             ) from None
         failed: set[Any] = set()  # reshapes whose channel mapping Torch-Pruning could not infer
-        roots = [m for _, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        roots = [m for _, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, _TRANSPOSED))]
         try:
             with torch.enable_grad(), tp_guard(failed):
                 dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+                mark_channels_last(dg)  # permute -> LayerNorm/Linear -> permute back: channels kept
                 tp_groups = coupled_groups(dg, roots)
         except Exception as e:  # noqa: BLE001 - a Torch-Pruning failure on this model: one line
             raise UnsupportedLayerError(
@@ -437,6 +451,8 @@ def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mappin
         name = mod2name.get(target)
         if name is None:
             continue
+        if isinstance(target, _TRANSPOSED):
+            reasons.append(f"{'from' if is_out else 'into'} transposed conv {name}, left unpruned")
         if isinstance(target, (nn.modules.conv._ConvNd, nn.Linear)):
             dw = isinstance(target, nn.Conv2d) and is_in and is_out
             if is_out and target in outputs:
@@ -457,6 +473,8 @@ def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mappin
             members.append(f"{name}:norm")
         elif isinstance(target, nn.Module) and any(True for _ in target.parameters(recurse=False)):
             members.append(f"{name}:{type(target).__name__.lower()}")
+        elif isinstance(target, nn.Parameter):  # a parameter outside any layer, pruned with the group
+            members.append(f"{name}:param")
     if not out_names:
         return None
     if moved:
@@ -473,10 +491,15 @@ def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mappin
         reads.append((ln, feats, min(idxs)))
     if width == 1:
         reasons.append("width 1")
-    members = sorted(dict.fromkeys(members), key=lambda s: order.get(s.rsplit(":", 1)[0], 0))
+    members = sorted(dict.fromkeys(members), key=lambda s: _model_order(s.rsplit(":", 1)[0], order))
     reason = "; ".join(dict.fromkeys(reasons))
     group = ChannelGroup(gid, int(width), tuple(members), not reason, reason, tuple(sorted(parts)))
     return group, out_names, reads
+
+
+def _model_order(name: str, order: Mapping[str, int]) -> int:
+    """Position of module `name` (of a parameter: of its module) in `model.named_modules()`."""
+    return order.get(name, order.get(name.rpartition(".")[0], 0))
 
 
 def _layer_sites(layer_mods, shapes, in_parts, out_group, batch: int, precision: Precision) -> dict[str, LayerSite]:
@@ -484,7 +507,7 @@ def _layer_sites(layer_mods, shapes, in_parts, out_group, batch: int, precision:
     input channels come from (in order; fixed channels as a group-less part) and its output's."""
     layers: dict[str, LayerSite] = {}
     for name, m in layer_mods:
-        if name not in shapes:
+        if name not in shapes or isinstance(m, _TRANSPOSED):
             continue
         cfg = _site_config(name, m, shapes[name][0], batch, precision)
         parts = [p for _, p in sorted(in_parts.get(name, []), key=lambda t: t[0])]
@@ -502,19 +525,21 @@ def _params_per_channel(model: nn.Module, groups: Mapping[str, ChannelGroup]) ->
     and bias give 2. A member tensor counts when its first dimension spans the channels of the
     groups holding that module (one group, or the parts of a concat)."""
     modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
     holders: dict[str, list[str]] = {}
     for gid, g in groups.items():
         for member in g.members:
-            name = member.rsplit(":", 1)[0]
+            name, kind = member.rsplit(":", 1)
             m = modules.get(name)
-            if m is not None and not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
+            if (m is not None and not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+                    or kind == "param" and name in params):
                 holders.setdefault(name, []).append(gid)
     out: dict[str, int] = {}
     for name, gids in holders.items():
         gids = list(dict.fromkeys(gids))
         channels = sum(groups[gid].width for gid in gids)
-        n = sum(p.numel() // channels for p in modules[name].parameters(recurse=False)
-                if p.dim() >= 1 and p.shape[0] == channels)
+        own = [params[name]] if name in params else modules[name].parameters(recurse=False)
+        n = sum(p.numel() // channels for p in own if p.dim() >= 1 and p.shape[0] == channels)
         for gid in gids:
             if n:
                 out[gid] = out.get(gid, 0) + n

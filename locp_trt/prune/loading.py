@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from ..errors import InvalidConfigError, ModelLoadError, first_line
 from ..models.arch import check_state_dict as check_state_dict
+from ..models.arch import load_weights, rekey_state_dict
 from ..models.arch import resolve_arch as resolve_arch
 from .plan import PRUNED_FORMAT, pruned_from_payload
 
@@ -212,10 +213,10 @@ def _is_state_dict(obj: Any) -> bool:
 
 
 def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a DataParallel/DDP 'module.' prefix present on every key."""
-    if sd and all(k.startswith("module.") for k in sd):
-        return {k[len("module."):]: v for k, v in sd.items()}
-    return dict(sd)
+    """Drop a DataParallel/DDP 'module.' prefix present on every key (from the module versions
+    in `_metadata` too, which are kept: versioned modules read them when loading)."""
+    prefix = "module." if sd and all(k.startswith("module.") for k in sd) else ""
+    return rekey_state_dict(sd, prefix)
 
 
 def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool = False,
@@ -295,6 +296,5 @@ def load_model(path: str | Path, *, arch: str | None = None, trust_pickle: bool 
     except InvalidConfigError as e:
         raise ModelLoadError(f"--arch: {e}") from None
     module = factory()
-    check_state_dict(module, state, str(path), arch)
-    module.load_state_dict(state, strict=False)  # exact fit checked above (num_batches_tracked may lack)
+    load_weights(module, state, str(path), arch)
     return LoadedModel(module.eval(), override or shape, arch, kind)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import ModelLoadError, PlanError, UnsupportedLayerError, first_line
-from ..models.arch import check_state_dict, rebuild_arch
+from ..errors import ModelLoadError, PlanError, UnsupportedLayerError, first_line, short_list
+from ..models.arch import load_weights, rebuild_arch, rekey_state_dict
 from .graph import ModelGraph, build_graph, width_floor
 from .importance import Importance, Scorer, scorer_for
 
@@ -163,7 +163,7 @@ def _check_pruned(work: nn.Module, input_shape: tuple[int, ...], before: list[tu
         after = [f"an error ({first_line(e)})"]
     if after != before:
         raise UnsupportedLayerError(
-            f"pruning groups {', '.join(changed)} changed the model's output from {before} to "
+            f"pruning groups {short_list(changed)} changed the model's output from {before} to "
             f"{after[0] if len(after) == 1 else after}; locp_trt's channel graph misread how they "
             "are coupled in this model: keep those groups at full width and report the model")
 
@@ -252,7 +252,7 @@ def save_pruned(model: nn.Module, plan: PruningPlan, path: str | Path) -> Path:
     if plan.kept is None:
         raise PlanError("the plan has no kept channel indices; save the plan returned by apply_plan")
     path = Path(path)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = rekey_state_dict(model.state_dict(), convert=lambda v: v.detach().cpu())  # keeps versions
     torch.save({"state_dict": state, "plan": plan.to_json(), "format": PRUNED_FORMAT}, path)
     return path
 
@@ -278,8 +278,10 @@ def pruned_from_payload(payload: Mapping[str, Any],
     state = payload.get("state_dict")
     if not isinstance(state, Mapping):
         raise ModelLoadError(f"{source}: no state_dict in the file")
-    check_state_dict(pruned, state, source)
-    pruned.load_state_dict(state)
+    if getattr(state, "_metadata", None) is None:  # written before versions were kept: ours, so
+        state = rekey_state_dict(state)                # the module's own versions are the file's
+        state._metadata = pruned.state_dict()._metadata  # type: ignore[attr-defined]
+    load_weights(pruned, state, source)
     return pruned.eval(), plan
 
 

@@ -20,8 +20,9 @@ from ..latency.fingerprint import DeviceFingerprint
 from ..method.candidates import group_latency_fn
 from ..method.config import OptimizeConfig
 from ..method.records import OptimizeResult
+from ..prune.graph import group_floor
 
-__all__ = ["RunFacts", "build_report", "result_block", "match_nodes", "per_layer", "group_stairs",
+__all__ = ["RunFacts", "build_report", "minimal_report", "result_block", "match_nodes", "per_layer", "group_stairs",
            "envelope_check", "deciding_steps", "runtime_status"]
 
 
@@ -46,7 +47,7 @@ class RunFacts:
 def build_report(facts: RunFacts, result: OptimizeResult, graph0, recorder,
                  measurements: Callable[[], Mapping[str, Any]], *,
                  artifacts: Mapping[str, Any], in_model: tuple[Mapping[str, float], Mapping[str, float]] | None,
-                 loop_s: float) -> dict[str, Any]:
+                 loop_s: float, guard: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
     """The report of one run (what report.json holds, without its schema tag).
 
     Args:
@@ -58,8 +59,12 @@ def build_report(facts: RunFacts, result: OptimizeResult, graph0, recorder,
         artifacts: the files written and how.
         in_model: per-layer in-model times (before, after) where the runtime profiles nodes.
         loop_s: wall seconds of the loop.
+        guard: runs each detail section (per-layer figures, envelope check, staircases) as
+            `guard(what, section)`, returning None where it fails (the run's `_AfterWrite`
+            records why); None: a failing section raises.
     """
     method = facts.config
+    guard = guard or (lambda _what, section: section())
     history = [{**asdict(h), "kind": h.kind, "speedup": h.speedup_over(result.baseline),
                 "emitted": h.step == result.chosen_step} for h in result.history]
     return {
@@ -81,16 +86,33 @@ def build_report(facts: RunFacts, result: OptimizeResult, graph0, recorder,
         "data": facts.data,
         "history": history,
         "result": result_block(method, result, result.confirmation),
-        "per_layer": per_layer(graph0, result.final.widths, recorder, in_model),
-        "envelope_check": envelope_check(result.history, result.chosen_step),
+        "per_layer": guard("the per-layer figures",
+                           lambda: per_layer(graph0, result.final.widths, recorder, in_model)),
+        "envelope_check": guard("the envelope check",
+                                lambda: envelope_check(result.history, result.chosen_step)),
         "measurements": dict(measurements()),
         "timings": {"loop_s": round(loop_s, 2),
                     "note": "loop_s: the baseline, every layer measurement, probe, fine-tune "
                             "and the final check; measurements.measure_s: layer configs alone"},
-        "stairs": group_stairs(graph0, result.history, result.chosen_step, recorder),
+        "stairs": guard("the staircases", lambda: group_stairs(
+            graph0, result.history, result.chosen_step, recorder, min_width_ratio=method.min_width_ratio)),
         "artifacts": dict(artifacts),
         "runtimes_exercised": runtime_status(facts.runtime_label),
     }
+
+
+def minimal_report(method: OptimizeConfig, result: OptimizeResult, artifacts: Mapping[str, Any]) -> dict[str, Any]:
+    """The report of a run whose full report could not be built (the failure is in its
+    "warnings"): the result block, the steps, and the files written."""
+    try:
+        block = result_block(method, result, result.confirmation)
+    except Exception:  # noqa: BLE001 - the bare facts, from the loop's own result
+        block = {"speedup": result.speedup, "speedup_kind": "the loop's own figure",
+                 "status": result.status, "met_target": result.met_target,
+                 "target_speedup": result.target_speedup, "why_missed": "", "stop_reason": result.stop_reason}
+    return {"created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "",
+            "result": block, "history": [], "artifacts": dict(artifacts)}
 
 
 def result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Comparison | None) -> dict[str, Any]:
@@ -155,14 +177,17 @@ def _touched_configs(graph0, gid: str, context: Mapping[str, int], width: int) -
     return [at[n] for n in graph0.touched_layers(gid)]
 
 
-def group_stairs(graph0, history, chosen_step: int, recorder, top: int = 4) -> dict[str, Any]:
+def group_stairs(graph0, history, chosen_step: int, recorder, top: int = 4, *,
+                 min_width_ratio: float | None = None) -> dict[str, Any]:
     """Staircases of the `top` groups with the most latency at the start, each as the step that
     set its emitted width saw it (`_deciding_steps`; step 1 for groups kept at full width): the
     points that step's discovery measured, with the other groups at the widths the step started
     from, and the envelope it offered. A staircase moves with its neighbours' widths (a group's
     layers take the next group's width as their other dimension), so step 1's points and
     envelope say nothing about a width chosen later. The chosen width's point is measured too
-    (shared: usually already known), so every panel shows it."""
+    (shared: usually already known), so every panel shows it. Points start at the search's
+    floor (`group_floor` at `min_width_ratio`; None: the narrowest width that keeps every concat
+    part), as no width below it was ever a candidate."""
     by_step = {h.step: h for h in history}
     final = by_step[chosen_step].widths
     deciding = deciding_steps(history, chosen_step)
@@ -182,7 +207,8 @@ def group_stairs(graph0, history, chosen_step: int, recorder, top: int = 4) -> d
             for c in _touched_configs(graph0, gid, context, final[gid]):
                 recorder(c)
         points = {}
-        for w in range(1, g.width + 1):
+        floor = group_floor(g, min_width_ratio) if min_width_ratio is not None else g.min_width()
+        for w in range(floor, g.width + 1):
             here = _touched_configs(graph0, gid, context, w)
             if all(c in seen for c in here):
                 points[w] = sum(seen[c] for c in here)

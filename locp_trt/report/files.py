@@ -108,7 +108,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
         share = lm.get("layer_sum_share")
         rows.append(f"end-to-end latency model (predicted vs measured): {pairs}"
                     + (f"; the layer sum is {share:.0%} of the unpruned model's time" if share else ""))
-    placed = [p for p in report.get("per_layer", []) if p.get("measured_after_us") is not None]
+    placed = [p for p in report.get("per_layer") or [] if p.get("measured_after_us") is not None]
     if placed:
         pred = sum(p["predicted_after_us"] for p in placed)
         meas = sum(p["measured_after_us"] for p in placed)
