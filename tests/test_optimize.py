@@ -116,14 +116,22 @@ def test_killed_run_resumes_to_the_same_plan(tmp_path: Path) -> None:
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_optimize_cmd(weights, killed, store), cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ckpt = killed / "checkpoints" / "step_001.pt"
+    state_file = killed / "checkpoints" / "state.json"
+
+    def checkpointed_step() -> int:
+        # state.json is replaced atomically after step_NNN.pt: it names a step whose file is there
+        try:
+            return int(json.loads(state_file.read_text())["step"])
+        except (OSError, ValueError, KeyError):
+            return -1
+
     deadline = time.monotonic() + 300
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while checkpointed_step() < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "optimize ended before it could be interrupted:\n" + proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    state = json.loads((killed / "checkpoints" / "state.json").read_text())
+    state = json.loads(state_file.read_text())
     assert state["step"] == 1
     assert not (killed / "plan.json").exists()
 
