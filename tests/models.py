@@ -13,7 +13,7 @@ import torch.nn as nn
 
 __all__ = ["TINY_MODELS", "Residual", "Depthwise", "Concat", "Split", "SEBlock", "Grouped",
            "Flatten", "Unused", "ShuffleV2", "SqueezeHead", "ConcatAdd", "LinearHead", "Versioned",
-           "ConvNeXtLike", "CNBlock", "UNetLike"]
+           "ConvNeXtLike", "CNBlock", "UNetLike", "ResNeXtLike", "XBlock"]
 
 
 class Residual(nn.Module):
@@ -361,6 +361,37 @@ class UNetLike(nn.Module):
         return self.head(self.dec1(torch.cat([self.up1(d2), e1], 1)))
 
 
+class XBlock(nn.Module):
+    """A ResNeXt / RegNetX bottleneck: 1x1 -> grouped 3x3 (fixed group width) -> 1x1, plus the
+    block input (through a 1x1 projection where the shape changes)."""
+
+    def __init__(self, cin: int, width: int, cout: int, group_width: int, stride: int = 1) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(width, width, 3, stride, 1, groups=width // group_width, bias=False),
+                               nn.BatchNorm2d(width), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                     if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x if self.proj is None else self.proj(x)
+        return torch.relu(self.c(self.b(self.a(x))) + skip)
+
+
+class ResNeXtLike(nn.Module):
+    """stem -> two grouped bottlenecks (group width 8: 4 conv groups of 32 channels) -> head."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.blocks = nn.Sequential(XBlock(16, 32, 32, 8, stride=2), XBlock(32, 32, 32, 8))
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
 TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "residual": (Residual, (3, 8, 8)),
     "depthwise": (Depthwise, (3, 8, 8)),
@@ -375,6 +406,7 @@ TINY_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "concat_add": (ConcatAdd, (3, 6, 6)),
     "linear_head": (LinearHead, (3, 6, 6)),
     "convnext": (ConvNeXtLike, (3, 32, 32)),
+    "resnext": (ResNeXtLike, (3, 16, 16)),
 }
 
 

@@ -38,7 +38,7 @@ from locp_trt.prune.importance import Importance, group_importance
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 FAST = ["--iters", "25", "--warmup", "3", "--max-spread", "10"]  # enough samples that a tiny layer's stairs beat noise
-COVERED = ["residual", "depthwise", "concat", "split", "se", "grouped", "flatten", "unused"]
+COVERED = ["residual", "depthwise", "concat", "split", "se", "grouped", "flatten", "unused", "resnext"]
 
 
 def _graph(name: str, **kw):
@@ -61,7 +61,7 @@ def test_grid_holds_every_layer_config_of_any_plan(name):
     rng = random.Random(0)
     prunable = [g for g in graph.groups.values() if g.prunable]
     for _ in range(300):  # random plans within the floors: any step of any run
-        widths = {g.id: rng.randint(floors[g.id], g.width) for g in prunable}
+        widths = {g.id: rng.choice(range(floors[g.id], g.width + 1, g.blocks)) for g in prunable}
         missing = set(graph.layer_configs(widths).values()) - held
         assert not missing, (widths, missing)
     # the corners too: every group at its floor, and all at full width

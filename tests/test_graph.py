@@ -11,7 +11,7 @@ import torch.nn as nn
 from models import TINY_MODELS  # tests/models.py
 
 from locp_trt.errors import PlanError, UnsupportedLayerError
-from locp_trt.latency.config import Op, Precision
+from locp_trt.latency.config import LayerConfig, Op, Precision
 from locp_trt.models import get_model, model_spec
 from locp_trt.prune import PruningPlan, apply_plan
 from locp_trt.prune.graph import InputPart, build_graph
@@ -102,14 +102,18 @@ def test_concat_consumer_has_one_part_per_branch():
     assert "merge" in g.touched_layers("right")
 
 
-def test_split_and_grouped_conv_groups_are_fixed_with_reasons():
+def test_split_groups_are_fixed_and_grouped_conv_groups_prune_in_steps_of_groups():
     g = build_graph(*tiny("split"))
     assert not g.groups["conv"].prunable and "split" in g.groups["conv"].reason
     assert g.groups["a"].prunable and g.groups["b"].prunable
     g = build_graph(*tiny("grouped"))
-    assert {x.id for x in g.unprunable()} == {"conv", "gconv", "fc"}
-    assert "grouped conv gconv (groups=2)" in g.groups["conv"].reason
+    assert {x.id for x in g.unprunable()} == {"fc"}
+    assert g.groups["conv"].blocks == g.groups["gconv"].blocks == 2  # read / written by gconv
+    assert g.groups["out"].blocks == 1
     assert g.layers["gconv"].config.groups == 2
+    assert g.layer_configs({"conv": 4})["gconv"] == LayerConfig(Op.CONV, 4, 8, 3, 1, 1, 2, (6, 6))
+    with pytest.raises(PlanError, match="not a multiple of 2"):
+        g.layer_configs({"conv": 5})
 
 
 def test_se_block_gate_couples_with_the_main_conv():

@@ -112,7 +112,9 @@ def _width_range(graph, gid: str, widths: Mapping[str, int], floors: Mapping[str
         floor = group_floor(group, min_width_ratio, round_floor)
     if getattr(group, "parts", ()):
         floor = max(int(floor), group.min_width())
-    return min(int(floor), hi), hi
+    step = getattr(group, "blocks", 1)
+    floor = -(-int(floor) // step) * step  # a grouped conv's channel group: whole steps
+    return min(floor, hi), hi
 
 
 def _staircase_configs(graph, widths: Mapping[str, int],
@@ -123,7 +125,7 @@ def _staircase_configs(graph, widths: Mapping[str, int],
     for gid, (lo, hi) in ranges.items():
         touched = graph.touched_layers(gid)
         cfgs: dict[LayerConfig, None] = {}
-        for w in range(lo, hi + 1):
+        for w in range(lo, hi + 1, getattr(graph.groups[gid], "blocks", 1)):
             at = graph.layer_configs({**widths, gid: w})
             cfgs.update(dict.fromkeys(at[n] for n in touched))
         out[gid] = list(cfgs)
@@ -156,7 +158,8 @@ def discover_candidates(
 
     Each group is varied between its floor (`group_floor` of the group) and its current width
     with all other groups at `widths`. An explicit floor is raised where it would empty a concat
-    part of the group.
+    part of the group. A group a grouped conv reads or writes takes multiples of its `blocks`
+    only (the conv's `groups`; see `prune.graph`), and so do its candidates.
 
     Args:
         graph: a `ModelGraph`.
@@ -190,16 +193,20 @@ def discover_candidates(
         if ahead is not None:
             bar.set_postfix_str(_time_left(estimate, (c for g in prunable[i:] for c in ahead[g])))
         lo, hi = ranges[gid]
+        blocks = getattr(graph.groups[gid], "blocks", 1)
         measure = group_latency_fn(graph, gid, widths, latency_us)
         if lo >= hi:
             out[gid] = GroupCandidates(gid, (hi,), 0)
             continue
         if method is DiscoveryMethod.SWEEP:
-            found = pareto_envelope(sweep(measure, range(lo, hi + 1)), rel_tol)
-            probes = hi - lo + 1
+            found = pareto_envelope(sweep(measure, range(lo, hi + 1, blocks)), rel_tol)
+            probes = len(range(lo, hi + 1, blocks))
         else:
-            disc = three_point_discrimination(measure, lo, hi, rel_tol=rel_tol, max_explore=max_explore)
-            found = disc.widths
+            # A grouped conv's group is discovered in units of its conv groups (widths k * blocks),
+            # so alignment, grid and edges are found among the widths it can take.
+            disc = three_point_discrimination(lambda k, m=measure, b=blocks: m(k * b), lo // blocks, hi // blocks,
+                                              rel_tol=rel_tol, max_explore=max_explore)
+            found = [w * blocks for w in disc.widths]
             probes = disc.probes
         envelope = sorted({int(w) for w in found if lo <= int(w) <= hi} | {hi})
         out[gid] = GroupCandidates(gid, tuple(envelope), int(probes))

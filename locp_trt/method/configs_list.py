@@ -198,8 +198,9 @@ def group_floors(graph: Any, min_width_ratio: float, widths: Mapping[str, int] |
 
 def _ranges(graph: Any, min_width_ratio: float, widths: Mapping[str, int]) -> dict[str, range]:
     floors = group_floors(graph, min_width_ratio, widths)
-    return {gid: range(floors[gid], int(widths.get(gid, g.width)) + 1) if g.prunable else range(g.width, g.width + 1)
-            for gid, g in graph.groups.items()}
+    # A grouped conv's channel group takes whole steps of its conv groups (`blocks`) only.
+    return {gid: range(floors[gid], int(widths.get(gid, g.width)) + 1, getattr(g, "blocks", 1)) if g.prunable
+            else range(g.width, g.width + 1) for gid, g in graph.groups.items()}
 
 
 def _layer_axes(graph: Any, site: Any, ranges: Mapping[str, range]) -> tuple[list[int], list[int]]:

@@ -13,11 +13,26 @@ that is just `w`; for the Linear after a flatten (LeNet5 `conv2` -> `linear1`: 6
 = 3136 features) it is `w * 49`, so `linear1`'s config at `conv2` width 40 has in_channels 1960;
 for a conv after a concat the parts add up.
 
+Grouped convs (groups > 1, not depthwise: ResNeXt, RegNet) are pruned evenly inside each of their
+conv groups, keeping `groups`: a channel group that a grouped conv reads or writes has `blocks` =
+its `groups` (the lcm when several grouped convs touch it), its widths are multiples of `blocks`,
+and the same positions are dropped in every block (`ChannelGroup.blocks`, `block_kept`). Not by
+whole conv groups: Torch-Pruning 1.6 never changes a non-depthwise conv's `groups` (only its
+depthwise pruner does), and its `ConvPruner.prune_in_channels` slices the grouped weight with the
+first conv group's kept positions (`keep_idxs[:len(keep_idxs) // groups]`), so it is right only
+when every conv group keeps the same positions; its own pruners repeat the indices per conv group
+and average the importance over them. Dropping whole conv groups would also tie the grouped conv's
+input and output channel groups into one decision. So a RegNet block's group width shrinks (16 ->
+8 at half width) while its `groups` stays, and the grouped staircase is measured at those widths
+(the `LayerConfig` carries `groups`, and the store keys on it). A grouped conv that reads only part
+of its input from the group (a concat before it), or writes only part of it, keeps it fixed.
+
 Groups that cannot change width are kept and marked (`prunable=False`, with a `reason`), never
 dropped: the model's output (every conv/linear whose output channels reach a graph output, found
 by walking back from the outputs, whatever the head: conv, linear, pooling, flatten), width 1,
-channels that pass through a split/slice (sizes fixed in the forward code), channels of a grouped
-(non-depthwise) conv, channels that pass an op moving them in a way Torch-Pruning cannot follow
+channels that pass through a split/slice (sizes fixed in the forward code), channels a grouped
+conv reads or writes only in part (or with one channel per conv group), channels that pass an op
+moving them in a way Torch-Pruning cannot follow
 (a channel shuffle's view/transpose, permute, pixel_shuffle; see `_graph_tp`), a reshape that
 does not map whole channels, the channels into and out of a transposed conv (left unpruned, and
 not measured: no `LayerSite`), and layers the forward pass never reaches. The groups around such
@@ -101,6 +116,25 @@ class ChannelGroup:
     # Channels (indices into the group) of each concat part inside it, e.g. two branches
     # concatenated and then added to a wider tensor; each part must keep some of its channels.
     parts: tuple[tuple[int, ...], ...] = ()
+    # Conv groups of the grouped conv(s) reading or writing these channels (1: none): widths are
+    # multiples of it and every block of width / blocks channels keeps the same positions.
+    blocks: int = 1
+
+    def fits(self, width: int) -> bool:
+        """Whether `width` is a width this group can take: a multiple of `blocks`, within 1..width."""
+        return 1 <= int(width) <= self.width and int(width) % self.blocks == 0
+
+    def block_kept(self, order: Iterable[int], width: int) -> list[int]:
+        """`width` channels taken from `order` (best first) that keep the same positions in every
+        block, sorted: the positions are ranked by the first time `order` names any of their
+        channels (with scores already shared across blocks, as `importance.share_blocks` does,
+        that is the positions' rank)."""
+        size = self.width // self.blocks
+        if not self.fits(width):
+            raise PlanError(f"width {width} for group {self.id!r} is not a multiple of its {self.blocks} "
+                            f"conv groups (grouped conv; widths {self.blocks}, {2 * self.blocks}, ...)")
+        positions = list(dict.fromkeys(int(i) % size for i in order))[: width // self.blocks]
+        return sorted(b * size + p for b in range(self.blocks) for p in positions)
 
     def must_keep(self, order: Iterable[int], floor: Callable[[int], int] = lambda n: 1) -> list[int]:
         """Channels, taken from `order` (best first), that keep `floor(len(part))` of every part.
@@ -123,11 +157,13 @@ class ChannelGroup:
 
     def min_width(self, floor: Callable[[int], int] = lambda n: 1) -> int:
         """Narrowest width that keeps `floor(len(part))` channels (at least 1) of every part."""
-        return max(1, len(self.must_keep(range(self.width), floor)))
+        return max(self.blocks, len(self.must_keep(range(self.width), floor)))
 
     def __str__(self) -> str:
         state = "prunable" if self.prunable else f"fixed ({self.reason})"
         extra = f", concat parts {'+'.join(str(len(p)) for p in self.parts)}" if self.parts else ""
+        if self.blocks > 1:
+            extra += f", {self.blocks} conv groups: widths in steps of {self.blocks}"
         return f"group {self.id} [{self.width} ch{extra}, {state}]: {', '.join(self.members)}"
 
 
@@ -158,6 +194,9 @@ class ModelGraph:
                 raise PlanError(f"width {w} for group {gid!r} is outside 1..{g.width}")
             if not g.prunable and int(w) != g.width:
                 raise PlanError(f"group {gid!r} cannot be pruned ({g.reason}); keep width {g.width}")
+            if not g.fits(w):
+                raise PlanError(f"width {w} for group {gid!r} is not a multiple of {g.blocks}: a grouped "
+                                f"conv splits its channels into {g.blocks} conv groups, each pruned alike")
             if int(w) < g.min_width():
                 raise PlanError(f"width {w} for group {gid!r} would empty one of its concat parts "
                                 f"({'+'.join(str(len(p)) for p in g.parts)} channels); keep at least "
@@ -435,6 +474,7 @@ def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mappin
     import torch_pruning as tp
 
     out_names, members, reasons = [], [], []
+    grouped: list[tuple[str, nn.Conv2d, bool, int]] = []  # grouped convs: name, module, writes, channels
     parts: set[tuple[int, ...]] = set()
     moved: list[str] = []  # channel-moving ops the group's channels pass
     layer_inputs: dict[str, list[int]] = {}
@@ -460,8 +500,7 @@ def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mappin
             if is_out and len(item.root_idxs) < dg.get_out_channels(grp[0].dep.target.module):
                 parts.add(tuple(sorted(set(int(i) for i in item.root_idxs))))
             if isinstance(target, nn.Conv2d) and target.groups > 1 and not dw:
-                reasons.append(f"feeds or is grouped conv {name} (groups={target.groups}), which "
-                               "Torch-Pruning cannot prune consistently")
+                grouped.append((name, target, is_out, len(set(int(i) for i in idxs))))
             if is_out:
                 out_names.append(name)
             if is_in:
@@ -491,10 +530,35 @@ def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mappin
         reads.append((ln, feats, min(idxs)))
     if width == 1:
         reasons.append("width 1")
+    blocks = _blocks(grouped, int(width), reasons)
+    if blocks > 1 and parts:
+        reasons.append(f"concat parts ({'+'.join(str(len(p)) for p in sorted(parts))} channels) read "
+                       f"by a grouped conv ({blocks} conv groups)")
     members = sorted(dict.fromkeys(members), key=lambda s: _model_order(s.rsplit(":", 1)[0], order))
     reason = "; ".join(dict.fromkeys(reasons))
-    group = ChannelGroup(gid, int(width), tuple(members), not reason, reason, tuple(sorted(parts)))
+    group = ChannelGroup(gid, int(width), tuple(members), not reason, reason, tuple(sorted(parts)),
+                         blocks if not reason else 1)
     return group, out_names, reads
+
+
+def _blocks(grouped: list[tuple[str, nn.Conv2d, bool, int]], width: int, reasons: list[str]) -> int:
+    """The conv groups a channel group is split into by the grouped convs that read or write it
+    (the lcm of their `groups`; 1: none), adding to `reasons` where a grouped conv stops it from
+    being pruned evenly inside each conv group (see the module docstring)."""
+    blocks = 1
+    for name, conv, writes, channels in grouped:
+        own = conv.out_channels if writes else conv.in_channels
+        if channels != own or own != width:
+            reasons.append(f"grouped conv {name} (groups={conv.groups}) {'writes' if writes else 'reads'} "
+                           f"{channels} of its {own} {'output' if writes else 'input'} channels here "
+                           f"({width} in the group): its conv groups cannot be pruned alike")
+            continue
+        blocks = math.lcm(blocks, int(conv.groups))
+    if blocks > 1 and width // blocks < 2:
+        first = next(name for name, *_ in grouped)
+        reasons.append(f"one channel per conv group of grouped conv {first} ({width} channels in "
+                       f"{blocks} conv groups)")
+    return blocks
 
 
 def _model_order(name: str, order: Mapping[str, int]) -> int:
@@ -566,7 +630,8 @@ def width_floor(original_width: int, min_width_ratio: float, round_floor: int = 
 
 def group_floor(group, min_width_ratio: float, round_floor: int = 1) -> int:
     """The narrowest width a `ChannelGroup` may reach: `width_floor` of its original width, and
-    enough channels for every concat part inside it to keep its own `width_floor` (never 0).
+    enough channels for every concat part inside it to keep its own `width_floor` (never 0),
+    rounded up to a multiple of the group's `blocks` (a grouped conv's conv groups).
 
     Two branches of 4 and 12 channels concatenated and added to a 16-channel tensor form one
     group of 16; at ratio 0.1 the group alone could go to 2, and both could come from the
@@ -576,4 +641,7 @@ def group_floor(group, min_width_ratio: float, round_floor: int = 1) -> int:
         return width_floor(n, min_width_ratio)
 
     floor = width_floor(group.width, min_width_ratio, round_floor)
+    blocks = getattr(group, "blocks", 1)
+    if blocks > 1:  # a grouped conv's channel group: whole steps of `blocks` (never above the width)
+        floor = min(group.width, -(-floor // blocks) * blocks)
     return max(floor, group.min_width(part)) if getattr(group, "parts", ()) else floor

@@ -54,7 +54,7 @@ from ..errors import DatasetError, InvalidConfigError
 
 __all__ = ["Importance", "Scorer", "CriterionScorer", "TaylorScorer", "scorer_for", "group_importance",
            "importance_lost", "accumulate_taylor", "taylor_scores", "most_important", "channel_reach",
-           "weigh_by_reach"]
+           "weigh_by_reach", "share_blocks"]
 
 
 class Importance(str, enum.Enum):
@@ -147,7 +147,26 @@ def group_importance(model: nn.Module, graph_or_DG: Any, group_id: str, kind: Im
         )
     arr = scores.detach().double().cpu().numpy()
     total = float(arr.sum())
-    return arr / total if total > 0 else np.zeros_like(arr)
+    arr = arr / total if total > 0 else np.zeros_like(arr)
+    return share_blocks(arr, _blocks_of(graph_or_DG, group_id))
+
+
+def _blocks_of(graph: Any, group_id: str) -> int:
+    group = getattr(graph, "groups", {}).get(group_id)
+    return int(getattr(group, "blocks", 1)) if group is not None else 1
+
+
+def share_blocks(scores: np.ndarray, blocks: int) -> np.ndarray:
+    """Scores of a group a grouped conv splits into `blocks` conv groups: each channel gets the
+    mean of its position over the blocks (the same sum), because the same positions are pruned in
+    every block (`prune.graph`); as Torch-Pruning averages a grouped layer's importance over its
+    conv groups. `importance_lost` is then exact for any width that is a multiple of `blocks`."""
+    if blocks <= 1:
+        return scores
+    if scores.size % blocks:
+        raise InvalidConfigError(f"{scores.size} scores cannot be split into {blocks} conv groups")
+    per_position = scores.reshape(blocks, -1).mean(0)
+    return np.tile(per_position, blocks)
 
 
 class Scorer:
@@ -384,5 +403,5 @@ def taylor_scores(model: nn.Module, graph: Any, loader: Iterable[tuple[torch.Ten
     for gid, total in sums.items():
         arr = (total / seen).cpu().numpy()
         norm = float(arr.sum())
-        out[gid] = arr / norm if norm > 0 else np.zeros_like(arr)
+        out[gid] = share_blocks(arr / norm if norm > 0 else np.zeros_like(arr), _blocks_of(graph, gid))
     return out

@@ -24,7 +24,7 @@ import torch.nn as nn
 from ..errors import ModelLoadError, PlanError, UnsupportedLayerError, first_line, short_list
 from ..models.arch import load_weights, rebuild_arch, rekey_state_dict
 from .graph import ModelGraph, build_graph, width_floor
-from .importance import Importance, Scorer, scorer_for
+from .importance import Importance, Scorer, scorer_for, share_blocks
 
 __all__ = ["PLAN_SCHEMA", "PRUNED_FORMAT", "PruningPlan", "apply_plan", "save_pruned", "load_pruned",
            "pruned_from_payload"]
@@ -107,6 +107,9 @@ class PruningPlan:
             if not g.prunable and w != g.width:
                 raise PlanError(f"plan changes group {gid!r} to {w} channels, but it cannot be pruned "
                                 f"({g.reason}); keep {g.width}")
+            if not g.fits(w):
+                raise PlanError(f"plan width {w} for group {gid!r} is not a multiple of {g.blocks}: a "
+                                f"grouped conv splits its channels into {g.blocks} conv groups, pruned alike")
             if w < g.min_width():
                 raise PlanError(f"plan width {w} for group {gid!r} would empty one of its concat parts "
                                 f"({'+'.join(str(len(p)) for p in g.parts)} channels); keep at least "
@@ -119,6 +122,9 @@ class PruningPlan:
             if len(idxs) != want or len(set(idxs)) != len(idxs) or any(not 0 <= i < g.width for i in idxs):
                 raise PlanError(f"kept indices of group {gid!r} must be {want} distinct values in "
                                 f"0..{g.width - 1}, got {len(idxs)}")
+            if g.blocks > 1 and sorted(idxs) != g.block_kept(idxs, want):
+                raise PlanError(f"kept indices of group {gid!r} must keep the same positions in each of "
+                                f"its {g.blocks} conv groups of {g.width // g.blocks} channels (grouped conv)")
             empty = [p for p in g.parts if not set(p) & set(idxs)]
             if empty:
                 raise PlanError(f"kept indices of group {gid!r} leave its concat part of channels "
@@ -127,9 +133,14 @@ class PruningPlan:
 
 def _kept_indices(scores: np.ndarray, graph: ModelGraph, gid: str, width: int,
                   part_floor: Callable[[int], int]) -> list[int]:
-    """The `width` most important channels, after each concat part's own floor is served."""
-    order = [int(i) for i in np.argsort(-scores, kind="stable")]  # best first, ties: lower index
+    """The `width` most important channels, after each concat part's own floor is served; in a
+    grouped conv's group, the most important positions (scores summed over the conv groups),
+    kept in every conv group."""
     group = graph.groups[gid]
+    if group.blocks > 1:
+        ranked = share_blocks(np.asarray(scores, dtype=np.float64), group.blocks)
+        return group.block_kept((int(i) for i in np.argsort(-ranked, kind="stable")), width)
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]  # best first, ties: lower index
     kept = group.must_keep(order, part_floor)
     if len(kept) > width:
         raise PlanError(

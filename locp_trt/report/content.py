@@ -208,7 +208,7 @@ def group_stairs(graph0, history, chosen_step: int, recorder, top: int = 4, *,
                 recorder(c)
         points = {}
         floor = group_floor(g, min_width_ratio) if min_width_ratio is not None else g.min_width()
-        for w in range(floor, g.width + 1):
+        for w in range(floor, g.width + 1, g.blocks):  # a grouped conv's group: whole steps
             here = _touched_configs(graph0, gid, context, w)
             if all(c in seen for c in here):
                 points[w] = sum(seen[c] for c in here)
