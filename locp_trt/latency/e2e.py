@@ -14,6 +14,14 @@ model alone (a = 1, c = 0: the time the layers miss is put on the activations), 
 width floor and every measured probe (a = 1 while fewer than four points, then a free too).
 Speedups predicted by it, not the raw layer sum, steer the landing and are reported against
 what was measured.
+
+`TimeShares` splits the unpruned model's end-to-end time the same way, once per run: the layer
+sum of the layers pruning can narrow (a prunable channel group sets their input or output
+width), the layer sum of the fixed ones (a model's output head, layers between fixed groups),
+and the rest, outside every conv/linear layer (activations, normalisation, pooling, SE gates,
+elementwise ops). Only the first can shrink, so it bounds what any plan can save: a compact
+net whose prunable layers hold half its time cannot reach 2x. A refused or missed target names
+this share (`TimeShares.sentence`).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import numpy as np
 
 from .config import LayerConfig
 
-__all__ = ["EndToEndModel", "activation_elements"]
+__all__ = ["EndToEndModel", "activation_elements", "TimeShares"]
 
 
 def activation_elements(configs: Iterable[LayerConfig]) -> float:
@@ -94,3 +102,92 @@ class EndToEndModel:
         assert best is not None  # a = 1 with nothing free always fits
         coef = best[2]
         return cls(a=coef["a"], k=coef["k"] / a_scale, c=coef["c"], points=len(pts))
+
+
+@dataclass(frozen=True)
+class TimeShares:
+    """The unpruned model's end-to-end time, split by what pruning can change (module docstring).
+
+    Attributes:
+        end_to_end_us: the unpruned model's time, µs: measured in the run, or (`measured`
+            False) the layer sum itself, when nothing is measured end to end.
+        measured: whether `end_to_end_us` was measured end to end.
+        prunable_us: layer sum of the layers some prunable channel group narrows, µs.
+        fixed_us: layer sum of the other layers, µs.
+        fixed_layers: the costliest fixed layers, (name, µs, why fixed), at most three.
+    """
+
+    end_to_end_us: float
+    measured: bool
+    prunable_us: float
+    fixed_us: float
+    fixed_layers: tuple[tuple[str, float, str], ...] = ()
+
+    @classmethod
+    def of(cls, graph, latency_us, end_to_end_us: float, measured: bool) -> TimeShares:
+        """The split of `graph`'s model at its own widths, layers timed by `latency_us` (µs)."""
+        configs = graph.layer_configs({})
+        movable = set(graph.prunable_layers())
+        times = {name: float(latency_us(cfg)) for name, cfg in configs.items()}
+        fixed = sorted(((n, t) for n, t in times.items() if n not in movable), key=lambda nt: -nt[1])
+        why = {n: graph.fixed_reason(n) for n, _ in fixed[:3]}
+        return cls(float(end_to_end_us), bool(measured), sum(times[n] for n in movable),
+                   sum(t for _, t in fixed), tuple((n, round(t, 3), why[n]) for n, t in fixed[:3]))
+
+    @property
+    def layer_sum_us(self) -> float:
+        return self.prunable_us + self.fixed_us
+
+    def _share(self, us: float) -> float:
+        return us / self.end_to_end_us if self.end_to_end_us > 0 else 0.0
+
+    @property
+    def prunable_share(self) -> float:
+        """Prunable layers' layer sum over the end-to-end time."""
+        return self._share(self.prunable_us)
+
+    @property
+    def fixed_share(self) -> float:
+        """Fixed layers' layer sum over the end-to-end time."""
+        return self._share(self.fixed_us)
+
+    @property
+    def rest_share(self) -> float:
+        """What the layer sum leaves of the end-to-end time (negative: the layers timed alone
+        cost more than inside the model, as fused graphs on ONNX Runtime CPU do)."""
+        return 1.0 - self._share(self.layer_sum_us)
+
+    @property
+    def prunable_of_layer_sum(self) -> float:
+        return self.prunable_us / self.layer_sum_us if self.layer_sum_us > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {"end_to_end_us": round(self.end_to_end_us, 3), "measured": self.measured,
+                "prunable_us": round(self.prunable_us, 3), "fixed_us": round(self.fixed_us, 3),
+                "prunable_share": round(self.prunable_share, 4), "fixed_share": round(self.fixed_share, 4),
+                "rest_share": round(self.rest_share, 4),
+                "prunable_of_layer_sum": round(self.prunable_of_layer_sum, 4),
+                "fixed_layers": [{"layer": n, "us": t, "why": w} for n, t, w in self.fixed_layers],
+                "note": "layer sums (each conv/linear timed alone) over the unpruned model's end-to-end "
+                        "time; prunable: layers some prunable channel group narrows; rest: outside "
+                        "every conv/linear (activations, normalisation, pooling, SE gates, elementwise "
+                        "ops), negative when the layers alone cost more than fused in the model"}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TimeShares:
+        return cls(float(data["end_to_end_us"]), bool(data["measured"]), float(data["prunable_us"]),
+                   float(data["fixed_us"]),
+                   tuple((d["layer"], float(d["us"]), d.get("why", "")) for d in data.get("fixed_layers", ())))
+
+    def sentence(self) -> str:
+        """'the prunable layers account for 48% of the unpruned model's measured time; ...'."""
+        of = "measured time" if self.measured else "time (its layer sum: nothing measured end to end)"
+        top = ", ".join(f"{n}: {w}" if w else n for n, _, w in self.fixed_layers[:2])
+        fixed = f"fixed layers {self.fixed_share:.0%}" + (f" ({top})" if top and self.fixed_us > 0 else "")
+        if self.rest_share >= 0:
+            rest = (f", and {self.rest_share:.0%} is outside the conv/linear layers (activations, "
+                    "normalisation, pooling, SE gates, elementwise ops)" if self.measured else "")
+            return f"the prunable layers account for {self.prunable_share:.0%} of the unpruned model's {of}; {fixed}{rest}"
+        return (f"the prunable layers account for {self.prunable_of_layer_sum:.0%} of the layer sum, which is "
+                f"{self._share(self.layer_sum_us):.0%} of the unpruned model's {of} (the layers timed alone "
+                f"cost more than fused in the model); {fixed} of that time")

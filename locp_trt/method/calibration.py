@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..latency.config import LayerConfig
-from ..latency.e2e import EndToEndModel, activation_elements
+from ..latency.e2e import EndToEndModel, TimeShares, activation_elements
 
 __all__ = ["Calibration"]
 
@@ -32,6 +32,7 @@ class Calibration:
         self._points: list[tuple[float, float, float]] = []
         self.model = EndToEndModel()
         self._errors: dict[str, dict[str, float]] = {}  # where predictions met measurements
+        self.shares: TimeShares | None = None  # the unpruned model's time split (`split`)
 
     def terms(self, graph, widths: Mapping[str, int]) -> tuple[float, float]:
         """(layer sum µs, activation elements) of `graph` at `widths`."""
@@ -56,6 +57,12 @@ class Calibration:
             self._points.append((*self.terms(graph, widths), float(measured_us)))
             self.model = EndToEndModel.fit(self._points)
 
+    def split(self, graph, end_to_end_us: float, measured: bool) -> TimeShares:
+        """The unpruned model's end-to-end time split into prunable layers, fixed layers and the
+        rest (`latency.e2e.TimeShares`), kept for the report and the messages that need it."""
+        self.shares = TimeShares.of(graph, self.latency_us, end_to_end_us, measured)
+        return self.shares
+
     def note(self, name: str, predicted: float, measured: float) -> None:
         """Record a predicted vs measured speedup (the report's latency-model section)."""
         self._errors[name] = {"predicted_speedup": round(predicted, 4),
@@ -63,12 +70,13 @@ class Calibration:
                               "error": round(predicted / measured - 1, 4) if measured > 0 else None}
 
     def report(self) -> dict[str, Any]:
-        """The fitted model, the layer sum's share of the unpruned model's time, and every
-        predicted-vs-measured pair of the run."""
+        """The fitted model, the layer sum's share of the unpruned model's time, how that time
+        splits (`time_shares`), and every predicted-vs-measured pair of the run."""
         out: dict[str, Any] = {**self.model.to_json(), "predictions": dict(self._errors)}
-        if self._points:
-            L0, _, T0 = self._points[0]
-            out["layer_sum_share"] = round(L0 / T0, 4) if T0 > 0 else None
+        if self.shares is not None:
+            if self.shares.measured:
+                out["layer_sum_share"] = round(1.0 - self.shares.rest_share, 4)
+            out["time_shares"] = self.shares.to_json()
         errs = [abs(v["error"]) for v in self._errors.values() if v.get("error") is not None]
         out["max_abs_error"] = round(max(errs), 4) if errs else None
         return out

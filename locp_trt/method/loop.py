@@ -205,6 +205,7 @@ class Optimizer:
             for h in history:  # the measured points calibrate the end-to-end model again
                 if h.measured:
                     self.calibration.observe(graph0, h.widths, history[0].latency_us / h.speedup_over(history[0]))
+            self.calibration.split(graph0, history[0].latency_us, bool(history[0].measured))
             self.log(f"resuming after step {history[-1].step} "
                      f"({history[-1].speedup_over(history[0]):.2f}x, target {resumed.target_speedup:.2f}x)")
             return _Run(resumed.model, resumed.plan, history, resumed.target_speedup)
@@ -218,10 +219,12 @@ class Optimizer:
                            self.reference.baseline() if self.reference else {})
         if base.measured:
             self.calibration.observe(graph0, graph0.widths(), base.latency_us)
+        shares = self.calibration.split(graph0, base.latency_us, bool(base.measured))
         target = self.target_speedup(base)
         predicted_max = self.check_reachable(base, target)
         self.log(f"baseline: {base.latency_us:.1f} µs end to end ({base.kind} in this run), "
-                 f"layer sum predicted {base.predicted_us:.1f} µs; target {target:.3g}x "
+                 f"layer sum predicted {base.predicted_us:.1f} µs, prunable layers "
+                 f"{shares.prunable_us:.1f} µs; target {target:.3g}x "
                  f"(land within +{self.config.tolerance:.0%}); at the width floor about {predicted_max:.2f}x")
         self.checkpoints.save(model, plan, [base], target)
         return _Run(model, plan, [base], target)
@@ -407,7 +410,8 @@ class Optimizer:
             raise UnreachableTargetError(
                 f"a {speedup:.3g}x speedup cannot be reached: with every channel group at its floor "
                 f"(--min-width-ratio {self.config.min_width_ratio}) the model is {how}; ask for at "
-                f"most {best:.2f}x, or lower --min-width-ratio")
+                f"most {best:.2f}x, or lower --min-width-ratio"
+                + (f"; {self.calibration.shares.sentence()}" if self.calibration.shares else ""))
         return best
 
     def confirm(self, model: nn.Module, target: float) -> Comparison:

@@ -256,6 +256,19 @@ class ModelGraph:
         """Groups that keep their width, each with its reason, in model order."""
         return [g for g in self.groups.values() if not g.prunable]
 
+    def prunable_layers(self) -> list[str]:
+        """Layers whose input or output width some prunable group sets (in model order): the
+        layers pruning can make cheaper; the rest keep their config in every plan."""
+        movable = {g.id for g in self.prunable()}
+        return [n for n, s in self.layers.items()
+                if s.out_group in movable or any(p.group in movable for p in s.in_parts)]
+
+    def fixed_reason(self, layer: str) -> str:
+        """Why layer `layer`'s widths never change: its output group's reason ('' if none)."""
+        site = self.layers[layer]
+        group = self.groups.get(site.out_group) if site.out_group is not None else None
+        return group.reason if group is not None else ""
+
     def widths(self) -> dict[str, int]:
         """Original width of every group."""
         return {gid: g.width for gid, g in self.groups.items()}

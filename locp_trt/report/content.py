@@ -16,6 +16,7 @@ from typing import Any
 
 from ..latency.compare import Comparison, Verdict
 from ..latency.config import LayerConfig, Precision
+from ..latency.e2e import TimeShares
 from ..latency.fingerprint import DeviceFingerprint
 from ..method.candidates import group_latency_fn
 from ..method.config import OptimizeConfig
@@ -140,6 +141,9 @@ def result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Comparison
     elif not met:
         why = (f"{speedup:.3f}x {kind} is below the {target:.3g}x target; the loop stopped because "
                f"{result.stop_reason}")
+    shares = (result.latency_model or {}).get("time_shares")
+    if why and not met and shares:  # what pruning could have saved at most
+        why += f"; {TimeShares.from_json(shares).sentence()}"
     return {
         "baseline_us": base_us, "final_us": final_us, "target_us": base_us / target,
         "target_speedup": target, "tolerance": method.tolerance, "speedup": speedup,
