@@ -93,6 +93,12 @@ def test_the_split_names_prunable_and_fixed_layers_and_the_rest():
     # layers timed alone costing more than the whole model (fusion): said as a share of the layer sum
     fused = TimeShares.of(graph, layer_us, (prunable + fixed) / 2, measured=True)
     assert fused.rest_share < 0 and "of the layer sum, which is 200% of the unpruned model's" in fused.sentence()
+    # every layer touched by some prunable group (the SE block of tests/models.py): none fixed
+    from models import SEBlock  # tests/models.py
+
+    se = build_graph(SEBlock().eval(), (3, 6, 6))
+    assert len(se.prunable_layers()) == len(se.layers)
+    assert "; no fixed layers, and" in TimeShares.of(se, layer_us, 1000.0, measured=True).sentence()
 
 
 def test_a_refused_target_names_the_prunable_share(tmp_path):

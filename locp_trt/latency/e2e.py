@@ -183,7 +183,8 @@ class TimeShares:
         """'the prunable layers account for 48% of the unpruned model's measured time; ...'."""
         of = "measured time" if self.measured else "time (its layer sum: nothing measured end to end)"
         top = ", ".join(f"{n}: {w}" if w else n for n, _, w in self.fixed_layers[:2])
-        fixed = f"fixed layers {self.fixed_share:.0%}" + (f" ({top})" if top and self.fixed_us > 0 else "")
+        fixed = (f"fixed layers {self.fixed_share:.0%}" + (f" ({top})" if top else "")
+                 if self.fixed_layers else "no fixed layers")
         if self.rest_share >= 0:
             rest = (f", and {self.rest_share:.0%} is outside the conv/linear layers (activations, "
                     "normalisation, pooling, SE gates, elementwise ops)" if self.measured else "")
