@@ -170,3 +170,25 @@ def test_zoo_groups_says_what_is_done_with_grouped_groups(capsys, monkeypatch):
     line = next(row for row in out.splitlines() if row.startswith("tiny_resnext"))
     assert "6/7" in line and "4/4" in line  # 6 of 7 groups prunable; 4 of 4 grouped ones
     assert GROUPED_NOTE in out and "evenly inside every conv group" in out
+
+
+def test_steps_compose_kept_positions_onto_the_original(tmp_path):
+    """Two steps: the second prunes the first's model, and its plan (kept indices onto the
+    original channels) still drops the same positions in every conv group, so each checkpoint
+    rebuilds from the original model and computes what the loop's model computes."""
+    from locp_trt.method.config import GeometricSchedule
+
+    model, shape = resnext()
+    opt = Optimizer(model, shape, OptimizeConfig(speedup=2.5, steps=2, extra_steps=1),
+                    latency_us=lambda cfg: cfg.flops / 1e3 + cfg.out_channels, prepare_model=None,
+                    out_dir=tmp_path, log=lambda _: None, progress=False, schedule=GeometricSchedule(2, 1))
+    result = opt.run()
+    assert result.chosen_step == 2 and result.speedup >= 2.5
+    x = torch.randn(2, *shape)
+    for step in (1, 2):
+        rebuilt, plan = opt.checkpoints.load_step(step)
+        for gid in GROUPED:
+            kept = plan.kept[gid]
+            assert sorted(kept) == sorted(b * 8 + i % 8 for b in range(4) for i in kept[: len(kept) // 4])
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), result.model(x))
