@@ -34,7 +34,7 @@ from locp_trt.latency.config import LayerConfig, Precision
 from locp_trt.latency.meter import LatencyMeter
 from locp_trt.method.benefit import knapsack_search, predicted_latency_us
 from locp_trt.method.candidates import DiscoveryMethod, discover_candidates
-from locp_trt.prune.graph import ModelGraph, build_graph, width_floor
+from locp_trt.prune.graph import ModelGraph, build_graph, group_floor
 from locp_trt.prune.importance import Importance, group_importance, importance_lost
 from locp_trt.prune.plan import PruningPlan, apply_plan
 
@@ -403,9 +403,15 @@ def run_tp(subject: Subject, target_ratio: float, round_to: int, *, tol: float =
 
 # ---- uniform ------------------------------------------------------------------------------------
 def uniform_widths(subject: Subject, removed: float) -> dict[str, int]:
-    """Every prunable group keeps round(width * (1 - removed)) channels (at least 1)."""
-    return {g: max(1, int(round(subject.graph.groups[g].width * (1.0 - removed))))
-            for g in subject.prunable()}
+    """Every prunable group keeps round(width * (1 - removed)) channels (at least 1); a group a
+    grouped conv splits into `blocks` conv groups keeps the nearest multiple of `blocks` (at
+    least one channel per conv group), the widths it can take."""
+    out = {}
+    for g in subject.prunable():
+        group = subject.graph.groups[g]
+        keep = group.width * (1.0 - removed) / group.blocks
+        out[g] = max(1, int(round(keep))) * group.blocks
+    return out
 
 
 def run_uniform(subject: Subject, target_ratio: float, *, tol: float = 0.02,
@@ -438,7 +444,7 @@ def exhaustive_table(subject: Subject, batch: int, precision: Precision,
     per_layer: set[tuple[str, LayerConfig]] = set()
     for g in graph.prunable():
         touched = graph.touched_layers(g.id)
-        for w in range(width_floor(g.width, min_width_ratio), g.width + 1):
+        for w in range(group_floor(g, min_width_ratio), g.width + 1, g.blocks):
             cfgs = graph.layer_configs({g.id: w})
             table.update(cfgs[n] for n in touched)
             per_layer.update((n, cfgs[n]) for n in touched)

@@ -192,3 +192,25 @@ def test_steps_compose_kept_positions_onto_the_original(tmp_path):
             assert sorted(kept) == sorted(b * 8 + i % 8 for b in range(4) for i in kept[: len(kept) // 4])
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), result.model(x))
+
+
+def test_the_uniform_baseline_keeps_whole_conv_groups():
+    """benchmarks/methods.py's uniform L1 baseline (the GPU table's RegNet cell) gives a grouped
+    conv's channel groups multiples of its groups, and its plan applies."""
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import methods
+
+    model, shape = resnext()
+    subject = methods.make_subject("tiny_resnext", model, shape)
+    widths = methods.uniform_widths(subject, 0.7)
+    assert all(widths[gid] == 8 for gid in GROUPED) and widths["stem.0"] == 5  # 9.6 -> 8 (of 4s); 4.8 -> 5
+    assert all(w == 4 for gid, w in methods.uniform_widths(subject, 0.99).items() if gid in GROUPED)
+    variant = methods.run_uniform(subject, 0.5)
+    conv = variant.model.blocks[0].b[0]
+    assert conv.groups == 4 and conv.in_channels < 32 and conv.in_channels % 4 == 0
+    assert abs(variant.flops / subject.flops - 0.5) < 0.1  # coarse steps: near the target FLOPs
