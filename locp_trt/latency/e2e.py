@@ -189,6 +189,22 @@ class TimeShares:
             rest = (f", and {self.rest_share:.0%} is outside the conv/linear layers (activations, "
                     "normalisation, pooling, SE gates, elementwise ops)" if self.measured else "")
             return f"the prunable layers account for {self.prunable_share:.0%} of the unpruned model's {of}; {fixed}{rest}"
+        fixed = (f"fixed layers {1 - self.prunable_of_layer_sum:.0%}" + (f" ({top})" if top else "")
+                 if self.fixed_layers else "no fixed layers")
         return (f"the prunable layers account for {self.prunable_of_layer_sum:.0%} of the layer sum, which is "
                 f"{self._share(self.layer_sum_us):.0%} of the unpruned model's {of} (the layers timed alone "
-                f"cost more than fused in the model); {fixed} of that time")
+                f"cost more than fused in the model); {fixed}")
+
+    def brief(self) -> str:
+        """One summary-table line: 'prunable layers 48%, fixed layers 6% (head 12.0 µs), outside
+        the layers 46%' of the measured time, or of the layer sum where that is larger."""
+        fixed = ", ".join(f"{n} {t:.1f} µs" for n, t, _ in self.fixed_layers)
+        head = f"time of the unpruned model ({self.end_to_end_us:.1f} µs, {'measured' if self.measured else 'its layer sum'}): "
+        if self.rest_share >= 0:
+            return (head + f"prunable layers {self.prunable_share:.0%}, fixed layers {self.fixed_share:.0%}"
+                    + (f" ({fixed})" if fixed else "")
+                    + (f", outside the layers {self.rest_share:.0%}" if self.measured else "")
+                    + "; only the prunable layers' time can shrink")
+        return (head + f"the layers timed alone sum to {self._share(self.layer_sum_us):.0%} of it (fused in the "
+                f"model they cost less): prunable layers {self.prunable_of_layer_sum:.0%} of that layer sum, "
+                f"fixed layers {1 - self.prunable_of_layer_sum:.0%}" + (f" ({fixed})" if fixed else ""))

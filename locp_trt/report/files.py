@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LocpError
+from ..latency.e2e import TimeShares
 
 __all__ = ["REPORT_SCHEMA", "write_report", "load_report", "summary_table", "status_words"]
 
@@ -109,14 +110,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
         rows.append(f"end-to-end latency model (predicted vs measured): {pairs}"
                     + (f"; the layer sum is {share:.0%} of the unpruned model's time" if share else ""))
     if lm.get("time_shares"):
-        shares = lm["time_shares"]
-        fixed = ", ".join(f"{d['layer']} {d['us']:.1f} µs" for d in shares.get("fixed_layers", [])[:3])
-        rows.append(f"time of the unpruned model ({shares['end_to_end_us']:.1f} µs, "
-                    f"{'measured' if shares['measured'] else 'its layer sum'}): prunable layers "
-                    f"{shares['prunable_share']:.0%}, fixed layers {shares['fixed_share']:.0%}"
-                    + (f" ({fixed})" if fixed and shares['fixed_us'] > 0 else "")
-                    + (f", outside the layers {shares['rest_share']:.0%}" if shares["measured"] else "")
-                    + "; only the prunable layers' time can shrink")
+        rows.append(TimeShares.from_json(lm["time_shares"]).brief())
     placed = [p for p in report.get("per_layer") or [] if p.get("measured_after_us") is not None]
     if placed:
         pred = sum(p["predicted_after_us"] for p in placed)
