@@ -141,9 +141,12 @@ def test_the_loop_prunes_grouped_layers_to_the_target(tmp_path):
     """The loop on a formula latency (FLOPs plus a per-channel cost) lands at 1.5x, and the
     grouped convs are among what it prunes; the model keeps its output and exports."""
     model, shape = resnext()
+    lines: list[str] = []
     result = Optimizer(model, shape, OptimizeConfig(speedup=1.5, steps=2, extra_steps=1),
                        latency_us=lambda cfg: cfg.flops / 1e3 + cfg.out_channels, prepare_model=None,
-                       out_dir=tmp_path, log=lambda _: None, progress=False).run()
+                       out_dir=tmp_path, log=lines.append, progress=False).run()
+    assert ("note: 4 channel groups meet grouped convs: each is pruned evenly inside every conv group, in "
+            "steps of its groups, and groups is kept (e.g. blocks.0.a.0: 32 channels in 4 conv groups)") in lines
     assert result.status in ("landed", "overshot") and result.speedup >= 1.5
     convs = [result.model.blocks[i].b[0] for i in (0, 1)]
     assert all(c.groups == 4 for c in convs)

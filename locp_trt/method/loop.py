@@ -80,6 +80,18 @@ def unpruned_layers_note(graph: ModelGraph) -> str | None:
             f"out of them keep their width; the search prunes the other {len(graph.prunable())}")
 
 
+def grouped_convs_note(graph: ModelGraph) -> str | None:
+    """'4 channel groups meet grouped convs: ...' when grouped convs (groups > 1, not depthwise)
+    split prunable groups into conv groups (`prune.graph`); None otherwise."""
+    grouped = [g for g in graph.prunable() if g.blocks > 1]
+    if not grouped:
+        return None
+    first = grouped[0]
+    return (f"{len(grouped)} channel group{'s' if len(grouped) > 1 else ''} meet grouped convs: each is pruned "
+            f"evenly inside every conv group, in steps of its groups, and groups is kept (e.g. {first.id}: "
+            f"{first.width} channels in {first.blocks} conv groups)")
+
+
 @dataclass
 class _Run:
     """Where a run has got to: the model and plan reached, the history, the final check."""
@@ -182,6 +194,9 @@ class Optimizer:
         if not self.graph0.prunable():
             raise LocpError(no_prunable_group(self.graph0))
         note = unpruned_layers_note(self.graph0)
+        if note and not resume:
+            self.log(f"note: {note}")
+        note = grouped_convs_note(self.graph0)
         if note and not resume:
             self.log(f"note: {note}")
         if self.scorer.needs_grads:  # the pruned models of the steps carry no gradients
