@@ -57,7 +57,7 @@ def _delivered(run_dir: Path, model_args: list[str]) -> dict[str, Any]:
     each), independently of the optimize run."""
     from locp_trt.deploy.delivered import reproduce
 
-    return reproduce(run_dir, builds=3).to_json()
+    return reproduce(run_dir).to_json()
 
 
 def one_run(job: dict[str, Any]) -> dict[str, Any]:

@@ -361,3 +361,36 @@ def test_tiny_model_search_with_onnxruntime_cpu_meter():
             for gid, c in cands.items():
                 offers = assess(graph, gid, res.widths, c.widths, meter.latency_us, scores[gid])
                 assert all(o.latency_saved_us <= 0 for o in offers)
+
+
+def test_landing_finds_partial_decisions_when_one_notch_jumps_over_the_band():
+    """The envelope of `a` has only 64 and 32: that one notch takes the model from 1x to about
+    1.9x, over the whole band [1.3, 1.43]. `inside_band` offers widths between the two (off the
+    envelope), predicted inside the band, the centred ones first."""
+    from locp_trt.method.ladder import Ladder, Rung, SearchMethod
+
+    g = HandGraph([("stem", None, "a", conv(3, 64, 8)), ("mid", "a", "b", conv(64, 64, 8)),
+                   ("head", "b", None, conv(64, 10, 1))])
+
+    def lin_us(cfg):
+        return float(cfg.input_hw[0] * cfg.out_channels * cfg.in_channels) / 64
+
+    def predict(w):
+        return predicted_latency_us(g, w, lin_us)
+
+    full = {"a": 64, "b": 64}
+    rungs = [Rung(full, predict(full), 0.0), Rung({"a": 32, "b": 64}, predict({"a": 32, "b": 64}), 0.1)]
+    cands = {"a": GroupCandidates("a", (32, 64), 0), "b": GroupCandidates("b", (64,), 0)}
+    scores = {gid: ramp_scores(64, seed=i) for i, gid in enumerate(cands)}
+    ladder = Ladder(SearchMethod.GREEDY, rungs, graph=g, candidates=cands, scores=scores,
+                    floors={"a": 8, "b": 8}, latency_us=lin_us, predict_us=predict)
+    measured = (1.0, rungs[0].predicted_us / rungs[1].predicted_us)
+    assert measured[1] > 1.43  # the notch overshoots the band
+    band, aim = (1.3, 1.43), 1.365
+    options = ladder.inside_band(1, measured, aim, band)
+    assert options, "a width between 32 and 64 lands in the band"
+    for r in options:
+        assert 32 < r.widths["a"] < 64 and r.widths["b"] == 64
+        assert band[0] <= rungs[0].predicted_us / r.predicted_us <= band[1]
+    best = rungs[0].predicted_us / options[0].predicted_us
+    assert abs(math.log(best / aim)) < abs(math.log(band[1] / aim))  # centred first

@@ -132,3 +132,15 @@ def test_land_needs_a_path():
     assert math.isfinite(t_quantile(0.95, 3))
 
 
+
+
+def test_land_stops_at_the_probe_nearest_the_band_centre_from_either_side():
+    """Two adjacent prefixes straddle the aim (the band's centre): the one below it but nearer
+    wins over the first one at or above it, which sits at the band's top edge."""
+    pred = [100.0 - k for k in range(11)]
+    curve = [1.0, 1.2, 1.4, 1.6, 1.8, 1.95, 2.08, 2.19, 2.4, 2.6, 2.8]
+    band = (2.0, 2.2)
+    got = land(pred, 1.0, 2.1, probe_from(curve, []), max_probes=10, band=band)
+    assert got.k == 6 and got.probe.speedup == 2.08
+    # without a band the first prefix at or above the aim is taken, as before
+    assert land(pred, 1.0, 2.1, probe_from(curve, []), max_probes=10).k == 7

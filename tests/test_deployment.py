@@ -251,3 +251,20 @@ def test_the_final_fine_tune_says_what_it_changed(tmp_path: Path) -> None:
     said = [x for x in lines if x.startswith("final fine-tune of step")]
     assert len(said) == 1, lines
     assert f"-> {result.final.accuracy:.2f}%, validation" in said[0]
+
+
+def test_a_band_keeps_adding_builds_until_in_or_out_is_clear() -> None:
+    """Against the target alone three builds suffice (clearly above 1.5x); against the band
+    [1.5, 1.65] the interval straddles the top edge, so builds are added up to the cap; each
+    build pair is timed for `build_rounds` rounds."""
+    rule = CompareRule(builds=3, max_builds=6, build_rounds=2)
+    speeds = Builds([100.0, 104.0, 97.0, 103.0, 98.0, 102.0])
+    target_only = compare_builds(Builds([165.0]), speeds, rule, threshold=1.5)
+    assert target_only.verdict is Verdict.MEETS and len(target_only.builds) == 3
+    banded = compare_builds(Builds([165.0]), Builds([100.0, 104.0, 97.0, 103.0, 98.0, 102.0]), rule,
+                            threshold=1.5, band=(1.5, 1.65))
+    assert len(banded.builds) == 6 and banded.low < 1.65 < banded.high
+    assert all(b.rounds == 2 for b in banded.builds)
+    clear = compare_builds(Builds([200.0]), Builds([100.0, 101.0, 99.0]), rule, threshold=1.5,
+                           band=(1.5, 1.65))
+    assert len(clear.builds) == 3 and clear.low > 1.65  # clearly above the band: no more builds

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..latency.compare import CompareRule
 from ._args import add_bench_args, bench_config_from, write_json
 from .configs_cmd import add_model_args
 
@@ -100,8 +101,8 @@ class Command:
         g = p.add_argument_group("an optimize output folder")
         g.add_argument("--baseline", type=Path, default=None,
                        help="the unpruned model.pt, when it is no longer where the run's runtime.json says")
-        g.add_argument("--builds", type=int, default=3,
-                       help="fresh builds of each model to time (default 3; more while unclear)")
+        g.add_argument("--builds", type=int, default=CompareRule.builds,
+                       help=f"fresh builds of each model to time (default {CompareRule.builds}; more while unclear)")
         add_model_args(p)
         add_bench_args(p)
 

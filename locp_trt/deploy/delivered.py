@@ -76,7 +76,7 @@ def _reference_module(info: dict[str, Any], baseline: str | Path | None):
     return load_model(source, arch=arch, input_shape=shape).module.eval()
 
 
-def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds: int = 3,
+def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds: int = CompareRule.builds,
               max_rounds: int = 12, bench: BenchConfig | None = None) -> Reproduction:
     """Re-measure an optimize output folder's headline speedup from its emitted files.
 
@@ -101,7 +101,7 @@ def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds
     bench = bench or BenchConfig(threads=int(threads) if threads else 1,
                                  graph_replays=int(settings.get("graph_replays") or 1))
     reference = _reference_module(info, baseline)
-    rule = CompareRule(max_rounds=max_rounds, builds=builds, max_builds=max(builds, 6))
+    rule = CompareRule(max_rounds=max_rounds, builds=builds, max_builds=max(builds, CompareRule.max_builds))
     with get_runtime(name, bench, **cls.options_from_settings(settings)) as rt:
         make_a = rt.builder(reference, shape, precision)
         if name in _ONNX_RUNTIMES:

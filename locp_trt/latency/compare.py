@@ -17,10 +17,14 @@ Without a threshold the rounds run until the interval is within +-`resolution` o
 
 A build is a source of variance too: the same ONNX file under ONNX Runtime CUDA ran 1825-2397 µs
 across four fresh sessions (cuDNN algorithm choice at session build), while each session's rounds
-agreed to 1%. `compare_builds` therefore times several fresh builds of both models, one
-interleaved comparison per build pair, and judges on the builds: the interval is the wider of a
-Student-t interval on the per-build mean log ratios (between-build variance) and the interval of
-every round pooled (within-build noise), so a verdict that matters holds for the next build too.
+agreed to 1%. On ONNX Runtime CPU a small model's speedup moved 4-5% (sd) from one fresh pair of
+sessions to the next while each pair's rounds agreed (benchmarks/results/cpu_repeatability/).
+`compare_builds` therefore times many fresh builds of both models, a few interleaved rounds per
+build pair (`build_rounds`), and judges on the builds: the interval is the wider of a Student-t
+interval on the per-build mean log ratios (between-build variance) and the interval of every
+round pooled (within-build noise), so a verdict that matters holds for the next build too. Given
+a band (the final check's [target, target x (1 + tolerance)]), it adds builds until the interval
+is clear of both edges: the decision that matters is in the band or not.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -64,10 +68,14 @@ class CompareRule:
     # Untimed runs of each model at the start of every round, then timed samples per round.
     warmup: int = 3
     iters: int = 20
-    # Fresh build pairs a verdict that matters pools (the final check: at least this many;
-    # more, up to `max_builds`, while it stays unclear).
-    builds: int = 3
-    max_builds: int = 6
+    # Fresh build pairs a verdict that matters pools (the final check and `bench`: at least this
+    # many; more, up to `max_builds`, while it stays unclear), and interleaved rounds per build
+    # pair: builds, not rounds, carry the variance that a re-measurement sees.
+    builds: int = 6
+    max_builds: int = 12
+    build_rounds: int = 3
+    # Build pairs a probe near the target band pools in the last step (runtimes whose builds differ).
+    probe_builds: int = 3
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_rounds <= self.max_rounds:
@@ -81,6 +89,9 @@ class CompareRule:
         if not 1 <= self.builds <= self.max_builds:
             raise InvalidConfigError(f"comparison builds: need 1 <= builds <= max_builds, got "
                                      f"{self.builds}, {self.max_builds}")
+        if not 2 <= self.build_rounds <= self.max_rounds or not 1 <= self.probe_builds <= self.max_builds:
+            raise InvalidConfigError(f"comparison builds: need 2 <= build_rounds <= max_rounds and 1 <= "
+                                     f"probe_builds <= max_builds, got {self.build_rounds}, {self.probe_builds}")
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -261,32 +272,35 @@ def _build_interval(per_build: list[list[float]], confidence: float) -> tuple[fl
 
 def compare_builds(make_a: Callable[[], Sampler], make_b: Callable[[], Sampler],
                    rule: CompareRule = CompareRule(), *, threshold: float | None = None,
-                   builds: int | None = None) -> Comparison:
+                   builds: int | None = None, band: tuple[float, float] | None = None) -> Comparison:
     """Interleaved comparisons of several fresh builds of A and B, judged on the builds.
 
     Args:
         make_a: builds the reference afresh (e.g. a new ONNX Runtime session) on each call.
         make_b: builds the candidate afresh.
-        rule: rounds per build pair, confidence, and `max_builds`.
+        rule: rounds per build pair (`build_rounds`), confidence, and `max_builds`.
         threshold: the speedup to judge against; None just estimates it.
         builds: build pairs at least (default `rule.builds`); more are added, up to
-            `rule.max_builds`, while the verdict is unclear and the interval wider than the
-            rule's resolution.
+            `rule.max_builds`, while the verdict is unclear (with `band`: while the interval
+            straddles either edge) and the interval is wider than the rule's resolution.
+        band: (low, high) speedups; the comparison goes on until in-or-out of it is clear.
     """
     want = rule.builds if builds is None else int(builds)
     if want < 1:
         raise InvalidConfigError(f"compare_builds needs at least one build pair, got {want}")
     most = max(want, rule.max_builds)
+    per_build = replace(rule, min_rounds=rule.build_rounds, max_rounds=rule.build_rounds)
+    edges = [e for e in (threshold, *(band or ())) if e is not None]
     parts: list[Comparison] = []
     est, low, high = float("nan"), 0.0, math.inf
     while len(parts) < most:
-        parts.append(compare(make_a(), make_b(), rule, threshold=threshold))
+        parts.append(compare(make_a(), make_b(), per_build if want > 1 else rule, threshold=threshold))
         if len(parts) < want:
             continue
         logs = [[math.log(x / y) if x > 0 and y > 0 else 0.0
                  for x, y in zip(c.a_medians_us, c.b_medians_us)] for c in parts]
         est, low, high = _build_interval(logs, rule.confidence)
-        if _verdict(low, high, threshold) is not Verdict.UNCLEAR:
+        if edges and all(_verdict(low, high, e) is not Verdict.UNCLEAR for e in edges):
             break
         if high / est - 1 <= rule.resolution and 1 - low / est <= rule.resolution:
             break

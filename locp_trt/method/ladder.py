@@ -20,6 +20,7 @@ model calibrated on what was measured before the step).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -33,6 +34,9 @@ __all__ = ["SearchMethod", "Rung", "Ladder", "build_ladder"]
 
 #: Knapsack rungs asked for between the start and the end of the greedy path.
 KNAPSACK_RUNGS = 48
+#: Widths between two rungs' widths of a group that a landing tries when one notch jumps over the
+#: target band (partial decisions).
+PARTIAL_WIDTHS = 6
 
 
 class SearchMethod(enum.Enum):
@@ -92,25 +96,44 @@ class Ladder:
                     limit: int = 3) -> list[Rung]:
         """Single decisions from rung k - 1 predicted to land in `band`, for when rung k overshot it.
 
-        Each option's speedup is interpolated between rungs k - 1 and k, their predictions against
-        their `measured` speedups; options predicted at or above `aim` come first, then the least
-        importance lost; at most `limit`.
+        The options are every envelope width below rung k - 1 of every group, and the partial
+        decisions: for each group rung k changed, up to `PARTIAL_WIDTHS` widths strictly between
+        its two widths (off the envelope, so maybe a little slower per channel, but the only plans
+        between the two rungs when one notch jumps over the whole band). Each option's speedup is
+        interpolated between rungs k - 1 and k, their predictions against their `measured`
+        speedups; options predicted in the middle half of the band come first, by least
+        importance lost, then the others by nearness to the aim; at most `limit`.
         """
         lo, hi = self.rungs[k - 1], self.rungs[k]
         (p_lo, l_lo), (p_hi, l_hi) = (lo.predicted_us, 1 / measured[0]), (hi.predicted_us, 1 / measured[1])
         if abs(p_hi - p_lo) < 1e-9:
             return []
+        inner = (band[0] * (band[1] / band[0]) ** 0.25, band[0] * (band[1] / band[0]) ** 0.75)
         options = []
         for g, gc in self._candidates.items():
-            below = [w for w in gc.widths if self._floors.get(g, 1) <= w < lo.widths[g]]
-            for c in assess(self._graph, g, lo.widths, below, self._latency_us, self._scores[g]):
+            floor = self._floors.get(g, 1)
+            below = {w for w in gc.widths if floor <= w < lo.widths[g]}
+            if hi.widths[g] < lo.widths[g]:
+                below |= set(_spread(range(max(floor, hi.widths[g] + 1), lo.widths[g]), PARTIAL_WIDTHS))
+            for c in assess(self._graph, g, lo.widths, sorted(below), self._latency_us, self._scores[g]):
                 new = {**lo.widths, g: c.width}
                 pred_us = self._predict_us(new)
                 rel = l_lo + (pred_us - p_lo) * (l_hi - l_lo) / (p_hi - p_lo)
                 if rel > 0 and band[0] <= 1 / rel <= band[1]:
-                    options.append((1 / rel < aim, c.importance_lost, pred_us, new))
-        options.sort(key=lambda o: o[:3])
-        return [Rung(new, pred_us, lo.importance_lost + lost) for _, lost, pred_us, new in options[:limit]]
+                    centred = inner[0] <= 1 / rel <= inner[1]
+                    # centred options by least importance lost, the others by nearness to the aim
+                    order = c.importance_lost if centred else abs(math.log(rel * aim))
+                    options.append((not centred, order, c.importance_lost, pred_us, new))
+        options.sort(key=lambda o: o[:4])
+        return [Rung(new, pred_us, lo.importance_lost + lost) for *_, lost, pred_us, new in options[:limit]]
+
+
+def _spread(values: range, n: int) -> list[int]:
+    """At most n values of `values`, evenly spaced, ends included."""
+    vals = list(values)
+    if len(vals) <= n:
+        return vals
+    return sorted({vals[round(i * (len(vals) - 1) / (n - 1))] for i in range(n)})
 
 
 def build_ladder(method: SearchMethod, graph, current: Mapping[str, int], candidates: Mapping[str, GroupCandidates],

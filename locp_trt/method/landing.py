@@ -13,13 +13,16 @@ whose measured speedup reaches `aim` with few measurements:
    prediction between lo and hi, alternating with plain bisection so that a bent curve cannot
    stall it, until hi = lo + 1 or `max_probes` is spent.
 
-The result is hi (the smallest prefix measured at or above the aim) or, when no prefix reached
-the aim, the fastest one measured. Each probe is a comparison with its own statistical rule
+The result is the measured prefix inside the band nearest the aim, from either side (a re-measurement
+moves a figure a few percent either way, so the centre of the band is the safest place to stop),
+else hi (the smallest prefix measured at or above the aim), or, when no prefix reached the aim,
+the fastest one measured. Each probe is a comparison with its own statistical rule
 (`latency.compare`); `land` only steers.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -74,9 +77,8 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
         aim: the speedup to reach.
         probe: measures prefix k (1 <= k <= n) and returns its `Probe`.
         max_probes: measurements at most.
-        band: (low, high) speedups that are acceptable outright. When the prefix found overshoots
-            `high`, a measured prefix inside the band (below the aim, at or above `low`) is
-            preferred to it.
+        band: (low, high) speedups that are acceptable outright: of the measured prefixes inside
+            it, the one nearest `aim` is taken.
     """
     n = len(predicted_us) - 1
     if n < 1:
@@ -124,11 +126,10 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
         else:
             lo = k
     if hi is not None:
-        if band is not None and probes[hi].speedup > band[1]:
-            inside = [p for p in probes.values() if band[0] <= p.speedup <= band[1]]
-            if inside:
-                best = min(inside, key=lambda p: (abs(p.speedup - aim), p.k))
-                return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=True)
+        inside = [p for p in probes.values() if band is not None and band[0] <= p.speedup <= band[1]]
+        if inside:  # the one nearest the aim (the band's centre in the last step), from either side
+            best = min(inside, key=lambda p: (abs(math.log(p.speedup / aim)), p.k))
+            return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=True)
         return Landing(k=hi, probe=probes[hi], probes=tuple(probes.values()), reached_aim=True)
     best = max(probes.values(), key=lambda p: (p.speedup, -p.k))
     return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=False)

@@ -431,11 +431,13 @@ class Optimizer:
 
     def confirm(self, model: nn.Module, target: float) -> Comparison:
         """The emitted model against the unpruned one, judged against the target on fresh builds
-        of both (`config.compare.builds` pairs at least, more while unclear): never the build or
-        the rounds that selected the step."""
+        of both (`config.compare.builds` pairs at least, more while it is unclear whether the
+        speedup is inside the band [target, target x (1 + tolerance)]): never the build or the
+        rounds that selected the step."""
         builds = self.config.compare.builds
         self.log(f"final check: the emitted model against the unpruned one, {builds} fresh builds of each")
-        cmp = self.reference.compare(model, threshold=target, builds=builds)
+        cmp = self.reference.compare(model, threshold=target, builds=builds,
+                                     band=(target, target * (1 + self.config.tolerance)))
         spread = cmp.build_spread
         self.log(f"final check: {cmp.describe()}"
                  + (f"; per-build medians spread {spread:.1%}" if spread is not None else ""))

@@ -57,15 +57,17 @@ class Reference:
             self._reference = self.reference_builds()()
         return self._reference
 
-    def compare(self, model: nn.Module, threshold: float | None, *, builds: int = 1) -> Comparison:
+    def compare(self, model: nn.Module, threshold: float | None, *, builds: int = 1,
+                band: tuple[float, float] | None = None) -> Comparison:
         """Interleaved comparison of `model` with the unpruned model. With `builds` > 1, that many
-        fresh builds of both are compared and judged together (`compare_builds`); with 1, the
-        run's reference build and one build of `model`."""
+        fresh builds of both (at least) are compared and judged together (`compare_builds`, until
+        in-or-out of `band` is clear when one is given); with 1, the run's reference build and one
+        build of `model`."""
         candidate = self.builds(model)
         if builds <= 1:
             return compare(self.reference(), candidate(), self.rule, threshold=threshold)
         return compare_builds(self.reference_builds(), candidate, self.rule,
-                              threshold=threshold, builds=builds)
+                              threshold=threshold, builds=builds, band=band)
 
     def baseline(self) -> dict[str, Any]:
         """The unpruned model timed alone (as many samples as a full comparison's minimum)."""

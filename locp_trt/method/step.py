@@ -164,7 +164,7 @@ class Step:
             if self.final and loop.build_variance and self.goal / (1 + cfg.tolerance) <= cmp.speedup <= (
                     self.goal * (1 + cfg.tolerance) ** 2):
                 # Near the band on a runtime whose builds differ: judge on several fresh builds.
-                cmp = loop.reference.compare(model, threshold=aim, builds=cfg.compare.builds)
+                cmp = loop.reference.compare(model, threshold=aim, builds=cfg.compare.probe_builds)
             self._comparisons[_key(rung.widths)] = cmp
             loop.calibration.observe(self.graph, rung.widths, base.latency_us / cmp.speedup)
             p = Probe(k, cmp.speedup, cmp.low, cmp.high, cmp.verdict.value, rung.predicted_us, cmp.rounds)
