@@ -217,3 +217,36 @@ def test_the_uniform_baseline_keeps_whole_conv_groups():
     conv = variant.model.blocks[0].b[0]
     assert conv.groups == 4 and conv.in_channels < 32 and conv.in_channels % 4 == 0
     assert abs(variant.flops / subject.flops - 0.5) < 0.1  # coarse steps: near the target FLOPs
+
+
+def test_partial_decisions_between_two_rungs_keep_whole_conv_groups():
+    """When one notch of a grouped conv's group jumps over the band, the landing's partial
+    decisions (widths between the two rungs', off the envelope) are multiples of its groups."""
+    from locp_trt.method.benefit import predicted_latency_us
+    from locp_trt.method.candidates import GroupCandidates
+    from locp_trt.method.ladder import Ladder, Rung, SearchMethod
+
+    model, shape = resnext()
+    g = build_graph(model, shape)
+
+    def lat(cfg):
+        return cfg.flops / 1e3 + cfg.out_channels
+
+    def predict(w):
+        return predicted_latency_us(g, {**g.widths(), **w}, lat)
+
+    full = g.widths()
+    cut = {**full, "blocks.0.a.0": 4}
+    rungs = [Rung(full, predict(full), 0.0), Rung(cut, predict(cut), 0.1)]
+    cands = {gid: GroupCandidates(gid, (4, 32) if gid == "blocks.0.a.0" else (w,), 0)
+             for gid, w in full.items() if g.groups[gid].prunable}
+    scores = {gid: np.full(full[gid], 1.0 / full[gid]) for gid in cands}
+    ladder = Ladder(SearchMethod.GREEDY, rungs, graph=g, candidates=cands, scores=scores,
+                    floors={gid: group_floor(g.groups[gid], 0.1) for gid in cands}, latency_us=lat,
+                    predict_us=predict)
+    top = rungs[0].predicted_us / rungs[1].predicted_us
+    band = (1 + (top - 1) * 0.3, 1 + (top - 1) * 0.7)
+    options = ladder.inside_band(1, (1.0, top), (band[0] + band[1]) / 2, band, limit=10)
+    assert options, "a width between 4 and 32 lands in the band"
+    for r in options:
+        assert 4 < r.widths["blocks.0.a.0"] < 32 and r.widths["blocks.0.a.0"] % 4 == 0

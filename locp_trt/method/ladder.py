@@ -114,7 +114,9 @@ class Ladder:
             floor = self._floors.get(g, 1)
             below = {w for w in gc.widths if floor <= w < lo.widths[g]}
             if hi.widths[g] < lo.widths[g]:
-                below |= set(_spread(range(max(floor, hi.widths[g] + 1), lo.widths[g]), PARTIAL_WIDTHS))
+                step = getattr(self._graph.groups[g], "blocks", 1)  # a grouped conv's group: whole steps
+                start = -(-max(floor, hi.widths[g] + 1) // step) * step
+                below |= set(_spread(range(start, lo.widths[g], step), PARTIAL_WIDTHS))
             for c in assess(self._graph, g, lo.widths, sorted(below), self._latency_us, self._scores[g]):
                 new = {**lo.widths, g: c.width}
                 pred_us = self._predict_us(new)
