@@ -133,3 +133,32 @@ def test_a_missed_target_says_what_share_was_prunable(tmp_path):
     assert (f"prunable layers {shares['prunable_share']:.0%}, fixed layers {shares['fixed_share']:.0%} "
             f"(skip {shares['fixed_layers'][0]['us']:.1f} µs), outside the layers "
             f"{shares['rest_share']:.0%}") in table
+
+
+def test_the_profile_says_which_ops_hold_the_time_outside_the_layers():
+    """On a runtime that profiles nodes (ONNX Runtime), the unpruned model's nodes no layer
+    matched are summed per op: an SE block's Mul and Sigmoid, the pooling (recorded-style nodes)."""
+    from locp_trt.latency.runtimes.onnxrt import NodeTime
+    from locp_trt.report.content import match_nodes, outside_layers
+
+    graph = build_graph(model(), SHAPE)
+    cfgs = graph.layer_configs({})
+    nodes = [NodeTime("conv", "FusedConv", ((1, 3, 8, 8), (16, 3, 3, 3), (16,)), 20.0),
+             NodeTime("pool", "GlobalAveragePool", ((1, 16, 8, 8),), 3.0),
+             NodeTime("se1", "Gemm", ((1, 16), (4, 16), (4,)), 2.0),
+             NodeTime("se2", "Gemm", ((1, 4), (16, 4), (16,)), 2.0),
+             NodeTime("gate", "Sigmoid", ((1, 16),), 1.5),
+             NodeTime("mul", "Mul", ((1, 16, 8, 8), (1, 16, 1, 1)), 6.5),
+             NodeTime("pool2", "GlobalAveragePool", ((1, 16, 8, 8),), 3.0),
+             NodeTime("fc", "Gemm", ((1, 16), (3, 16), (3,)), 2.0),
+             NodeTime("skip", "Gemm", ((1, 3), (3, 3), (3,)), 1.0),
+             NodeTime("add", "Add", ((1, 3), (1, 3)), 0.5)]
+    assert set(match_nodes(cfgs, nodes)) == set(cfgs)  # every layer found
+    out = outside_layers(cfgs, nodes)
+    assert out["by_op_us"] == {"Mul": 6.5, "GlobalAveragePool": 6.0, "Sigmoid": 1.5, "Add": 0.5}
+    assert out["outside_us"] == 14.5 and out["layers_us"] == 27.0 and out["profiled_us"] == 41.5
+    table = summary_table({"result": {"speedup": 1.0, "speedup_kind": "measured", "baseline_us": 41.0,
+                                      "final_us": 41.0, "flops_before": 0, "flops_after": 0},
+                           "history": [], "fingerprint": "recorded", "time_outside_layers": out})
+    assert ("outside the conv/linear layers, profiled inside the unpruned model: 14.5 of 41.5 µs "
+            "(Mul 6.5 µs, GlobalAveragePool 6.0 µs, Sigmoid 1.5 µs, Add 0.5 µs)") in table

@@ -309,13 +309,13 @@ def _facts(job: OptimizeJob, model: _Loaded, latency: _Latency, method: Optimize
 
 
 def _in_model_times(job: OptimizeJob, graph0, widths, models, shape: tuple[int, ...]):
-    """(before, after) per-layer in-model times, profiled by the runtime inside each model."""
+    """(before, after) per-layer in-model times, profiled by the runtime inside each model, and
+    where the unpruned model's time outside its layers goes (`outside_layers`)."""
     from ..deploy.export import onnx_bytes_from_module
-    from ..report.content import match_nodes
+    from ..report.content import match_nodes, outside_layers
 
     precision = job.method.precision
-    out = []
-    for model, w in zip(models, ({}, widths)):
-        nodes = job.runtime.profile_nodes(onnx_bytes_from_module(model, shape, precision), shape)
-        out.append(match_nodes(graph0.layer_configs(dict(w)), nodes))
-    return tuple(out)
+    profiles = [job.runtime.profile_nodes(onnx_bytes_from_module(m, shape, precision), shape) for m in models]
+    before, after = (match_nodes(graph0.layer_configs(dict(w)), nodes)
+                     for nodes, w in zip(profiles, ({}, widths), strict=True))
+    return before, after, outside_layers(graph0.layer_configs({}), profiles[0])

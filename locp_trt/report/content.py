@@ -23,7 +23,8 @@ from ..method.config import OptimizeConfig
 from ..method.records import OptimizeResult
 from ..prune.graph import group_floor
 
-__all__ = ["RunFacts", "build_report", "minimal_report", "result_block", "match_nodes", "per_layer", "group_stairs",
+__all__ = ["RunFacts", "build_report", "minimal_report", "result_block", "match_nodes", "outside_layers", "per_layer",
+           "group_stairs",
            "envelope_check", "deciding_steps", "runtime_status"]
 
 
@@ -47,7 +48,7 @@ class RunFacts:
 
 def build_report(facts: RunFacts, result: OptimizeResult, graph0, recorder,
                  measurements: Callable[[], Mapping[str, Any]], *,
-                 artifacts: Mapping[str, Any], in_model: tuple[Mapping[str, float], Mapping[str, float]] | None,
+                 artifacts: Mapping[str, Any], in_model: tuple[Mapping[str, Any], ...] | None,
                  loop_s: float, guard: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
     """The report of one run (what report.json holds, without its schema tag).
 
@@ -58,7 +59,8 @@ def build_report(facts: RunFacts, result: OptimizeResult, graph0, recorder,
         recorder: the run's `LatencyRecorder` (staircase points; the chosen widths are asked too).
         measurements: the meter's counters (read after the per-layer figures were asked).
         artifacts: the files written and how.
-        in_model: per-layer in-model times (before, after) where the runtime profiles nodes.
+        in_model: per-layer in-model times (before, after) where the runtime profiles nodes,
+            and (third) `outside_layers` of the unpruned model's profile.
         loop_s: wall seconds of the loop.
         guard: runs each detail section (per-layer figures, envelope check, staircases) as
             `guard(what, section)`, returning None where it fails (the run's `_AfterWrite`
@@ -89,6 +91,8 @@ def build_report(facts: RunFacts, result: OptimizeResult, graph0, recorder,
         "result": result_block(method, result, result.confirmation),
         "per_layer": guard("the per-layer figures",
                            lambda: per_layer(graph0, result.final.widths, recorder, in_model)),
+        # the unpruned model's profiled nodes outside its layers, by op (where the runtime profiles)
+        "time_outside_layers": in_model[2] if in_model is not None and len(in_model) > 2 else None,
         "envelope_check": guard("the envelope check",
                                 lambda: envelope_check(result.history, result.chosen_step)),
         "measurements": dict(measurements()),
@@ -235,8 +239,28 @@ def envelope_check(history, chosen_step: int) -> dict[str, Any]:
 def match_nodes(configs: Mapping[str, LayerConfig], nodes) -> dict[str, float]:
     """Layer name -> in-model kernel time (µs), matching profiled nodes to layers in execution
     order by weight shape and input size. Unmatched layers are left out, never guessed."""
+    return {name: node.median_us for name, node in _matched_nodes(configs, nodes).items()}
+
+
+def outside_layers(configs: Mapping[str, LayerConfig], nodes, top: int = 6) -> dict[str, Any]:
+    """Where a profiled model's time outside its conv/linear layers goes: the nodes no layer
+    matched (`match_nodes`), summed per op (µs), the costliest `top` (an SE block's Mul and
+    Sigmoid, pooling, activations the runtime did not fuse, the head's reshapes)."""
+    matched = {id(n) for n in _matched_nodes(configs, nodes).values()}
+    by_op: dict[str, float] = {}
+    for node in nodes:
+        if id(node) not in matched:
+            by_op[node.op] = by_op.get(node.op, 0.0) + float(node.median_us)
+    ranked = sorted(by_op.items(), key=lambda kv: -kv[1])
+    return {"profiled_us": round(sum(float(n.median_us) for n in nodes), 3),
+            "layers_us": round(sum(float(n.median_us) for n in nodes if id(n) in matched), 3),
+            "outside_us": round(sum(by_op.values()), 3),
+            "by_op_us": {op: round(us, 3) for op, us in ranked[:top]}}
+
+
+def _matched_nodes(configs: Mapping[str, LayerConfig], nodes) -> dict[str, Any]:
     free = [n for n in nodes if len(n.input_shapes) >= 2]
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
 
     def fits(node_w: tuple[int, ...], w: tuple[int, ...]) -> bool:
         # Runtimes pad channel dimensions to their block size (ONNX Runtime's NCHWc pads conv
@@ -251,7 +275,7 @@ def match_nodes(configs: Mapping[str, LayerConfig], nodes) -> dict[str, float]:
             if not (fits(weight, w) or fits(weight, w[::-1])) or (
                     len(x) == 4 and tuple(x[2:]) != tuple(cfg.input_hw)):
                 continue
-            out[name] = node.median_us
+            out[name] = node
             del free[i]
             break
     return out

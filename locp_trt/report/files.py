@@ -111,6 +111,11 @@ def summary_table(report: Mapping[str, Any]) -> str:
                     + (f"; the layer sum is {share:.0%} of the unpruned model's time" if share else ""))
     if lm.get("time_shares"):
         rows.append(TimeShares.from_json(lm["time_shares"]).brief())
+    outside = report.get("time_outside_layers")
+    if outside and outside.get("by_op_us"):
+        ops = ", ".join(f"{op} {us:.1f} µs" for op, us in outside["by_op_us"].items())
+        rows.append(f"outside the conv/linear layers, profiled inside the unpruned model: "
+                    f"{outside['outside_us']:.1f} of {outside['profiled_us']:.1f} µs ({ops})")
     placed = [p for p in report.get("per_layer") or [] if p.get("measured_after_us") is not None]
     if placed:
         pred = sum(p["predicted_after_us"] for p in placed)
