@@ -148,6 +148,11 @@ def resolve_job(model: Any, *, out: str | Path, device: str | DeviceProfile = "a
     tables = _paths(options.pop("latency_table", None))
     if runtime is None and options.get("meter") is not None:
         runtime = options["meter"].runtime
+    if len(tables) > 1 and runtime not in (None, ""):
+        raise InvalidConfigError(
+            f"--runtime {getattr(runtime, 'name', runtime)} with {len(tables)} lookup tables: a plan for several "
+            "devices takes every layer from their tables, and each device whose runtime runs here is "
+            "measured at the end by itself; drop --runtime")
     rt = _runtime(runtime, profile, options.pop("bench", None), tables, precision)
     targets = _targets(options)
     method = OptimizeConfig(**_method_options({k: options.pop(k) for k in list(options) if k in _METHOD}),
