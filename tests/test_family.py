@@ -83,7 +83,7 @@ def test_with_data_a_member_continues_from_the_one_before(tmp_path):
     """With fine-tuning, member 1.6x starts from member 1.3x's emitted, fine-tuned model (its step
     1, inherited), and is pruned further from there: its widths are within the 1.3x member's."""
     family = locp_trt.optimize("example", speedup=[1.3, 1.6], steps=2, out=tmp_path / "fam", export=False,
-                               train_limit=256, test_limit=128, epochs=0.25, final_epochs=0.25, batch_size=64,
+                               train_limit=128, test_limit=64, epochs=0.25, final_epochs=0.25, batch_size=32,
                                **COMMON)
     first, second = family["1.3x"], family["1.6x"]
     assert first.continued_from is None and second.continued_from == "1.3x"
