@@ -128,3 +128,18 @@ def test_family_png_is_drawn_from_family_json(no_data_family, tmp_path):
     out, _ = no_data_family
     path = plot_family(load_family(out), tmp_path / "family.png")
     assert path.stat().st_size > 10_000
+
+
+def test_the_readme_family_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's family example, as written (its paths are the repository's)."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8").split("## Several targets, several devices", 1)[1]
+    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    block = block.replace('"locp_trt/', f'"{REPO}/locp_trt/').replace('"tests/', f'"{REPO}/tests/')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOCP_TRT_STORE", str(tmp_path / "store.sqlite"))
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    assert scope["family"].status == "landed" and (tmp_path / "runs" / "family_api" / "family.json").is_file()
+    assert "1.3x landed" in capsys.readouterr().out
