@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import InvalidConfigError
 from .family import Family
 from .job import resolve_job, sample_shape
-from .outdir import RUN_OUTPUTS, prepare_out_dir, removed_on_failure
+from .outdir import CHECKPOINT, RUN_OUTPUTS, prepare_out_dir, removed_on_failure
 from .run import Optimized, run_job
 
 __all__ = ["optimize", "optimize_family", "Optimized"]
@@ -69,13 +69,14 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None,
     if "meter" not in options:  # the shared latency store, as the command's
         options.setdefault("store", default_store_path())
     job = resolve_job(model, out=out, device=device, runtime=runtime, data=data, **options)
-    outputs = RUN_OUTPUTS
-    if job.family:
+    outputs, keep = RUN_OUTPUTS, (CHECKPOINT,)
+    if job.family:  # a member's folder holds a run: keep the family's folder once one checkpointed
         from .family import FAMILY_OUTPUTS
 
         outputs = (*FAMILY_OUTPUTS, *(t.label for t in job.family))
+        keep = tuple(f"{t.label}/{CHECKPOINT}" for t in job.family)
     created = prepare_out_dir(job.out, resume=job.resume, force=job.force, outputs=outputs)
-    with removed_on_failure(created):
+    with removed_on_failure(created, keep_if=keep):
         return run_job(job) if log is None else run_job(job, log)
 
 

@@ -95,8 +95,12 @@ def run_family(job: OptimizeJob, log: Callable[[str], None]) -> Family:
         tuned = session.method.finetune is not None and session.loaders is not None
         state = _State()
         for i, target in enumerate(job.family):
-            log(f"family member {i + 1} of {len(job.family)}: {target.label}"
-                + (f", continuing from member {state.previous.target.label}" if tuned and state.previous else ""))
+            start = ("" if state.baseline is None else
+                     f", continuing from member {state.previous.target.label}'s emitted model (its checkpoint "
+                     "is this member's step 1; the loop resumes from it)" if tuned and state.previous else
+                     ", from the unpruned model and the baseline the first member took (its checkpoint is "
+                     "this member's step 0; the loop resumes from it)")
+            log(f"family member {i + 1} of {len(job.family)}: {target.label}{start}")
             member, wall = _run_one(job, session, target, state, tuned, log)
             members.append(member)
             report = member.optimized.report if member.optimized is not None else None
@@ -131,7 +135,6 @@ class _State:
         self.floor_speedup: float | None = None
         self.floor_how = ""
         self.previous: Member | None = None
-        self.first_loop = None
 
     def shared(self, session: Session) -> dict[str, Any]:
         base = self.baseline
@@ -166,7 +169,7 @@ def _run_one(job: OptimizeJob, session: Session, target: Target, state: _State, 
             out.rmdir()
         return Member(target, out, status, None, first_line(e)), time.perf_counter() - t0
     if state.baseline is None:
-        state.graph0, state.baseline, state.first_loop = loop.graph0, optimized.result.history[0], loop
+        state.graph0, state.baseline = loop.graph0, optimized.result.history[0]
         state.floor_speedup, state.floor_how = _floor(loop, state.baseline)
     member = Member(target, out, optimized.result.status, optimized,
                     optimized.report["result"].get("why_missed", ""),
