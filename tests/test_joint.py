@@ -89,6 +89,11 @@ def test_the_joint_plan_differs_from_each_device_plan_and_meets_the_target_on_bo
     # The headline is the device the plan helps least.
     assert joint.report["result"]["speedup"] == pytest.approx(min(d["predicted_speedup"] for d in devices), abs=1e-4)
     assert joint.report["result"]["status"] == "landed"
+    assert joint.report["warnings"] == []  # the report, per-device figures and summary were all built
+    from locp_trt.report.files import summary_table
+
+    said = summary_table(joint.report)
+    assert said.count("ONLY PREDICTED") == 2 and "device device A (stairs of 8)" in said
     # Why a joint plan: device B's own plan (edges at 12) misses the target on device A, whose
     # stairs are at 8; the joint plan meets it on both, by each device's own table.
     meters = [LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(p)) for p in (a, b)]
