@@ -144,3 +144,35 @@ def test_the_readme_family_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
     assert scope["family"].status == "landed" and (tmp_path / "runs" / "family_api" / "family.json").is_file()
     assert "1.5x landed" in capsys.readouterr().out
+
+
+def test_the_command_parses_lists_once_and_ends_with_the_worst_members_code(tmp_path, monkeypatch, capsys):
+    """`--speedup 1.5,2` and two `--latency-table`s arrive typed in the job; a family run through
+    the command exits with its worst member's code (3: a member refused) and one FAILED line."""
+    import locp_trt.pipeline.api as pipeline
+    from locp_trt.cli import build_parser
+
+    seen = []
+
+    def fake_run_job(job):
+        seen.append(job)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "run_job", fake_run_job)
+        args = build_parser().parse_args(["optimize", "example", "--out", str(tmp_path / "x"), "--speedup", "2,1.5",
+                                          "--latency-table", TABLE, "--latency-table", WEIGHTS])
+        with pytest.raises(KeyboardInterrupt):
+            args._command().run(args)
+    job = seen[0]
+    assert job.family == (Target(speedup=1.5), Target(speedup=2.0)) and job.latency_table is None
+    assert job.latency_tables == (Path(TABLE), Path(WEIGHTS)) and job.runtime is None
+
+    code = main(["optimize", WEIGHTS, "--arch", "resnet20", "--device", "cpu", "--latency-table", TABLE,
+                 "--speedup", "1.5,9", "--no-store", "--no-progress", "--no-engine", "--out", str(tmp_path / "f")])
+    captured = capsys.readouterr()
+    assert code == 3
+    missed = [ln for ln in captured.err.splitlines() if ln.startswith("missed the target:")]
+    assert len(missed) == 1 and "member 9x refused" in missed[0]
+    assert captured.err.strip().splitlines()[-1].startswith("FAILED | locp_trt optimize")
+    assert (tmp_path / "f" / "1.5x" / "model.onnx").is_file() and (tmp_path / "f" / "family.png").is_file()
