@@ -6,7 +6,7 @@ Examples:
       --data cifar10:~/data/cifar-10-batches-py --epochs 1 --out runs/r56
   python -m locp_trt optimize model.pt --arch resnet56 --latency-table jetson.json --out runs/j
   python -m locp_trt optimize example --device cpu --speedup 1.3,1.6,2 --out runs/family
-  python -m locp_trt optimize model.pt --arch resnet56 --latency-table orin.json \
+  python -m locp_trt optimize model.pt --arch resnet56 --latency-table orin.json \\
       --latency-table desktop.json --speedup 2 --out runs/fleet
 
 Writes OUT/pruned.pt (weights + plan, reloads with weights_only=True), OUT/plan.json,
