@@ -82,6 +82,9 @@ _LAZY = {
     "run_job": "locp_trt.pipeline.run",
     "Optimized": "locp_trt.pipeline.api",
     "optimize": "locp_trt.pipeline.api",
+    "optimize_family": "locp_trt.pipeline.api",
+    "Family": "locp_trt.pipeline.family",
+    "JointLatency": "locp_trt.latency.joint",
 }
 
 

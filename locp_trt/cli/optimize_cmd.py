@@ -5,9 +5,14 @@ Examples:
   python -m locp_trt optimize model.pt --arch resnet56 --device desktop --speedup 2 \\
       --data cifar10:~/data/cifar-10-batches-py --epochs 1 --out runs/r56
   python -m locp_trt optimize model.pt --arch resnet56 --latency-table jetson.json --out runs/j
+  python -m locp_trt optimize example --device cpu --speedup 1.3,1.6,2 --out runs/family
+  python -m locp_trt optimize model.pt --arch resnet56 --latency-table orin.json \\
+      --latency-table desktop.json --speedup 2 --out runs/fleet
 
 Writes OUT/pruned.pt (weights + plan, reloads with weights_only=True), OUT/plan.json,
 OUT/model.onnx, OUT/model.engine (where TensorRT is installed), OUT/report.json and PNG plots.
+With several targets (--speedup 1.3,1.6,2): one such folder per target (OUT/1.3x/, ...),
+OUT/family.json and OUT/family.png; the exit code is the worst member's.
 """
 
 from __future__ import annotations
@@ -47,6 +52,15 @@ def _number(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+def _targets(text: str) -> float | tuple[float, ...]:
+    """An argparse type: one number, or a comma-separated list of them (a family of targets)."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected a number or a list like 1.5,2,2.5, got {text!r}")
+    values = tuple(_number(p.strip()) for p in parts)
+    return values[0] if len(values) == 1 else values
 
 
 def _fraction(text: str) -> float:
@@ -110,15 +124,19 @@ class Command:
         g.add_argument("--input-shape", type=parse_shape, help="one sample's C,H,W when the model does not say")
         g = p.add_argument_group("target")
         g.add_argument("--device", default="auto", help="cpu | desktop | jetson | auto (default auto)")
-        g.add_argument("--speedup", type=float, default=None,
-                       help="end-to-end speedup to reach (default 2 unless --target-latency-ms)")
-        g.add_argument("--target-latency-ms", type=float, default=None, help="end-to-end latency target")
+        g.add_argument("--speedup", type=_targets, default=None,
+                       help="end-to-end speedup to reach (default 2 unless --target-latency-ms); a list "
+                            "(1.3,1.6,2) runs a family: one output folder per target, OUT/family.json")
+        g.add_argument("--target-latency-ms", type=_targets, default=None,
+                       help="end-to-end latency target (a list: a family, as --speedup)")
         g.add_argument("--tolerance", type=float, default=0.10,
                        help="land within [target, target x (1 + tolerance)] of speedup (default 0.1)")
         g.add_argument("--batch", type=int, default=None, help="batch size measured (default: profile's)")
         add_runtime_args(p, default="")
-        g.add_argument("--latency-table", type=Path,
-                       help="lookup table from `profile` on the target device (layers looked up there)")
+        g.add_argument("--latency-table", type=Path, action="append",
+                       help="lookup table from `profile` on the target device (layers looked up there); "
+                            "give it once per device for one plan that reaches the target on every "
+                            "device (the worst device decides each step)")
         g = p.add_argument_group("method")
         g.add_argument("--steps", type=int, default=3,
                        help="pruning steps to the target, fine-tuning after each (default 3; one "
@@ -206,6 +224,10 @@ class Command:
             distill_temperature=args.distill_temperature, train_device=args.train_device,
             # the run
             resume=args.resume, force=args.force, engine=not args.no_engine, progress=not args.no_progress)
+        from ..pipeline.family import Family
+
+        if isinstance(result, Family):
+            return self._family_exit(args, result)
         r = result.report["result"]
         print(f"wrote {args.out}/report.json, pruned.pt, plan.json, model.onnx "
               f"(speedup {r['speedup']:.2f}x, {r['speedup_kind']})")
@@ -216,3 +238,28 @@ class Command:
             print(f"missed the target: {r['why_missed']}", file=sys.stderr)
             return EXIT_MISSED
         return 0
+
+    @staticmethod
+    def _family_exit(args: argparse.Namespace, family) -> int:
+        """One line per member, then the family's exit code: its worst member's (0 all landed,
+        4 an overshoot at worst, 3 a member missed, refused or failed)."""
+        for m in family.members:
+            r = m.optimized.report["result"] if m.optimized is not None else None
+            if r is not None:
+                print(f"wrote {m.out}/ ({m.target.label}: {m.status}; {r['speedup']:.2f}x, {r['speedup_kind']})")
+            else:
+                print(f"{m.target.label}: {m.status}, nothing written: {m.why}")
+        print(f"wrote {args.out}/family.json, family.png (status {family.status}, the worst member's)")
+        if family.status == "landed":
+            return 0
+        if family.status == "overshot":
+            print(f"overshot the target: {_family_why(family, 'overshot')}", file=sys.stderr)
+            return EXIT_OVERSHOT
+        print(f"missed the target: {_family_why(family, family.status)}", file=sys.stderr)
+        return EXIT_MISSED
+
+
+def _family_why(family, status: str) -> str:
+    """'member 2.5x: <why>; ...' for the members that ended with `status`."""
+    return "; ".join(f"member {m.target.label} {m.status}: {m.why}" for m in family.members
+                     if m.status == status) or status

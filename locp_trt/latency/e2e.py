@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import LayerConfig
+from .joint import layer_sum_us  # the one place layers are summed (several devices: the worst)
 
 __all__ = ["EndToEndModel", "activation_elements", "TimeShares"]
 
@@ -128,11 +129,12 @@ class TimeShares:
         """The split of `graph`'s model at its own widths, layers timed by `latency_us` (µs)."""
         configs = graph.layer_configs({})
         movable = set(graph.prunable_layers())
-        times = {name: float(latency_us(cfg)) for name, cfg in configs.items()}
-        fixed = sorted(((n, t) for n, t in times.items() if n not in movable), key=lambda nt: -nt[1])
-        why = {n: graph.fixed_reason(n) for n, _ in fixed[:3]}
-        return cls(float(end_to_end_us), bool(measured), sum(times[n] for n in movable),
-                   sum(t for _, t in fixed), tuple((n, round(t, 3), why[n]) for n, t in fixed[:3]))
+        fixed = sorted(((n, float(latency_us(c))) for n, c in configs.items() if n not in movable),
+                       key=lambda nt: -nt[1])
+        return cls(float(end_to_end_us), bool(measured),
+                   layer_sum_us(latency_us, [c for n, c in configs.items() if n in movable]),
+                   layer_sum_us(latency_us, [configs[n] for n, _ in fixed]),
+                   tuple((n, round(t, 3), graph.fixed_reason(n)) for n, t in fixed[:3]))
 
     @property
     def layer_sum_us(self) -> float:

@@ -25,6 +25,11 @@ class LatencyRecorder:
         self.fn = fn
         self.seen: dict[LayerConfig, float] = {}
         self.meter, self.log, self.after = meter, log, after
+        # The `latency.joint.JointLatency` behind `fn` when it combines several devices: sums of
+        # layers then go through it (`joint.layer_sum_us`), not through a plain sum.
+        from .joint import JointLatency  # here: joint.py reads recorders
+
+        self.joint = fn if isinstance(fn, JointLatency) else None
         self._expected: tuple[LayerConfig, ...] = ()
         self._fresh: frozenset[LayerConfig] = frozenset()
         self._start: tuple[int, float] | None = None  # (measured, seconds) at the first fresh config

@@ -48,6 +48,7 @@ import numpy as np
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
+from ..latency.joint import layer_sum_us
 from ..prune.importance import importance_lost
 from .candidates import GroupCandidates, group_latency_fn
 
@@ -137,7 +138,7 @@ def predicted_latency_us(
     graph, widths: Mapping[str, int], latency_us: Callable[[LayerConfig], float]
 ) -> float:
     """Summed latency (µs) of every conv/linear layer of `graph` at `widths`."""
-    return float(sum(latency_us(cfg) for cfg in graph.layer_configs(dict(widths)).values()))
+    return layer_sum_us(latency_us, graph.layer_configs(dict(widths)).values())
 
 
 def neighbour_groups(graph, group_id: str) -> set[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..latency.config import LayerConfig
 from ..latency.e2e import EndToEndModel, TimeShares, activation_elements
+from ..latency.joint import layer_sum_us
 
 __all__ = ["Calibration"]
 
@@ -37,7 +38,7 @@ class Calibration:
     def terms(self, graph, widths: Mapping[str, int]) -> tuple[float, float]:
         """(layer sum µs, activation elements) of `graph` at `widths`."""
         configs = graph.layer_configs(dict(widths))
-        return (float(sum(self.latency_us(c) for c in configs.values())),
+        return (layer_sum_us(self.latency_us, configs.values()),
                 activation_elements(configs.values()))
 
     def predict_us(self, graph, widths: Mapping[str, int]) -> float:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidConfigError, PlanError
 from ..latency.config import LayerConfig
+from ..latency.joint import layer_sum_us
 from ..progress import format_duration, progress_enabled
 from ..prune.graph import group_floor
 from .stairs import DEFAULT_REL_TOL, pareto_envelope, sweep, three_point_discrimination
@@ -97,7 +98,7 @@ def group_latency_fn(
         if width < 1:
             raise InvalidConfigError(f"group {group_id!r}: width must be >= 1, got {width}")
         cfgs = graph.layer_configs({**base, group_id: int(width)})
-        return float(sum(latency_us(cfgs[name]) for name in touched))
+        return layer_sum_us(latency_us, [cfgs[name] for name in touched])
 
     return latency_at
 

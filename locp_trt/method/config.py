@@ -89,20 +89,31 @@ class OptimizeConfig:
 class GeometricSchedule:
     """Step goals rising geometrically from 1x to the target over `steps` steps; after them, up
     to `extra_steps` more at the target while it is missed. (One step when nothing is fine-tuned
-    between steps: the path is the same and only the landing matters.)"""
+    between steps: the path is the same and only the landing matters.)
+
+    A family member that continues from the member before it (`pipeline.family`) starts after
+    step `start_step`, at the speedup `start_speedup` that member reached: its goals rise
+    geometrically from there to its own target."""
 
     steps: int
     extra_steps: int
+    start_step: int = 0  # the step the schedule continues after (0: the unpruned model)
+    start_speedup: float = 1.0  # the speedup reached there
 
     @property
     def last_step(self) -> int:
         """The step after which the loop stops, target met or not."""
-        return self.steps + self.extra_steps
+        return self.start_step + self.steps + self.extra_steps
 
     def goal(self, step: int, reached: float, target: float) -> tuple[float, bool]:
         """(goal speedup, whether it is the target itself) for `step`: the first scheduled goal
         above the speedup already `reached` (a step may overshoot its own goal)."""
-        s = step
-        while s < self.steps and target ** (s / self.steps) <= reached:
+        start = min(self.start_speedup, target)
+
+        def at(s: int) -> float:
+            return start * (target / start) ** (s / self.steps)
+
+        s = step - self.start_step
+        while s < self.steps and at(s) <= reached:
             s += 1
-        return target ** (min(s, self.steps) / self.steps), s >= self.steps
+        return at(min(s, self.steps)), s >= self.steps

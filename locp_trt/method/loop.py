@@ -132,6 +132,7 @@ class Optimizer:
             data where it needs data).
         schedule: the step goals (default: `config.steps` geometric steps with fine-tuning
             between them, else one, then `config.extra_steps`).
+        graph0: the channel graph of `model`, when the caller has it (a family shares one).
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], config: OptimizeConfig, *,
@@ -142,7 +143,7 @@ class Optimizer:
                  log: Callable[[str], None] = print, progress: bool = True,
                  builder: Callable[[nn.Module], Callable[[], Sampler]] | None = None,
                  build_variance: bool = False, scorer: Scorer | None = None,
-                 schedule: GeometricSchedule | None = None) -> None:
+                 schedule: GeometricSchedule | None = None, graph0: ModelGraph | None = None) -> None:
         self.original = model.eval()
         self.input_shape = tuple(int(v) for v in input_shape)
         self.config = config
@@ -165,7 +166,7 @@ class Optimizer:
                                            device=device)
         tuned = config.finetune is not None and loaders is not None
         self.schedule = schedule or GeometricSchedule(config.steps if tuned else 1, config.extra_steps)
-        self.graph0 = self.graph(self.original)
+        self.graph0 = graph0 if graph0 is not None else self.graph(self.original)
 
     # ---- what the steps share ----------------------------------------------------------------------
     def graph(self, model: nn.Module) -> ModelGraph:

@@ -11,20 +11,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidConfigError
+from .family import Family
 from .job import resolve_job, sample_shape
-from .outdir import prepare_out_dir, removed_on_failure
+from .outdir import CHECKPOINT, RUN_OUTPUTS, prepare_out_dir, removed_on_failure
 from .run import Optimized, run_job
 
-__all__ = ["optimize", "Optimized"]
+__all__ = ["optimize", "optimize_family", "Optimized"]
 
 
-def optimize(model: Any, example_input: Any = None, *, runtime: Any = None, speedup: float | None = None,
-             data: Any = None, out: str | Path = "runs/optimize", device: Any = "auto",
-             log: Callable[[str], None] | None = None, **options: Any) -> Optimized:
+def optimize(model: Any, example_input: Any = None, *, runtime: Any = None,
+             speedup: float | Sequence[float] | None = None, data: Any = None,
+             out: str | Path = "runs/optimize", device: Any = "auto",
+             log: Callable[[str], None] | None = None, **options: Any) -> Optimized | Family:
     """Prune `model` to the widths `runtime` runs fastest until its measured speedup reaches
     `speedup`, fine-tune between steps when `data` is given, and write the run to `out`.
 
@@ -35,7 +38,8 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None, spee
         runtime: "onnxruntime", "onnxruntime-cuda", "torch", "torch-cpu", "tensorrt", "auto", or
             a `Runtime` instance; None: the device profile's first available one.
         speedup: the end-to-end speedup over the unpruned model to land on (default 2; or give
-            `target_latency_ms=`).
+            `target_latency_ms=`). A list of two or more (or of `target_latency_ms=`) runs a
+            family: one folder per target in `out` and `out/family.json` (`optimize_family`).
         data: a data spec ("cifar10:PATH", "synthetic", ...) or `train.data.Loaders` (train, val,
             test); None: prune for latency alone, no fine-tuning, no accuracy.
         out: the output folder (refused when it holds a run, unless `resume=True` or `force=True`).
@@ -43,7 +47,8 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None, spee
         log: where progress lines go (default: stderr).
         **options: `OptimizeConfig` fields (`steps`, `tolerance`, `importance`, `search`, ...),
             `Training` fields (`epochs`, `final_epochs`, `lr`, `train_device`, ...), and `precision`,
-            `batch`, `bench`, `latency_table`, `store` (default: the shared store, as the
+            `batch`, `bench`, `latency_table` (a path; a list of paths: one plan for all those
+            devices, the worst device deciding), `store` (default: the shared store, as the
             command's; None: in memory), `meter`, `arch`, `resume`, `force`, `engine`,
             `export` (False: no pruned.pt, ONNX, engine or plots; report.json and checkpoints
             still), `progress`.
@@ -51,6 +56,8 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None, spee
     Returns:
         `Optimized`: the pruned model, its plan, the report (what report.json holds) and the
         loop's result. `report["result"]["status"]` says whether it landed, missed or overshot.
+        For a family, a `Family`: its members (each with its `Optimized`, or None where refused)
+        and family.json's content.
     """
     from ..latency.store import default_store_path
 
@@ -62,6 +69,27 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None, spee
     if "meter" not in options:  # the shared latency store, as the command's
         options.setdefault("store", default_store_path())
     job = resolve_job(model, out=out, device=device, runtime=runtime, data=data, **options)
-    created = prepare_out_dir(job.out, resume=job.resume, force=job.force)
-    with removed_on_failure(created):
+    outputs, keep = RUN_OUTPUTS, (CHECKPOINT,)
+    if job.family:  # a member's folder holds a run: keep the family's folder once one checkpointed
+        from .family import FAMILY_OUTPUTS
+
+        outputs = (*FAMILY_OUTPUTS, *(t.label for t in job.family))
+        keep = tuple(f"{t.label}/{CHECKPOINT}" for t in job.family)
+    created = prepare_out_dir(job.out, resume=job.resume, force=job.force, outputs=outputs)
+    with removed_on_failure(created, keep_if=keep):
         return run_job(job) if log is None else run_job(job, log)
+
+
+def optimize_family(model: Any, example_input: Any = None, *, speedups: Sequence[float] | None = None,
+                    target_latencies_ms: Sequence[float] | None = None, **kwargs: Any) -> Family:
+    """`optimize` for a family of targets: one complete output folder per target in `out`
+    (`out/1.5x/`, ...), `out/family.json` and `out/family.png`; give `speedups` or
+    `target_latencies_ms` (two or more). Other keywords are `optimize`'s."""
+    if (speedups is None) == (target_latencies_ms is None):
+        raise InvalidConfigError("give one of speedups= or target_latencies_ms= (a list of two or more)")
+    given = speedups if speedups is not None else target_latencies_ms
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or len(given) < 2:
+        raise InvalidConfigError(f"a family needs two targets or more, got {given!r}; for one, call optimize")
+    if speedups is not None:
+        return optimize(model, example_input, speedup=list(speedups), **kwargs)
+    return optimize(model, example_input, target_latency_ms=list(target_latencies_ms), **kwargs)

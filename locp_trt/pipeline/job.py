@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..latency.runtimes.base import Runtime
 from ..latency.timing import BenchConfig
 from ..method.config import OptimizeConfig
 
-__all__ = ["Training", "OptimizeJob", "resolve_job", "sample_shape", "MODULE_SOURCE"]
+__all__ = ["Training", "Target", "OptimizeJob", "resolve_job", "sample_shape", "MODULE_SOURCE"]
 
 #: `OptimizeJob.model`'s source name for a module given in Python (not a file).
 MODULE_SOURCE = "module"
@@ -44,6 +44,28 @@ class Training:
     device: str = "auto"  # where fine-tuning runs: auto | cpu | cuda | cuda:N
 
 
+@dataclass(frozen=True)
+class Target:
+    """One target of a run: a speedup over the unpruned model, or an end-to-end latency."""
+
+    speedup: float | None = None
+    latency_ms: float | None = None
+
+    @property
+    def label(self) -> str:
+        """'1.5x' or '2.5ms': the member's folder name in a family."""
+        return f"{self.speedup:g}x" if self.speedup is not None else f"{self.latency_ms:g}ms"
+
+    def config(self, method: OptimizeConfig) -> OptimizeConfig:
+        """`method` aiming at this target (checked as any target is)."""
+        return replace(method, speedup=self.speedup, target_latency_ms=self.latency_ms)
+
+    @property
+    def order(self) -> float:
+        """Sorts a family from the least to the most pruned."""
+        return self.speedup if self.speedup is not None else -self.latency_ms
+
+
 @dataclass(frozen=True, kw_only=True)
 class OptimizeJob:
     """Everything one optimize run needs, typed (`resolve_job` builds it)."""
@@ -56,7 +78,9 @@ class OptimizeJob:
     # ---- where and how latency is measured
     device: DeviceProfile
     runtime: Runtime | None  # None: the lookup table alone (every decision predicted)
-    latency_table: Path | None = None  # measured elsewhere (`profile`); layers are looked up there
+    # measured elsewhere (`profile`); layers are looked up there. Two or more: one plan for all of
+    # those devices (`latency.joint`: the worst device decides)
+    latency_tables: tuple[Path, ...] = ()
     store: Any = None  # a LatencyStore, its Path, or None (in memory only)
     meter: Any = None  # a LatencyMeter the caller keeps (its counts); then its runtime and store
     # ---- data and fine-tuning (data None: no fine-tuning and no accuracy)
@@ -71,6 +95,14 @@ class OptimizeJob:
     engine: bool = True  # build a TensorRT engine where the profile deploys with TensorRT
     export: bool = True  # write pruned.pt, plan.json, model.onnx, runtime.json and the plots
     progress: bool = True
+    # ---- a family: two or more targets, one output folder each (`pipeline.family`); `method`
+    # then aims at the first, and each member's config is `Target.config(method)`
+    family: tuple[Target, ...] = ()
+
+    @property
+    def latency_table(self) -> Path | None:
+        """The one lookup table of a single-device run (None: none, or several)."""
+        return self.latency_tables[0] if len(self.latency_tables) == 1 else None
 
     @property
     def source(self) -> str:
@@ -113,21 +145,67 @@ def resolve_job(model: Any, *, out: str | Path, device: str | DeviceProfile = "a
     precision = options.pop("precision", None)
     precision = profile.precision if precision is None else Precision.coerce(precision)
     batch = int(options.pop("batch", None) or profile.batch)
-    table = options.pop("latency_table", None)
-    table = Path(table) if table is not None else None
+    tables = _paths(options.pop("latency_table", None))
     if runtime is None and options.get("meter") is not None:
         runtime = options["meter"].runtime
-    rt = _runtime(runtime, profile, options.pop("bench", None), table, precision)
+    if len(tables) > 1 and runtime not in (None, ""):
+        raise InvalidConfigError(
+            f"--runtime {getattr(runtime, 'name', runtime)} with {len(tables)} lookup tables: a plan for several "
+            "devices takes every layer from their tables, and each device whose runtime runs here is "
+            "measured at the end by itself; drop --runtime")
+    rt = _runtime(runtime, profile, options.pop("bench", None), tables, precision)
+    targets = _targets(options)
     method = OptimizeConfig(**_method_options({k: options.pop(k) for k in list(options) if k in _METHOD}),
                             precision=precision, batch=batch)
+    if len(targets) > 1:
+        for t in targets:  # each member's target is checked before anything runs
+            t.config(method)
+        if options.get("resume"):
+            raise InvalidConfigError("--resume continues one run, not a family; rerun the family with --force, "
+                                     "or resume a member's folder with its own target")
+    family = targets if len(targets) > 1 else ()
     training = {k: options.pop(k) for k in list(options) if k in _TRAINING}
     if "train_device" in training:
         training["device"] = training.pop("train_device")
     shape = options.pop("input_shape", None)
     return OptimizeJob(model=str(model) if isinstance(model, Path) else model,
                        input_shape=tuple(int(v) for v in shape) if shape is not None else None,
-                       device=profile, runtime=rt, latency_table=table, data=data,
-                       training=Training(**training), method=method, out=Path(out), **options)
+                       device=profile, runtime=rt, latency_tables=tables, data=data,
+                       training=Training(**training), method=method, out=Path(out), family=family, **options)
+
+
+def _paths(given: Any) -> tuple[Path, ...]:
+    """The lookup tables: none, one path, or a sequence of paths."""
+    if given is None:
+        return ()
+    if isinstance(given, (str, Path)):
+        return (Path(given),)
+    paths = tuple(Path(p) for p in given)
+    if len(set(paths)) != len(paths):
+        raise InvalidConfigError(f"a lookup table is given twice: {[str(p) for p in paths]}")
+    return paths
+
+
+def _targets(options: dict[str, Any]) -> tuple[Target, ...]:
+    """The run's targets from `speedup` / `target_latency_ms` (a number or a sequence of them),
+    least pruned first; a single one stays in `options` as a number."""
+    for key, make in (("speedup", lambda v: Target(speedup=v)), ("target_latency_ms", lambda v: Target(latency_ms=v))):
+        value = options.get(key)
+        if value is None or isinstance(value, (int, float)):
+            continue
+        if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+            raise InvalidConfigError(f"{key} must be a number or a list of numbers, got {value!r}")
+        try:
+            numbers = [float(v) for v in value]
+        except (TypeError, ValueError):
+            raise InvalidConfigError(f"{key} must be a number or a list of numbers, got {value!r}") from None
+        if len(set(numbers)) != len(numbers):
+            raise InvalidConfigError(f"{key} lists a target twice: {numbers}; give each once")
+        targets = tuple(sorted((make(v) for v in numbers), key=lambda t: t.order))
+        options[key] = numbers[0] if len(numbers) == 1 else (targets[0].speedup if key == "speedup"
+                                                                else targets[0].latency_ms)
+        return targets
+    return ()
 
 
 def _method_options(given: dict[str, Any]) -> dict[str, Any]:
@@ -141,13 +219,13 @@ def _method_options(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _runtime(runtime: str | Runtime | None, profile: DeviceProfile, bench: BenchConfig | None,
-             table: Path | None, precision: Precision) -> Runtime | None:
+             tables: tuple[Path, ...], precision: Precision) -> Runtime | None:
     """The runtime instance measuring the job, checked for `precision` (None: the table alone)."""
     from ..deploy.devices import runtime_for
     from ..latency.runtimes import get_runtime
 
     if runtime is None or runtime == "":
-        if table is not None:
+        if tables:
             return None
         runtime = runtime_for(profile)
     if isinstance(runtime, str):

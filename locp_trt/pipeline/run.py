@@ -7,18 +7,21 @@ report's content is `report.content`'s, the loop is `method.loop`'s.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
-from ..errors import BackendUnavailableError, InvalidConfigError, first_line
+from ..errors import BackendUnavailableError, InvalidConfigError, LocpError, first_line
 from ..latency.fingerprint import DeviceFingerprint
+from ..latency.joint import JointLatency
 from ..latency.meter import LatencyMeter, LatencyTable
 from ..latency.recorder import LatencyRecorder
 from ..method.config import OptimizeConfig
@@ -28,7 +31,8 @@ from ..prune.loading import EXAMPLE
 from ..train.finetune import TrainConfig
 from .job import OptimizeJob
 
-__all__ = ["run_job", "Optimized", "RUNTIME_SCHEMA", "DEFAULT_EPOCHS", "DEFAULT_FINAL_EPOCHS"]
+__all__ = ["run_job", "Optimized", "Session", "open_session", "run_member", "RUNTIME_SCHEMA", "DEFAULT_EPOCHS",
+           "DEFAULT_FINAL_EPOCHS"]
 
 #: Fine-tuning epochs when the user gives none (per step, and once at the end).
 DEFAULT_EPOCHS, DEFAULT_FINAL_EPOCHS = 1.0, 2.0
@@ -60,7 +64,8 @@ class _Loaded:
 
 @dataclass(frozen=True)
 class _Latency:
-    """Where every layer latency comes from: the lookup table, the shared store, the meter."""
+    """Where every layer latency comes from: the lookup table, the shared store, the meter; with
+    several tables, one meter per table and the joint model over them (`joint`)."""
 
     table: LatencyTable | None
     store: Any
@@ -68,60 +73,127 @@ class _Latency:
     recorder: LatencyRecorder
     fingerprint: DeviceFingerprint
     owns_store: bool
+    joint: JointLatency | None = None
+    meters: tuple[LatencyMeter, ...] = ()
+
+    def stats(self) -> dict[str, Any]:
+        """The meters' counters, added up (report.json's `measurements`)."""
+        out: dict[str, Any] = {}
+        for meter in self.meters or (self.meter,):
+            st = meter.stats
+            for k, v in {**st.__dict__, "saved": st.saved}.items():
+                out[k] = out.get(k, 0) + v
+        measured = out.get("measured", 0)
+        out["seconds_per_config"] = out["measure_s"] / measured if measured else None
+        return out
+
+
+@dataclass(frozen=True)
+class Session:
+    """What every member of a run shares: the model as loaded, the latency sources (meter, store,
+    tables), the data and the loop's config with its fine-tuning filled in."""
+
+    model: _Loaded
+    latency: _Latency
+    loaders: Any
+    method: OptimizeConfig
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_job(job: OptimizeJob, log: Callable[[str], None] = _log) -> Optimized:
-    """Run one optimize job; the report is also written to `job.out/report.json`."""
+def run_job(job: OptimizeJob, log: Callable[[str], None] = _log) -> Any:
+    """Run one optimize job; the report is also written to `job.out/report.json`. A job with a
+    family of targets runs `family.run_family` and returns its `Family`."""
+    if job.family:
+        from .family import run_family
+
+        return run_family(job, log)
+    with open_session(job, log) as (job, session):
+        return run_member(job, session, log)[0]
+
+
+@contextlib.contextmanager
+def open_session(job: OptimizeJob, log: Callable[[str], None]) -> Iterator[tuple[OptimizeJob, Session]]:
+    """Load the model, open the latency sources and the data once: what a run (or every member of
+    a family) shares. Yields the job (its progress setting resolved) and the session."""
     from ..progress import progress_enabled
+
+    Path(job.out).mkdir(parents=True, exist_ok=True)
+    job = replace(job, progress=progress_enabled(job.progress))
+    model = _load(job, log)
+    latency = _latency(job, log)
+    try:
+        loaders, method = _data(job, model, log)
+        yield job, Session(model, latency, loaders, method)
+    finally:
+        if latency.owns_store:
+            latency.store.close()
+
+
+def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *,
+               prepare: Callable[[Any], None] | None = None, schedule: Any = None,
+               graph0: Any = None) -> tuple[Optimized, Optimizer]:
+    """Run the loop for `job` (its config is `job.method` with the session's fine-tuning) and write
+    its files and report into `job.out`.
+
+    Args:
+        job: the job (a family member's: its own folder and target).
+        session: what the run shares (`open_session`).
+        log: where progress lines go.
+        prepare: called with the loop before it runs (a family member seeds its checkpoint there).
+        schedule: the step goals (default: the loop's).
+        graph0: the unpruned model's channel graph, when already built.
+
+    Returns:
+        What the run returns, and the loop (its graph, calibration and reference).
+    """
     from ..report.content import build_report, minimal_report
     from ..report.files import summary_table, write_report
     from ..report.plots import write_plots
 
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    job = replace(job, progress=progress_enabled(job.progress))
-    model = _load(job, log)
-    latency = _latency(job, log)
-    try:
-        loaders, method = _data(job, model, log)
-        loop = _loop(job, model, latency, loaders, method, log)
-        t_loop = time.perf_counter()
-        result = loop.run(resume=job.resume)
-        loop_s = time.perf_counter() - t_loop
-        artifacts = _artifacts(job, model, latency, result, log) if job.export else {}
-        # The model and its files are written: what follows reports on them. A failure there is a
-        # warning (logged, kept in report.json), never a failed run: the result stands.
-        after = _AfterWrite(log)
-        in_model = None
-        if loop.reference is not None and job.runtime.can_profile_nodes:
-            log("profiling per-layer times inside the models")
-            in_model = after.run("profiling per-layer times inside the models", lambda: _in_model_times(
-                job, loop.graph0, result.final.widths, (model.module, result.model),
-                (job.method.batch, *model.input_shape)))
-        stats = latency.meter.stats
-        report = after.run("building the report", lambda: build_report(
-            _facts(job, model, latency, method), result, loop.graph0, latency.recorder,
-            lambda: stats.__dict__ | {"saved": stats.saved, "seconds_per_config": stats.seconds_per_config},
-            artifacts=artifacts, in_model=in_model, loop_s=loop_s, guard=after.run))
-        if report is None:
-            report = minimal_report(method, result, artifacts)
-        if job.export:
-            log("drawing plots")
-            report["plots"] = after.run("drawing the plots",
-                                        lambda: [str(p) for p in write_plots(out, report)]) or []
-        report["warnings"] = after.warnings
-        after.run("writing report.json", lambda: write_report(out, report))
-        table = after.run("the summary table", lambda: summary_table(report))
-        if table is not None:
-            log(table)
-        return Optimized(result.model, result.plan, report, result)
-    finally:
-        if latency.owns_store:
-            latency.store.close()
+    model, latency, loaders = session.model, session.latency, session.loaders
+    method = replace(session.method, speedup=job.method.speedup, target_latency_ms=job.method.target_latency_ms)
+    loop = _loop(job, model, latency, loaders, method, log, schedule=schedule, graph0=graph0)
+    if prepare is not None:
+        prepare(loop)
+    t_loop = time.perf_counter()
+    result = loop.run(resume=job.resume or prepare is not None)
+    loop_s = time.perf_counter() - t_loop
+    artifacts = _artifacts(job, model, latency, result, log) if job.export else {}
+    # The model and its files are written: what follows reports on them. A failure there is a
+    # warning (logged, kept in report.json), never a failed run: the result stands.
+    after = _AfterWrite(log)
+    in_model = None
+    if loop.reference is not None and job.runtime.can_profile_nodes:
+        log("profiling per-layer times inside the models")
+        in_model = after.run("profiling per-layer times inside the models", lambda: _in_model_times(
+            job, loop.graph0, result.final.widths, (model.module, result.model),
+            (job.method.batch, *model.input_shape)))
+    devices = None
+    if latency.joint is not None:
+        devices = after.run("the per-device figures", lambda: _devices(job, session, loop, result, method, log))
+    stats = latency.stats()
+    report = after.run("building the report", lambda: build_report(
+        _facts(job, model, latency, method), result, loop.graph0, latency.recorder, lambda: stats,
+        artifacts=artifacts, in_model=in_model, loop_s=loop_s, guard=after.run))
+    if report is None:
+        report = minimal_report(method, result, artifacts)
+    if devices is not None:
+        report["devices"] = devices
+    if job.export:
+        log("drawing plots")
+        report["plots"] = after.run("drawing the plots",
+                                    lambda: [str(p) for p in write_plots(out, report)]) or []
+    report["warnings"] = after.warnings
+    after.run("writing report.json", lambda: write_report(out, report))
+    table = after.run("the summary table", lambda: summary_table(report))
+    if table is not None:
+        log(table)
+    return Optimized(result.model, result.plan, report, result), loop
 
 
 class _AfterWrite:
@@ -169,6 +241,8 @@ def _latency(job: OptimizeJob, log: Callable[[str], None]) -> _Latency:
     """Runtime, shared store and lookup table: where every layer latency comes from."""
     from ..latency.store import LatencyStore
 
+    if len(job.latency_tables) > 1:
+        return _joint_latency(job, log)
     if job.meter is not None:  # the caller's, with its store and table
         meter, owns = job.meter, False
         table, store = meter.table, meter.store
@@ -181,6 +255,89 @@ def _latency(job: OptimizeJob, log: Callable[[str], None]) -> _Latency:
     log(f"device profile {job.device.name}: {fingerprint.describe()}")
     recorder = LatencyRecorder(meter.latency_us, meter, log=log)
     return _Latency(table, store, meter, recorder, fingerprint, owns)
+
+
+def _joint_latency(job: OptimizeJob, log: Callable[[str], None]) -> _Latency:
+    """One meter per lookup table and the joint model over them: one plan for every device."""
+    from ..latency.store import LatencyStore
+
+    if job.meter is not None:
+        raise InvalidConfigError("a meter of one device cannot serve several lookup tables; pass the tables alone")
+    owns = not isinstance(job.store, LatencyStore)
+    store = LatencyStore(job.store) if owns else job.store
+    meters = tuple(LatencyMeter(None, store, table=LatencyTable.load(p), progress=job.progress)
+                   for p in job.latency_tables)
+    fps = [m.fingerprint(job.method.precision) for m in meters]
+    names = _device_names(job.latency_tables, fps)
+    for name, path in zip(names, job.latency_tables):
+        log(f"device {name}: lookup table {path}")
+    joint = JointLatency(meters, fps, names)
+    recorder = LatencyRecorder(joint, None, log=log)
+    return _Latency(None, store, meters[0], recorder, fps[0], owns, joint=joint, meters=meters)
+
+
+def _device_names(paths: tuple[Path, ...], fps: list[DeviceFingerprint]) -> list[str]:
+    """Each device's name in reports: its fingerprint's description, with its table's file name
+    where two describe alike."""
+    names = [fp.describe() for fp in fps]
+    return [f"{n} ({p.name})" if names.count(n) > 1 else n for n, p in zip(names, paths)]
+
+
+def _devices(job: OptimizeJob, session: Session, loop: Optimizer, result: OptimizeResult,
+             method: OptimizeConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Per device of a joint plan: the speedup its table predicts and, where that device's runtime
+    runs here with the same fingerprint, the emitted model measured against the unpruned one."""
+    joint, graph0 = session.latency.joint, loop.graph0
+    target = result.target_speedup
+    rows = []
+    for fig, path in zip(joint.figures(graph0.layer_configs({}).values(),
+                                       graph0.layer_configs(dict(result.final.widths)).values()),
+                         job.latency_tables):
+        row = {"device": fig.name, "table": str(path), "fingerprint": fig.fingerprint.describe(),
+               "baseline_layer_sum_us": round(fig.baseline_us, 3), "pruned_layer_sum_us": round(fig.pruned_us, 3),
+               "predicted_speedup": round(fig.speedup, 4), "meets_target_predicted": fig.speedup >= target,
+               "measured": None}
+        runtime, why = _local_runtime(fig.fingerprint, job, method)
+        if runtime is None:
+            row["how"] = f"predicted only: {why}"
+        else:
+            from ..method.reference import Reference
+
+            log(f"device {fig.name}: its runtime runs here; measuring the emitted model against the unpruned one")
+            shape = (method.batch, *session.model.input_shape)
+            reference = Reference(session.model.module, method.compare,
+                                  functools.partial(_prepare, runtime, shape, method.precision),
+                                  functools.partial(_builder, runtime, shape, method.precision))
+            cmp = reference.compare(result.model, threshold=target, builds=method.compare.builds)
+            log(f"device {fig.name}: {cmp.describe()}")
+            row["measured"] = cmp.summary()
+            row["how"] = f"measured here ({runtime.label}), interleaved with the unpruned model"
+        rows.append(row)
+    return rows
+
+
+def _prepare(runtime: Any, shape: tuple[int, ...], precision: Any, module: nn.Module) -> Any:
+    return runtime.prepare_module(module, shape, precision)
+
+
+def _builder(runtime: Any, shape: tuple[int, ...], precision: Any, module: nn.Module) -> Any:
+    return runtime.builder(module, shape, precision)
+
+
+def _local_runtime(fp: DeviceFingerprint, job: OptimizeJob, method: OptimizeConfig) -> tuple[Any, str]:
+    """(the runtime that measured `fp`'s table, when it runs here with the same fingerprint;
+    else None and why)."""
+    from ..latency.runtimes import get_runtime
+    from ..latency.timing import BenchConfig
+
+    try:
+        runtime = get_runtime(fp.runtime, BenchConfig(threads=fp.threads or BenchConfig.threads))
+        here = runtime.fingerprint(method.precision)
+    except (LocpError, ValueError, KeyError, TypeError) as e:
+        return None, f"its runtime {fp.runtime!r} does not run here ({first_line(e)})"
+    if here.key() != fp.key():
+        return None, f"this machine is {here.describe()}, not the table's device"
+    return runtime, ""
 
 
 def _data(job: OptimizeJob, model: _Loaded, log: Callable[[str], None]) -> tuple[Any, OptimizeConfig]:
@@ -222,7 +379,7 @@ def _train_config(t, epochs: float, loader: Any, seed: int) -> TrainConfig | Non
 
 
 def _loop(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any, method: OptimizeConfig,
-          log: Callable[[str], None]) -> Optimizer:
+          log: Callable[[str], None], *, schedule: Any = None, graph0: Any = None) -> Optimizer:
     """The LOCP loop; decisions are measured end to end unless only a lookup table is at hand."""
     from ..method.configs_list import baseline_configs, step_one_configs
 
@@ -240,8 +397,11 @@ def _loop(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any, met
     loop = Optimizer(model.module, model.input_shape, method, latency_us=latency.recorder,
                      prepare_model=prepare, out_dir=job.out, arch=model.arch, loaders=loaders,
                      train_device=job.training.device, log=log, progress=job.progress, builder=builder,
-                     build_variance=bool(runtime is not None and runtime.build_variance))
-    if not job.resume:
+                     build_variance=bool(runtime is not None and runtime.build_variance),
+                     schedule=schedule, graph0=graph0)
+    if latency.joint is not None:  # each device's figures as shares of its unpruned model
+        latency.joint.normalize(loop.graph0.layer_configs({}).values())
+    if not job.resume and graph0 is None:
         latency.recorder.expect(step_one_configs(loop.graph0, method.min_width_ratio), "step 1's staircases",
                                 asked_before=baseline_configs(loop.graph0, method.min_width_ratio))
     return loop
@@ -302,7 +462,7 @@ def _facts(job: OptimizeJob, model: _Loaded, latency: _Latency, method: Optimize
     return RunFacts(source=job.source, arch=model.arch, kind=model.kind, input_shape=model.input_shape,
                     device_profile=job.device.name,
                     runtime_label=job.runtime.label if job.runtime is not None else None,
-                    latency_table=job.latency_table if latency.table is not None else None,
+                    latency_tables=job.latency_tables if latency.table is not None or latency.joint else (),
                     fingerprint=latency.fingerprint, precision=method.precision, batch=method.batch,
                     data=model.data if isinstance(model.data, str) or model.data is None else "loaders",
                     config=method)

@@ -38,7 +38,7 @@ class RunFacts:
     input_shape: tuple[int, ...]  # one sample
     device_profile: str
     runtime_label: str | None  # None: a lookup table alone
-    latency_table: Path | None
+    latency_tables: tuple[Path, ...]  # empty: measured here; two or more: one plan for every device
     fingerprint: DeviceFingerprint
     precision: Precision
     batch: int
@@ -77,8 +77,7 @@ def build_report(facts: RunFacts, result: OptimizeResult, graph0, recorder,
                   "input_shape": list(facts.input_shape)},
         "device_profile": facts.device_profile,
         "runtime": facts.runtime_label,
-        "latency_source": ("lookup table " + str(facts.latency_table) if facts.latency_table is not None
-                           else "measured here"),
+        "latency_source": _latency_source(facts.latency_tables),
         "fingerprint": facts.fingerprint.describe(),
         "fingerprint_detail": facts.fingerprint.to_dict(),
         "precision": facts.precision.value,
@@ -104,6 +103,15 @@ def build_report(facts: RunFacts, result: OptimizeResult, graph0, recorder,
         "artifacts": dict(artifacts),
         "runtimes_exercised": runtime_status(facts.runtime_label),
     }
+
+
+def _latency_source(tables: tuple[Path, ...]) -> str:
+    if not tables:
+        return "measured here"
+    if len(tables) == 1:
+        return f"lookup table {tables[0]}"
+    return (f"lookup tables {', '.join(str(t) for t in tables)}: one plan for every device, each decision "
+            "judged by the worst device (its layer sum as a share of its unpruned model's)")
 
 
 def minimal_report(method: OptimizeConfig, result: OptimizeResult, artifacts: Mapping[str, Any]) -> dict[str, Any]:

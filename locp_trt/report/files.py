@@ -98,6 +98,12 @@ def summary_table(report: Mapping[str, Any]) -> str:
         line += f" (validation {r['val_accuracy_before']:.2f}% -> {r['val_accuracy_after']:.2f}%)"
     line += f", {r['flops_before'] / 1e6:.2f} -> {r['flops_after'] / 1e6:.2f} MFLOPs on {report['fingerprint']}"
     rows.append(line)
+    for d in report.get("devices") or []:
+        measured = d.get("measured")
+        rows.append(f"device {d['device']}: {d['predicted_speedup']:.3f}x predicted from {d['table']}"
+                    + (f", {measured['speedup']:.3f}x measured here (90% CI {measured['speedup_low']:.3f}-"
+                       f"{measured['speedup_high']:.3f}, {measured.get('verdict', '')})" if measured
+                       else f"; ONLY PREDICTED ({d['how'].removeprefix('predicted only: ')})"))
     if r.get("guard"):
         rows.append(f"accuracy guard (--max-acc-drop {r['guard']['max_acc_drop']}): {r['guard']['note']}")
     if r.get("why_missed"):
