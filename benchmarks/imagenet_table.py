@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match-tol", type=float, default=0.03,
                    help="a baseline is matched when its speedup is within this of LOCP's (relative)")
     p.add_argument("--max-probes", type=int, default=8, help="measured knobs per baseline at most")
+    p.add_argument("--probe-rounds", type=int, default=6,
+                   help="interleaved rounds at most when measuring LOCP's speed and each probe")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per build in the table")
     p.add_argument("--builds", type=int, default=None,
                    help="fresh builds of every variant in the table (default 2 on a runtime whose "
@@ -118,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=50, help="timed iterations per round")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs before each round")
     p.add_argument("--threads", type=int, default=1, help="CPU runtime threads")
+    p.add_argument("--bench-iters", type=int, default=None,
+                   help="timed iterations per layer config and LOCP's whole-model samples "
+                        "(default: the command's, BenchConfig)")
+    p.add_argument("--bench-warmup", type=int, default=None, help="likewise, untimed runs (tests)")
     p.add_argument("--min-width-ratio", type=float, default=0.1, help="narrowest width, every method")
     p.add_argument("--budget-s", type=float, default=None, help="stop gracefully after this many s")
     p.add_argument("--store", type=Path, default=None,
@@ -176,7 +182,9 @@ class _Run:
         self.budget = Budget(args.budget_s)
         # One runtime for everything, with the settings the command uses by default (LOCP's
         # layer configs and whole models alike); the table's rounds set their own iterations.
-        self.rt = get_runtime(args.runtime, BenchConfig(threads=args.threads))
+        bench = {k: v for k, v in (("iters", args.bench_iters), ("warmup", args.bench_warmup))
+                 if v is not None}
+        self.rt = get_runtime(args.runtime, BenchConfig(threads=args.threads, **bench))
         self.precision = self.rt.check_precision(args.precision)
         self.store = LatencyStore(store_path)
         self.subjects: dict[str, Subject] = {}
@@ -216,7 +224,9 @@ def _speed_of(run: _Run, shape: tuple[int, ...], base, model) -> float:
 
     sampler = run.rt.prepare_module(model, shape, run.precision)
     try:
-        return compare(base, sampler, CompareRule(min_rounds=3, max_rounds=6, warmup=3, iters=20)).speedup
+        rounds = max(2, run.args.probe_rounds)
+        rule = CompareRule(min_rounds=min(3, rounds), max_rounds=rounds, warmup=3, iters=20)
+        return compare(base, sampler, rule).speedup
     finally:
         del sampler
         _cleanup()
