@@ -490,8 +490,14 @@ def _host() -> dict[str, Any]:
     import torch
     import torch_pruning
 
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except Exception as e:  # noqa: BLE001 - only zoo models then
+        tv = f"not importable ({_short(e, 120)})"
     return {"python": platform.python_version(), "platform": platform.platform(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__, "torchvision": tv, "onnxruntime": onnxruntime.__version__,
             "torch_pruning": getattr(torch_pruning, "__version__", "?"),
             "cuda": torch.version.cuda if torch.cuda.is_available() else None}
 
@@ -559,9 +565,15 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum, frame):  # a timeout's SIGTERM: stop and write what we have
         raise KeyboardInterrupt
 
+    from locp_trt.errors import LocpError
+
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
         result = run_table(args, argv)
+    except LocpError as e:  # e.g. the runtime is not available here
+        print(f"error: {e}", file=sys.stderr)
+        print("FAILED | benchmarks/imagenet_table.py")
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(markdown(result))
