@@ -318,9 +318,10 @@ def _run_cell(run: _Run, cell: dict[str, Any], cells_left: int) -> None:
     variants: dict[str, Variant] = {Method.UNPRUNED.value: unpruned_variant(subject)}
     rows[Method.UNPRUNED.value] = _row(subject, variants[Method.UNPRUNED.value])
 
-    # 1. LOCP, its share of what is left capped so later cells still run
-    share = run.budget.left() / max(1, cells_left)
-    cap = None if share == float("inf") or cells_left == 1 else max(2.5 * share, 60.0)
+    # 1. LOCP: at most 2.5 fair shares of what is left (later cells still run) and 60% of it
+    # (this cell's baselines and timing still run); never under a minute
+    left = run.budget.left()
+    cap = None if left == float("inf") else max(min(2.5 * left / max(1, cells_left), 0.6 * left), 60.0)
     runtime = MeteredRuntime(run.rt, run.budget.deadline(cap))
     meter = LatencyMeter(runtime, run.store, progress=run.progress)
     _log(f"{cell['model']} {cell['target']}x: LOCP")

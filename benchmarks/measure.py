@@ -85,8 +85,8 @@ def make_runtimes(name: str, *, threads: int = 1, layer_iters: int = 20, model_i
 
 
 class MeteredRuntime:
-    """A runtime as a decision sees it: layer measurements stop with `BudgetExceeded` once
-    `deadline` (monotonic s) has passed, and every whole-model build is counted, with the time
+    """A runtime as a decision sees it: layer measurements and whole-model builds stop with
+    `BudgetExceeded` once `deadline` (monotonic s) has passed, and every build is counted, with the time
     its samples took (`models`, `model_s`). Everything else is the runtime's own."""
 
     def __init__(self, runtime: Runtime, deadline: float | None = None) -> None:
@@ -112,12 +112,22 @@ class MeteredRuntime:
 
         return timed
 
+    def _check(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise BudgetExceeded("time budget spent before building a whole model")
+
     def prepare_module(self, module: Any, shape: Sequence[int], precision: Precision):
+        self._check()
         return self._timed(self._runtime.prepare_module(module, shape, precision))
 
     def builder(self, module: Any, shape: Sequence[int], precision: Precision):
         build = self._runtime.builder(module, shape, precision)
-        return lambda: self._timed(build())
+
+        def fresh():
+            self._check()
+            return self._timed(build())
+
+        return fresh
 
 
 class CountedLatency:
