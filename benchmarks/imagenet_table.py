@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-warmup", type=int, default=None, help="likewise, untimed runs (tests)")
     p.add_argument("--min-width-ratio", type=float, default=0.1, help="narrowest width, every method")
     p.add_argument("--budget-s", type=float, default=None, help="stop gracefully after this many s")
+    p.add_argument("--locp-share", type=float, default=0.6,
+                   help="LOCP may use at most this fraction of the budget left at its cell's start "
+                        "(and 2.5 fair shares of it); the rest is the baselines' and the timing's")
     p.add_argument("--store", type=Path, default=None,
                    help="latency store (SQLite) of the run; default: a fresh temporary one")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: a temporary one)")
@@ -199,7 +203,11 @@ class _Run:
         if name not in self.subjects:
             model = build_model(name, self.args.seed)
             size = self.args.input_size
-            self.subjects[name] = make_subject(name, model, (3, size, size))
+            from locp_trt.models import list_models
+
+            # the arch as locp_trt resolves it (plans and reports name it)
+            arch = name if ":" in name or name in list_models() else f"torchvision.models:{name}"
+            self.subjects[name] = make_subject(arch, model, (3, size, size))
         return self.subjects[name]
 
     def save(self) -> None:
@@ -318,28 +326,31 @@ def _run_cell(run: _Run, cell: dict[str, Any], cells_left: int) -> None:
     variants: dict[str, Variant] = {Method.UNPRUNED.value: unpruned_variant(subject)}
     rows[Method.UNPRUNED.value] = _row(subject, variants[Method.UNPRUNED.value])
 
-    # 1. LOCP: at most 2.5 fair shares of what is left (later cells still run) and 60% of it
-    # (this cell's baselines and timing still run); never under a minute
+    # 1. LOCP: at most 2.5 fair shares of what is left (later cells still run) and --locp-share
+    # of it (this cell's baselines and timing still run); never under a minute
     left = run.budget.left()
-    cap = None if left == float("inf") else max(min(2.5 * left / max(1, cells_left), 0.6 * left), 60.0)
+    cap = (None if left == float("inf")
+           else max(min(2.5 * left / max(1, cells_left), args.locp_share * left), 60.0))
+    cell["locp_cap_s"] = None if cap is None else round(cap, 1)
     runtime = MeteredRuntime(run.rt, run.budget.deadline(cap))
     meter = LatencyMeter(runtime, run.store, progress=run.progress)
     _log(f"{cell['model']} {cell['target']}x: LOCP")
     locp = run_locp(subject, speedup=cell["target"], batch=args.batch, precision=run.precision,
                     meter=meter, min_width_ratio=args.min_width_ratio, log=_log, progress=run.progress)
     counts = meter_counts(meter)
-    locp = Variant(**{**{k: getattr(locp, k) for k in locp.__dataclass_fields__},
-                      "layer_configs": counts["layer_configs"], "layer_requests": counts["layer_requests"],
-                      "layer_measured": counts["layer_measured"], "end_to_end": runtime.models,
-                      "detail": dict(locp.detail, measurement=counts)})
+    locp = replace(locp, layer_configs=counts["layer_configs"], layer_requests=counts["layer_requests"],
+                   layer_measured=counts["layer_measured"], end_to_end=runtime.models,
+                   detail=dict(locp.detail, measurement=counts))
     variants[Method.LOCP.value] = locp
     rows[Method.LOCP.value] = _row(subject, locp)
     flops_ratio = locp.flops / subject.flops
     _log(f"  LOCP: {locp.detail.get('report', {}).get('status')}, FLOPs ratio {flops_ratio:.3f}, "
          f"{counts['layer_configs']} configs ({counts['layer_measured']} measured now), "
          f"{locp.decision_s:.1f} s")
-    # prunable share: layer sums from the same meter (the store holds the unpruned configs)
-    cell["prunable_share"] = prunable_share(subject, args.batch, run.precision, meter.latency_us)
+    # prunable share: layer sums through the run's store (it holds the unpruned configs LOCP
+    # measured), on a meter of its own without the budget's deadline and outside LOCP's counts
+    cell["prunable_share"] = prunable_share(subject, args.batch, run.precision,
+                                            LatencyMeter(run.rt, run.store).latency_us)
     cell["prunable_share"]["layer_sum_share_package"] = locp.detail.get("report", {}).get("layer_sum_share")
     publish()
 
@@ -536,7 +547,9 @@ def run_table(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             try:
                 _run_cell(run, cell, len(cells) - i)
             except BudgetExceeded:
-                cell["status"] = "stopped: budget spent during LOCP"
+                cap = cell.get("locp_cap_s")
+                cell["status"] = ("stopped: budget spent during LOCP, before a step it could keep"
+                                  + (f" (LOCP's share: {cap:.0f} s)" if cap else ""))
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 - a failing model gets its line, the run goes on
@@ -579,9 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     print(markdown(result))
     done = sum(c["status"] == "done" for c in result["cells"])
-    print(f"{'PASSED' if result['status'] == 'done' else 'INCOMPLETE'} | benchmarks/imagenet_table.py | "
-          f"{result['wall_s']:.0f} s | {done}/{len(result['cells'])} cells done | {result['out']}")
-    return 0 if result["status"] == "done" else 1
+    failed = sum(c["status"].startswith("failed") for c in result["cells"])
+    complete = result["status"] == "done" and done + failed == len(result["cells"])
+    print(f"{'PASSED' if complete else 'INCOMPLETE'} | benchmarks/imagenet_table.py | "
+          f"{result['wall_s']:.0f} s | {done}/{len(result['cells'])} cells done, {failed} failed "
+          f"| {result['out']}")
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":
