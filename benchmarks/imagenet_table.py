@@ -327,7 +327,7 @@ def _run_cell(run: _Run, cell: dict[str, Any], cells_left: int) -> None:
     variants: dict[str, Variant] = {Method.UNPRUNED.value: unpruned_variant(subject)}
     rows[Method.UNPRUNED.value] = _row(subject, variants[Method.UNPRUNED.value])
 
-    # 1. LOCP: at most 2.5 fair shares of what is left (later cells still run) and --locp-share
+    # 1. LOCP: at most 2.5 fair shares of what is left (the target's later cells still run) and --locp-share
     # of it (this cell's baselines and timing still run); never under a minute
     left = run.budget.left()
     cap = (None if left == float("inf")
@@ -551,7 +551,9 @@ def run_table(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 run.save()
                 continue
             try:
-                _run_cell(run, cell, len(cells) - i)
+                # fair shares among the cells of this target still to run: a later target's
+                # cells come after every model's cell of this one, with what is left
+                _run_cell(run, cell, sum(c["target"] == cell["target"] for c in cells[i:]))
             except BudgetExceeded:
                 cap = cell.get("locp_cap_s")
                 cell["status"] = ("stopped: budget spent during LOCP, before a step it could keep"
