@@ -493,12 +493,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:
+    """results.json and results.md under `out`, each replaced whole (a reader never sees half)."""
+    from benchmarks.results import _atomic_write
+
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("results.json", json.dumps(result, indent=1, default=str) + "\n"),
-                       ("results.md", markdown(result))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out / name)
+    _atomic_write(out / "results.json", json.dumps(result, indent=1, default=str) + "\n")
+    _atomic_write(out / "results.md", markdown(result))
 
 
 def _host() -> dict[str, Any]:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 
 def test_tiny_table_has_every_row(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["--runtime", "onnxruntime-cpu", "--models", "models:Residual", "--input-size", "32",
+    argv = ["--runtime", "onnxruntime-cpu", "--models", "models:Residual,models:NoSuchNet", "--input-size", "32",
             "--batch", "1", "--targets", "1.2", "--bench-iters", "5", "--bench-warmup", "1",
             "--rounds", "2", "--iters", "5", "--warmup", "1", "--max-probes", "2",
             "--probe-rounds", "3", "--budget-s", "120", "--out", str(out), "--no-progress"]
@@ -31,8 +31,11 @@ def test_tiny_table_has_every_row(tmp_path, capsys):
     assert data["status"] == "done" and data["created"][:2] == "20"
     assert data["command"] == "python benchmarks/imagenet_table.py " + " ".join(argv)
     assert "onnxruntime" in data["device"] and data["settings"]["targets"] == [1.2]
-    (cell,) = data["cells"]
+    cell, bad = data["cells"]
     assert cell["model"] == "models:Residual" and cell["target"] == 1.2
+    # a model that cannot be built gets its one error line, and the run went on
+    assert bad["model"] == "models:NoSuchNet" and bad["status"].startswith("failed: ")
+    assert "NoSuchNet" in bad["status"] and len(bad["status"]) < 400 and "\n" not in bad["status"]
     assert cell["status"] == "done" and cell["input_shape"] == [1, 3, 32, 32]
     rows = cell["rows"]
     assert list(rows) == [m.value for m in ROWS]
@@ -58,3 +61,4 @@ def test_tiny_table_has_every_row(tmp_path, capsys):
     assert data["command"] in md and data["device"] in md
     for name in rows:
         assert f"| {name} |" in md
+    assert bad["status"] in md
