@@ -478,8 +478,8 @@ def markdown(result: dict[str, Any]) -> str:
                     note = (f"stopped by the budget, step {det.get('loop_steps')} kept (the loop "
                             f"measured {loop:.3f}x; no final check)")
                 note += f"; aim for baselines {_f(c.get('aim'), '.3f')}x"
-            elif m is Method.UNPRUNED:
-                note = f"status {c.get('status')}" + share
+            elif m is Method.UNPRUNED:  # a cell that did not finish says why on its own line
+                note = "reference" + (share if c.get("status") == "done" else "")
             else:
                 note = det.get("note", "")
             configs = (f"{r['layer_configs']} / {r['layer_measured']}" if m is Method.LOCP else "-")
