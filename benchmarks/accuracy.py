@@ -306,21 +306,11 @@ def _cpu():
 
 def _knob_model(s: Settings, name: str, method: str):
     """knob -> pruned model for a baseline, and a first guess of the knob for a speedup."""
-    from benchmarks.methods import tp_prune, uniform_widths
-    from locp_trt.prune.importance import Importance
-    from locp_trt.prune.plan import PruningPlan, apply_plan
+    from benchmarks.methods import Method, knob_guess, knob_model
 
-    subject = _subject(s, name)
-    hi = 1.0 - s.min_width_ratio
-    if method in ("tp_round1", "tp_round8"):
-        round_to = 1 if method == "tp_round1" else 8
-        return (lambda k: tp_prune(subject.model, SHAPE, k, round_to, global_pruning=True, max_ratio=hi),
-                lambda t: 1 - t ** -0.5, hi)
-    if method == "uniform_l1":
-        def uniform(k: float):
-            plan = PruningPlan(name, SHAPE, uniform_widths(subject, k))
-            return apply_plan(subject.model, plan, SHAPE, importance=Importance.L1)[0]
-        return uniform, (lambda t: 1 - t ** -0.5), hi
+    if method in ("tp_round1", "tp_round8", "uniform_l1"):
+        make, hi = knob_model(_subject(s, name), Method(method), min_width_ratio=s.min_width_ratio)
+        return make, knob_guess, hi
     if method == "halp_knapsack":
         return (*_knapsack(s, name), 0.95)
     raise ValueError(f"unknown baseline {method!r}")

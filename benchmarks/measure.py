@@ -22,7 +22,7 @@ from locp_trt.latency.store import LatencyStore
 from locp_trt.latency.timing import BenchConfig, Timing
 
 __all__ = ["BudgetExceeded", "Budget", "Runtimes", "make_runtimes", "MeteredRuntime", "CountedLatency",
-           "meter_counts", "ModelTimer", "interleaved"]
+           "meter_counts", "ModelTimer", "interleaved", "interleaved_builds"]
 
 #: Runtimes that time torch modules directly (no ONNX export).
 _TORCH_RUNTIMES = ("torch", "torch-cpu")
@@ -85,8 +85,8 @@ def make_runtimes(name: str, *, threads: int = 1, layer_iters: int = 20, model_i
 
 
 class MeteredRuntime:
-    """A runtime as a decision sees it: layer measurements stop with `BudgetExceeded` once
-    `deadline` (monotonic s) has passed, and every whole-model build is counted, with the time
+    """A runtime as a decision sees it: layer measurements and whole-model builds stop with
+    `BudgetExceeded` once `deadline` (monotonic s) has passed, and every build is counted, with the time
     its samples took (`models`, `model_s`). Everything else is the runtime's own."""
 
     def __init__(self, runtime: Runtime, deadline: float | None = None) -> None:
@@ -112,12 +112,22 @@ class MeteredRuntime:
 
         return timed
 
+    def _check(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise BudgetExceeded("time budget spent before building a whole model")
+
     def prepare_module(self, module: Any, shape: Sequence[int], precision: Precision):
+        self._check()
         return self._timed(self._runtime.prepare_module(module, shape, precision))
 
     def builder(self, module: Any, shape: Sequence[int], precision: Precision):
         build = self._runtime.builder(module, shape, precision)
-        return lambda: self._timed(build())
+
+        def fresh():
+            self._check()
+            return self._timed(build())
+
+        return fresh
 
 
 class CountedLatency:
@@ -209,3 +219,69 @@ def interleaved(timers: Mapping[str, Callable[[], Timing]], rounds: int = 3,
             log(f"  timing round {r + 1}/{rounds}: "
                 + ", ".join(f"{n} {got[n][-1].median_us:.1f}" for n in names) + " µs")
     return {n: _summarise(ts) for n, ts in got.items()}
+
+
+def interleaved_builds(builders: Mapping[str, Callable[[], Callable[[int, int], list[float]]]],
+                       reference: str, *, builds: int = 1, rounds: int = 5, warmup: int = 3,
+                       iters: int = 50, confidence: float = 0.90, deadline: float | None = None,
+                       log: Callable[[str], None] | None = None,
+                       after_build: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Every variant built afresh `builds` times; per build, every sampler timed once per round,
+    the order alternating each round; each variant's speedup over `reference` with an interval.
+
+    `builders` map a variant to a factory of fresh builds (`Runtime.builder`). The speedup is the
+    geometric mean of the round ratios (reference median / variant median); its interval at
+    `confidence` is the wider of the between-build and the pooled-rounds Student-t intervals,
+    as `latency.compare.compare_builds` judges. Rounds and builds after `deadline` are skipped
+    (one round of the first build always runs).
+
+    Returns variant -> {median_us (median of round medians), p10_us, p90_us (pooled samples),
+    round_medians_us, builds, n, speedup, speedup_low, speedup_high, confidence}.
+    """
+    import math
+
+    from locp_trt.latency.compare import _build_interval
+
+    names = list(builders)
+    if reference not in names:
+        raise ValueError(f"reference {reference!r} is not among the variants")
+    medians: dict[str, list[list[float]]] = {n: [] for n in names}
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for b in range(max(1, builds)):
+        if b > 0 and deadline is not None and time.monotonic() > deadline:
+            if log:
+                log(f"  timing: budget spent, stopping after {b} build(s)")
+            break
+        samplers = {n: builders[n]() for n in (names if b % 2 == 0 else names[::-1])}
+        for n in names:
+            medians[n].append([])
+        for r in range(max(1, rounds)):
+            if r > 0 and deadline is not None and time.monotonic() > deadline:
+                break
+            for n in (names if (b + r) % 2 == 0 else names[::-1]):
+                got = [float(v) for v in samplers[n](warmup, iters)]
+                samples[n].extend(got)
+                medians[n][-1].append(float(np.median(got)))
+        if log:
+            log(f"  timing build {b + 1}/{builds}: "
+                + ", ".join(f"{n} {np.median(medians[n][-1]):.1f}" for n in names) + " µs")
+        del samplers
+        if after_build is not None:
+            after_build()
+    out: dict[str, dict[str, Any]] = {}
+    ref = medians[reference]
+    for n in names:
+        logs = [[math.log(x / y) if x > 0 and y > 0 else 0.0 for x, y in zip(rb, vb)]
+                for rb, vb in zip(ref, medians[n])]
+        est, low, high = _build_interval(logs, confidence)
+        pooled = np.asarray(samples[n], dtype=np.float64)
+        flat = [m for bm in medians[n] for m in bm]
+        out[n] = {"median_us": round(float(np.median(flat)), 3),
+                  "p10_us": round(float(np.percentile(pooled, 10)), 3),
+                  "p90_us": round(float(np.percentile(pooled, 90)), 3),
+                  "round_medians_us": [[round(m, 3) for m in bm] for bm in medians[n]],
+                  "builds": len(medians[n]), "n": int(pooled.size),
+                  "speedup": round(est, 4), "speedup_low": round(low, 4),
+                  "speedup_high": round(high, 4) if math.isfinite(high) else None,
+                  "confidence": confidence}
+    return out

@@ -54,6 +54,11 @@ __all__ = [
     "run_uniform",
     "exhaustive_table",
     "run_halp",
+    "knob_model",
+    "knob_guess",
+    "uniform_knob_for_flops",
+    "variant_of",
+    "prunable_share",
 ]
 
 
@@ -286,13 +291,15 @@ def run_locp(subject: Subject, speedup: float, batch: int, precision: Precision,
 
     t0 = time.perf_counter()
     stopped = False
+    report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="locp_bench_") as tmp:
         out = Path(tmp) / "run"
         try:
-            result = locp_trt.optimize(subject.model, subject.input_shape, meter=meter, speedup=speedup,
-                                       out=out, precision=precision, batch=batch, arch=subject.name,
-                                       min_width_ratio=min_width_ratio, export=False, engine=False,
-                                       log=keep, progress=progress).result
+            optimized = locp_trt.optimize(subject.model, subject.input_shape, meter=meter,
+                                          speedup=speedup, out=out, precision=precision, batch=batch,
+                                          arch=subject.name, min_width_ratio=min_width_ratio,
+                                          export=False, engine=False, log=keep, progress=progress)
+            result, report = optimized.result, optimized.report.get("result", {})
             model, history = result.model, list(result.history)
             target, met = result.target_speedup, result.met_target
         except BudgetExceeded:
@@ -315,6 +322,14 @@ def run_locp(subject: Subject, speedup: float, batch: int, precision: Precision,
                            "predicted_us": round(h.predicted_us, 3), "flops": h.flops,
                            "search": h.search} for h in history],
               "log": lines[-3:]}
+    if report:  # the run's own verdict: status, final check (interval) and the layer sum's share
+        lm = report.get("latency_model") or {}
+        detail["report"] = {"status": report.get("status"), "speedup": report.get("speedup"),
+                            "speedup_low": report.get("speedup_low"),
+                            "speedup_high": report.get("speedup_high"),
+                            "stop_reason": report.get("stop_reason"),
+                            "why_missed": report.get("why_missed"),
+                            "layer_sum_share": lm.get("layer_sum_share")}
     return _variant(subject, Method.LOCP, final.widths, model.eval(), decision_s=wall, detail=detail)
 
 
@@ -480,3 +495,63 @@ def run_halp(subject: Subject, *, target_us: float, batch: int, precision: Preci
               "search": str(result),
               "predicted_check_us": round(predicted_latency_us(graph, result.widths, latency_us), 3)}
     return _variant(subject, Method.HALP, result.widths, model.eval(), decision_s=wall, detail=detail)
+
+
+# ---- baselines searched to a measured speed (speed_match) ---------------------------------------
+def knob_model(subject: Subject, method: Method, *, min_width_ratio: float = 0.1,
+               global_pruning: bool = True) -> tuple[Callable[[float], nn.Module], float]:
+    """knob -> a pruned copy of `subject.model` for a baseline, and the largest knob allowed.
+
+    The knob is Torch-Pruning's `pruning_ratio` (TP_ROUND1, TP_ROUND8) or the fraction every
+    group loses (UNIFORM_L1, L1 channels); no group goes below `min_width_ratio` of its width.
+    """
+    hi = 1.0 - min_width_ratio
+    if method in (Method.TP_ROUND1, Method.TP_ROUND8):
+        round_to = 8 if method is Method.TP_ROUND8 else 1
+        return (lambda k: tp_prune(subject.model, subject.input_shape, k, round_to,
+                                   global_pruning=global_pruning, max_ratio=hi)), hi
+    if method is Method.UNIFORM_L1:
+        def uniform(k: float) -> nn.Module:
+            plan = PruningPlan(subject.name, subject.input_shape, uniform_widths(subject, k))
+            return apply_plan(subject.model, plan, subject.input_shape, importance=Importance.L1)[0].eval()
+        return uniform, hi
+    raise ValueError(f"no knob for method {method.value!r}")
+
+
+def knob_guess(speedup: float) -> float:
+    """A first knob for a measured speedup: the removed fraction whose FLOPs (which fall about as
+    the square of the kept fraction) would give it if latency tracked FLOPs."""
+    return 1.0 - speedup ** -0.5
+
+
+def uniform_knob_for_flops(subject: Subject, flops_ratio: float, *, tol: float = 0.02,
+                           max_removed: float = 0.9) -> float:
+    """The uniform removed fraction whose FLOPs come closest to `flops_ratio` (counted, not
+    timed: a cheap first knob for a speed search that starts from another method's FLOPs)."""
+    base = subject.flops
+    knob, _, _ = _bisect(lambda r: subject.graph.flops(uniform_widths(subject, r)) / base,
+                         flops_ratio, max_removed, tol)
+    return knob
+
+
+def variant_of(subject: Subject, method: Method, model: nn.Module, **kw: Any) -> Variant:
+    """A `Variant` of a pruned copy of `subject.model` (widths read off its modules)."""
+    return _variant(subject, method, widths_of(subject, model), model.eval(), **kw)
+
+
+def prunable_share(subject: Subject, batch: int, precision: Precision,
+                   latency_us: Callable[[LayerConfig], float]) -> dict[str, Any]:
+    """Layer sums of the unpruned model at (batch, precision): every conv/linear layer, and the
+    layers whose shape a prunable group changes (the time pruning can act on), in µs.
+
+    Divide by a measured end-to-end latency for the share of the time that is prunable.
+    """
+    graph = build_graph(subject.model, subject.input_shape, batch=batch, precision=precision)
+    configs = graph.layer_configs({})
+    touched: set[str] = set()
+    for g in graph.prunable():
+        touched.update(graph.touched_layers(g.id))
+    times = {n: float(latency_us(c)) for n, c in configs.items()}
+    return {"layers": len(configs), "prunable_layers": len(touched & set(configs)),
+            "layer_sum_us": round(sum(times.values()), 3),
+            "prunable_sum_us": round(sum(t for n, t in times.items() if n in touched), 3)}

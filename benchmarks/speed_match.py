@@ -7,7 +7,9 @@ widths), and a larger ratio is not always faster (Torch-Pruning leaves a group w
 rounding would take it under its floor). So `match_speedup` does not assume monotonicity:
 
 1. the first guess (from a FLOPs model) is measured; within `tol` of the target, that is all;
-2. otherwise a coarse grid of knobs up to `hi` is measured;
+2. otherwise a coarse grid of knobs up to `hi` is measured (`grid=0`: no grid; while every
+   probe is short of the target, the next knob is extrapolated in log speedup from the two
+   largest knobs, up to `hi`: fewer probes where each one costs a model build on a GPU);
 3. among neighbouring knobs (knob 0 is the unpruned model, speedup 1) whose speedups straddle
    the target, the smallest-knob pair (the least pruning that reaches the speed) is refined by
    alternating interpolation in log speedup and bisection, until within `tol` or out of probes;
@@ -72,7 +74,7 @@ def match_speedup(measure: Callable[[float], float], target: float, *, guess: fl
         guess: first knob to try (e.g. from a FLOPs model).
         hi: largest knob allowed.
         tol: accept |speedup / target - 1| <= tol.
-        grid: knobs of the coarse scan (evenly spaced up to `hi`).
+        grid: knobs of the coarse scan (evenly spaced up to `hi`); 0 steps out from the guess.
         max_probes: measurements at most.
     """
     if not target > 1:
@@ -107,6 +109,14 @@ def match_speedup(measure: Callable[[float], float], target: float, *, guess: fl
         pts = [SpeedProbe(0.0, 1.0), *sorted(seen.values(), key=lambda p: p.knob)]
         brackets = [(a, b) for a, b in zip(pts, pts[1:])
                     if (a.speedup - target) * (b.speedup - target) < 0 and b.knob - a.knob > 1e-4]
+        if not brackets and grid == 0 and pts[-1].knob < hi - 1e-6:
+            # step out: extrapolate through the two largest knobs (or halve the way to hi when
+            # the last one gained nothing)
+            a, b = pts[-2], pts[-1]
+            k = _interpolate(a, b, target) if b.speedup > a.speedup else 0.5 * (b.knob + hi)
+            k = min(hi, max(k, b.knob + 0.05 * hi))
+            probe(k)
+            continue
         if not brackets:  # nothing measured reaches the target: look closer around the fastest
             top = max(range(1, len(pts)), key=lambda i: pts[i].speedup)
             around = [0.5 * (pts[j].knob + pts[top].knob) for j in (top - 1, top + 1) if 0 <= j < len(pts)]
