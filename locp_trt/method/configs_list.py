@@ -267,7 +267,7 @@ def _step_configs(graph: Any, ranges: Mapping[str, range], widths: Mapping[str, 
             continue
         touched = graph.touched_layers(gid)
         for w in ranges[gid]:
-            cfgs = graph.layer_configs({**widths, gid: w})
+            cfgs = graph.layer_configs({**widths, gid: w}, touched)
             out.update(dict.fromkeys(cfgs[name] for name in touched))
     return list(out)
 

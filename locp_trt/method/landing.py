@@ -53,7 +53,8 @@ class Landing:
     k: int
     probe: Probe
     probes: tuple[Probe, ...]
-    reached_aim: bool  # some prefix measured at or above the aim
+    reached_aim: bool  # some prefix measured at or above the aim (or, measured, inside the band)
+    stopped: bool = False  # the probes ended early: `stop` said so (the run's time budget)
 
 
 def _first_at_or_below(values: Sequence[float], bound: float, start: int, stop: int) -> int | None:
@@ -65,7 +66,7 @@ def _first_at_or_below(values: Sequence[float], bound: float, start: int, stop: 
 
 def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
          probe: Callable[[int], Probe], *, max_probes: int = 8,
-         band: tuple[float, float] | None = None) -> Landing:
+         band: tuple[float, float] | None = None, stop: Callable[[], bool] | None = None) -> Landing:
     """Find the smallest prefix of a decision path whose speedup reaches `aim`.
 
     Args:
@@ -74,9 +75,12 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
         aim: the speedup to reach.
         probe: measures prefix k (1 <= k <= n) and returns its `Probe`.
         max_probes: measurements at most.
-        band: (low, high) speedups that are acceptable outright. When the prefix found overshoots
+        band: (low, high) speedups that are acceptable outright. A measured probe whose whole
+            interval lies inside the band is taken at once; when the prefix found overshoots
             `high`, a measured prefix inside the band (below the aim, at or above `low`) is
             preferred to it.
+        stop: asked after each probe; True ends the search with the probes taken so far (at
+            least one), as if `max_probes` were spent.
     """
     n = len(predicted_us) - 1
     if n < 1:
@@ -89,7 +93,11 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
     lo, hi = 0, None
     bisect_next = False
     target = 1.0 / aim
+    stopped = False
     while len(probes) < max_probes:
+        if probes and stop is not None and stop():
+            stopped = True
+            break
         if hi is not None and hi - lo <= 1:
             break
         if hi is None and lo == n:
@@ -118,6 +126,9 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
             bisect_next = True
         p = probe(k)
         probes[k] = p
+        if band is not None and p.rounds > 0 and band[0] <= p.low and p.high <= band[1]:
+            # Measured inside the band with its whole interval: landed, whatever the aim says.
+            return Landing(k=k, probe=p, probes=tuple(probes.values()), reached_aim=True)
         lat[k] = 1.0 / p.speedup
         if p.speedup >= aim:
             hi = k
@@ -128,7 +139,9 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
             inside = [p for p in probes.values() if band[0] <= p.speedup <= band[1]]
             if inside:
                 best = min(inside, key=lambda p: (abs(p.speedup - aim), p.k))
-                return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=True)
-        return Landing(k=hi, probe=probes[hi], probes=tuple(probes.values()), reached_aim=True)
+                return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=True,
+                               stopped=stopped)
+        return Landing(k=hi, probe=probes[hi], probes=tuple(probes.values()), reached_aim=True,
+                       stopped=stopped)
     best = max(probes.values(), key=lambda p: (p.speedup, -p.k))
-    return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=False)
+    return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=False, stopped=stopped)

@@ -120,6 +120,7 @@ class Optimizer:
             data where it needs data).
         schedule: the step goals (default: `config.steps` geometric steps with fine-tuning
             between them, else one, then `config.extra_steps`).
+        clock: seconds, for `config.time_budget_s` (counted from here; a fake one in tests).
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], config: OptimizeConfig, *,
@@ -130,7 +131,10 @@ class Optimizer:
                  log: Callable[[str], None] = print, progress: bool = True,
                  builder: Callable[[nn.Module], Callable[[], Sampler]] | None = None,
                  build_variance: bool = False, scorer: Scorer | None = None,
-                 schedule: GeometricSchedule | None = None) -> None:
+                 schedule: GeometricSchedule | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
         self.original = model.eval()
         self.input_shape = tuple(int(v) for v in input_shape)
         self.config = config
@@ -154,6 +158,17 @@ class Optimizer:
         tuned = config.finetune is not None and loaders is not None
         self.schedule = schedule or GeometricSchedule(config.steps if tuned else 1, config.extra_steps)
         self.graph0 = self.graph(self.original)
+
+    # ---- the time budget -------------------------------------------------------------------------
+    def time_spent(self) -> bool:
+        """Whether `config.time_budget_s` has run out (never without one)."""
+        budget = self.config.time_budget_s
+        return budget is not None and self.clock() - self.started >= budget
+
+    def budget_line(self, when: str) -> str:
+        """'the time budget (--time-budget-s 300) was spent after step 1 (312 s)'."""
+        return (f"the time budget (--time-budget-s {self.config.time_budget_s:g}) was spent {when} "
+                f"({self.clock() - self.started:.0f} s)")
 
     # ---- what the steps share ----------------------------------------------------------------------
     def graph(self, model: nn.Module) -> ModelGraph:
@@ -241,6 +256,11 @@ class Optimizer:
                                    f"{schedule.steps}, --extra-steps {schedule.extra_steps})")
                 run.hard_stop = True
                 return
+            if self.time_spent():
+                run.stop_reason = self.budget_line(f"after step {last.step}" if last.step else "before step 1")
+                run.hard_stop = True
+                self.log(f"{run.stop_reason}: ending with the best checkpoint so far")
+                return
             number = last.step + 1
             goal, final = schedule.goal(number, reached, target)
             # After a redo the aim (and the band the step's probes land in) is scaled by what the
@@ -303,14 +323,22 @@ class Optimizer:
         if i + 1 == len(history):  # the emitted step is the last: its checkpoint is this model
             self.checkpoints.save(run.model, run.plan, history, target)
         high = target * (1 + cfg.tolerance)
+        # The budget spent (during the last step or this check): no redo and no further step.
+        spent = self.time_spent()
         if (confirmation.verdict is Verdict.MEETS and confirmation.speedup > high
                 and target <= (chosen.landed_speedup or chosen.speedup_over(history[0])) <= high
                 and chosen.step == history[-1].step and run.repairs < MAX_REPAIRS):
-            self._redo(run, chosen, confirmation)
-            return True
+            if not spent:
+                self._redo(run, chosen, confirmation)
+                return True
+            run.stop_reason = f"{self.budget_line(f'by the final check of step {chosen.step}')}: not redone"
+            return False
         if confirmation.verdict is Verdict.MEETS:  # the whole interval at or above the target
             return False
-        if run.hard_stop or chosen.step != history[-1].step or history[-1].step >= self.schedule.last_step:
+        if (run.hard_stop or spent or chosen.step != history[-1].step
+                or history[-1].step >= self.schedule.last_step):
+            if spent and not run.hard_stop:
+                run.stop_reason = self.budget_line(f"by the final check of step {chosen.step}")
             measured = f"the final check measured {confirmation.speedup:.3f}x"
             run.stop_reason = f"{run.stop_reason}; {measured}" if run.stop_reason else measured
             return False

@@ -57,13 +57,15 @@ class Reference:
             self._reference = self.reference_builds()()
         return self._reference
 
-    def compare(self, model: nn.Module, threshold: float | None, *, builds: int = 1) -> Comparison:
+    def compare(self, model: nn.Module, threshold: float | None, *, builds: int = 1,
+                band: tuple[float, float] | None = None) -> Comparison:
         """Interleaved comparison of `model` with the unpruned model. With `builds` > 1, that many
         fresh builds of both are compared and judged together (`compare_builds`); with 1, the
-        run's reference build and one build of `model`."""
+        run's reference build and one build of `model`, whose rounds also stop once the interval
+        lies inside `band` (a probe of the last step)."""
         candidate = self.builds(model)
         if builds <= 1:
-            return compare(self.reference(), candidate(), self.rule, threshold=threshold)
+            return compare(self.reference(), candidate(), self.rule, threshold=threshold, band=band)
         return compare_builds(self.reference_builds(), candidate, self.rule,
                               threshold=threshold, builds=builds)
 
