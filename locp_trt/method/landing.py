@@ -13,8 +13,10 @@ whose measured speedup reaches `aim` with few measurements:
    prediction between lo and hi, alternating with plain bisection so that a bent curve cannot
    stall it, until hi = lo + 1 or `max_probes` is spent.
 
-The result is hi (the smallest prefix measured at or above the aim) or, when no prefix reached
-the aim, the fastest one measured. Each probe is a comparison with its own statistical rule
+A measured probe whose whole interval lies inside the band (the last step's) is taken at once,
+and `stop` (the run's time budget) ends the search after any probe. Otherwise the result is hi
+(the smallest prefix measured at or above the aim) or, when no prefix reached the aim, the
+fastest one measured. Each probe is a comparison with its own statistical rule
 (`latency.compare`); `land` only steers.
 """
 

@@ -12,6 +12,9 @@
    the target after the last step: one more step. Above the band while its step's probe landed
    inside: the step is redone from the checkpoint before it, aiming lower.
 
+With `config.time_budget_s`, no step or redo starts once the budget is spent (a step's discovery
+and landing end early too: `step.Step`), and the best checkpoint reached is emitted and checked.
+
 After every step the model and history are checkpointed (`checkpoints`); `run(resume=True)`
 continues from the last one. See docs/METHOD.md, "Landing on the target".
 """
