@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -428,8 +429,13 @@ class Optimizer:
         predicted = base_us / floor_us if floor_us > 0 else math.inf
         best, how = predicted, f"predicted {predicted:.2f}x"
         if self.reference is not None:
+            # Latency only: which channels is moot, so the first ones rank highest (each concat
+            # part keeps its floor) and no channel is scored: scoring every group through
+            # Torch-Pruning took 12-32 s on DenseNet-121.
+            order = {g: -np.arange(graph0.groups[g].width, dtype=np.float64) for g in floors}
             floor_model, _ = apply_plan(self.original, PruningPlan(self.arch, self.input_shape, floors),
-                                        self.input_shape)  # latency only: which channels is moot
+                                        self.input_shape, scores=order,
+                                        min_width_ratio=self.config.min_width_ratio)
             cmp = self.reference.compare(floor_model, threshold=None)
             self.calibration.note("floor", predicted, cmp.speedup)
             self.calibration.observe(graph0, floor_widths, baseline.latency_us / cmp.speedup)
