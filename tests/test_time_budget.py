@@ -20,6 +20,7 @@ from locp_trt.method.config import GeometricSchedule, OptimizeConfig
 from locp_trt.method.landing import Probe, land
 from locp_trt.method.loop import Optimizer
 from locp_trt.prune.graph import build_graph
+from locp_trt.report.content import result_block
 
 
 class DenseLayer(nn.Module):
@@ -129,9 +130,13 @@ def test_a_budget_spent_while_landing_keeps_the_probes_taken(tmp_path):
 
 def test_a_budget_spent_before_step_1_emits_the_unpruned_model(tmp_path):
     clock = Clock(r"^baseline: ")
-    result = optimizer(tmp_path, clock, budget=60).run()
+    opt = optimizer(tmp_path, clock, budget=60)
+    result = opt.run()
     assert [h.step for h in result.history] == [0] and result.chosen_step == 0
     assert not result.met_target and "spent before step 1" in result.stop_reason
+    block = result_block(opt.config, result, result.confirmation)  # the report says what it was
+    assert block["status"] == "missed" and block["speedup_kind"].startswith("measured (the unpruned model")
+    assert "spent before step 1" in block["why_missed"]
 
 
 def test_discovery_stops_once_spent_and_leaves_the_rest_at_their_width():
