@@ -202,3 +202,16 @@ def test_compare_stops_once_the_interval_is_inside_the_band():
 def test_time_budget_must_be_positive():
     with pytest.raises(InvalidConfigError, match="--time-budget-s must be a positive"):
         OptimizeConfig(speedup=1.5, time_budget_s=0)
+
+
+def test_the_option_reaches_the_job_and_bad_values_are_one_error_line(monkeypatch, tmp_path, capsys):
+    from test_cli_optimize_args import job_for
+
+    from locp_trt.cli import main
+
+    assert job_for(monkeypatch, tmp_path / "a").method.time_budget_s is None
+    assert job_for(monkeypatch, tmp_path / "b", "--time-budget-s", "300").method.time_budget_s == 300.0
+    assert main(["optimize", "example", "--out", str(tmp_path / "o"), "--time-budget-s", "0"]) == 1
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "--time-budget-s" in line and "expected a positive number" in line and "Traceback" not in err
