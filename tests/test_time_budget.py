@@ -128,6 +128,19 @@ def test_a_budget_spent_while_landing_keeps_the_probes_taken(tmp_path):
     assert "spent after step 1" in result.stop_reason and result.status == "missed"
 
 
+def test_a_step_cut_short_that_reaches_the_target_says_so(tmp_path):
+    """Step 1 of one (no fine-tuning) meets the target on its first probe, above a 1% band, and
+    the budget ends the landing there: the stop reason says the budget cut the step's search."""
+    clock = Clock(r"^step 1: probe ")
+    torch.manual_seed(0)
+    cfg = OptimizeConfig(speedup=1.3, tolerance=0.01, time_budget_s=60, compare=CompareRule(max_rounds=3))
+    result = Optimizer(DenseLike().eval(), SHAPE, cfg, latency_us=layer_us, prepare_model=prepare,
+                       out_dir=tmp_path, log=clock.log, progress=False, clock=clock).run()
+    assert [h.step for h in result.history] == [0, 1] and len(result.history[1].probes) == 1
+    assert result.stop_reason.startswith("target reached at step 1")
+    assert "the time budget (--time-budget-s 60) cut step 1's search short" in result.stop_reason
+
+
 def test_a_budget_spent_before_step_1_emits_the_unpruned_model(tmp_path):
     clock = Clock(r"^baseline: ")
     opt = optimizer(tmp_path, clock, budget=60)

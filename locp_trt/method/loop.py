@@ -389,6 +389,10 @@ class Optimizer:
                      "note": (f"rejected step(s) {rejected}; emitted step {chosen.step}" if rejected
                               else "every step stayed within the limit")}
         stop_reason = run.stop_reason
+        cut = [h.step for h in history if "time budget" in h.search]
+        if cut and "time budget" not in stop_reason:  # the step ended early, the loop did not
+            stop_reason += (f"; the time budget (--time-budget-s {cfg.time_budget_s:g}) cut step "
+                            f"{cut[-1]}'s search short")
         if run.overshoots:
             stop_reason += "; " + "; ".join(
                 f"step {o['step']} overshot at {o['speedup']:.3f}x and was redone" for o in run.overshoots)

@@ -115,7 +115,9 @@ class Step:
         record = loop.record(
             self.number, new_model, new_plan.widths, t0, measured, predicted_speedup=predicted_speedup,
             landed_speedup=landed.probe.speedup, target_us=self.history[0].latency_us / self.goal,
-            goal_speedup=self.goal, search=landed.summary,
+            goal_speedup=self.goal,
+            search=landed.summary + (f"; {skipped} groups not discovered: {loop.budget_line('during discovery')}"
+                                     if skipped else ""),
             candidates={g: list(c.widths) for g, c in self.candidates.items()},
             decisions=landed.probe.k, path_length=ladder.plans,
             importance_lost=self.history[-1].importance_lost + landed.rung.importance_lost,
