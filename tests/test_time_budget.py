@@ -228,3 +228,20 @@ def test_the_option_reaches_the_job_and_bad_values_are_one_error_line(monkeypatc
     err = capsys.readouterr().err
     (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     assert "--time-budget-s" in line and "expected a positive number" in line and "Traceback" not in err
+
+
+def test_a_spent_budget_keeps_the_final_check_to_its_first_builds():
+    from locp_trt.method.reference import Reference
+
+    def prepare_model(module):  # each build: rounds alternate 1.45x and 1.55x against the reference
+        calls = iter(range(10_000))
+        if module.out_features == 3:
+            return lambda warmup, iters: [100.0] * iters
+        return lambda warmup, iters: [145.0 if next(calls) % 2 == 0 else 155.0] * iters
+
+    ref = Reference(nn.Linear(2, 2), CompareRule(max_rounds=4), prepare_model)
+    candidate = nn.Linear(2, 3)  # told apart from the reference by its 3 outputs
+    extended = ref.compare(candidate, threshold=1.5, builds=3)
+    kept = ref.compare(candidate, threshold=1.5, builds=3, extend=False)
+    assert extended.verdict.value == kept.verdict.value == "unclear"
+    assert len(extended.builds) == CompareRule().max_builds and len(kept.builds) == 3

@@ -456,8 +456,10 @@ class Optimizer:
         of both (`config.compare.builds` pairs at least, more while unclear): never the build or
         the rounds that selected the step."""
         builds = self.config.compare.builds
-        self.log(f"final check: the emitted model against the unpruned one, {builds} fresh builds of each")
-        cmp = self.reference.compare(model, threshold=target, builds=builds)
+        spent = self.time_spent()  # then no builds beyond the first `builds` while unclear
+        self.log(f"final check: the emitted model against the unpruned one, {builds} fresh builds of each"
+                 + (" (the time budget is spent: no more while unclear)" if spent else ""))
+        cmp = self.reference.compare(model, threshold=target, builds=builds, extend=not spent)
         spread = cmp.build_spread
         self.log(f"final check: {cmp.describe()}"
                  + (f"; per-build medians spread {spread:.1%}" if spread is not None else ""))

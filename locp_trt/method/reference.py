@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch.nn as nn
@@ -58,16 +59,17 @@ class Reference:
         return self._reference
 
     def compare(self, model: nn.Module, threshold: float | None, *, builds: int = 1,
-                band: tuple[float, float] | None = None) -> Comparison:
+                band: tuple[float, float] | None = None, extend: bool = True) -> Comparison:
         """Interleaved comparison of `model` with the unpruned model. With `builds` > 1, that many
-        fresh builds of both are compared and judged together (`compare_builds`); with 1, the
-        run's reference build and one build of `model`, whose rounds also stop once the interval
-        lies inside `band` (a probe of the last step)."""
+        fresh builds of both are compared and judged together (`compare_builds`; more, up to the
+        rule's `max_builds`, while unclear, unless `extend` is False: the time budget is spent);
+        with 1, the run's reference build and one build of `model`, whose rounds also stop once
+        the interval lies inside `band` (a probe of the last step)."""
         candidate = self.builds(model)
         if builds <= 1:
             return compare(self.reference(), candidate(), self.rule, threshold=threshold, band=band)
-        return compare_builds(self.reference_builds(), candidate, self.rule,
-                              threshold=threshold, builds=builds)
+        rule = self.rule if extend else replace(self.rule, max_builds=max(builds, self.rule.builds))
+        return compare_builds(self.reference_builds(), candidate, rule, threshold=threshold, builds=builds)
 
     def baseline(self) -> dict[str, Any]:
         """The unpruned model timed alone (as many samples as a full comparison's minimum)."""
