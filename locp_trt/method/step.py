@@ -10,6 +10,10 @@ fine-tune -> record.
    measured interleaved (`Reference`), reaches the step's aim; when one rung jumps over the band,
    the single decisions before it predicted to land inside;
 6. prune physically (`prune.plan.apply_plan`), fine-tune, and record.
+
+Once the run's time budget is spent (`loop.time_spent`), the discovery leaves the groups it has
+not reached at their width and the landing keeps the probes it has taken; the record's `search`
+says so.
 """
 
 from __future__ import annotations
