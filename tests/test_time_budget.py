@@ -245,3 +245,36 @@ def test_a_spent_budget_keeps_the_final_check_to_its_first_builds():
     kept = ref.compare(candidate, threshold=1.5, builds=3, extend=False)
     assert extended.verdict.value == kept.verdict.value == "unclear"
     assert len(extended.builds) == CompareRule().max_builds and len(kept.builds) == 3
+
+
+def test_a_budget_spent_at_a_redo_emits_the_step_it_would_have_replaced(tmp_path):
+    """Fresh builds in the final check run 15% faster than the probes' (as GPU builds may): the
+    check lands above the band and the loop redoes step 1; the budget runs out as the redo
+    starts, so the overshot step 1, which met the target, is emitted with its own final check
+    (not the unpruned model)."""
+    clock = Clock(r"^final check .* redoing step 1")
+    original = DenseLike().eval()
+    n_params = sum(p.numel() for p in original.parameters())
+    fresh = [False]
+
+    def log(line: str) -> None:
+        clock.log(line)
+        fresh[0] = fresh[0] or line.startswith("final check: the emitted model")
+
+    def prepare_fresh(module: nn.Module):
+        sample = prepare(module)
+        pruned = sum(p.numel() for p in module.parameters()) != n_params
+        scale = 0.85 if fresh[0] and pruned else 1.0
+        return lambda warmup, iters: [v * scale for v in sample(warmup, iters)]
+
+    torch.manual_seed(0)
+    cfg = OptimizeConfig(speedup=1.3, time_budget_s=60, compare=CompareRule(max_rounds=3))
+    result = Optimizer(original, SHAPE, cfg, latency_us=layer_us, prepare_model=prepare_fresh,
+                       out_dir=tmp_path, log=log, progress=False, clock=clock).run()
+    assert any("redoing step 1" in line for line in clock.lines)
+    assert [h.step for h in result.history] == [0, 1] and result.chosen_step == 1
+    assert result.confirmation is not None and result.confirmation.speedup > 1.3 * 1.1
+    assert result.met_target and result.status == "overshot"
+    assert result.stop_reason.startswith("the time budget (--time-budget-s 60) was spent while step 1 "
+                                         "was redone")
+    assert "emitting step 1 as first checked" in result.stop_reason and "and was redone" not in result.stop_reason

@@ -98,6 +98,10 @@ class _Run:
     tuned_step: int = -1  # the step the final fine-tune last ran on
     repairs: int = 0
     overshoots: list[dict[str, Any]] = field(default_factory=list)
+    # The step a redo replaced (model, plan, record, final check): it met the target, above the
+    # band; emitted again when the time budget runs out before the redo has met the target.
+    before_redo: tuple[nn.Module, PruningPlan, StepRecord, Comparison] | None = None
+    restored: bool = False  # that step was put back: its final check stands
 
 
 class Optimizer:
@@ -210,7 +214,7 @@ class Optimizer:
         while True:
             self._steps(run)
             chosen = self._emit(run)
-            if self.reference is None or chosen.step == 0:
+            if self.reference is None or chosen.step == 0 or run.restored:
                 break
             if not self._final_check(run, chosen):
                 break
@@ -264,6 +268,7 @@ class Optimizer:
                 run.stop_reason = self.budget_line(f"after step {last.step}" if last.step else "before step 1")
                 run.hard_stop = True
                 self.log(f"{run.stop_reason}: ending with the best checkpoint so far")
+                self._restore_before_redo(run)
                 return
             number = last.step + 1
             goal, final = schedule.goal(number, reached, target)
@@ -339,6 +344,8 @@ class Optimizer:
             return False
         if confirmation.verdict is Verdict.MEETS:  # the whole interval at or above the target
             return False
+        if spent and self._restore_before_redo(run):
+            return False
         if (run.hard_stop or spent or chosen.step != history[-1].step
                 or history[-1].step >= self.schedule.last_step):
             if spent and not run.hard_stop:
@@ -368,6 +375,7 @@ class Optimizer:
                  f"step {chosen.step - 1} with a lower aim ({run.repairs} of {MAX_REPAIRS})")
         run.overshoots.append({"step": chosen.step, "speedup": round(confirmation.speedup, 4),
                                "aim_scale": round(self.aim_scale, 4)})
+        run.before_redo = (run.model, run.plan, history[-1], confirmation)
         history.pop()
         previous = history[-1]
         run.model, run.plan = self.checkpoints.load_step(previous.step)
@@ -375,6 +383,26 @@ class Optimizer:
             run.model = copy.deepcopy(self.original)
         self.checkpoints.save(run.model, run.plan, history, target)
         run.tuned_step = -1
+
+    def _restore_before_redo(self, run: _Run) -> bool:
+        """With the time budget spent during a redo that has not met the target, put back the
+        step it replaced (met, above the band) with its final check; True when it did."""
+        if run.before_redo is None:
+            return False
+        model, plan, record, confirmation = run.before_redo
+        run.before_redo = None
+        history = run.history
+        while history[-1].step >= record.step:
+            history.pop()
+        history.append(record)
+        run.model, run.plan, run.confirmation = model, plan, confirmation
+        run.tuned_step, run.restored = record.step, True
+        self.checkpoints.save(model, plan, history, run.target)
+        run.stop_reason = (f"{self.budget_line(f'while step {record.step} was redone')}: emitting step "
+                           f"{record.step} as first checked, {confirmation.speedup:.3f}x")
+        run.hard_stop = True
+        self.log(run.stop_reason)
+        return True
 
     def _result(self, run: _Run, chosen: StepRecord) -> OptimizeResult:
         cfg, history, target = self.config, run.history, run.target
@@ -393,7 +421,7 @@ class Optimizer:
         if cut and "time budget" not in stop_reason:  # the step ended early, the loop did not
             stop_reason += (f"; the time budget (--time-budget-s {cfg.time_budget_s:g}) cut step "
                             f"{cut[-1]}'s search short")
-        if run.overshoots:
+        if run.overshoots and not run.restored:  # a restored step says it in the stop reason
             stop_reason += "; " + "; ".join(
                 f"step {o['step']} overshot at {o['speedup']:.3f}x and was redone" for o in run.overshoots)
         return OptimizeResult(model=run.model.cpu().eval(), plan=run.plan, history=tuple(history),
