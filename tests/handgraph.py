@@ -40,9 +40,10 @@ class HandGraph:
     def touched_layers(self, gid):
         return [n for n, s in self.layers.items() if gid in (s.in_group, s.out_group)]
 
-    def layer_configs(self, widths):
+    def layer_configs(self, widths, names=None, *, check=True):
         out = {}
-        for n, s in self.layers.items():
+        for n in self.layers if names is None else names:
+            s = self.layers[n]
             cin = widths.get(s.in_group, s.config.in_channels) if s.in_group else None
             cout = widths.get(s.out_group, s.config.out_channels) if s.out_group else None
             out[n] = s.config.with_channels(cin, cout)

@@ -140,7 +140,12 @@ def test_land_stops_at_the_probe_nearest_the_band_centre_from_either_side():
     pred = [100.0 - k for k in range(11)]
     curve = [1.0, 1.2, 1.4, 1.6, 1.8, 1.95, 2.08, 2.19, 2.4, 2.6, 2.8]
     band = (2.0, 2.2)
-    got = land(pred, 1.0, 2.1, probe_from(curve, []), max_probes=10, band=band)
+
+    def probe(k):  # measured with a +-6% interval: no probe is inside the band outright
+        sp = curve[k]
+        return Probe(k, sp, sp / 1.06, sp * 1.06, "unclear", 0.0, 3)
+
+    got = land(pred, 1.0, 2.1, probe, max_probes=10, band=band)
     assert got.k == 6 and got.probe.speedup == 2.08
     # without a band the first prefix at or above the aim is taken, as before
     assert land(pred, 1.0, 2.1, probe_from(curve, []), max_probes=10).k == 7

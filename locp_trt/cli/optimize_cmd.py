@@ -143,6 +143,10 @@ class Command:
                             "step without --data)")
         g.add_argument("--extra-steps", type=int, default=2,
                        help="more steps while the target is still missed (default 2)")
+        g.add_argument("--time-budget-s", type=_positive, default=None, metavar="SECONDS",
+                       help="wall seconds for the loop: once spent, discovery and landing end early, "
+                            "no new step starts, and the best checkpoint so far is checked and emitted "
+                            "(FAILED, exit 3, when it misses the target); default: no limit")
         g.add_argument("--max-rounds", type=int, default=12,
                        help="interleaved timing rounds at most per decision (default 12)")
         g.add_argument("--discovery", choices=[m.value for m in DiscoveryMethod], default=DiscoveryMethod.THREE_POINT.value)
@@ -213,7 +217,7 @@ class Command:
             input_shape=args.input_shape, arch=args.arch, trust_pickle=args.trust_pickle,
             # the method
             target_latency_ms=args.target_latency_ms, tolerance=args.tolerance, steps=args.steps,
-            extra_steps=args.extra_steps, discovery=args.discovery, importance=args.importance,
+            extra_steps=args.extra_steps, time_budget_s=args.time_budget_s, discovery=args.discovery, importance=args.importance,
             weigh_groups=args.group_weights == "reach", search=args.search,
             min_width_ratio=args.min_width_ratio, seed=args.seed, compare=compare_rule_from(args),
             max_acc_drop=args.max_acc_drop,

@@ -215,7 +215,7 @@ def _interval(logs: list[float], confidence: float) -> tuple[float, float, float
 
 
 def compare(a: Sampler, b: Sampler, rule: CompareRule = CompareRule(), *,
-            threshold: float | None = None,
+            threshold: float | None = None, band: tuple[float, float] | None = None,
             on_round: Callable[[int, float, float], None] | None = None) -> Comparison:
     """Time A and B interleaved until the rule's verdict on B's speedup over A is clear.
 
@@ -224,6 +224,9 @@ def compare(a: Sampler, b: Sampler, rule: CompareRule = CompareRule(), *,
         b: the candidate.
         rule: rounds, samples and confidence.
         threshold: the speedup to judge against; None just estimates it.
+        band: (low, high) speedups that are acceptable outright: the rounds also stop once the
+            whole interval lies inside it (a probe landing in the target band needs no verdict
+            against the aim in the band's middle; the verdict may then read unclear).
         on_round: called after each round with (round, median A µs, median B µs).
     """
     if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
@@ -250,6 +253,8 @@ def compare(a: Sampler, b: Sampler, rule: CompareRule = CompareRule(), *,
         if _verdict(low, high, threshold) is not Verdict.UNCLEAR:
             break
         if high / est - 1 <= rule.resolution and 1 - low / est <= rule.resolution:
+            break
+        if band is not None and band[0] <= low and high <= band[1]:
             break
     return Comparison(speedup=est, low=low, high=high, rounds=len(logs),
                       a_medians_us=tuple(a_med), b_medians_us=tuple(b_med),

@@ -51,6 +51,7 @@ class GroupCandidates:
     group: str
     widths: tuple[int, ...]
     probes: int
+    skipped: bool = False  # not discovered (the run's time budget was spent): current width only
 
     def below(self, width: int, floor: int = 1) -> tuple[int, ...]:
         """Candidate widths strictly below `width` and at least `floor`, ascending."""
@@ -93,11 +94,13 @@ def group_latency_fn(
     _current_width(graph, group_id, widths)
     touched = tuple(graph.touched_layers(group_id))
     base = dict(widths)
+    graph.layer_configs(base, touched)  # checks the widths once; each call checks its own width
 
     def latency_at(width: int) -> float:
         if width < 1:
             raise InvalidConfigError(f"group {group_id!r}: width must be >= 1, got {width}")
-        cfgs = graph.layer_configs({**base, group_id: int(width)})
+        graph.layer_configs({group_id: int(width)}, ())  # checks this width (conv-group multiples)
+        cfgs = graph.layer_configs({**base, group_id: int(width)}, touched, check=False)
         return layer_sum_us(latency_us, [cfgs[name] for name in touched])
 
     return latency_at
@@ -127,7 +130,7 @@ def _staircase_configs(graph, widths: Mapping[str, int],
         touched = graph.touched_layers(gid)
         cfgs: dict[LayerConfig, None] = {}
         for w in range(lo, hi + 1, getattr(graph.groups[gid], "blocks", 1)):
-            at = graph.layer_configs({**widths, gid: w})
+            at = graph.layer_configs({**widths, gid: w}, touched)
             cfgs.update(dict.fromkeys(at[n] for n in touched))
         out[gid] = list(cfgs)
     return out
@@ -154,6 +157,7 @@ def discover_candidates(
     floors: Mapping[str, int] | None = None,
     max_explore: int | None = 48,
     progress: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, GroupCandidates]:
     """Envelope widths of every prunable group's staircase, at the current `widths`.
 
@@ -176,6 +180,8 @@ def discover_candidates(
         rel_tol: a wider width within this fraction of a narrower one's latency counts as
             equally fast (the envelope rule of `stairs.py`; timing noise must not make candidates).
         progress: show a progress bar (stderr) over the groups.
+        stop: asked before each group once some group has a narrower candidate; True leaves the
+            groups not yet discovered at their current width (`skipped`): the run's time budget.
 
     Returns:
         Group id -> `GroupCandidates`, for prunable groups only.
@@ -190,10 +196,16 @@ def discover_candidates(
     bar = tqdm(prunable, desc="stairs", unit="group", disable=not progress_enabled(progress))
     estimate = getattr(latency_us, "estimate_s", None)
     ahead = _staircase_configs(graph, widths, ranges) if estimate is not None and not bar.disable else None
+    stopped = False
     for i, gid in enumerate(bar):
+        lo, hi = ranges[gid]
+        if not stopped and stop is not None and any(len(c.widths) > 1 for c in out.values()):
+            stopped = stop()
+        if stopped:
+            out[gid] = GroupCandidates(gid, (hi,), 0, skipped=True)
+            continue
         if ahead is not None:
             bar.set_postfix_str(_time_left(estimate, (c for g in prunable[i:] for c in ahead[g])))
-        lo, hi = ranges[gid]
         blocks = getattr(graph.groups[gid], "blocks", 1)
         measure = group_latency_fn(graph, gid, widths, latency_us)
         if lo >= hi:

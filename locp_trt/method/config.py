@@ -37,6 +37,9 @@ class OptimizeConfig:
     steps: int = 3  # pruning steps from the baseline to the target (geometric goals)
     extra_steps: int = 2  # more steps at the target while it is missed and a step still helps
     max_probes: int = 8  # measured prefixes of the decision path per step
+    # wall seconds from the loop's start after which no new step (or redo) starts, discovery
+    # and landing end early, and the loop emits the best checkpoint so far (None: no limit)
+    time_budget_s: float | None = None
     # ---- method
     discovery: DiscoveryMethod = DiscoveryMethod.THREE_POINT
     importance: Importance = Importance.L1
@@ -73,6 +76,9 @@ class OptimizeConfig:
         if self.steps < 1 or self.extra_steps < 0 or self.max_probes < 1:
             raise InvalidConfigError(f"--steps must be >= 1 (got {self.steps}), --extra-steps >= 0 "
                                      f"(got {self.extra_steps}), max_probes >= 1")
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise InvalidConfigError(f"--time-budget-s must be a positive number of seconds, got "
+                                     f"{self.time_budget_s}")
         if not 0 < self.min_width_ratio <= 1:
             raise InvalidConfigError(f"--min-width-ratio must be in (0, 1], got {self.min_width_ratio}")
         if self.max_acc_drop is not None and not (math.isfinite(self.max_acc_drop) and self.max_acc_drop >= 0):

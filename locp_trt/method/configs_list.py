@@ -268,7 +268,7 @@ def _step_configs(graph: Any, ranges: Mapping[str, range], widths: Mapping[str, 
             continue
         touched = graph.touched_layers(gid)
         for w in ranges[gid]:
-            cfgs = graph.layer_configs({**widths, gid: w})
+            cfgs = graph.layer_configs({**widths, gid: w}, touched)
             out.update(dict.fromkeys(cfgs[name] for name in touched))
     return list(out)
 
@@ -319,7 +319,7 @@ def configs_for_model(
 def step_one_configs(graph0, min_width_ratio: float) -> tuple[LayerConfig, ...]:
     """What step 1's discovery may ask for: every width of every group's staircase, the others
     at their original widths (all of them for a sweep, some for three-point discrimination)."""
-    return configs_for_model(graph0, min_width_ratio=min_width_ratio, coverage=Coverage.STEP).configs
+    return tuple(_step_configs(graph0, _ranges(graph0, min_width_ratio, {}), {}))
 
 
 def baseline_configs(graph0, min_width_ratio: float) -> set[LayerConfig]:

@@ -13,10 +13,12 @@ whose measured speedup reaches `aim` with few measurements:
    prediction between lo and hi, alternating with plain bisection so that a bent curve cannot
    stall it, until hi = lo + 1 or `max_probes` is spent.
 
-The result is the measured prefix inside the band nearest the aim, from either side (a re-measurement
-moves a figure a few percent either way, so the centre of the band is the safest place to stop),
-else hi (the smallest prefix measured at or above the aim), or, when no prefix reached the aim,
-the fastest one measured. Each probe is a comparison with its own statistical rule
+A measured probe whose whole interval lies inside the band (the last step's) is taken at once,
+and `stop` (the run's time budget) ends the search after any probe. Otherwise the result is the
+measured prefix inside the band nearest the aim, from either side (a re-measurement moves a figure
+a few percent either way, so the centre of the band is the safest place to stop), else hi (the
+smallest prefix measured at or above the aim), or, when no prefix reached the aim, the fastest one
+measured. Each probe is a comparison with its own statistical rule
 (`latency.compare`); `land` only steers.
 """
 
@@ -56,7 +58,8 @@ class Landing:
     k: int
     probe: Probe
     probes: tuple[Probe, ...]
-    reached_aim: bool  # some prefix measured at or above the aim
+    reached_aim: bool  # some prefix measured at or above the aim (or, measured, inside the band)
+    stopped: bool = False  # the probes ended early: `stop` said so (the run's time budget)
 
 
 def _first_at_or_below(values: Sequence[float], bound: float, start: int, stop: int) -> int | None:
@@ -68,7 +71,7 @@ def _first_at_or_below(values: Sequence[float], bound: float, start: int, stop: 
 
 def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
          probe: Callable[[int], Probe], *, max_probes: int = 8,
-         band: tuple[float, float] | None = None) -> Landing:
+         band: tuple[float, float] | None = None, stop: Callable[[], bool] | None = None) -> Landing:
     """Find the smallest prefix of a decision path whose speedup reaches `aim`.
 
     Args:
@@ -77,8 +80,11 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
         aim: the speedup to reach.
         probe: measures prefix k (1 <= k <= n) and returns its `Probe`.
         max_probes: measurements at most.
-        band: (low, high) speedups that are acceptable outright: of the measured prefixes inside
-            it, the one nearest `aim` is taken.
+        band: (low, high) speedups that are acceptable outright. A measured probe whose whole
+            interval lies inside the band is taken at once; otherwise, of the measured prefixes
+            inside it, the one nearest `aim` is taken.
+        stop: asked after each probe; True ends the search with the probes taken so far (at
+            least one), as if `max_probes` were spent.
     """
     n = len(predicted_us) - 1
     if n < 1:
@@ -91,7 +97,11 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
     lo, hi = 0, None
     bisect_next = False
     target = 1.0 / aim
+    stopped = False
     while len(probes) < max_probes:
+        if probes and stop is not None and stop():
+            stopped = True
+            break
         if hi is not None and hi - lo <= 1:
             break
         if hi is None and lo == n:
@@ -120,6 +130,9 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
             bisect_next = True
         p = probe(k)
         probes[k] = p
+        if band is not None and p.rounds > 0 and band[0] <= p.low and p.high <= band[1]:
+            # Measured inside the band with its whole interval: landed, whatever the aim says.
+            return Landing(k=k, probe=p, probes=tuple(probes.values()), reached_aim=True)
         lat[k] = 1.0 / p.speedup
         if p.speedup >= aim:
             hi = k
@@ -129,7 +142,9 @@ def land(predicted_us: Sequence[float], start_speedup: float, aim: float,
         inside = [p for p in probes.values() if band is not None and band[0] <= p.speedup <= band[1]]
         if inside:  # the one nearest the aim (the band's centre in the last step), from either side
             best = min(inside, key=lambda p: (abs(math.log(p.speedup / aim)), p.k))
-            return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=True)
-        return Landing(k=hi, probe=probes[hi], probes=tuple(probes.values()), reached_aim=True)
+            return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=True,
+                           stopped=stopped)
+        return Landing(k=hi, probe=probes[hi], probes=tuple(probes.values()), reached_aim=True,
+                       stopped=stopped)
     best = max(probes.values(), key=lambda p: (p.speedup, -p.k))
-    return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=False)
+    return Landing(k=best.k, probe=best, probes=tuple(probes.values()), reached_aim=False, stopped=stopped)

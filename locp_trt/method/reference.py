@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch.nn as nn
@@ -58,16 +59,19 @@ class Reference:
         return self._reference
 
     def compare(self, model: nn.Module, threshold: float | None, *, builds: int = 1,
-                band: tuple[float, float] | None = None) -> Comparison:
+                band: tuple[float, float] | None = None, extend: bool = True) -> Comparison:
         """Interleaved comparison of `model` with the unpruned model. With `builds` > 1, that many
-        fresh builds of both (at least) are compared and judged together (`compare_builds`, until
-        in-or-out of `band` is clear when one is given); with 1, the run's reference build and one
-        build of `model`."""
+        fresh builds of both are compared and judged together (`compare_builds`; more, up to the
+        rule's `max_builds`, while it is unclear whether the speedup is in `band` or above the
+        threshold, unless `extend` is False: the time budget is spent); with 1, the run's reference
+        build and one build of `model`, whose rounds also stop once the interval lies inside
+        `band` (a probe of the last step)."""
         candidate = self.builds(model)
         if builds <= 1:
-            return compare(self.reference(), candidate(), self.rule, threshold=threshold)
-        return compare_builds(self.reference_builds(), candidate, self.rule,
-                              threshold=threshold, builds=builds, band=band)
+            return compare(self.reference(), candidate(), self.rule, threshold=threshold, band=band)
+        rule = self.rule if extend else replace(self.rule, builds=min(builds, self.rule.builds), max_builds=builds)
+        return compare_builds(self.reference_builds(), candidate, rule, threshold=threshold, builds=builds,
+                              band=band)
 
     def baseline(self) -> dict[str, Any]:
         """The unpruned model timed alone (as many samples as a full comparison's minimum)."""

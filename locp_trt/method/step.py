@@ -10,6 +10,10 @@ fine-tune -> record.
    measured interleaved (`Reference`), reaches the step's aim; when one rung jumps over the band,
    the single decisions before it predicted to land inside;
 6. prune physically (`prune.plan.apply_plan`), fine-tune, and record.
+
+Once the run's time budget is spent (`loop.time_spent`), the discovery leaves the groups it has
+not reached at their width and the landing keeps the probes it has taken; the record's `search`
+says so.
 """
 
 from __future__ import annotations
@@ -85,6 +89,13 @@ class Step:
             return StepOutcome(stop_reason="no width can shrink further: every group is at its floor "
                                            f"(--min-width-ratio {cfg.min_width_ratio})")
         ladder = self._ladder(floors, cfg.discovery)
+        skipped = sum(c.skipped for c in self.candidates.values())
+        if skipped:
+            loop.log(f"step {self.number}: {loop.budget_line('during discovery')}; {skipped} of "
+                     f"{len(self.candidates)} groups keep their width in this step")
+        if ladder is None and loop.time_spent():
+            return StepOutcome(stop_reason=f"{loop.budget_line('during discovery')}; no narrower "
+                                           "width found before it")
         if ladder is None and cfg.discovery is not DiscoveryMethod.SWEEP:
             loop.log(f"step {self.number}: three-point discrimination found no faster narrower width on "
                      f"{len(movable)} groups above their floor; sweeping every width")
@@ -108,7 +119,9 @@ class Step:
         record = loop.record(
             self.number, new_model, new_plan.widths, t0, measured, predicted_speedup=predicted_speedup,
             landed_speedup=landed.probe.speedup, target_us=self.history[0].latency_us / self.goal,
-            goal_speedup=self.goal, search=landed.summary,
+            goal_speedup=self.goal,
+            search=landed.summary + (f"; {skipped} groups not discovered: {loop.budget_line('during discovery')}"
+                                     if skipped else ""),
             candidates={g: list(c.widths) for g, c in self.candidates.items()},
             decisions=landed.probe.k, path_length=ladder.plans,
             importance_lost=self.history[-1].importance_lost + landed.rung.importance_lost,
@@ -120,7 +133,7 @@ class Step:
         """The step's ladder (None: no narrower width is predicted faster)."""
         loop, cfg = self.loop, self.loop.config
         self.candidates = discover_candidates(self.graph, self.current, loop.latency_us, method=discovery,
-                                              floors=floors, progress=loop.progress)
+                                              floors=floors, progress=loop.progress, stop=loop.time_spent)
         self.scores = loop.scorer.scores(self.model, self.graph, list(self.candidates))
         weighed = weigh_by_reach(self.scores, self.graph) if cfg.weigh_groups else self.scores
         return build_ladder(cfg.search, self.graph, self.current, self.candidates, weighed, floors,
@@ -134,13 +147,17 @@ class Step:
         predicted, rungs = ladder.predicted_us, ladder.rungs
         landing = land(predicted, last.speedup_over(base), aim,
                        lambda k: self._probe(rungs[k], f"probe {k}/{ladder.plans} {ladder.unit}", k),
-                       max_probes=self.loop.config.max_probes, band=band)
+                       max_probes=self.loop.config.max_probes, band=band, stop=self.loop.time_spent)
         chosen, probe, probes = rungs[landing.k], landing.probe, list(landing.probes)
         summary = (f"{ladder} ({predicted[0]:.1f} -> {predicted[-1]:.1f} µs "
                    f"predicted); took {landing.k} ({predicted[landing.k]:.1f} µs) after "
                    f"{len(landing.probes)} probes"
-                   + ("" if landing.reached_aim else f"; no prefix reached {aim:.3f}x, kept the fastest"))
-        if band is not None and probe.speedup > band[1] and landing.k >= 1:
+                   + ("" if landing.reached_aim else f"; no prefix reached {aim:.3f}x, kept the fastest")
+                   + (f"; {self.loop.budget_line('while landing')}" if landing.stopped else ""))
+        if landing.stopped:
+            self.loop.log(f"step {self.number}: {self.loop.budget_line('while landing')}; taking "
+                          f"{landing.k} ({probe.speedup:.3f}x) of {len(landing.probes)} probes")
+        if band is not None and probe.speedup > band[1] and landing.k >= 1 and not self.loop.time_spent():
             # One decision of the path jumps over the whole band: try the single decisions from the
             # prefix before it that are predicted to land inside the band, least importance first.
             k = landing.k
@@ -153,6 +170,8 @@ class Step:
                         chosen, probe = rung, p
                         summary += f"; decision {k} overshot, replaced by a single decision landing in the band"
                         break
+                    if self.loop.time_spent():
+                        break
         return _Landed(chosen, probe, probes, summary)
 
     def _probe(self, rung: Rung, label: str, k: int) -> Probe:
@@ -160,7 +179,7 @@ class Step:
         loop, cfg, base, aim = self.loop, self.loop.config, self.history[0], self.aim
         if loop.reference is not None:
             model = self._build(rung.widths)[0]
-            cmp = loop.reference.compare(model, threshold=aim)
+            cmp = loop.reference.compare(model, threshold=aim, band=self.band)
             if self.final and loop.build_variance and self.goal / (1 + cfg.tolerance) <= cmp.speedup <= (
                     self.goal * (1 + cfg.tolerance) ** 2):
                 # Near the band on a runtime whose builds differ: judge on several fresh builds.

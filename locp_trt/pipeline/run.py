@@ -168,7 +168,9 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     # warning (logged, kept in report.json), never a failed run: the result stands.
     after = _AfterWrite(log)
     in_model = None
-    if loop.reference is not None and job.runtime.can_profile_nodes:
+    if loop.reference is not None and job.runtime.can_profile_nodes and loop.time_spent():
+        log("the time budget is spent: the per-layer times inside the models are not profiled")
+    elif loop.reference is not None and job.runtime.can_profile_nodes:
         log("profiling per-layer times inside the models")
         in_model = after.run("profiling per-layer times inside the models", lambda: _in_model_times(
             job, loop.graph0, result.final.widths, (model.module, result.model),

@@ -137,6 +137,10 @@ def result_block(method: OptimizeConfig, result: OptimizeResult, cmp: Comparison
         extra = {"speedup_low": cmp.low, "speedup_high": cmp.high, "rounds": cmp.rounds,
                  "confidence": cmp.confidence, "verdict": cmp.verdict.value,
                  "comparison": cmp.summary()}
+    elif result.final.kind == "measured":  # a measured run that emitted the unpruned model
+        speedup, base_us, final_us = result.speedup, result.baseline.latency_us, result.final.latency_us
+        kind = "measured (the unpruned model: no step was kept)"
+        extra = {"verdict": "meets" if speedup >= target else "misses"}
     else:
         speedup, base_us, final_us = result.speedup, result.baseline.predicted_us, result.final.predicted_us
         kind = "predicted from the lookup table"
