@@ -36,8 +36,8 @@ if [ "$rt" = onnxruntime-cuda ]; then
   export PYTHONPATH=/tmp/ortgpu-site:$PYTHONPATH
 fi
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader
-  python3 -c "import torch,torchvision,torch_pruning,onnxruntime as o;print('torch', torch.__version__, 'cudnn', torch.backends.cudnn.version(), 'torchvision', torchvision.__version__, 'torch_pruning', torch_pruning.__version__, 'onnxruntime', o.__version__, o.get_available_providers())"
-  git log -1 --format='code: %H %s' 2>/dev/null
+  python3 -c "import importlib.metadata as md, torch,torchvision,onnxruntime as o;print('torch', torch.__version__, 'cudnn', torch.backends.cudnn.version(), 'torchvision', torchvision.__version__, 'torch-pruning', md.version('torch-pruning'), 'onnxruntime', o.__version__, o.get_available_providers())"
+  # (no git line: the device's copy of the tree carries a stale .git; the results README names the commit)
   date -u; } > "$res/device.txt" 2>&1
 budget=${BUDGET:-$((limit - SECONDS - 45))}
 echo "set-up took $SECONDS s; table budget $budget s" >> "$res/device.txt"

@@ -502,11 +502,11 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
 
 
 def _host() -> dict[str, Any]:
+    import importlib.metadata as md
     import platform
 
     import onnxruntime
     import torch
-    import torch_pruning
 
     try:
         import torchvision
@@ -516,7 +516,7 @@ def _host() -> dict[str, Any]:
         tv = f"not importable ({_short(e, 120)})"
     return {"python": platform.python_version(), "platform": platform.platform(),
             "torch": torch.__version__, "torchvision": tv, "onnxruntime": onnxruntime.__version__,
-            "torch_pruning": getattr(torch_pruning, "__version__", "?"),
+            "torch_pruning": md.version("torch-pruning"),
             "cuda": torch.version.cuda if torch.cuda.is_available() else None}
 
 
