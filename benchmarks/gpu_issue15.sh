@@ -54,7 +54,7 @@ for seed in "$@"; do
   fi
 done
 if [ "${PYTEST:-0}" = 1 ] && [ $((SECONDS - start)) -lt $((limit - 60)) ]; then
-  timeout $((limit - (SECONDS - start) - 10)) python3 -m pytest -m gpu -q -p no:cacheprovider tests \
+  timeout $((limit - (SECONDS - start) - 10)) python3 -m pytest -m gpu -q -n 0 -p no:cacheprovider tests \
       > "$res/pytest_gpu.txt" 2>&1
 fi
 kill $smi 2>/dev/null
