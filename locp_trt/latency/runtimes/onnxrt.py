@@ -261,7 +261,7 @@ class OrtCpuRuntime(_OrtRuntime):
     """
 
     # A fresh pair of sessions moves a small model's speedup by 4-5% (sd) on a shared machine
-    # while each pair's rounds agree (benchmarks/results/cpu_repeatability/): verdicts pool builds.
+    # while each pair's rounds agree (benchmarks/results/cpu_repeatability/: 5.5% on a quiet 2-core machine): verdicts pool builds.
     name = "onnxruntime"
     precisions = (Precision.FP32,)
     provider = "CPUExecutionProvider"
