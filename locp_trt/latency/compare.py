@@ -17,7 +17,7 @@ Without a threshold the rounds run until the interval is within +-`resolution` o
 
 A build is a source of variance too: the same ONNX file under ONNX Runtime CUDA ran 1825-2397 µs
 across four fresh sessions (cuDNN algorithm choice at session build), while each session's rounds
-agreed to 1%. On ONNX Runtime CPU a small model's speedup moved 4-5% (sd) from one fresh pair of
+agreed to 1%. On ONNX Runtime CPU a small model's speedup moved about 5% (sd) from one fresh pair of
 sessions to the next while each pair's rounds agreed (benchmarks/results/cpu_repeatability/).
 `compare_builds` therefore times many fresh builds of both models, a few interleaved rounds per
 build pair (`build_rounds`), and judges on the builds: the interval is the wider of a Student-t

@@ -260,8 +260,8 @@ class OrtCpuRuntime(_OrtRuntime):
     `--threads` only on a quiet machine, to see the multi-core staircase.
     """
 
-    # A fresh pair of sessions moves a small model's speedup by 4-5% (sd) on a shared machine
-    # while each pair's rounds agree (benchmarks/results/cpu_repeatability/: 5.5% on a quiet 2-core machine): verdicts pool builds.
+    # A fresh pair of sessions moves a small model's speedup by about 5% (sd) on a shared machine
+    # while each pair's rounds agree (benchmarks/results/cpu_repeatability/): verdicts pool builds.
     name = "onnxruntime"
     precisions = (Precision.FP32,)
     provider = "CPUExecutionProvider"
