@@ -156,7 +156,7 @@ def test_killed_run_resumes_to_the_same_plan(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["--speedup", "0.5"], "--speedup must be a number above 1"),
-    (["--speedup", "nan"], "--speedup must be a number above 1"),
+    (["--speedup", "nan"], "--speedup: expected a finite number, got 'nan'"),
     (["--data", "mnist:/nonexistent/mnist"], "/nonexistent/mnist"),
     (["--device", "jetsn"], "jetson"),
     (["--runtime", "tensorrtt"], "unknown runtime"),

@@ -193,9 +193,9 @@ class TimeShares:
             return f"the prunable layers account for {self.prunable_share:.0%} of the unpruned model's {of}; {fixed}{rest}"
         fixed = (f"fixed layers {1 - self.prunable_of_layer_sum:.0%}" + (f" ({top})" if top else "")
                  if self.fixed_layers else "no fixed layers")
-        return (f"the prunable layers account for {self.prunable_of_layer_sum:.0%} of the layer sum, which is "
-                f"{self._share(self.layer_sum_us):.0%} of the unpruned model's {of} (the layers timed alone "
-                f"cost more than fused in the model); {fixed}")
+        return (f"the prunable layers account for {self.prunable_of_layer_sum:.0%} of the layer sum "
+                f"({self._share(self.layer_sum_us):.0%} of the {of}: layers timed alone cost more than "
+                f"fused); {fixed}")
 
     def brief(self) -> str:
         """One summary-table line: 'prunable layers 48%, fixed layers 6% (head 12.0 µs), outside
