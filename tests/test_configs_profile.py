@@ -344,9 +344,11 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
 
     configs, table, store_path = profiled
     out = tmp_path / "run"
+    # The table is profiled live, so whether its one step lands in the band or honestly overshoots
+    # it (exit 4) depends on the machine; either way the two plans must be the same.
     assert main(["optimize", str(residual_file), *MODEL_ARGS, "--device", "cpu", "--latency-table", str(table),
                  "--speedup", "1.3", "--steps", "2", "--extra-steps", "0", "--no-store", "--no-engine",
-                 "--no-progress", "--out", str(out)]) == 0
+                 "--no-progress", "--out", str(out)]) in (0, 4)
     plan_cli = json.loads((out / "plan.json").read_text())["widths"]
 
     model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
