@@ -64,6 +64,27 @@ def test_isolation_is_a_recorded_setting_and_the_runtime_pickles_without_its_hos
     assert settings["whole_models_in"] == "a child process"
     assert OrtCpuRuntime.options_from_settings(settings) == {"isolate": True}
     assert OrtCudaRuntime.options_from_settings(settings)["isolate"] is True
-    assert OrtCpuRuntime().settings()["whole_models_in"] == "the measuring process"
-    assert OrtCudaRuntime.isolate_default and not OrtCpuRuntime.isolate_default
+    assert OrtCpuRuntime(isolate=False).settings()["whole_models_in"] == "the measuring process"
+    assert OrtCudaRuntime.isolate_default and OrtCpuRuntime.isolate_default
     rt.close()
+
+
+def test_a_pooled_comparison_goes_round_fresh_processes_pair_by_pair():
+    with OrtCpuRuntime(isolate=True) as rt:
+        big = rt.onnx_builder(*_conv(64), Precision.FP32)
+        small = rt.onnx_builder(*_conv(8), Precision.FP32)
+        big()  # the run's own host, as the probes' reference
+        main = rt._host
+        rule = CompareRule(min_rounds=2, max_rounds=2, build_rounds=2, iters=3, builds=4)
+        with rt.spread_processes(2):
+            pool = list(rt._pool)
+            cmp = compare_builds(big, small, rule, builds=4)
+            assert all(h._proc.poll() is None for h in pool)
+        assert len(cmp.builds) >= 4 and cmp.speedup > 1
+        # each pair (A then B) in one process, the pairs alternating between the two
+        assert [h.builds for h in pool] == [2 * ((len(cmp.builds) + 2 - i) // 2) for i in (1, 2)]
+        assert main.builds == 1 and rt._host is main and rt._pool is None
+        assert all(h._proc is None for h in pool)  # the pool's processes are gone with the verdict
+        assert len(big()(0, 2)) == 2  # the run's host still serves
+    with OrtCpuRuntime(isolate=False) as rt, rt.spread_processes(3):
+        assert rt._pool is None  # nothing to spread: whole models are timed in this process

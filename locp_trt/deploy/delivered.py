@@ -112,7 +112,8 @@ def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds
 
             candidate = out / "pruned.pt"
             make_b = rt.builder(load_pruned(candidate)[0], shape, precision)
-        cmp = compare_builds(make_a, make_b, rule, threshold=None, builds=builds)
+        with rt.spread_processes(rule.processes):
+            cmp = compare_builds(make_a, make_b, rule, threshold=None, builds=builds)
         label = rt.label
     return Reproduction(comparison=cmp, runtime_label=label, candidate=str(candidate),
                         reported=dict(report["result"]))

@@ -76,6 +76,9 @@ class CompareRule:
     build_rounds: int = 3
     # Build pairs a probe near the target band pools in the last step (runtimes whose builds differ).
     probe_builds: int = 3
+    # Fresh processes the build pairs of a pooled verdict go round, where the runtime times whole
+    # models in child processes (ONNX Runtime): a model's speed moves between processes too.
+    processes: int = 3
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_rounds <= self.max_rounds:
@@ -89,6 +92,8 @@ class CompareRule:
         if not 1 <= self.builds <= self.max_builds:
             raise InvalidConfigError(f"comparison builds: need 1 <= builds <= max_builds, got "
                                      f"{self.builds}, {self.max_builds}")
+        if self.processes < 1:
+            raise InvalidConfigError(f"comparison processes must be >= 1, got {self.processes}")
         if not 2 <= self.build_rounds <= self.max_rounds or not 1 <= self.probe_builds <= self.max_builds:
             raise InvalidConfigError(f"comparison builds: need 2 <= build_rounds <= max_rounds and 1 <= "
                                      f"probe_builds <= max_builds, got {self.build_rounds}, {self.probe_builds}")

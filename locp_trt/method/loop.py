@@ -129,6 +129,8 @@ class Optimizer:
             end-to-end figure is then a prediction).
         builder: module -> a factory of fresh builds (`Runtime.builder`: exports once, builds
             many); None: each build calls `prepare_model` again.
+        spread: `Runtime.spread_processes`: pooled comparisons (final check, near-band probes)
+            spread their build pairs over fresh processes where the runtime has child processes.
         build_variance: fresh builds of one model may differ in speed (GPU runtimes): probes near
             the target band in the last step then pool `config.compare.builds` builds.
         out_dir: where checkpoints go.
@@ -151,6 +153,7 @@ class Optimizer:
                  loaders: Any = None, train_device: str = "auto",
                  log: Callable[[str], None] = print, progress: bool = True,
                  builder: Callable[[nn.Module], Callable[[], Sampler]] | None = None,
+                 spread: Callable[[int], Any] | None = None,
                  build_variance: bool = False, scorer: Scorer | None = None,
                  schedule: GeometricSchedule | None = None, graph0: ModelGraph | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -162,7 +165,7 @@ class Optimizer:
         self.latency_us = latency_us
         self.arch, self.log, self.progress = arch, log, progress
         self.out_dir = Path(out_dir)
-        self.reference = (Reference(self.original, config.compare, prepare_model, builder)
+        self.reference = (Reference(self.original, config.compare, prepare_model, builder, spread)
                           if prepare_model is not None else None)
         self.build_variance = bool(build_variance)
         self.calibration = Calibration(latency_us)

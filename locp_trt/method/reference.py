@@ -8,6 +8,7 @@ judged together (`compare_builds`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,12 +31,16 @@ class Reference:
         prepare_model: builds a module once for repeated timing.
         builder: module -> a factory of fresh builds (exports once, builds many); None: each
             build calls `prepare_model` again.
+        spread: the runtime's `spread_processes`: pooled comparisons run inside it, so their
+            build pairs go round fresh processes where the runtime has them.
     """
 
     def __init__(self, original: nn.Module, rule: CompareRule, prepare_model: Callable[[nn.Module], Sampler],
-                 builder: Callable[[nn.Module], Callable[[], Sampler]] | None = None) -> None:
+                 builder: Callable[[nn.Module], Callable[[], Sampler]] | None = None,
+                 spread: Callable[[int], contextlib.AbstractContextManager] | None = None) -> None:
         self.original, self.rule = original, rule
         self.prepare_model, self.builder = prepare_model, builder
+        self.spread = spread
         self._reference: Sampler | None = None  # the unpruned model, built once per run
         self._reference_builds: Callable[[], Sampler] | None = None
 
@@ -70,8 +75,10 @@ class Reference:
         if builds <= 1:
             return compare(self.reference(), candidate(), self.rule, threshold=threshold, band=band)
         rule = self.rule if extend else replace(self.rule, builds=min(builds, self.rule.builds), max_builds=builds)
-        return compare_builds(self.reference_builds(), candidate, rule, threshold=threshold, builds=builds,
-                              band=band)
+        scope = self.spread(rule.processes) if self.spread is not None else contextlib.nullcontext()
+        with scope:
+            return compare_builds(self.reference_builds(), candidate, rule, threshold=threshold,
+                                  builds=builds, band=band)
 
     def baseline(self) -> dict[str, Any]:
         """The unpruned model timed alone (as many samples as a full comparison's minimum)."""

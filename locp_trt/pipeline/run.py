@@ -309,7 +309,8 @@ def _devices(job: OptimizeJob, session: Session, loop: Optimizer, result: Optimi
             shape = (method.batch, *session.model.input_shape)
             reference = Reference(session.model.module, method.compare,
                                   functools.partial(_prepare, runtime, shape, method.precision),
-                                  functools.partial(_builder, runtime, shape, method.precision))
+                                  functools.partial(_builder, runtime, shape, method.precision),
+                                  runtime.spread_processes)
             cmp = reference.compare(result.model, threshold=target, builds=method.compare.builds)
             log(f"device {fig.name}: {cmp.describe()}")
             row["measured"] = cmp.summary()
@@ -385,7 +386,7 @@ def _loop(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any, met
     """The LOCP loop; decisions are measured end to end unless only a lookup table is at hand."""
     from ..method.configs_list import baseline_configs, step_one_configs
 
-    prepare = builder = None
+    prepare = builder = spread = None
     runtime = job.runtime
     if runtime is not None and latency.table is None:
         shape, precision = (method.batch, *model.input_shape), method.precision
@@ -396,10 +397,12 @@ def _loop(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any, met
         def builder(module):
             return runtime.builder(module, shape, precision)
 
+        spread = runtime.spread_processes
+
     loop = Optimizer(model.module, model.input_shape, method, latency_us=latency.recorder,
                      prepare_model=prepare, out_dir=job.out, arch=model.arch, loaders=loaders,
                      train_device=job.training.device, log=log, progress=job.progress, builder=builder,
-                     build_variance=bool(runtime is not None and runtime.build_variance),
+                     spread=spread, build_variance=bool(runtime is not None and runtime.build_variance),
                      schedule=schedule, graph0=graph0)
     if latency.joint is not None:  # each device's figures as shares of its unpruned model
         latency.joint.normalize(loop.graph0.layer_configs({}).values())

@@ -8,6 +8,7 @@ result carries the samples so callers can report median and spread.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
@@ -111,10 +112,13 @@ class Runtime(abc.ABC):
         """A factory of fresh builds of an ONNX model (e.g. an emitted model.onnx)."""
         precision = self.check_precision(precision)
         shape = tuple(int(v) for v in input_shape)
-        host = self._model_host()
-        if host is not None:  # whole models are built and timed in a separate process
-            return lambda: host.build(onnx_bytes, shape, precision)
+        if self._model_host() is not None:  # whole models are built and timed in a separate process
+            return lambda: self._host_for_build().build(onnx_bytes, shape, precision)
         return lambda: self._prepare_onnx_impl(onnx_bytes, shape, precision)
+
+    def _host_for_build(self):
+        """The child process the next whole-model build goes to (see `spread_processes`)."""
+        return self._model_host()
 
     @property
     def can_profile_nodes(self) -> bool:
@@ -129,6 +133,12 @@ class Runtime(abc.ABC):
         """The child process whole models are built in (`model_host.ModelHost`), or None to
         build them in this process (the default)."""
         return None
+
+    def spread_processes(self, processes: int) -> contextlib.AbstractContextManager:
+        """While active, the fresh build pairs of a pooled comparison (`compare_builds`: A then B,
+        pair after pair) go to `processes` fresh processes in turn, where this runtime times whole
+        models in child processes; a no-op elsewhere (default)."""
+        return contextlib.nullcontext()
 
     @classmethod
     def options_from_settings(cls, settings: dict) -> dict:

@@ -5,6 +5,8 @@ onnxruntime is imported inside methods, so importing this module needs nothing b
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,17 +88,20 @@ class _OrtRuntime(Runtime):
 
     `isolate`: build and time whole models (the reference, probes, final checks, `bench`) in a
     child process that holds nothing else (`model_host`), as a deployed process does; one-layer
-    graphs stay in this process. Default: on for the CUDA provider (docs/METHOD.md, "Build
-    settings"), off on the CPU.
+    graphs stay in this process. Default: on (docs/METHOD.md, "Build settings"). The pooled
+    verdicts (final check, `bench`) spread their build pairs over several fresh child processes
+    (`spread_processes`): what a model runs at moves from one process to the next as well.
     """
 
     provider = "CPUExecutionProvider"
-    isolate_default = False
+    isolate_default = True
 
     def __init__(self, bench=None, *, strict: bool = False, isolate: bool | None = None) -> None:
         super().__init__(bench, strict=strict)
         self.isolate = self.isolate_default if isolate is None else bool(isolate)
         self._host = None
+        self._pool: list | None = None  # fresh hosts of a pooled comparison, while one runs
+        self._pool_builds = 0
 
     def _model_host(self):
         if not self.isolate:
@@ -107,6 +112,29 @@ class _OrtRuntime(Runtime):
             self._host = ModelHost(self)
         return self._host
 
+    def _host_for_build(self):
+        if self._pool is None:
+            return self._model_host()
+        # builds 2i and 2i+1 (A and B of pair i) share a process; pairs go round the pool
+        host = self._pool[(self._pool_builds // 2) % len(self._pool)]
+        self._pool_builds += 1
+        return host
+
+    @contextlib.contextmanager
+    def spread_processes(self, processes: int):
+        if not self.isolate or processes < 2 or self._pool is not None:
+            yield
+            return
+        from .model_host import ModelHost
+
+        self._pool, self._pool_builds = [ModelHost(self) for _ in range(int(processes))], 0
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            for host in pool:
+                host.close()
+
     def close(self) -> None:
         if self._host is not None:
             self._host.close()
@@ -115,7 +143,7 @@ class _OrtRuntime(Runtime):
     def __getstate__(self) -> dict:
         # What the model host's child receives: the settings, not the host (nor a second one).
         state = dict(self.__dict__)
-        state.update(_host=None, isolate=False)
+        state.update(_host=None, isolate=False, _pool=None, _pool_builds=0)
         return state
 
     def settings(self) -> dict:
@@ -309,8 +337,6 @@ class OrtCudaRuntime(_OrtRuntime):
     precisions = (Precision.FP32, Precision.FP16)
     provider = "CUDAExecutionProvider"
     build_variance = True
-    isolate_default = True
-
     def __init__(self, bench=None, *, strict: bool = False, device_id: int = 0,
                  provider_options: Mapping[str, object] | None = None,
                  isolate: bool | None = None) -> None:
