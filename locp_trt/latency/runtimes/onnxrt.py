@@ -6,7 +6,6 @@ onnxruntime is imported inside methods, so importing this module needs nothing b
 from __future__ import annotations
 
 import contextlib
-
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
