@@ -101,8 +101,9 @@ class Command:
         g = p.add_argument_group("an optimize output folder")
         g.add_argument("--baseline", type=Path, default=None,
                        help="the unpruned model.pt, when it is no longer where the run's runtime.json says")
-        g.add_argument("--builds", type=int, default=CompareRule.builds,
-                       help=f"fresh builds of each model to time (default {CompareRule.builds}; more while unclear)")
+        g.add_argument("--builds", type=int, default=None,
+                       help=f"fresh builds of each model to time (default: as many as the run's final check "
+                            f"pools, {CompareRule.builds} or the runtime's own, e.g. 12 on ONNX Runtime CPU)")
         add_model_args(p)
         add_bench_args(p)
 
@@ -159,8 +160,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     from ..deploy.delivered import reproduce
 
     out = Path(args.paths[0])
-    print(f"bench {out}: the emitted model against the unpruned one, {args.builds} fresh builds of "
-          "each, with the run's recorded settings", file=sys.stderr, flush=True)
+    many = f"{args.builds} fresh builds" if args.builds else "fresh builds"
+    print(f"bench {out}: the emitted model against the unpruned one, {many} of each, with the run's "
+          "recorded settings", file=sys.stderr, flush=True)
     r = reproduce(out, baseline=args.baseline, builds=args.builds,
                   max_rounds=getattr(args, "max_rounds", 12))
     c, rep = r.comparison, r.reported

@@ -11,7 +11,7 @@ report's headline holds: the two intervals overlap. `python -m locp_trt bench OU
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +76,14 @@ def _reference_module(info: dict[str, Any], baseline: str | Path | None):
     return load_model(source, arch=arch, input_shape=shape).module.eval()
 
 
-def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds: int = CompareRule.builds,
+def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds: int | None = None,
               max_rounds: int = 12, bench: BenchConfig | None = None) -> Reproduction:
     """Re-measure an optimize output folder's headline speedup from its emitted files.
 
     Args:
         out_dir: the folder optimize wrote (report.json, runtime.json, model.onnx, pruned.pt).
         baseline: the unpruned model.pt when it is no longer where runtime.json says.
-        builds: fresh build pairs timed (at least; more while the verdict is unclear).
+        builds: fresh build pairs timed (default: as many as the runtime's final check pools).
         max_rounds: interleaved rounds per build pair at most.
         bench: timing settings; threads default to the run's.
     """
@@ -101,8 +101,10 @@ def reproduce(out_dir: str | Path, *, baseline: str | Path | None = None, builds
     bench = bench or BenchConfig(threads=int(threads) if threads else 1,
                                  graph_replays=int(settings.get("graph_replays") or 1))
     reference = _reference_module(info, baseline)
-    rule = CompareRule(max_rounds=max_rounds, builds=builds, max_builds=max(builds, CompareRule.max_builds))
     with get_runtime(name, bench, **cls.options_from_settings(settings)) as rt:
+        rule = rt.pooled_rule(CompareRule(max_rounds=max_rounds))
+        builds = rule.builds if builds is None else int(builds)
+        rule = replace(rule, builds=builds, max_builds=max(builds, rule.max_builds))
         make_a = rt.builder(reference, shape, precision)
         if name in _ONNX_RUNTIMES:
             candidate = out / "model.onnx"

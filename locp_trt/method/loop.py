@@ -129,8 +129,8 @@ class Optimizer:
             end-to-end figure is then a prediction).
         builder: module -> a factory of fresh builds (`Runtime.builder`: exports once, builds
             many); None: each build calls `prepare_model` again.
-        spread: `Runtime.spread_processes`: pooled comparisons (final check, near-band probes)
-            spread their build pairs over fresh processes where the runtime has child processes.
+        spread: `Runtime.spread_processes`: the final check spreads its build pairs over fresh
+            processes where the runtime times whole models in child processes.
         build_variance: fresh builds of one model may differ in speed (GPU runtimes): probes near
             the target band in the last step then pool `config.compare.builds` builds.
         out_dir: where checkpoints go.
@@ -512,7 +512,7 @@ class Optimizer:
         self.log(f"final check: the emitted model against the unpruned one, {builds} fresh builds of each"
                  + (" (the time budget is spent: no more while unclear)" if spent else ""))
         cmp = self.reference.compare(model, threshold=target, builds=builds, extend=not spent,
-                                     band=(target, target * (1 + self.config.tolerance)))
+                                     band=(target, target * (1 + self.config.tolerance)), fresh_processes=True)
         spread = cmp.build_spread
         self.log(f"final check: {cmp.describe()}"
                  + (f"; per-build medians spread {spread:.1%}" if spread is not None else ""))

@@ -64,18 +64,21 @@ class Reference:
         return self._reference
 
     def compare(self, model: nn.Module, threshold: float | None, *, builds: int = 1,
-                band: tuple[float, float] | None = None, extend: bool = True) -> Comparison:
+                band: tuple[float, float] | None = None, extend: bool = True,
+                fresh_processes: bool = False) -> Comparison:
         """Interleaved comparison of `model` with the unpruned model. With `builds` > 1, that many
         fresh builds of both are compared and judged together (`compare_builds`; more, up to the
         rule's `max_builds`, while it is unclear whether the speedup is in `band` or above the
         threshold, unless `extend` is False: the time budget is spent); with 1, the run's reference
         build and one build of `model`, whose rounds also stop once the interval lies inside
-        `band` (a probe of the last step)."""
+        `band` (a probe of the last step). `fresh_processes` (the final check): the build pairs go
+        round the rule's `processes` fresh processes where the runtime has them (`spread`)."""
         candidate = self.builds(model)
         if builds <= 1:
             return compare(self.reference(), candidate(), self.rule, threshold=threshold, band=band)
         rule = self.rule if extend else replace(self.rule, builds=min(builds, self.rule.builds), max_builds=builds)
-        scope = self.spread(rule.processes) if self.spread is not None else contextlib.nullcontext()
+        scope = (self.spread(rule.processes) if fresh_processes and self.spread is not None
+                 else contextlib.nullcontext())
         with scope:
             return compare_builds(self.reference_builds(), candidate, rule, threshold=threshold,
                                   builds=builds, band=band)

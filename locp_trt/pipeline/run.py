@@ -126,6 +126,8 @@ def open_session(job: OptimizeJob, log: Callable[[str], None]) -> Iterator[tuple
     latency = _latency(job, log)
     try:
         loaders, method = _data(job, model, log)
+        if job.runtime is not None:  # as many build pairs as this runtime's verdicts need
+            method = replace(method, compare=job.runtime.pooled_rule(method.compare))
         yield job, Session(model, latency, loaders, method)
     finally:
         if latency.owns_store:
@@ -311,7 +313,8 @@ def _devices(job: OptimizeJob, session: Session, loop: Optimizer, result: Optimi
                                   functools.partial(_prepare, runtime, shape, method.precision),
                                   functools.partial(_builder, runtime, shape, method.precision),
                                   runtime.spread_processes)
-            cmp = reference.compare(result.model, threshold=target, builds=method.compare.builds)
+            cmp = reference.compare(result.model, threshold=target, builds=method.compare.builds,
+                                    fresh_processes=True)
             log(f"device {fig.name}: {cmp.describe()}")
             row["measured"] = cmp.summary()
             row["how"] = f"measured here ({runtime.label}), interleaved with the unpruned model"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from ...errors import UnstableMeasurementError
-from ..compare import Sampler
+from ..compare import CompareRule, Sampler
 from ..config import LayerConfig, Precision
 from ..fingerprint import DeviceFingerprint
 from ..timing import BenchConfig, Timing
@@ -133,6 +133,12 @@ class Runtime(abc.ABC):
         """The child process whole models are built in (`model_host.ModelHost`), or None to
         build them in this process (the default)."""
         return None
+
+    def pooled_rule(self, rule: CompareRule) -> CompareRule:
+        """The comparison rule this runtime's verdicts need: how many fresh build pairs the final
+        check, `bench` and the near-band probes pool, from how far its builds differ (default:
+        `rule` as given)."""
+        return rule
 
     def spread_processes(self, processes: int) -> contextlib.AbstractContextManager:
         """While active, the fresh build pairs of a pooled comparison (`compare_builds`: A then B,
