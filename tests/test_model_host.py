@@ -88,3 +88,12 @@ def test_a_pooled_comparison_goes_round_fresh_processes_pair_by_pair():
         assert len(big()(0, 2)) == 2  # the run's host still serves
     with OrtCpuRuntime(isolate=False) as rt, rt.spread_processes(3):
         assert rt._pool is None  # nothing to spread: whole models are timed in this process
+
+
+def test_a_build_used_after_its_runtime_closed_says_so():
+    from locp_trt.errors import LocpError
+
+    with OrtCpuRuntime(isolate=True) as rt:
+        sample = rt.onnx_builder(*_conv(8), Precision.FP32)()
+    with pytest.raises(LocpError, match="closed with its runtime"):
+        sample(0, 2)

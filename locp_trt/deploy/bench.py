@@ -142,7 +142,10 @@ def _make_runtime(name: str, bench_cfg: BenchConfig, fmt: ModelFormat, path: Pat
             raise BackendUnavailableError(
                 f"cannot time the TensorRT engine {path} here: {reason}; run bench on the machine that "
                 "built the engine, or bench the .onnx file with --runtime onnxruntime")
-    return get_runtime(name, bench_cfg)
+    # `bench FILE` runs in a process that holds only the files it times, so ONNX Runtime builds
+    # them here rather than in a child process (its builds outlive this runtime object)
+    isolate = {"isolate": False} if name in ("onnxruntime", "onnxruntime-cuda") else {}
+    return get_runtime(name, bench_cfg, **isolate)
 
 
 # ---- ONNX ---------------------------------------------------------------------------------------

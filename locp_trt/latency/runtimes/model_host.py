@@ -80,10 +80,13 @@ class HostedSampler:
     """A build living in the host's child process; calling it times it there."""
 
     def __init__(self, host: ModelHost, key: int) -> None:
-        self._host, self.key = host, key
+        self._host, self.key, self._child = host, key, host._generation
         weakref.finalize(self, host._free, key)
 
     def __call__(self, warmup: int, iters: int) -> list[float]:
+        if self._host._generation != self._child:
+            raise LocpError("this build lived in a child process that has been closed with its runtime; "
+                            "build the model again (time it before the runtime's `with` block ends)")
         return self._host._ask(("sample", self.key, int(warmup), int(iters)))
 
 
@@ -99,6 +102,7 @@ class ModelHost:
         self._lock = threading.Lock()
         self._released: list[int] = []  # builds whose samplers are gone, freed with the next request
         self.builds = 0  # builds made in the child so far
+        self._generation = 0  # bumped when a child starts or closes: a build belongs to its child
 
     def _start(self) -> None:
         # A plain child interpreter (not multiprocessing's spawn, which re-runs the caller's main
@@ -119,6 +123,7 @@ class ModelHost:
         self._send = Connection(to_child_w, readable=False)
         self._conn = Connection(from_child_r, writable=False)
         self._proc = proc
+        self._generation += 1
         self._send.send(self.runtime)
 
     def _ask(self, msg: tuple) -> Any:
@@ -158,6 +163,7 @@ class ModelHost:
         """Stop the child (its sessions go with it)."""
         send, conn, proc = self._send, self._conn, self._proc
         self._send = self._conn = self._proc = None
+        self._generation += 1
         if send is not None:
             try:
                 send.send(("close",))
