@@ -467,6 +467,17 @@ class Optimizer:
                 f"{base_us / 1000:.4f} ms ({baseline.kind}): nothing to prune; ask for less")
         return base_us / target_us
 
+    def floor_model(self) -> nn.Module:
+        """The unpruned model with every channel group at its floor (--min-width-ratio)."""
+        floors = self.floors()
+        # Latency only: which channels is moot, so the first ones rank highest (each concat part
+        # keeps its floor) and no channel is scored: scoring every group through Torch-Pruning
+        # took 12-32 s on DenseNet-121.
+        order = {g: -np.arange(self.graph0.groups[g].width, dtype=np.float64) for g in floors}
+        model, _ = apply_plan(self.original, PruningPlan(self.arch, self.input_shape, floors),
+                              self.input_shape, scores=order, min_width_ratio=self.config.min_width_ratio)
+        return model
+
     def check_reachable(self, baseline: StepRecord, speedup: float) -> float:
         """The maximum speedup at the width floor; refuses a target far above it.
 
@@ -483,14 +494,7 @@ class Optimizer:
         predicted = base_us / floor_us if floor_us > 0 else math.inf
         best, how = predicted, f"predicted {predicted:.2f}x"
         if self.reference is not None:
-            # Latency only: which channels is moot, so the first ones rank highest (each concat
-            # part keeps its floor) and no channel is scored: scoring every group through
-            # Torch-Pruning took 12-32 s on DenseNet-121.
-            order = {g: -np.arange(graph0.groups[g].width, dtype=np.float64) for g in floors}
-            floor_model, _ = apply_plan(self.original, PruningPlan(self.arch, self.input_shape, floors),
-                                        self.input_shape, scores=order,
-                                        min_width_ratio=self.config.min_width_ratio)
-            cmp = self.reference.compare(floor_model, threshold=None)
+            cmp = self.reference.compare(self.floor_model(), threshold=None)
             self.calibration.note("floor", predicted, cmp.speedup)
             self.calibration.observe(graph0, floor_widths, baseline.latency_us / cmp.speedup)
             best, how = cmp.speedup, f"measured {cmp.describe()} (predicted {predicted:.2f}x)"

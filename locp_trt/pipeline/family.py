@@ -171,7 +171,8 @@ def _run_one(job: OptimizeJob, session: Session, target: Target, state: _State, 
     if state.baseline is None:
         state.graph0, state.baseline = loop.graph0, optimized.result.history[0]
         state.floor_speedup, state.floor_how = _floor(loop, state.baseline)
-    member = Member(target, out, optimized.result.status, optimized,
+    # the report's status: a joint plan measured below the target on a device here has missed
+    member = Member(target, out, optimized.report["result"].get("status", optimized.result.status), optimized,
                     optimized.report["result"].get("why_missed", ""),
                     previous.target.label if previous is not None else None)
     state.previous = member

@@ -188,6 +188,7 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
         report = minimal_report(method, result, artifacts)
     if devices is not None:
         report["devices"] = devices
+        _device_verdict(report, devices, log)
     if job.export:
         log("drawing plots")
         report["plots"] = after.run("drawing the plots",
@@ -198,6 +199,21 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     if table is not None:
         log(table)
     return Optimized(result.model, result.plan, report, result), loop
+
+
+def _device_verdict(report: dict[str, Any], devices: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+    """A joint plan that a device measured here below the target has missed it, whatever the
+    tables predicted: the result says so (status, why, exit code)."""
+    r = report["result"]
+    target = r.get("target_speedup")
+    short = [d for d in devices if d.get("measured") and target and d["measured"]["speedup"] < target]
+    if not short or r.get("status") == "refused":
+        return
+    why = "; ".join(f"measured on {d['device']}: {d['measured']['speedup']:.3f}x (predicted "
+                    f"{d['predicted_speedup']:.3f}x)" for d in short)
+    r.update(status="missed", met_target=False,
+             why_missed=f"{why}, below the target {target:g}x (the plan was chosen on the tables' predictions)")
+    log(f"missed on a device measured here: {r['why_missed']}")
 
 
 class _AfterWrite:
@@ -300,26 +316,55 @@ def _devices(job: OptimizeJob, session: Session, loop: Optimizer, result: Optimi
         row = {"device": fig.name, "table": str(path), "fingerprint": fig.fingerprint.describe(),
                "baseline_layer_sum_us": round(fig.baseline_us, 3), "pruned_layer_sum_us": round(fig.pruned_us, 3),
                "predicted_speedup": round(fig.speedup, 4), "meets_target_predicted": fig.speedup >= target,
-               "measured": None}
+               "calibration": joint.calibrations[len(rows)], "measured": None}
         runtime, why = _local_runtime(fig.fingerprint, job, method)
         if runtime is None:
             row["how"] = f"predicted only: {why}"
         else:
-            from ..method.reference import Reference
-
             log(f"device {fig.name}: its runtime runs here; measuring the emitted model against the unpruned one")
-            shape = (method.batch, *session.model.input_shape)
-            reference = Reference(session.model.module, method.compare,
-                                  functools.partial(_prepare, runtime, shape, method.precision),
-                                  functools.partial(_builder, runtime, shape, method.precision),
-                                  runtime.spread_processes)
-            cmp = reference.compare(result.model, threshold=target, builds=method.compare.builds,
-                                    fresh_processes=True)
+            with runtime:
+                reference = _device_reference(runtime, session.model, method)
+                cmp = reference.compare(result.model, threshold=target, builds=reference.rule.builds,
+                                        fresh_processes=True)
             log(f"device {fig.name}: {cmp.describe()}")
             row["measured"] = cmp.summary()
             row["how"] = f"measured here ({runtime.label}), interleaved with the unpruned model"
         rows.append(row)
     return rows
+
+
+def _device_reference(runtime: Any, model: _Loaded, method: OptimizeConfig):
+    """The unpruned model as the reference of comparisons on another device's runtime (here)."""
+    from ..method.reference import Reference
+
+    shape = (method.batch, *model.input_shape)
+    return Reference(model.module, runtime.pooled_rule(method.compare),
+                     functools.partial(_prepare, runtime, shape, method.precision),
+                     functools.partial(_builder, runtime, shape, method.precision), runtime.spread_processes)
+
+
+def _calibrate_devices(job: OptimizeJob, model: _Loaded, joint: Any, loop: Optimizer, method: OptimizeConfig,
+                       log: Callable[[str], None]) -> None:
+    """Each table device whose runtime runs here: its width-floor model measured against the
+    unpruned one, which fits that device's prunable share of its end-to-end time
+    (`JointLatency.calibrate`); the others keep their layer sums."""
+    graph0 = loop.graph0
+    floor_model = None
+    unpruned = joint.per_device_us(graph0.layer_configs({}).values())
+    floor = joint.per_device_us(graph0.layer_configs({**graph0.widths(), **loop.floors()}).values())
+    for i, fp in enumerate(joint.fingerprints):
+        runtime, why = _local_runtime(fp, job, method)
+        if runtime is None:
+            log(f"device {joint.names[i]}: predicted from its table alone ({why})")
+            continue
+        floor_model = floor_model if floor_model is not None else loop.floor_model()
+        with runtime:
+            cmp = _device_reference(runtime, model, method).compare(floor_model, threshold=None,
+                                                                     builds=method.compare.probe_builds)
+        share = floor[i] / unpruned[i]
+        alpha = joint.calibrate(i, share, cmp.speedup)
+        log(f"device {joint.names[i]}: its runtime runs here; the width floor measured {cmp.describe()} "
+            f"where its layer sums say {1 / share:.2f}x: {alpha:.0%} of its time is modelled as prunable")
 
 
 def _prepare(runtime: Any, shape: tuple[int, ...], precision: Any, module: nn.Module) -> Any:
@@ -409,6 +454,8 @@ def _loop(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any, met
                      schedule=schedule, graph0=graph0)
     if latency.joint is not None:  # each device's figures as shares of its unpruned model
         latency.joint.normalize(loop.graph0.layer_configs({}).values())
+        if not any(latency.joint.calibrations) and not job.resume:  # once per session (a family shares it)
+            _calibrate_devices(job, model, latency.joint, loop, method, log)
     if not job.resume and graph0 is None:
         latency.recorder.expect(step_one_configs(loop.graph0, method.min_width_ratio), "step 1's staircases",
                                 asked_before=baseline_configs(loop.graph0, method.min_width_ratio))
