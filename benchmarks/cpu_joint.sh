@@ -4,6 +4,8 @@
 # joint plan over both tables and each table's own plan, all at --speedup 1.5. The joint run measures
 # its emitted model under both thread counts (both runtimes run here). Writes OUT/summary.json.
 #   bash benchmarks/cpu_joint.sh OUT [SPEEDUP]
+# TABLES=DIR reuses DIR's table_1thread.json and table_2thread.json (profiled earlier on this
+# machine) instead of profiling again.
 set -uo pipefail
 res=${1:?usage: bash benchmarks/cpu_joint.sh OUT [SPEEDUP]}
 speedup=${2:-1.5}
@@ -11,6 +13,7 @@ work=$(mktemp -d)
 mkdir -p "$res"
 { uname -srm; nproc; git log -1 --format='code: %H %s'; date -u; uptime; } > "$res/machine.txt" 2>&1
 for t in 1 2; do
+  if [ -n "${TABLES:-}" ]; then cp "$TABLES/table_${t}thread.json" "$res/"; continue; fi
   python -m locp_trt profile example --runtime onnxruntime --threads $t --store "$work/s$t.sqlite" \
       --out "$res/table_${t}thread.json" --no-progress > "$res/log_profile_$t.txt" 2>&1
 done

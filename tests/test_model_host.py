@@ -97,3 +97,15 @@ def test_a_build_used_after_its_runtime_closed_says_so():
         sample = rt.onnx_builder(*_conv(8), Precision.FP32)()
     with pytest.raises(LocpError, match="closed with its runtime"):
         sample(0, 2)
+
+
+def test_ort_cpu_verdicts_pool_more_builds_than_the_default_rule():
+    rule = CompareRule()
+    cpu = OrtCpuRuntime(isolate=False).pooled_rule(rule)
+    assert (cpu.builds, cpu.max_builds, cpu.probe_builds) == (12, 24, 6)
+    assert cpu.build_rounds == rule.build_rounds and cpu.processes == rule.processes
+    # never fewer than asked: a rule that already pools more keeps its own figures
+    big = CompareRule(builds=20, max_builds=30, probe_builds=8)
+    assert OrtCpuRuntime(isolate=False).pooled_rule(big) == big
+    with pytest.raises(InvalidConfigError, match="processes"):
+        CompareRule(processes=0)
