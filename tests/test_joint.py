@@ -124,36 +124,6 @@ def test_joint_latency_takes_the_worst_device_as_shares_of_each_unpruned_model(t
     assert layer_sum_us(joint, cfgs) == joint.total_us(cfgs)
 
 
-def test_a_calibrated_device_predicts_its_floor_as_measured_and_can_bind(tables):
-    """A device whose runtime runs here is calibrated on its measured width floor: its fixed part
-    (1 - alpha) rides on every sum, so its predicted whole-plan speedup matches the floor it
-    measured, and a device that gains less end to end becomes the one the plan is judged by."""
-    a, b = tables
-    meters = [LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(p)) for p in (a, b)]
-    joint = JointLatency(meters, [m.table.fingerprint for m in meters])
-    graph = locp_trt.build_graph(locp_trt.get_model("resnet20"), (3, 32, 32))
-    base = list(graph.layer_configs({}).values())
-    joint.normalize(base)
-    from locp_trt.method.config import OptimizeConfig
-    from locp_trt.prune.graph import group_floor
-
-    floor = {g: group_floor(grp, OptimizeConfig().min_width_ratio) for g, grp in graph.groups.items() if grp.prunable}
-    cfgs = list(graph.layer_configs(floor).values())
-    shares = [sum(m(c) for c in cfgs) / s for m, s in zip(meters, joint.scale_us)]
-    before = joint.scale_us[0] / joint.total_us(cfgs)
-    assert before == pytest.approx(1 / max(shares))
-    # device B measured its floor at only 1.5x where its layer sums say 1 / share
-    alpha = joint.calibrate(1, shares[1], 1.5)
-    assert alpha == pytest.approx((1 - 1 / 1.5) / (1 - shares[1]))
-    assert joint.total_us(base) == pytest.approx(joint.scale_us[0])  # the unpruned model stays 1x
-    assert joint.scale_us[0] / joint.total_us(cfgs) == pytest.approx(1.5)  # B binds, as measured
-    figs = joint.figures(base, cfgs)
-    assert figs[1].speedup == pytest.approx(1.5) and figs[0].speedup == pytest.approx(1 / shares[0])
-    assert joint.calibrations[1]["floor_measured_speedup"] == 1.5 and joint.calibrations[0] is None
-    with pytest.raises(InvalidConfigError, match="cannot calibrate"):
-        joint.calibrate(0, 1.2, 1.5)
-
-
 def test_a_joint_plan_measured_below_the_target_on_a_device_here_has_missed():
     from locp_trt.pipeline.run import _device_verdict
 

@@ -15,17 +15,6 @@ as fractions of their own model), and keeps the largest share, in µs of the fir
   the binding device's stairs are (docs/METHOD.md, "One plan for several devices", says why this
   and neither the intersection nor the union of the devices' envelopes).
 
-Layer sums are not the whole model: on ONNX Runtime CPU with 2 threads the example's layers, timed
-alone, summed to 1394 µs and predicted a plan at 1.64x, which measured 1.32x end to end
-(benchmarks/results/cpu_joint_threads_attempt1/). Where a device's runtime runs here, the run
-measures its width-floor model against the unpruned one and calibrates that device
-(`calibrate`): its end-to-end time is modelled as T = T0 x (alpha x s + 1 - alpha), s the plan's
-share of the device's unpruned layer sum, alpha the prunable share of its time, fitted so the
-floor's predicted speedup is the measured one. Every sum then carries the device's fixed part
-(1 - alpha) as a share, so a whole plan's figure is that device's predicted end-to-end share and
-the worst device is the one whose end-to-end speedup is least; a device without a measurement
-keeps alpha = 1.
-
 `layer_sum_us` is the one place where layer latencies are added up for the search; on one device
 it is the plain sum.
 """
@@ -62,8 +51,6 @@ class JointLatency:
         self.fingerprints = tuple(fingerprints)
         self.names = tuple(names) if names is not None else tuple(fp.describe() for fp in fingerprints)
         self._scale: tuple[float, ...] | None = None  # each device's unpruned layer sum, µs
-        self.alphas = [1.0] * len(self.latencies)  # each device's prunable share (`calibrate`)
-        self.calibrations: list[dict | None] = [None] * len(self.latencies)
 
     @property
     def devices(self) -> int:
@@ -87,26 +74,10 @@ class JointLatency:
             raise InvalidConfigError("JointLatency.normalize(the unpruned model's configs) must come first")
         return self._scale
 
-    def calibrate(self, device: int, floor_share: float, measured_floor_speedup: float) -> float:
-        """Fit device `device`'s prunable share alpha from its width-floor model: `floor_share` is
-        the floor's layer sum over the unpruned one there, `measured_floor_speedup` what the floor
-        measured end to end. Returns alpha (kept within [0.05, 1.5])."""
-        if not (0 < floor_share < 1) or not measured_floor_speedup > 0:
-            raise InvalidConfigError(f"cannot calibrate device {device}: floor share {floor_share}, "
-                                     f"measured floor speedup {measured_floor_speedup}")
-        alpha = (1 - 1 / measured_floor_speedup) / (1 - floor_share)
-        alpha = min(1.5, max(0.05, alpha))
-        self.alphas[device] = alpha
-        self.calibrations[device] = {"floor_layer_share": round(floor_share, 4),
-                                     "floor_measured_speedup": round(measured_floor_speedup, 4),
-                                     "floor_predicted_uncalibrated": round(1 / floor_share, 4),
-                                     "prunable_share": round(alpha, 4)}
-        return alpha
-
     def combine(self, per_device: Sequence[float]) -> float:
-        """The worst device's predicted share of its unpruned time, in µs of the first device."""
+        """The worst device's share of its unpruned layer sum, in µs of the first device."""
         scale = self.scale_us
-        return scale[0] * max(a * v / s + (1 - a) for v, s, a in zip(per_device, scale, self.alphas))
+        return scale[0] * max(v / s for v, s in zip(per_device, scale))
 
     def total_us(self, configs: Iterable[LayerConfig]) -> float:
         """The combined latency of several layers together (see the module docstring)."""
@@ -121,8 +92,7 @@ class JointLatency:
     def figures(self, unpruned: Iterable[LayerConfig], pruned: Iterable[LayerConfig]) -> list[DeviceFigures]:
         """Per device: the unpruned and pruned layer sums and the predicted speedup."""
         before, after = self.per_device_us(unpruned), self.per_device_us(pruned)
-        return [DeviceFigures(name, fp, b, a, alpha) for name, fp, b, a, alpha
-                in zip(self.names, self.fingerprints, before, after, self.alphas)]
+        return [DeviceFigures(name, fp, b, a) for name, fp, b, a in zip(self.names, self.fingerprints, before, after)]
 
 
 @dataclass(frozen=True)
@@ -133,15 +103,10 @@ class DeviceFigures:
     fingerprint: DeviceFingerprint
     baseline_us: float
     pruned_us: float
-    alpha: float = 1.0  # the device's prunable share of its end-to-end time (1: layer sums only)
 
     @property
     def speedup(self) -> float:
-        """Predicted end-to-end speedup: 1 / (alpha x layer share + 1 - alpha)."""
-        if self.baseline_us <= 0:
-            return float("inf")
-        share = self.alpha * self.pruned_us / self.baseline_us + (1 - self.alpha)
-        return 1 / share if share > 0 else float("inf")
+        return self.baseline_us / self.pruned_us if self.pruned_us > 0 else float("inf")
 
 
 def layer_sum_us(latency_us: Callable[[LayerConfig], float], configs: Iterable[LayerConfig]) -> float:

@@ -316,7 +316,7 @@ def _devices(job: OptimizeJob, session: Session, loop: Optimizer, result: Optimi
         row = {"device": fig.name, "table": str(path), "fingerprint": fig.fingerprint.describe(),
                "baseline_layer_sum_us": round(fig.baseline_us, 3), "pruned_layer_sum_us": round(fig.pruned_us, 3),
                "predicted_speedup": round(fig.speedup, 4), "meets_target_predicted": fig.speedup >= target,
-               "calibration": joint.calibrations[len(rows)], "measured": None}
+               "measured": None}
         runtime, why = _local_runtime(fig.fingerprint, job, method)
         if runtime is None:
             row["how"] = f"predicted only: {why}"
@@ -341,30 +341,6 @@ def _device_reference(runtime: Any, model: _Loaded, method: OptimizeConfig):
     return Reference(model.module, runtime.pooled_rule(method.compare),
                      functools.partial(_prepare, runtime, shape, method.precision),
                      functools.partial(_builder, runtime, shape, method.precision), runtime.spread_processes)
-
-
-def _calibrate_devices(job: OptimizeJob, model: _Loaded, joint: Any, loop: Optimizer, method: OptimizeConfig,
-                       log: Callable[[str], None]) -> None:
-    """Each table device whose runtime runs here: its width-floor model measured against the
-    unpruned one, which fits that device's prunable share of its end-to-end time
-    (`JointLatency.calibrate`); the others keep their layer sums."""
-    graph0 = loop.graph0
-    floor_model = None
-    unpruned = joint.per_device_us(graph0.layer_configs({}).values())
-    floor = joint.per_device_us(graph0.layer_configs({**graph0.widths(), **loop.floors()}).values())
-    for i, fp in enumerate(joint.fingerprints):
-        runtime, why = _local_runtime(fp, job, method)
-        if runtime is None:
-            log(f"device {joint.names[i]}: predicted from its table alone ({why})")
-            continue
-        floor_model = floor_model if floor_model is not None else loop.floor_model()
-        with runtime:
-            cmp = _device_reference(runtime, model, method).compare(floor_model, threshold=None,
-                                                                     builds=method.compare.probe_builds)
-        share = floor[i] / unpruned[i]
-        alpha = joint.calibrate(i, share, cmp.speedup)
-        log(f"device {joint.names[i]}: its runtime runs here; the width floor measured {cmp.describe()} "
-            f"where its layer sums say {1 / share:.2f}x: {alpha:.0%} of its time is modelled as prunable")
 
 
 def _prepare(runtime: Any, shape: tuple[int, ...], precision: Any, module: nn.Module) -> Any:
@@ -454,8 +430,6 @@ def _loop(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any, met
                      schedule=schedule, graph0=graph0)
     if latency.joint is not None:  # each device's figures as shares of its unpruned model
         latency.joint.normalize(loop.graph0.layer_configs({}).values())
-        if not any(latency.joint.calibrations) and not job.resume:  # once per session (a family shares it)
-            _calibrate_devices(job, model, latency.joint, loop, method, log)
     if not job.resume and graph0 is None:
         latency.recorder.expect(step_one_configs(loop.graph0, method.min_width_ratio), "step 1's staircases",
                                 asked_before=baseline_configs(loop.graph0, method.min_width_ratio))
