@@ -10,10 +10,12 @@ One `run` does, in one process tree, what a single lease of the GPU allows:
 1. **Train** ResNet-56 and MobileNetV2 (CIFAR-style, 1-channel 28x28 input) on the whole training
    split on the GPU (SGD + cosine, AMP, random crop + flip, the tool's own `fine_tune`). The
    number of epochs is the most that fits `--train-s`, capped by `--max-epochs`; both are recorded.
+   `--weights MODEL=PATH` starts a model from trained weights instead (the committed teacher).
 2. **Prune** on the CPU, latency under ONNX Runtime CPU with 1 thread (these small-input networks
    are compute-bound there), every decision timed interleaved against the unpruned model:
-   * LOCP: this tool (`locp_trt.optimize`, no fine-tuning inside it) to 1.5x, 2x and 2.5x; L1
-     importance, and on ResNet-56 also Taylor importance;
+   * LOCP: this tool (`locp_trt.optimize`, given the training data, no fine-tuning inside it) to
+     1.5x, 2x and 2.5x: `locp` with the tool's defaults (Taylor importance, as data are given),
+     `locp_l1` with L1 (the data-free default), other `--locp` variants on request;
    * Torch-Pruning L1 (global) round_to=1 and round_to=8, uniform L1, the HALP-style knapsack
      over an exhaustive table: each one's knob searched (`speed_match`) until its measured
      speedup is within 3% of what LOCP measured at that target.
@@ -50,9 +52,16 @@ MODELS = ("resnet56", "mobilenetv2")
 SHAPE = (1, 28, 28)
 TARGETS = (1.5, 2.0, 2.5)
 BASELINES = ("tp_round1", "tp_round8", "uniform_l1", "halp_knapsack")
-LABELS = {"unpruned": "unpruned", "locp": "LOCP (L1)", "locp_taylor": "LOCP (Taylor)",
+#: LOCP variants: method name -> `locp_trt.optimize` options. "locp" is the tool's defaults (with
+#: the training data given, as a user with --data runs it); the others change one option.
+LOCP_VARIANTS: dict[str, dict[str, Any]] = {
+    "locp": {}, "locp_l1": {"importance": "l1"}, "locp_taylor": {"importance": "taylor"},
+    "locp_unweighted": {"weigh_groups": False}, "locp_l1_unweighted": {"importance": "l1", "weigh_groups": False},
+    "locp_knapsack": {"search": "knapsack"}}
+LABELS = {"unpruned": "unpruned", "locp": "LOCP (default: Taylor)", "locp_l1": "LOCP (L1, the data-free default)",
+          "locp_l1_unweighted": "LOCP (L1, groups unweighted)", "locp_taylor": "LOCP (Taylor)",
           "locp_unweighted": "LOCP (L1, groups unweighted)",
-          "locp_knapsack": "LOCP (L1, knapsack ladder)",
+          "locp_knapsack": "LOCP (knapsack ladder)", "locp_l1_knapsack": "LOCP (L1, knapsack ladder)",
           "locp_taylor_unweighted": "LOCP (Taylor, groups unweighted)",
           "halp_knapsack_unweighted": "HALP-style knapsack (exhaustive table, groups unweighted)",
           "tp_round1": "Torch-Pruning L1, round_to=1", "tp_round8": "Torch-Pruning L1, round_to=8",
@@ -68,8 +77,9 @@ class Settings:
     work: str = "/tmp/locp_accuracy_variants"  # pruned variants (pickled modules), scratch
     models: tuple[str, ...] = MODELS
     targets: tuple[float, ...] = TARGETS
-    taylor_models: tuple[str, ...] = ("resnet56",)
-    searches: tuple[str, ...] = ("greedy", "knapsack")  # LOCP's landing searches compared (L1)
+    locp_variants: tuple[str, ...] = ("locp", "locp_l1")  # keys of LOCP_VARIANTS
+    # trained weights to start from instead of training: model name -> state_dict file
+    weights: dict[str, str] = field(default_factory=dict)
     budget_s: float = 265.0  # wall time of the whole run; nothing new starts that cannot end in it
     train_s: float = 85.0  # training time per model (epochs fitted to it)
     max_epochs: int = 40
@@ -176,6 +186,8 @@ def train_job(s: Settings, name: str) -> dict[str, Any]:
     torch.backends.cudnn.benchmark = True
     device = _device()
     train, test = _loaders(s, device)
+    if name in s.weights:
+        return _load_trained(s, name, test, device)
     torch.manual_seed(0)
     model = get_model(name, in_channels=1).to(device)
     if device.type == "cuda":
@@ -202,6 +214,24 @@ def train_job(s: Settings, name: str) -> dict[str, Any]:
             "s_per_step": round(per_step, 5), "epoch_losses": [round(x, 4) for x in res.epoch_losses],
             "test_accuracy": round(acc, 2), "amp": res.amp, "lr": s.train_lr, "batch_size": s.batch_size,
             "train_images": len(train.labels), "params": sum(p.numel() for p in model.parameters())}
+
+
+def _load_trained(s: Settings, name: str, test, device) -> dict[str, Any]:
+    """The trained weights in `s.weights[name]` instead of training: copied to where the run's
+    weights go, and their test accuracy measured here."""
+    import shutil
+
+    import torch
+
+    from locp_trt.models import get_model
+    from locp_trt.train.finetune import evaluate
+
+    model = get_model(name, in_channels=1)
+    model.load_state_dict(torch.load(s.weights[name], map_location="cpu", weights_only=True))
+    shutil.copyfile(s.weights[name], _weights_path(s, name))
+    acc = evaluate(model.to(device).eval(), test, device)
+    return {"model": name, "epochs": 0, "train_s": 0.0, "loaded_from": s.weights[name],
+            "test_accuracy": round(acc, 2), "params": sum(p.numel() for p in model.parameters())}
 
 
 # ---- 2. prune (CPU, ORT 1 thread) ---------------------------------------------------------------
@@ -258,40 +288,38 @@ def _subject(s: Settings, name: str):
     return _CACHE[key]
 
 
-def locp_job(s: Settings, name: str, target: float, importance: str, weigh: bool = True,
-             search: str = "greedy") -> dict[str, Any]:
+def locp_job(s: Settings, name: str, target: float, method: str = "locp") -> dict[str, Any]:
+    """LOCP (`locp_trt.optimize`) to `target` with the options of `LOCP_VARIANTS[method]`, given
+    the training data as a user's --data (no fine-tuning inside the loop: every variant is
+    fine-tuned alike afterwards)."""
     import locp_trt
     from benchmarks.images import TensorBatches
     from benchmarks.measure import meter_counts
     from locp_trt.latency.config import Precision
     from locp_trt.latency.meter import LatencyMeter
     from locp_trt.latency.store import LatencyStore
-    from locp_trt.prune.importance import Importance
     from locp_trt.train.data import Loaders
 
     subject = _subject(s, name)
-    imp = Importance(importance)
-    loaders = None
-    if imp is Importance.TAYLOR:  # gradients from 8 training batches of 64, on this CPU
-        xtr, ytr, _, _ = _data(s, _cpu())
-        loaders = Loaders(train=TensorBatches(xtr, ytr, 64, shuffle=True, seed=1), val=None, test=None)
+    options = {"weigh_groups": s.weigh_groups, **LOCP_VARIANTS[method]}
+    xtr, ytr, _, _ = _data(s, _cpu())  # Taylor's gradients (when it ranks) come from these, on this CPU
+    loaders = Loaders(train=TensorBatches(xtr, ytr, 64, shuffle=True, seed=1), val=None, test=None)
     meter = LatencyMeter(_runtimes().layer, LatencyStore(None), progress=False)
     lines: list[str] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="acc_locp_") as tmp:
         # Taylor scores from the training batches; no fine-tuning inside the loop (every variant
         # is fine-tuned alike afterwards).
-        result = locp_trt.optimize(subject.model, SHAPE, meter=meter, speedup=target, data=loaders,
+        optimized = locp_trt.optimize(subject.model, SHAPE, meter=meter, speedup=target, data=loaders,
                                    out=Path(tmp) / "run", precision=Precision.FP32, batch=1, arch=name,
-                                   importance=imp, weigh_groups=weigh, search=search,
-                                   min_width_ratio=s.min_width_ratio, epochs=0, final_epochs=0,
+                                   min_width_ratio=s.min_width_ratio, epochs=0, final_epochs=0, **options,
                                    train_device="cpu", export=False, engine=False, log=lines.append,
-                                   progress=False).result
+                                   progress=False)
+    result = optimized.result
     decision_s = time.perf_counter() - t0
     model = result.model.eval()
-    method = (("locp" if imp is Importance.L1 else "locp_taylor") + ("" if weigh else "_unweighted")
-              + ("_knapsack" if search == "knapsack" else ""))
     return {"model": name, "method": method, "target": target, "decision_s": round(decision_s, 1),
+            "importance": optimized.plan.meta.get("importance"), "options": LOCP_VARIANTS[method],
             "loop_met_target": result.met_target, "loop_speedup": round(result.speedup, 4),
             "layer_latencies": meter_counts(meter), "loop_log": lines[-4:],
             "measured": _speedup(s, name, model), **_describe(subject, model),
@@ -479,13 +507,12 @@ def run(s: Settings) -> dict[str, Any]:
                 if kind == "train":
                     name = args[0]
                     results["train"][name] = res
-                    event(f"trained {name}: {res['epochs']} epochs, {res['test_accuracy']}% in {res['train_s']} s")
+                    how = (f"loaded {res['loaded_from']}" if "loaded_from" in res
+                           else f"{res['epochs']} epochs in {res['train_s']} s")
+                    event(f"trained {name}: {res['test_accuracy']}% ({how})")
                     for t in s.targets:
-                        for search in s.searches:
-                            submit(cpu, "locp", locp_job, name, t, "l1", s.weigh_groups, search)
-                    if name in s.taylor_models:
-                        for t in s.targets:
-                            submit(cpu, "locp", locp_job, name, t, "taylor", s.weigh_groups)
+                        for method in s.locp_variants:
+                            submit(cpu, "locp", locp_job, name, t, method)
                 elif kind in ("locp", "baseline"):
                     key = (res["model"], res["method"], res["target"])
                     variants[key] = res
@@ -493,7 +520,7 @@ def run(s: Settings) -> dict[str, Any]:
                     m = res["measured"]
                     event(f"pruned {key}: {m['speedup']:.3f}x measured, {res['flops'] / 1e6:.1f} MFLOPs, "
                           f"{res['decision_s']} s")
-                    if res["method"] in ("locp", "locp_unweighted"):  # baselines aim at the default's speed
+                    if res["method"] == "locp":  # baselines aim at the default's speed
                         for b in BASELINES:
                             submit(cpu, "baseline", baseline_job, res["model"], b, res["target"], m["speedup"])
                     cost = ft_cost.get(res["model"], 0.0)
@@ -548,7 +575,7 @@ def bn_recalibrated_accuracy(model, train, test, batches: int = 40) -> float:
 def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
     """Prune on this machine's CPU (ORT, 1 thread) from trained weights in `s.out`, and score every
     variant by `bn_recalibrated_accuracy`; sequential, one process. Baselines match the measured
-    speedup of `locp` (group-weighted L1)."""
+    speedup of `locp` (the tool's defaults)."""
     import torch
 
     from benchmarks.images import TensorBatches
@@ -578,16 +605,15 @@ def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
         results["train"][name] = {"test_accuracy": round(evaluate(_unpruned(s, name), test, "cpu"), 2)}
         for t in s.targets:
             torch.set_num_threads(1)
-            lead = locp_job(s, name, t, "l1", True)
+            lead = locp_job(s, name, t, "locp")
             score(lead)
             aim = lead["measured"]["speedup"]
             for m in methods:
                 torch.set_num_threads(1)
                 if m == "locp":
                     continue
-                if m.startswith("locp"):
-                    res = locp_job(s, name, t, "taylor" if "taylor" in m else "l1", "unweighted" not in m,
-                                   "knapsack" if m.endswith("knapsack") else "greedy")
+                if m in LOCP_VARIANTS:
+                    res = locp_job(s, name, t, m)
                 else:
                     res = baseline_job(s, name, m, t, aim)
                 score(res)
@@ -624,19 +650,25 @@ def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest:
 
 
 # ---- report -------------------------------------------------------------------------------------
-METHOD_ORDER = ["locp", "locp_knapsack", "locp_taylor", "locp_unweighted", "locp_taylor_unweighted", *BASELINES,
+METHOD_ORDER = ["locp", "locp_l1", "locp_taylor", "locp_knapsack", "locp_l1_knapsack", "locp_unweighted",
+                "locp_l1_unweighted", "locp_taylor_unweighted", *BASELINES,
                 "halp_knapsack_unweighted"]
 
 
 def load_results(path: Path) -> dict[str, Any]:
     """results.json of `run` or `proxy`. Runs made before group weighing existed (no
     `weigh_groups` in their settings) decided LOCP and the knapsack on unweighted scores: their
-    methods are renamed so."""
+    methods are renamed so. Runs made before the tool's default importance depended on the data
+    (no `locp_variants` in their settings) named LOCP with L1 `locp`: renamed `locp_l1`."""
     results = json.loads(Path(path).read_text())
     if "weigh_groups" not in results["settings"]:
         for v in results["variants"]:
             if v["method"] in ("locp", "locp_taylor", "halp_knapsack"):
                 v["method"] += "_unweighted"
+    if "locp_variants" not in results["settings"]:
+        old = {"locp": "locp_l1", "locp_unweighted": "locp_l1_unweighted", "locp_knapsack": "locp_l1_knapsack"}
+        for v in results["variants"]:
+            v["method"] = old.get(v["method"], v["method"])
     return results
 
 
@@ -728,6 +760,18 @@ def report(results_path: Path, out: Path) -> None:
     print(markdown_table(results))
 
 
+def _weights_arg(given: list[str]) -> dict[str, str]:
+    """{"resnet56": "path.pt"} from ["resnet56=path.pt"]."""
+    out = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or name not in MODELS or not Path(path).is_file():
+            raise SystemExit(f"--weights {item!r}: give MODEL=PATH with MODEL one of {', '.join(MODELS)} "
+                             "and PATH an existing state_dict file")
+        out[name] = path
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -737,9 +781,10 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument(f"--{f}", default=getattr(defaults, f))
     r.add_argument("--models", nargs="+", default=list(MODELS))
     r.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
-    r.add_argument("--taylor-models", nargs="*", default=["resnet56"])
-    r.add_argument("--searches", nargs="+", choices=["greedy", "knapsack"], default=["greedy", "knapsack"],
-                   help="LOCP landing searches to compare (L1 importance)")
+    r.add_argument("--locp", nargs="+", choices=sorted(LOCP_VARIANTS), default=list(defaults.locp_variants),
+                   help="LOCP variants to run ('locp': the tool's defaults; the baselines aim at its speed)")
+    r.add_argument("--weights", nargs="*", default=[], metavar="MODEL=PATH",
+                   help="start MODEL from these trained weights (a state_dict) instead of training it")
     for f in ("budget_s", "train_s", "train_lr", "ft_lr", "distill_alpha", "distill_temperature", "match_tol"):
         r.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(defaults, f))
     for f in ("max_epochs", "min_epochs", "ft_epochs", "batch_size", "cpu_workers", "gpu_workers"):
@@ -753,14 +798,14 @@ def main(argv: list[str] | None = None) -> int:
     px.add_argument("--work", default=defaults.work)
     px.add_argument("--models", nargs="+", default=["resnet56"])
     px.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
-    px.add_argument("--methods", nargs="+", default=["locp", "locp_unweighted", *BASELINES])
+    px.add_argument("--methods", nargs="+", default=["locp", "locp_l1", *BASELINES])
     ft = sub.add_parser("finetune", help="fine-tune the variants of a results.json (e.g. a proxy's) "
                                          "here, the same way for all")
     ft.add_argument("results", type=Path)
     ft.add_argument("--data", default=defaults.data)
     ft.add_argument("--weights", required=True, help="folder holding MODEL.pt (the teacher)")
     ft.add_argument("--out", required=True, help="where the new results.json goes")
-    ft.add_argument("--methods", nargs="+", default=["locp", "locp_unweighted", *BASELINES])
+    ft.add_argument("--methods", nargs="+", default=["locp", "locp_l1", *BASELINES])
     ft.add_argument("--targets", nargs="+", type=float, default=[2.0])
     ft.add_argument("--ft-epochs", type=int, default=1)
     rep = sub.add_parser("report", help="table.md and accuracy_vs_speedup.png from results.json")
@@ -782,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
               tuple(a.methods))
         return 0
     s = Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets),
-                 taylor_models=tuple(a.taylor_models), searches=tuple(a.searches), budget_s=a.budget_s, train_s=a.train_s,
+                 locp_variants=tuple(a.locp), weights=_weights_arg(a.weights), budget_s=a.budget_s, train_s=a.train_s,
                  max_epochs=a.max_epochs, min_epochs=a.min_epochs, train_lr=a.train_lr,
                  ft_epochs=a.ft_epochs, ft_lr=a.ft_lr, distill_alpha=a.distill_alpha,
                  distill_temperature=a.distill_temperature, batch_size=a.batch_size,

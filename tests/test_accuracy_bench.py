@@ -79,7 +79,7 @@ def _results() -> dict:
         return {"model": "resnet56", "method": method, "target": target, "flops": 50e6,
                 "measured": {"speedup": speedup, "speedup_low": speedup * 0.98, "speedup_high": speedup * 1.02},
                 "accuracy_before_ft": acc - 10, "accuracy": acc}
-    return {"settings": {"targets": [2.0]},
+    return {"settings": {"targets": [2.0], "weigh_groups": True, "locp_variants": ["locp", "locp_l1"]},
             "train": {"resnet56": {"test_accuracy": 94.5}},
             "variants": [variant("tp_round8", 2.0, 2.01, 92.9), variant("locp", 2.0, 2.05, 94.1),
                          {**variant("uniform_l1", 2.0, 1.98, 0.0), "accuracy": None}]}
@@ -91,7 +91,7 @@ def test_report_table_and_plot(tmp_path):
     assert [r["method"] for r in rows] == ["unpruned", "locp", "tp_round8", "uniform_l1"]
     assert rows[1]["drop"] == pytest.approx(-0.4) and rows[3]["drop"] is None
     md = markdown_table(res)
-    assert "| resnet56 | 2x | LOCP (L1) | 2.050x (2.01-2.09) | 50.0 | 84.10% | 94.10% | -0.40 |" in md
+    assert "| resnet56 | 2x | LOCP (default: Taylor) | 2.050x (2.01-2.09) | 50.0 | 84.10% | 94.10% | -0.40 |" in md
     assert "| resnet56 | 2x | uniform L1 | 1.980x" in md and md.count("\n") == len(rows) + 1
     plot(res, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
@@ -118,13 +118,17 @@ def test_old_results_are_relabelled_and_missed_matches_marked(tmp_path):
     res["variants"].append({**res["variants"][0], "method": "halp_knapsack",
                             "match": {"within_tol": False}})
     path = tmp_path / "results.json"
-    path.write_text(json.dumps(res))  # no settings["weigh_groups"]: a run from before group weighing
+    del res["settings"]["weigh_groups"], res["settings"]["locp_variants"]
+    path.write_text(json.dumps(res))  # a run from before group weighing, when LOCP ranked by L1
     old = load_results(path)
-    assert {v["method"] for v in old["variants"]} == {"tp_round8", "locp_unweighted", "uniform_l1",
+    assert {v["method"] for v in old["variants"]} == {"tp_round8", "locp_l1_unweighted", "uniform_l1",
                                                       "halp_knapsack_unweighted"}
     md = markdown_table(old)
     assert "LOCP (L1, groups unweighted)" in md and "groups unweighted) †" in md and "† not matched" in md
-    res["settings"]["weigh_groups"] = True
+    res["settings"]["weigh_groups"] = True  # with group weighing, before the Taylor default: L1
+    path.write_text(json.dumps(res))
+    assert "locp_l1" in {v["method"] for v in load_results(path)["variants"]}
+    res["settings"]["locp_variants"] = ["locp"]  # now: `locp` is the tool's defaults
     path.write_text(json.dumps(res))
     assert "locp" in {v["method"] for v in load_results(path)["variants"]}
 

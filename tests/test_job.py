@@ -54,3 +54,16 @@ def test_the_job_holds_objects(tmp_path: Path) -> None:
     assert job.method.speedup == 2.0 and job.training.epochs == 0.5 and job.training.device == "cpu"
     with pytest.raises(InvalidConfigError, match="unknown option 'stepz'.*steps"):
         resolve_job("example", out=tmp_path, stepz=3)
+
+
+def test_the_default_importance_is_taylor_with_training_data_and_l1_without():
+    from locp_trt.method.config import OptimizeConfig
+    from locp_trt.prune.importance import Importance
+
+    cfg = OptimizeConfig(speedup=2.0)
+    assert cfg.importance is None and cfg.to_json()["importance"] is None
+    assert cfg.with_data(True).importance is Importance.TAYLOR
+    assert cfg.with_data(False).importance is Importance.L1
+    asked = OptimizeConfig(speedup=2.0, importance=Importance.L1)
+    assert asked.with_data(True).importance is Importance.L1  # the user's choice stays
+    assert asked.with_data(True).to_json()["importance"] == "l1"

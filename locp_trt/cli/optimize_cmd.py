@@ -150,10 +150,12 @@ class Command:
         g.add_argument("--max-rounds", type=int, default=12,
                        help="interleaved timing rounds at most per decision (default 12)")
         g.add_argument("--discovery", choices=[m.value for m in DiscoveryMethod], default=DiscoveryMethod.THREE_POINT.value)
-        g.add_argument("--importance", choices=IMPORTANCE_CHOICES, default="l1",
-                       help="how channels are ranked: l1 (default) / l2 weight magnitude, bn_scale "
-                            "|gamma|, or taylor: first-order Taylor estimate of the loss change "
-                            "(Molchanov 2019, as in HALP) averaged over training batches; needs --data")
+        g.add_argument("--importance", choices=IMPORTANCE_CHOICES, default=None,
+                       help="how channels are ranked: taylor, a first-order Taylor estimate of the "
+                            "loss change (Molchanov 2019, as in HALP) averaged over training batches "
+                            "(needs --data); l1 / l2 weight magnitude; bn_scale |gamma|. Default: "
+                            "taylor with --data (or the built-in example's data), l1 without: the "
+                            "choices that kept the most accuracy (docs/METHOD.md)")
         g.add_argument("--search", choices=["greedy", "knapsack"], default="greedy",
                        help="the plans a step lands among: greedy (default), prefixes of the "
                             "best-benefit-first decision path; or knapsack, the least importance lost "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import InvalidConfigError
@@ -14,7 +14,7 @@ from ..train.finetune import TrainConfig
 from .candidates import DiscoveryMethod
 from .ladder import SearchMethod
 
-__all__ = ["DEFAULT_SPEEDUP", "OptimizeConfig", "GeometricSchedule", "UnreachableTargetError"]
+__all__ = ["DEFAULT_SPEEDUP", "OptimizeConfig", "default_importance", "GeometricSchedule", "UnreachableTargetError"]
 
 #: The speedup asked for when neither a speedup nor a latency target is given.
 DEFAULT_SPEEDUP = 2.0
@@ -42,7 +42,8 @@ class OptimizeConfig:
     time_budget_s: float | None = None
     # ---- method
     discovery: DiscoveryMethod = DiscoveryMethod.THREE_POINT
-    importance: Importance = Importance.L1
+    # how channels are ranked; None: `default_importance` (Taylor with training data, else L1)
+    importance: Importance | None = None
     weigh_groups: bool = True  # scale each group's importance by its reach (layers it touches)
     # the candidate plans a step lands among: prefixes of the greedy decision path, or knapsack
     # plans (least importance lost for each of a ladder of predicted latencies; opt-in, see METHOD.md)
@@ -84,11 +85,26 @@ class OptimizeConfig:
         if self.max_acc_drop is not None and not (math.isfinite(self.max_acc_drop) and self.max_acc_drop >= 0):
             raise InvalidConfigError(f"--max-acc-drop must be a number of points >= 0, got {self.max_acc_drop}")
 
+    def with_data(self, has_data: bool) -> OptimizeConfig:
+        """This config with `importance` chosen: the user's, else `default_importance(has_data)`."""
+        if self.importance is not None:
+            return self
+        return replace(self, importance=default_importance(has_data))
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("discovery", "importance", "precision", "search"):
-            d[k] = getattr(self, k).value
+            value = getattr(self, k)
+            d[k] = None if value is None else value.value
         return d
+
+
+def default_importance(has_data: bool) -> Importance:
+    """The importance used when none is asked for, chosen by measurement (docs/METHOD.md,
+    "Default importance"): Taylor over training batches where there are training data (it kept
+    the most accuracy at 1.5x, 2x and 2.5x on ResNet-56 in benchmarks/results/
+    gpu_h200_accuracy_resnet56_default), else L1 magnitude, the best data-free criterion there."""
+    return Importance.TAYLOR if has_data else Importance.L1
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,7 @@ class Optimizer:
         self.started = clock()
         self.original = model.eval()
         self.input_shape = tuple(int(v) for v in input_shape)
+        config = config.with_data(getattr(loaders, "train", None) is not None)
         self.config = config
         self.latency_us = latency_us
         self.arch, self.log, self.progress = arch, log, progress

@@ -373,7 +373,7 @@ def _data(job: OptimizeJob, model: _Loaded, log: Callable[[str], None]) -> tuple
     guard either."""
     method, t = job.method, job.training
     if not model.data:
-        return None, replace(method, finetune=None, final_finetune=None, max_acc_drop=None)
+        return None, replace(method.with_data(False), finetune=None, final_finetune=None, max_acc_drop=None)
     from ..train.data import Loaders, make_split_loaders
 
     if isinstance(model.data, Loaders):
@@ -387,7 +387,7 @@ def _data(job: OptimizeJob, model: _Loaded, log: Callable[[str], None]) -> tuple
     epochs = t.epochs if t.epochs is not None else (EXAMPLE["epochs"] if example else DEFAULT_EPOCHS)
     final = (t.final_epochs if t.final_epochs is not None
              else (EXAMPLE["final_epochs"] if example else DEFAULT_FINAL_EPOCHS))
-    return loaders, replace(method, finetune=_train_config(t, epochs, loaders.train, method.seed),
+    return loaders, replace(method.with_data(loaders.train is not None), finetune=_train_config(t, epochs, loaders.train, method.seed),
                             final_finetune=_train_config(t, final, loaders.train, method.seed + 1000))
 
 
