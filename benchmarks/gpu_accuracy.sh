@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Issue 16's accuracy table on the lent H200: `benchmarks/accuracy.py run` for one model, then its
+# report, everything under $OUT/acc (results.json, table.md, accuracy_vs_speedup.png, the log and
+# device.txt with the date, GPU, driver and versions).
+#
+#   bash benchmarks/gpu_accuracy.sh MODEL FT_EPOCHS BUDGET_S [more `accuracy.py run` options]
+#
+# Needs (carried): `.whl/` with torch-pruning, `.data/fashion-mnist/` with the four IDX .gz files
+# of Debian's dataset-fashion-mnist.
+set -uo pipefail
+model=$1 epochs=$2 budget=$3
+shift 3
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD
+mkdir -p "$OUT/acc"
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, onnxruntime, torch_pruning; print('torch', torch.__version__, 'onnxruntime', onnxruntime.__version__, 'torch-pruning', torch_pruning.__version__)"
+  echo "cores $(nproc)"
+} > "$OUT/acc/device.txt"
+python3 benchmarks/accuracy.py run --data fashion-mnist:.data/fashion-mnist --models "$model" \
+  --ft-epochs "$epochs" --budget-s "$budget" --out "$OUT/acc" --work /tmp/accw "$@" 2>&1 | tee "$OUT/acc/acc_log.txt"
+rc=${PIPESTATUS[0]}
+python3 benchmarks/accuracy.py report "$OUT/acc/results.json" --out "$OUT/acc" > /dev/null
+exit "$rc"
