@@ -56,8 +56,9 @@ BASELINES = ("tp_round1", "tp_round8", "uniform_l1", "halp_knapsack")
 #: the training data given, as a user with --data runs it); the others change one option.
 LOCP_VARIANTS: dict[str, dict[str, Any]] = {
     "locp": {}, "locp_l1": {"importance": "l1"}, "locp_taylor": {"importance": "taylor"},
-    "locp_unweighted": {"weigh_groups": False}, "locp_l1_unweighted": {"importance": "l1", "weigh_groups": False},
-    "locp_knapsack": {"search": "knapsack"}}
+    "locp_unweighted": {"weigh_groups": False}, "locp_l1_unweighted": {"importance": "l1", "weigh_groups": False}}
+#: Every method a results.json may hold, old ones included (the knapsack ladder, `locp_knapsack`,
+#: was removed from the tool: docs/METHOD.md §4).
 LABELS = {"unpruned": "unpruned", "locp": "LOCP (default: Taylor)", "locp_l1": "LOCP (L1, the data-free default)",
           "locp_l1_unweighted": "LOCP (L1, groups unweighted)", "locp_taylor": "LOCP (Taylor)",
           "locp_unweighted": "LOCP (L1, groups unweighted)",

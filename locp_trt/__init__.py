@@ -60,7 +60,6 @@ _LAZY = {
     "DiscoveryMethod": "locp_trt.method.candidates",
     "knapsack_search": "locp_trt.method.benefit",
     "greedy_steps": "locp_trt.method.benefit",
-    "SearchMethod": "locp_trt.method.ladder",
     "SearchResult": "locp_trt.method.benefit",
     "DatasetSpec": "locp_trt.train.data",
     "make_loaders": "locp_trt.train.data",

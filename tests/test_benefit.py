@@ -367,7 +367,7 @@ def test_landing_finds_partial_decisions_when_one_notch_jumps_over_the_band():
     """The envelope of `a` has only 64 and 32: that one notch takes the model from 1x to about
     1.9x, over the whole band [1.3, 1.43]. `inside_band` offers widths between the two (off the
     envelope), predicted inside the band, the centred ones first."""
-    from locp_trt.method.ladder import Ladder, Rung, SearchMethod
+    from locp_trt.method.ladder import Ladder, Rung
 
     g = HandGraph([("stem", None, "a", conv(3, 64, 8)), ("mid", "a", "b", conv(64, 64, 8)),
                    ("head", "b", None, conv(64, 10, 1))])
@@ -382,7 +382,7 @@ def test_landing_finds_partial_decisions_when_one_notch_jumps_over_the_band():
     rungs = [Rung(full, predict(full), 0.0), Rung({"a": 32, "b": 64}, predict({"a": 32, "b": 64}), 0.1)]
     cands = {"a": GroupCandidates("a", (32, 64), 0), "b": GroupCandidates("b", (64,), 0)}
     scores = {gid: ramp_scores(64, seed=i) for i, gid in enumerate(cands)}
-    ladder = Ladder(SearchMethod.GREEDY, rungs, graph=g, candidates=cands, scores=scores,
+    ladder = Ladder(rungs, graph=g, candidates=cands, scores=scores,
                     floors={"a": 8, "b": 8}, latency_us=lin_us, predict_us=predict)
     measured = (1.0, rungs[0].predicted_us / rungs[1].predicted_us)
     assert measured[1] > 1.43  # the notch overshoots the band

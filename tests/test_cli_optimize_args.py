@@ -52,12 +52,11 @@ def test_options_reach_the_job(monkeypatch, tmp_path):
     assert job.method.importance.value == "taylor"
 
 
-def test_search_is_the_greedy_path_unless_knapsack_is_asked_for(monkeypatch, tmp_path):
-    from locp_trt.method.config import OptimizeConfig
-
-    assert job_for(monkeypatch, tmp_path).method.search.value == "greedy"
-    assert job_for(monkeypatch, tmp_path / "k", "--search", "knapsack").method.search.value == "knapsack"
-    assert OptimizeConfig().search.value == "greedy"  # the library's default is the CLI's
+def test_the_removed_search_option_is_an_unknown_argument(tmp_path, capsys):
+    """`--search` (greedy path or knapsack ladder) was removed with the ladder (docs/METHOD.md §4)."""
+    assert main(["optimize", "example", "--out", str(tmp_path / "o"), "--search", "knapsack"]) == 1
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --search knapsack" in err and "Traceback" not in err
 
 
 def test_groups_are_weighed_unless_asked_not_to(monkeypatch, tmp_path):
@@ -75,7 +74,6 @@ def test_groups_are_weighed_unless_asked_not_to(monkeypatch, tmp_path):
     ("--max-acc-drop", "nan", "expected a finite number"),
     ("--distill", "maybe", "invalid choice: 'maybe'"),
     ("--group-weights", "params", "invalid choice: 'params'"),
-    ("--search", "beam", "invalid choice: 'beam'"),
 ])
 def test_bad_values_are_one_error_line(tmp_path, capsys, option, value, message):
     assert main(["optimize", "example", "--out", str(tmp_path / "o"), option, value]) == 1

@@ -224,7 +224,7 @@ def test_partial_decisions_between_two_rungs_keep_whole_conv_groups():
     decisions (widths between the two rungs', off the envelope) are multiples of its groups."""
     from locp_trt.method.benefit import predicted_latency_us
     from locp_trt.method.candidates import GroupCandidates
-    from locp_trt.method.ladder import Ladder, Rung, SearchMethod
+    from locp_trt.method.ladder import Ladder, Rung
 
     model, shape = resnext()
     g = build_graph(model, shape)
@@ -241,7 +241,7 @@ def test_partial_decisions_between_two_rungs_keep_whole_conv_groups():
     cands = {gid: GroupCandidates(gid, (4, 32) if gid == "blocks.0.a.0" else (w,), 0)
              for gid, w in full.items() if g.groups[gid].prunable}
     scores = {gid: np.full(full[gid], 1.0 / full[gid]) for gid in cands}
-    ladder = Ladder(SearchMethod.GREEDY, rungs, graph=g, candidates=cands, scores=scores,
+    ladder = Ladder(rungs, graph=g, candidates=cands, scores=scores,
                     floors={gid: group_floor(g.groups[gid], 0.1) for gid in cands}, latency_us=lat,
                     predict_us=predict)
     top = rungs[0].predicted_us / rungs[1].predicted_us

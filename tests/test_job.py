@@ -42,18 +42,20 @@ def test_precision_is_parsed_at_the_boundary_only(tmp_path: Path, monkeypatch) -
 def test_the_job_holds_objects(tmp_path: Path) -> None:
     from locp_trt.deploy.devices import DeviceProfile
     from locp_trt.latency.runtimes.base import Runtime
-    from locp_trt.method.ladder import SearchMethod
     from locp_trt.pipeline.job import resolve_job
     from locp_trt.prune.importance import Importance
 
     job = resolve_job("example", out=tmp_path, device="cpu", runtime="ort", precision="float32",
-                      importance="taylor", search="knapsack", epochs=0.5, train_device="cpu")
+                      importance="taylor", epochs=0.5, train_device="cpu")
     assert isinstance(job.device, DeviceProfile) and isinstance(job.runtime, Runtime)
     assert job.runtime.name == "onnxruntime" and job.method.precision is Precision.FP32
-    assert job.method.importance is Importance.TAYLOR and job.method.search is SearchMethod.KNAPSACK
+    assert job.method.importance is Importance.TAYLOR
     assert job.method.speedup == 2.0 and job.training.epochs == 0.5 and job.training.device == "cpu"
     with pytest.raises(InvalidConfigError, match="unknown option 'stepz'.*steps"):
         resolve_job("example", out=tmp_path, stepz=3)
+    # a removed option says so, and what to do, instead of guessing a near name
+    with pytest.raises(InvalidConfigError, match=r"option 'search' was removed: .*knapsack ladder.*drop search="):
+        resolve_job("example", out=tmp_path, search="knapsack")
 
 
 def test_the_default_importance_is_taylor_with_training_data_and_l1_without():

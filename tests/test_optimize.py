@@ -256,27 +256,21 @@ def test_loop_lands_within_tolerance_on_a_formula_runtime_under_noise(tmp_path: 
     assert 1 <= len(probes) <= 8 * len(result.history)
 
 
-@pytest.mark.parametrize("search", ["knapsack", "greedy"])
-def test_both_searches_land(tmp_path: Path, search: str) -> None:
-    """The landing chooses among knapsack plans for a ladder of predicted latencies (default) or
-    among prefixes of the greedy path (--search greedy); both land under 3% noise."""
-    from locp_trt.method.ladder import SearchMethod
+def test_the_greedy_path_lands(tmp_path: Path) -> None:
+    """The landing chooses among prefixes of the greedy path and lands under 3% noise."""
     from locp_trt.method.loop import Optimizer
 
     torch.manual_seed(0)
     model = get_model("resnet20")
     fake = StepLatency((1, 3, 32, 32))
-    cfg = OptimizeConfig(speedup=1.5, search=SearchMethod(search))
-    assert cfg.to_json()["search"] == search
-    opt = Optimizer(model, (3, 32, 32), cfg, latency_us=fake.layer_us, prepare_model=fake.prepare,
+    opt = Optimizer(model, (3, 32, 32), OptimizeConfig(speedup=1.5), latency_us=fake.layer_us, prepare_model=fake.prepare,
                     out_dir=tmp_path, log=lambda _m: None, progress=False)
     result = opt.run()
     true = fake.prepare(model).true_us / fake.prepare(result.model).true_us
     assert 1.5 <= true <= 1.5 * 1.1, (true, result.stop_reason)
     assert result.met_target
     step = result.history[result.chosen_step]
-    kind = "knapsack ladder of " if search == "knapsack" else "greedy path of "
-    assert step.search.startswith(kind) and 1 <= step.decisions <= step.path_length
+    assert step.search.startswith("greedy path of ") and 1 <= step.decisions <= step.path_length
 
 
 def test_unreachable_targets_are_refused_before_pruning(tmp_path: Path) -> None:

@@ -125,3 +125,28 @@ def test_optimize_force_replaces_a_previous_run(tmp_path):
     assert not (run / "checkpoints" / "step_009.pt").exists()
     assert (run / "notes.txt").read_text() == "the user's own file"
     assert (run / "report.json").is_file() and (run / "pruned.pt").read_bytes() != b"old"
+
+
+def test_a_checkpoint_recording_the_removed_search_option_resumes_if_it_ran_greedy(tmp_path):
+    """Runs made before the knapsack ladder was removed recorded `"search"` in their config:
+    "greedy" (what every step does now) resumes; "knapsack" is refused, naming the option."""
+    import json
+
+    from locp_trt.errors import LocpError
+    from locp_trt.method.checkpoints import Checkpoints
+    from locp_trt.method.records import StepRecord
+    from locp_trt.prune.plan import PruningPlan, apply_plan
+
+    shape = (1, 28, 28)
+    model, plan = apply_plan(get_model("lenet5"), PruningPlan("lenet5", shape, {}), shape)
+    config = OptimizeConfig(speedup=1.5).to_json()
+    Checkpoints(tmp_path, config, lambda: get_model("lenet5")).save(
+        model, plan, [StepRecord(0, {}, 100.0, {}, None, 0, 0)], 1.5)
+    state_file = tmp_path / "checkpoints" / "state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "config": {**config, "search": "greedy"}}))
+    resumed = Checkpoints(tmp_path, config, lambda: get_model("lenet5")).last()
+    assert resumed is not None and [h.step for h in resumed.history] == [0]
+    state_file.write_text(json.dumps({**state, "config": {**config, "search": "knapsack"}}))
+    with pytest.raises(LocpError, match=r"search: knapsack \(interrupted run\) vs absent \(now\)"):
+        Checkpoints(tmp_path, config, lambda: get_model("lenet5")).last()

@@ -156,11 +156,6 @@ class Command:
                             "(needs --data); l1 / l2 weight magnitude; bn_scale |gamma|. Default: "
                             "taylor with --data (or the built-in example's data), l1 without: the "
                             "choices that kept the most accuracy (docs/METHOD.md)")
-        g.add_argument("--search", choices=["greedy", "knapsack"], default="greedy",
-                       help="the plans a step lands among: greedy (default), prefixes of the "
-                            "best-benefit-first decision path; or knapsack, the least importance lost "
-                            "for each of a ladder of predicted latencies (kept more accuracy at 2x on "
-                            "ResNet-56, not yet the default: see docs/METHOD.md)")
         g.add_argument("--group-weights", choices=["reach", "none"], default="reach",
                        help="how groups are weighed against each other: reach (default) scales each "
                             "group's importance by the number of layers its channels reach, so a "
@@ -220,7 +215,7 @@ class Command:
             # the method
             target_latency_ms=args.target_latency_ms, tolerance=args.tolerance, steps=args.steps,
             extra_steps=args.extra_steps, time_budget_s=args.time_budget_s, discovery=args.discovery, importance=args.importance,
-            weigh_groups=args.group_weights == "reach", search=args.search,
+            weigh_groups=args.group_weights == "reach",
             min_width_ratio=args.min_width_ratio, seed=args.seed, compare=compare_rule_from(args),
             max_acc_drop=args.max_acc_drop,
             # data and fine-tuning

@@ -15,8 +15,9 @@ importance lost. The small epsilon lets free steps (zero-importance channels) ra
 instead of dividing by zero.
 
 Stage 2 chooses one width per group so the predicted latency (the sum of every conv/linear
-layer's latency, `predicted_latency_us`) goes down; `prune.ladder` turns either search into the
-ordered plans one step of the loop lands among:
+layer's latency, `predicted_latency_us`) goes down. Two searches do it; `method.ladder` turns the
+greedy one into the ordered plans one step of the loop lands among, and the knapsack is the
+HALP-style baseline the benchmarks compare with (benchmarks/accuracy.py, benchmarks/methods.py):
 
 * `greedy_steps`: repeatedly take the candidate with the best benefit over all groups (a step may
   jump several envelope widths down at once), commit it, and re-assess that group and its

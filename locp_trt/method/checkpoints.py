@@ -27,6 +27,12 @@ __all__ = ["STATE_SCHEMA", "Checkpoints", "Resumed", "last_checkpoint", "config_
 
 STATE_SCHEMA = "locp_trt.optimize_state/2"
 
+#: Options older runs recorded that are gone, with the value that did what the code does now: a
+#: state holding that value resumes as if the option were absent; any other value stays in the
+#: config, so resuming it is refused as a difference. (`search`: the knapsack ladder was removed,
+#: docs/METHOD.md §4.)
+_RETIRED = {"search": "greedy"}
+
 
 @dataclass(frozen=True)
 class Resumed:
@@ -50,7 +56,7 @@ class Checkpoints:
 
     def __init__(self, out_dir: Path, config: Mapping[str, Any], original: Callable[[], nn.Module]) -> None:
         self.dir = Path(out_dir) / "checkpoints"
-        self.config = dict(config)
+        self.config = _current(config)
         self._original = original
 
     def save(self, model: nn.Module, plan: PruningPlan, history: list[StepRecord], target_speedup: float) -> None:
@@ -80,8 +86,9 @@ class Checkpoints:
         if state.get("schema") != STATE_SCHEMA:
             raise LocpError(f"cannot resume: {path} has schema {state.get('schema')!r}, "
                             f"expected {STATE_SCHEMA!r}; delete {self.dir} to start afresh")
-        if state.get("config") != self.config:
-            diffs = config_differences(state.get("config") or {}, self.config)
+        old = _current(state.get("config") or {})
+        if old != self.config:
+            diffs = config_differences(old, self.config)
             raise LocpError(f"cannot resume: the options differ from the interrupted run's "
                             f"({'; '.join(diffs) or 'the saved config does not match'}); rerun with "
                             "the same options, or with --force to start afresh")
@@ -117,6 +124,11 @@ def last_checkpoint(out_dir: str | Path, original: nn.Module) -> Resumed | None:
     except (OSError, json.JSONDecodeError):
         return None
     return Checkpoints(Path(out_dir), config, lambda: copy.deepcopy(original)).last()
+
+
+def _current(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` without the retired options that kept their surviving value (`_RETIRED`)."""
+    return {k: v for k, v in config.items() if k not in _RETIRED or v != _RETIRED[k]}
 
 
 _ABSENT = object()

@@ -12,7 +12,6 @@ from ..latency.config import Precision
 from ..prune.importance import Importance
 from ..train.finetune import TrainConfig
 from .candidates import DiscoveryMethod
-from .ladder import SearchMethod
 
 __all__ = ["DEFAULT_SPEEDUP", "OptimizeConfig", "default_importance", "GeometricSchedule", "UnreachableTargetError"]
 
@@ -45,9 +44,6 @@ class OptimizeConfig:
     # how channels are ranked; None: `default_importance` (Taylor with training data, else L1)
     importance: Importance | None = None
     weigh_groups: bool = True  # scale each group's importance by its reach (layers it touches)
-    # the candidate plans a step lands among: prefixes of the greedy decision path, or knapsack
-    # plans (least importance lost for each of a ladder of predicted latencies; opt-in, see METHOD.md)
-    search: SearchMethod = SearchMethod.GREEDY
     min_width_ratio: float = 0.1  # never below this fraction of a group's original width
     # ---- what is measured, and how decisions are taken
     batch: int = 1
@@ -93,7 +89,7 @@ class OptimizeConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("discovery", "importance", "precision", "search"):
+        for k in ("discovery", "importance", "precision"):
             value = getattr(self, k)
             d[k] = None if value is None else value.value
         return d

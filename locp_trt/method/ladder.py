@@ -2,14 +2,11 @@
 lands among.
 
 A ladder starts at the step's widths (rung 0) and goes down, each rung predicted faster than the
-one before, to the width floor. The strategy (`SearchMethod`) decides what the rungs are:
-
-* `GREEDY`: prefixes of the greedy decision path (`benefit.greedy_steps`, best benefit first, down
-  to the floor), with every decision that jumps several envelope widths split at the widths it
-  jumps over, so the landing can stop between them;
-* `KNAPSACK`: for predicted latencies spaced geometrically from the start down to where the greedy
-  path ends, the plan losing least importance (`benefit.knapsack_search`); rung k is not rung
-  k - 1 plus a decision. When no knapsack plan is faster than the start, the greedy path stays.
+one before, to the width floor: the prefixes of the greedy decision path
+(`benefit.greedy_steps`, best benefit first, down to the floor), with every decision that jumps
+several envelope widths split at the widths it jumps over, so the landing can stop between them.
+(A ladder of knapsack plans was tried as an alternative and removed by measurement: docs/METHOD.md
+§4, "The knapsack ladder".)
 
 The loop measures rungs to land (`landing.land`) and, when a rung overshoots the band on its
 own, asks `Ladder.inside_band` for single decisions from the rung before it that are predicted to
@@ -19,7 +16,6 @@ model calibrated on what was measured before the step).
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,25 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..latency.config import LayerConfig
-from .benefit import Candidate, assess, greedy_steps, knapsack_search, predicted_latency_us
+from .benefit import Candidate, assess, greedy_steps
 from .candidates import GroupCandidates
 
-__all__ = ["SearchMethod", "Rung", "Ladder", "build_ladder"]
+__all__ = ["Rung", "Ladder", "build_ladder"]
 
-#: Knapsack rungs asked for between the start and the end of the greedy path.
-KNAPSACK_RUNGS = 48
 #: Widths between two rungs' widths of a group that a landing tries when one notch jumps over the
 #: target band (partial decisions).
 PARTIAL_WIDTHS = 6
-
-
-class SearchMethod(enum.Enum):
-    """The plans a step lands among."""
-
-    #: Prefixes of the greedy decision path, one envelope notch at a time.
-    GREEDY = "greedy"
-    #: Knapsack plans (least importance lost) for a ladder of predicted latencies.
-    KNAPSACK = "knapsack"
 
 
 @dataclass(frozen=True)
@@ -66,11 +51,11 @@ class Rung:
 class Ladder:
     """The rungs of one step and what finds plans between them (`build_ladder` makes one)."""
 
-    def __init__(self, method: SearchMethod, rungs: list[Rung], *, graph, candidates: Mapping[str, GroupCandidates],
+    def __init__(self, rungs: list[Rung], *, graph, candidates: Mapping[str, GroupCandidates],
                  scores: Mapping[str, np.ndarray], floors: Mapping[str, int],
                  latency_us: Callable[[LayerConfig], float],
                  predict_us: Callable[[Mapping[str, int]], float]) -> None:
-        self.method, self.rungs = method, tuple(rungs)
+        self.rungs = tuple(rungs)
         self._graph, self._candidates, self._scores = graph, candidates, scores
         self._floors, self._latency_us, self._predict_us = floors, latency_us, predict_us
 
@@ -80,17 +65,11 @@ class Ladder:
         return len(self.rungs) - 1
 
     @property
-    def unit(self) -> str:
-        """What a rung adds: 'decisions' (greedy) or 'plans' (knapsack)."""
-        return "plans" if self.method is SearchMethod.KNAPSACK else "decisions"
-
-    @property
     def predicted_us(self) -> list[float]:
         return [r.predicted_us for r in self.rungs]
 
     def __str__(self) -> str:
-        kind = "knapsack ladder" if self.method is SearchMethod.KNAPSACK else "greedy path"
-        return f"{kind} of {self.plans} {self.unit}"
+        return f"greedy path of {self.plans} decisions"
 
     def inside_band(self, k: int, measured: tuple[float, float], aim: float, band: tuple[float, float],
                     limit: int = 3) -> list[Rung]:
@@ -138,14 +117,13 @@ def _spread(values: range, n: int) -> list[int]:
     return sorted({vals[round(i * (len(vals) - 1) / (n - 1))] for i in range(n)})
 
 
-def build_ladder(method: SearchMethod, graph, current: Mapping[str, int], candidates: Mapping[str, GroupCandidates],
+def build_ladder(graph, current: Mapping[str, int], candidates: Mapping[str, GroupCandidates],
                  scores: Mapping[str, np.ndarray], floors: Mapping[str, int], *,
                  latency_us: Callable[[LayerConfig], float],
                  predict_us: Callable[[Mapping[str, int]], float]) -> Ladder | None:
     """The step's ladder, or None when no narrower width is predicted faster (an empty path).
 
     Args:
-        method: greedy prefixes or knapsack rungs.
         graph: the `ModelGraph` of the model as the step found it.
         current: its widths.
         candidates: envelope widths per group (`discover_candidates`, above `floors`).
@@ -162,15 +140,8 @@ def build_ladder(method: SearchMethod, graph, current: Mapping[str, int], candid
     for c in path:
         widths.append({**widths[-1], c.group: c.width})
         lost.append(lost[-1] + c.importance_lost)
-    used = SearchMethod.GREEDY
-    if method is SearchMethod.KNAPSACK:
-        rungs = _knapsack_rungs(graph, current, candidates, scores, latency_us,
-                                predicted_latency_us(graph, current, latency_us),
-                                predicted_latency_us(graph, widths[-1], latency_us))
-        if len(rungs[0]) > 1:  # else the greedy path stays: no knapsack plan was faster
-            (widths, lost), used = rungs, SearchMethod.KNAPSACK
-    rungs_out = [Rung(w, predict_us(w), x) for w, x in zip(widths, lost)]
-    return Ladder(used, rungs_out, graph=graph, candidates=candidates, scores=scores, floors=floors,
+    rungs = [Rung(w, predict_us(w), x) for w, x in zip(widths, lost)]
+    return Ladder(rungs, graph=graph, candidates=candidates, scores=scores, floors=floors,
                   latency_us=latency_us, predict_us=predict_us)
 
 
@@ -194,23 +165,3 @@ def _one_notch_at_a_time(graph, start: Mapping[str, int], path: list[Candidate],
             widths[c.group] = w
     return out
 
-
-def _knapsack_rungs(graph, current: Mapping[str, int], cands: Mapping[str, GroupCandidates],
-                    scores: Mapping[str, np.ndarray], latency_us: Callable[[LayerConfig], float],
-                    start_us: float, floor_us: float, rungs: int = KNAPSACK_RUNGS
-                    ) -> tuple[list[dict[str, int]], list[float]]:
-    """Knapsack plans for summed layer latencies spaced geometrically from `start_us` down to
-    `floor_us`: ([current, plan 1, ...], importance lost), each plan predicted faster than the
-    one before."""
-    widths, predicted, lost = [dict(current)], [start_us], [0.0]
-    if not floor_us < start_us:
-        return widths, lost
-    for i in range(1, rungs + 1):
-        target = start_us * (floor_us / start_us) ** (i / rungs)
-        res = knapsack_search(graph, current, cands, scores, latency_us, target)
-        plan = {**current, **{g: w for g, w in res.widths.items() if g in current}}
-        if res.predicted_us < predicted[-1] - 1e-9:
-            widths.append(plan)
-            predicted.append(res.predicted_us)
-            lost.append(res.importance_lost)
-    return widths, lost

@@ -1,7 +1,7 @@
 """How far along a decision path to go: the smallest prefix whose measured speedup reaches an aim.
 
 A step's ladder (`prune.ladder`) is an ordered list of plans, each predicted faster than the one
-before: prefixes of the greedy decision path or knapsack rungs. Prefix k has a predicted latency
+before: prefixes of the greedy decision path. Prefix k has a predicted latency
 `predicted_us[k]`; its real speedup is only known by measuring it. `land` finds the smallest k
 whose measured speedup reaches `aim` with few measurements:
 

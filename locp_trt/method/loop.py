@@ -309,8 +309,7 @@ class Optimizer:
                 record = replace(record, guard_rejected=True)
             history.append(record)
             self.log(f"step {number}: {record.speedup_over(history[0]):.3f}x {record.kind} "
-                     f"(goal {goal:.3f}x), {record.decisions} of {record.path_length} "
-                     f"{'plans' if record.search.startswith('knapsack') else 'decisions'}, "
+                     f"(goal {goal:.3f}x), {record.decisions} of {record.path_length} decisions, "
                      f"{len(record.probes)} probes"
                      + (f", accuracy {record.accuracy:.2f}%" if record.accuracy is not None else ""))
             self.checkpoints.save(run.model, run.plan, history, target)

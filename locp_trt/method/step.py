@@ -5,7 +5,7 @@ fine-tune -> record.
 2. each prunable group's candidate widths on its latency staircase (three-point discrimination
    through the shared meter; a sweep when it finds nothing);
 3. channel scores (the loop's scorer), weighed by reach;
-4. the ladder of plans (`prune.ladder`): greedy prefixes or knapsack rungs, down to the floor;
+4. the ladder of plans (`prune.ladder`): prefixes of the greedy decision path, down to the floor;
 5. how far down to go (`landing.land`): the smallest rung whose speedup over the unpruned model,
    measured interleaved (`Reference`), reaches the step's aim; when one rung jumps over the band,
    the single decisions before it predicted to land inside;
@@ -136,7 +136,7 @@ class Step:
                                               floors=floors, progress=loop.progress, stop=loop.time_spent)
         self.scores = loop.scorer.scores(self.model, self.graph, list(self.candidates))
         weighed = weigh_by_reach(self.scores, self.graph) if cfg.weigh_groups else self.scores
-        return build_ladder(cfg.search, self.graph, self.current, self.candidates, weighed, floors,
+        return build_ladder(self.graph, self.current, self.candidates, weighed, floors,
                             latency_us=loop.latency_us, predict_us=loop.calibration.frozen(self.graph))
 
     # ---- landing ---------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ class Step:
         base, last, band, aim = self.history[0], self.history[-1], self.band, self.aim
         predicted, rungs = ladder.predicted_us, ladder.rungs
         landing = land(predicted, last.speedup_over(base), aim,
-                       lambda k: self._probe(rungs[k], f"probe {k}/{ladder.plans} {ladder.unit}", k),
+                       lambda k: self._probe(rungs[k], f"probe {k}/{ladder.plans} decisions", k),
                        max_probes=self.loop.config.max_probes, band=band, stop=self.loop.time_spent)
         chosen, probe, probes = rungs[landing.k], landing.probe, list(landing.probes)
         summary = (f"{ladder} ({predicted[0]:.1f} -> {predicted[-1]:.1f} µs "

@@ -45,7 +45,7 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None,
         out: the output folder (refused when it holds a run, unless `resume=True` or `force=True`).
         device: a device profile or its name ("cpu", "desktop", "jetson", "auto").
         log: where progress lines go (default: stderr).
-        **options: `OptimizeConfig` fields (`steps`, `tolerance`, `importance`, `search`, ...),
+        **options: `OptimizeConfig` fields (`steps`, `tolerance`, `importance`, ...),
             `Training` fields (`epochs`, `final_epochs`, `lr`, `train_device`, ...), and `precision`,
             `batch`, `bench`, `latency_table` (a path; a list of paths: one plan for all those
             devices, the worst device deciding), `store` (default: the shared store, as the

@@ -114,6 +114,9 @@ _METHOD = {f.name for f in fields(OptimizeConfig)} - {"precision", "batch", "fin
 _TRAINING = {f.name for f in fields(Training)} - {"device"} | {"train_device"}
 _JOB = {"input_shape", "arch", "trust_pickle", "latency_table", "store", "meter", "resume", "force",
         "engine", "export", "progress", "precision", "batch", "bench"}
+#: Options that were removed, with what to do instead.
+_REMOVED = {"search": "the knapsack ladder (search='knapsack') was removed by measurement (docs/METHOD.md "
+                      "§4) and every step lands on the greedy path; drop search="}
 
 
 def resolve_job(model: Any, *, out: str | Path, device: str | DeviceProfile = "auto",
@@ -127,7 +130,7 @@ def resolve_job(model: Any, *, out: str | Path, device: str | DeviceProfile = "a
         runtime: a runtime name ("onnxruntime", "torch", "auto", ...) or instance; None: the
             profile's first available one (none with only a `latency_table`).
         data: a data spec or `Loaders`; None: no fine-tuning.
-        **options: `OptimizeConfig` fields (speedup, steps, importance, search, ...), `Training`
+        **options: `OptimizeConfig` fields (speedup, steps, importance, ...), `Training`
             fields (epochs, lr, ...; `train_device` for its device), and `precision`, `batch`,
             `bench`, `latency_table`, `store`, `meter` (a `LatencyMeter` to measure through: its
             runtime and store), `input_shape`, `arch`, `trust_pickle`, `resume`, `force`, `engine`,
@@ -136,6 +139,9 @@ def resolve_job(model: Any, *, out: str | Path, device: str | DeviceProfile = "a
     from ..deploy.devices import resolve_device
 
     unknown = sorted(set(options) - _METHOD - _TRAINING - _JOB)
+    removed = [k for k in unknown if k in _REMOVED]
+    if removed:
+        raise InvalidConfigError(f"option {removed[0]!r} was removed: {_REMOVED[removed[0]]}")
     if unknown:
         valid = sorted(_METHOD | _TRAINING | _JOB)
         close = difflib.get_close_matches(unknown[0], valid, n=3)
@@ -211,10 +217,9 @@ def _targets(options: dict[str, Any]) -> tuple[Target, ...]:
 def _method_options(given: dict[str, Any]) -> dict[str, Any]:
     """OptimizeConfig keywords with the enums' names parsed."""
     from ..method.candidates import DiscoveryMethod
-    from ..method.ladder import SearchMethod
     from ..prune.importance import Importance
 
-    parse = {"discovery": DiscoveryMethod, "search": SearchMethod, "importance": Importance.parse}
+    parse = {"discovery": DiscoveryMethod, "importance": Importance.parse}
     return {k: (parse[k](v) if k in parse and isinstance(v, str) else v) for k, v in given.items()}
 
 
