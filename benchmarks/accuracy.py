@@ -437,11 +437,11 @@ def _machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
-    try:
-        import torch_pruning
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["torch_pruning"] = torch_pruning.__version__
-    except ImportError:
+    try:
+        info["torch_pruning"] = version("torch-pruning")
+    except PackageNotFoundError:
         pass
     return info
 

@@ -16,7 +16,7 @@ mkdir -p "$OUT/acc"
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  python3 -c "import torch, onnxruntime, torch_pruning; print('torch', torch.__version__, 'onnxruntime', onnxruntime.__version__, 'torch-pruning', torch_pruning.__version__)"
+  python3 -c "import torch, onnxruntime; from importlib.metadata import version as v; print('torch', torch.__version__, 'onnxruntime', onnxruntime.__version__, 'torch-pruning', v('torch-pruning'))"
   echo "cores $(nproc)"
 } > "$OUT/acc/device.txt"
 python3 benchmarks/accuracy.py run --data fashion-mnist:.data/fashion-mnist --models "$model" \
