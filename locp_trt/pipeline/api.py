@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InvalidConfigError
 from ..method.follower import release_followers
-from ..train.distributed import joined
+from ..train.distributed import barrier, joined
 from .family import Family
 from .job import OptimizeJob, resolve_job, sample_shape
 from .outdir import CHECKPOINT, RUN_OUTPUTS, prepare_out_dir, removed_on_failure
@@ -81,6 +81,9 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None,
         if not dist.is_main:
             follow_job(job)
             return None
+        # The other ranks load their model and data first: nothing of theirs runs beside the
+        # timing from here on (they wait for rank 0's tasks).
+        barrier(dist)
         try:
             return _lead(job, log)
         finally:

@@ -120,10 +120,12 @@ def run_job(job: OptimizeJob, log: Callable[[str], None] = _log) -> Any:
 
 
 def follow_job(job: OptimizeJob) -> Any:
-    """A rank other than 0 under torchrun: the model and the data as rank 0 loads them, then
-    rank 0's fine-tunes and evaluations until it says stop (`method.follower`). Prints and
-    writes nothing; returns the `FollowerStats`."""
+    """A rank other than 0 under torchrun: the model and the data as rank 0 loads them, a
+    barrier (rank 0 waits there before it loads and measures anything), then rank 0's fine-tunes
+    and evaluations until it says stop (`method.follower`). Prints and writes nothing; returns
+    the `FollowerStats`."""
     from ..method.follower import Follower
+    from ..train.distributed import barrier
     from ..train.finetune import resolve_torch_device
 
     def quiet(_msg: str) -> None:
@@ -131,6 +133,7 @@ def follow_job(job: OptimizeJob) -> Any:
 
     model = _load(job, quiet)
     loaders, _ = _data(job, model, quiet)
+    barrier(job.dist)
     return Follower(model.module, loaders, resolve_torch_device(job.training.device), job.dist).serve()
 
 

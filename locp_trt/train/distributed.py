@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from ..errors import BackendUnavailableError, DatasetError, InvalidConfigError
 from .finetune import TrainConfig, count_correct, evaluate, fine_tune, resolve_torch_device
 
-__all__ = ["DistContext", "SINGLE", "CONTROL_TIMEOUT", "joined", "torchrun_rank", "broadcast_object",
+__all__ = ["DistContext", "SINGLE", "CONTROL_TIMEOUT", "joined", "torchrun_rank", "broadcast_object", "barrier",
            "collective_fine_tune", "collective_accuracy", "sync_module", "shard_train_loader",
            "shard_eval_loader"]
 
@@ -179,6 +179,12 @@ def broadcast_object(ctx: DistContext, obj: Any = None) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0, group=ctx.control)
     return box[0]
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait until every rank is here (on the control group; nothing alone)."""
+    if ctx.active:
+        dist.barrier(group=ctx.control)
 
 
 def sync_module(ctx: DistContext, model: nn.Module) -> None:
