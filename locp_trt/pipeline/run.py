@@ -230,7 +230,7 @@ def _distributed(job: OptimizeJob, result: OptimizeResult, tuned: bool) -> dict[
     (with data), and the fine-tunes' wall seconds (each step's, the final one's, in all)."""
     out = (job.dist or SINGLE).describe(job.training.batch_size if tuned else None)
     per_step = {str(h.step): h.finetune_s for h in result.history if h.finetune_s is not None}
-    final = next((h.final_finetune_s for h in result.history if h.final_finetune_s is not None), None)
+    final = result.final.final_finetune_s  # the emitted step's (an inherited step keeps its own)
     out["finetune_s"] = {"per_step": per_step, "final": final,
                          "total": round(sum(per_step.values()) + (final or 0.0), 3)}
     return out
