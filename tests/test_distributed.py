@@ -7,8 +7,9 @@ ResNet-20 (tests/data/ortcpu_resnet20_example_table.json) with the options of th
 `greedy_data` (tests/data/pinned_plans.json, recorded single-process): two steps, each followed by
 a collective fine-tune. Its plans are those of the single-process record; its accuracies are
 gathered from both ranks, so reloading pruned.pt and evaluating it in this one process gives
-the reported figure exactly. (Accuracy after so short a fine-tune is noise, 9-98% across seeds
-here: docs and benchmarks/results/cpu_torchrun_example compare full default runs.)
+the reported figure exactly. (After fine-tunes this short the accuracy is noise, 9-100% across
+the short settings tried, single-process or not: benchmarks/results/cpu_torchrun_example compares
+the accuracy of full default runs.)
 """
 
 from __future__ import annotations
