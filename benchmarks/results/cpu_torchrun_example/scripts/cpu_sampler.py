@@ -1,6 +1,8 @@
 """Sample the CPU time of every `locp_trt optimize` process (and its ORT timing children) every
 0.5 s: one CSV row per process and sample (wall time, pid, rank or role, CPU seconds so far)."""
-import os, sys, time
+import os
+import sys
+import time
 
 out = open(sys.argv[1], "w")
 out.write("t,pid,role,cpu_s\n")
