@@ -129,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hint: {hint}", file=sys.stderr)
         code = 130
     elapsed = time.perf_counter() - start
+    if code == 0 and getattr(args, "quiet_summary", False):  # e.g. a rank other than 0 of a torchrun
+        return code
     status = "PASSED" if code == 0 else "FAILED"
     print(f"{status} | locp_trt {args.command} | {elapsed:.1f} s", file=sys.stderr)
     return code

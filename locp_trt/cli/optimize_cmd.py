@@ -6,6 +6,7 @@ Examples:
       --data cifar10:~/data/cifar-10-batches-py --epochs 1 --out runs/r56
   python -m locp_trt optimize model.pt --arch resnet56 --latency-table jetson.json --out runs/j
   python -m locp_trt optimize example --device cpu --speedup 1.3,1.6,2 --out runs/family
+  torchrun --nproc-per-node 2 -m locp_trt optimize example --device cpu --out runs/ddp
   python -m locp_trt optimize model.pt --arch resnet56 --latency-table orin.json \\
       --latency-table desktop.json --speedup 2 --out runs/fleet
 
@@ -18,6 +19,7 @@ OUT/family.json and OUT/family.png; the exit code is the worst member's.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -204,7 +206,9 @@ class Command:
 
     def run(self, args: argparse.Namespace) -> int:
         # Importing torch and Torch-Pruning takes seconds on a cold start: say so before it.
-        print(f"optimize {args.model}: loading torch, the model and the runtime", file=sys.stderr, flush=True)
+        # Under torchrun only rank 0 prints (its RANK, read without importing torch).
+        if os.environ.get("RANK", "0") == "0":
+            print(f"optimize {args.model}: loading torch, the model and the runtime", file=sys.stderr, flush=True)
         from ..pipeline.api import optimize
 
         result = optimize(
@@ -227,6 +231,9 @@ class Command:
             resume=args.resume, force=args.force, engine=not args.no_engine, progress=not args.no_progress)
         from ..pipeline.family import Family
 
+        if result is None:  # a rank other than 0 under torchrun: rank 0 reports the run
+            args.quiet_summary = True
+            return 0
         if isinstance(result, Family):
             return self._family_exit(args, result)
         r = result.report["result"]

@@ -39,6 +39,7 @@ from ..latency.config import LayerConfig
 from ..prune.graph import ModelGraph, build_graph, count_params, group_floor
 from ..prune.importance import Scorer, scorer_for
 from ..prune.plan import PruningPlan, apply_plan
+from ..train.distributed import SINGLE, DistContext
 from .benefit import predicted_latency_us
 from .calibration import Calibration
 from .checkpoints import Checkpoints, Resumed
@@ -144,6 +145,8 @@ class Optimizer:
             between them, else one, then `config.extra_steps`).
         graph0: the channel graph of `model`, when the caller has it (a family shares one).
         clock: seconds, for `config.time_budget_s` (counted from here; a fake one in tests).
+        dist: this process's place in a run over several (`train.distributed`): the loop runs on
+            rank 0 alone, and its fine-tunes and evaluations run on every rank (`tuning`).
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], config: OptimizeConfig, *,
@@ -156,7 +159,7 @@ class Optimizer:
                  spread: Callable[[int], Any] | None = None,
                  build_variance: bool = False, scorer: Scorer | None = None,
                  schedule: GeometricSchedule | None = None, graph0: ModelGraph | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, dist: DistContext = SINGLE) -> None:
         self.clock = clock
         self.started = clock()
         self.original = model.eval()
@@ -177,7 +180,7 @@ class Optimizer:
             from ..train.finetune import resolve_torch_device
 
             device = resolve_torch_device(train_device)
-        self.tuning = Tuning(loaders, self.original, device, progress)
+        self.tuning = Tuning(loaders, self.original, device, progress, dist)
         self.scorer = scorer or scorer_for(config.importance, loader=loaders.train if loaders else None,
                                            device=device)
         tuned = config.finetune is not None and loaders is not None
@@ -204,13 +207,14 @@ class Optimizer:
         return {g: group_floor(grp, self.config.min_width_ratio)
                 for g, grp in self.graph0.groups.items() if grp.prunable}
 
-    def record(self, step: int, model: nn.Module, widths: Mapping[str, int], start: float,
+    def record(self, step: int, model: nn.Module, plan: PruningPlan, start: float,
                measured: Mapping[str, Any], **extra: Any) -> StepRecord:
+        widths = plan.widths
         return StepRecord(
             step=step, widths=dict(widths),
             predicted_us=predicted_latency_us(self.graph0, widths, self.latency_us),
-            measured=dict(measured), accuracy=self.tuning.accuracy(model),
-            val_accuracy=self.tuning.accuracy(model, "val"),
+            measured=dict(measured), accuracy=self.tuning.accuracy(model, plan),
+            val_accuracy=self.tuning.accuracy(model, plan, "val"),
             flops=self.graph0.flops(widths), params=count_params(model),
             wall_s=round(time.perf_counter() - start, 3), **extra)
 
@@ -258,7 +262,7 @@ class Optimizer:
         plan = PruningPlan(self.arch, self.input_shape, graph0.widths(),
                            kept={g: list(range(w)) for g, w in graph0.widths().items()})
         self.log("timing the unpruned model" if self.reference else "predicting the unpruned model")
-        base = self.record(0, model, graph0.widths(), start,
+        base = self.record(0, model, plan, start,
                            self.reference.baseline() if self.reference else {})
         if base.measured:
             self.calibration.observe(graph0, graph0.widths(), base.latency_us)
@@ -331,12 +335,13 @@ class Optimizer:
             run.model, run.plan = self.checkpoints.load_step(chosen.step)
         if cfg.final_finetune is not None and self.tuning.has_data and 0 < chosen.step != run.tuned_step:
             self.tuning.reseed(cfg.seed + 10_000 + chosen.step)
-            self.tuning.fine_tune(run.model, cfg.final_finetune, "final fine-tune")
+            seconds = self.tuning.fine_tune(run.model, run.plan, cfg.final_finetune, "final fine-tune")
             run.tuned_step = chosen.step
             i = next(i for i, h in enumerate(history) if h.step == chosen.step)
             before = history[i]
-            history[i] = replace(history[i], accuracy=self.tuning.accuracy(run.model),
-                                 val_accuracy=self.tuning.accuracy(run.model, "val"))
+            history[i] = replace(history[i], accuracy=self.tuning.accuracy(run.model, run.plan),
+                                 val_accuracy=self.tuning.accuracy(run.model, run.plan, "val"),
+                                 final_finetune_s=seconds)
             self.log(f"final fine-tune of step {chosen.step}: test accuracy {_pct(before.accuracy)} -> "
                      f"{_pct(history[i].accuracy)}, validation {_pct(before.val_accuracy)} -> "
                      f"{_pct(history[i].val_accuracy)}")

@@ -46,6 +46,10 @@ class StepRecord:
     predicted_speedup: float | None = None
     # The speedup the step landed on, as its chosen probe measured it (before fine-tuning).
     landed_speedup: float | None = None
+    # Wall seconds of the step's fine-tune and, on the emitted step, of the final fine-tune (None:
+    # none ran); under torchrun, every rank's together, from rank 0's message to the last batch.
+    finetune_s: float | None = None
+    final_finetune_s: float | None = None
 
     @property
     def kind(self) -> str:

@@ -108,7 +108,7 @@ class Step:
         model_before = loop.calibration.model  # as calibrated before this step's probes
         landed = self._land(ladder)
         new_model, new_plan = self._apply(landed.rung.widths)
-        measured = self._tune_and_measure(new_model, landed.rung.widths)
+        measured, finetune_s = self._tune_and_measure(new_model, new_plan, landed.rung.widths)
         predicted_speedup = None
         if model_before.points:
             terms = loop.calibration.terms
@@ -117,7 +117,8 @@ class Step:
             if measured.get("speedup"):
                 loop.calibration.note(f"step {self.number}", predicted_speedup, float(measured["speedup"]))
         record = loop.record(
-            self.number, new_model, new_plan.widths, t0, measured, predicted_speedup=predicted_speedup,
+            self.number, new_model, new_plan, t0, measured, predicted_speedup=predicted_speedup,
+            finetune_s=finetune_s,
             landed_speedup=landed.probe.speedup, target_us=self.history[0].latency_us / self.goal,
             goal_speedup=self.goal,
             search=landed.summary + (f"; {skipped} groups not discovered: {loop.budget_line('during discovery')}"
@@ -218,16 +219,19 @@ class Step:
                            kept=kept, meta=applied.meta)
         return new_model, plan
 
-    def _tune_and_measure(self, model: nn.Module, widths: Mapping[str, int]) -> dict:
-        """Fine-tune the chosen model; its figure: the chosen probe's comparison, or, in the last
-        step with fine-tuning, a comparison of the fine-tuned model itself."""
+    def _tune_and_measure(self, model: nn.Module, plan: PruningPlan,
+                          widths: Mapping[str, int]) -> tuple[dict, float | None]:
+        """Fine-tune the chosen model; its figure (the chosen probe's comparison, or, in the last
+        step with fine-tuning, a comparison of the fine-tuned model itself) and the fine-tune's
+        wall seconds (None: no fine-tune)."""
         loop, cfg = self.loop, self.loop.config
         tuned = cfg.finetune is not None and loop.tuning.has_data
+        seconds = None
         if tuned:
             loop.tuning.reseed(cfg.seed + self.number)
-            loop.tuning.fine_tune(model, cfg.finetune, f"fine-tune step {self.number}")
+            seconds = loop.tuning.fine_tune(model, plan, cfg.finetune, f"fine-tune step {self.number}")
         if loop.reference is None:
-            return {}
+            return {}, seconds
         measured = self._comparisons[_key(widths)].summary()
         if self.final and tuned:
             # The last step is judged on the fine-tuned model itself: a CPU runs trained weights
@@ -235,7 +239,7 @@ class Step:
             cmp = loop.reference.compare(model, threshold=self.goal)
             loop.log(f"step {self.number}: after fine-tuning {cmp.describe()}")
             measured = cmp.summary()
-        return measured
+        return measured, seconds
 
 
 def _key(widths: Mapping[str, int]) -> tuple:

@@ -12,14 +12,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidConfigError
+from ..method.follower import release_followers
+from ..train.distributed import barrier, joined
 from .family import Family
-from .job import resolve_job, sample_shape
+from .job import OptimizeJob, resolve_job, sample_shape
 from .outdir import CHECKPOINT, RUN_OUTPUTS, prepare_out_dir, removed_on_failure
-from .run import Optimized, run_job
+from .run import Optimized, follow_job, run_job
 
 __all__ = ["optimize", "optimize_family", "Optimized"]
 
@@ -27,7 +30,7 @@ __all__ = ["optimize", "optimize_family", "Optimized"]
 def optimize(model: Any, example_input: Any = None, *, runtime: Any = None,
              speedup: float | Sequence[float] | None = None, data: Any = None,
              out: str | Path = "runs/optimize", device: Any = "auto",
-             log: Callable[[str], None] | None = None, **options: Any) -> Optimized | Family:
+             log: Callable[[str], None] | None = None, **options: Any) -> Optimized | Family | None:
     """Prune `model` to the widths `runtime` runs fastest until its measured speedup reaches
     `speedup`, fine-tune between steps when `data` is given, and write the run to `out`.
 
@@ -57,7 +60,9 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None,
         `Optimized`: the pruned model, its plan, the report (what report.json holds) and the
         loop's result. `report["result"]["status"]` says whether it landed, missed or overshot.
         For a family, a `Family`: its members (each with its `Optimized`, or None where refused)
-        and family.json's content.
+        and family.json's content. Under torchrun (or a process group the caller initialised),
+        rank 0 returns that and every other rank None: they fine-tune and evaluate with rank 0
+        (`method.follower`), and only rank 0 measures, decides and writes.
     """
     from ..latency.store import default_store_path
 
@@ -69,6 +74,24 @@ def optimize(model: Any, example_input: Any = None, *, runtime: Any = None,
     if "meter" not in options:  # the shared latency store, as the command's
         options.setdefault("store", default_store_path())
     job = resolve_job(model, out=out, device=device, runtime=runtime, data=data, **options)
+    with joined(job.training.device) as dist:
+        if not dist.active:
+            return _lead(job, log)
+        job = replace(job, dist=dist)
+        if not dist.is_main:
+            follow_job(job)
+            return None
+        # The other ranks load their model and data first: nothing of theirs runs beside the
+        # timing from here on (they wait for rank 0's tasks).
+        barrier(dist)
+        try:
+            return _lead(job, log)
+        finally:
+            release_followers(dist)
+
+
+def _lead(job: OptimizeJob, log: Callable[[str], None] | None) -> Optimized | Family:
+    """The run itself (alone, or on rank 0): its output folder, the loop, the files."""
     outputs, keep = RUN_OUTPUTS, (CHECKPOINT,)
     if job.family:  # a member's folder holds a run: keep the family's folder once one checkpointed
         from .family import FAMILY_OUTPUTS

@@ -98,6 +98,9 @@ class OptimizeJob:
     # ---- a family: two or more targets, one output folder each (`pipeline.family`); `method`
     # then aims at the first, and each member's config is `Target.config(method)`
     family: tuple[Target, ...] = ()
+    # ---- a run over several processes (torchrun): this one's `train.distributed.DistContext`,
+    # set by `api.optimize` once the process group is joined; None: alone
+    dist: Any = None
 
     @property
     def latency_table(self) -> Path | None:

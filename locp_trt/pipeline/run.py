@@ -28,11 +28,12 @@ from ..method.config import OptimizeConfig
 from ..method.loop import Optimizer
 from ..method.records import OptimizeResult
 from ..prune.loading import EXAMPLE
+from ..train.distributed import SINGLE
 from ..train.finetune import TrainConfig
 from .job import OptimizeJob
 
-__all__ = ["run_job", "Optimized", "Session", "open_session", "run_member", "RUNTIME_SCHEMA", "DEFAULT_EPOCHS",
-           "DEFAULT_FINAL_EPOCHS"]
+__all__ = ["run_job", "follow_job", "Optimized", "Session", "open_session", "run_member", "RUNTIME_SCHEMA",
+           "DEFAULT_EPOCHS", "DEFAULT_FINAL_EPOCHS"]
 
 #: Fine-tuning epochs when the user gives none (per step, and once at the end).
 DEFAULT_EPOCHS, DEFAULT_FINAL_EPOCHS = 1.0, 2.0
@@ -106,12 +107,34 @@ def _log(msg: str) -> None:
 def run_job(job: OptimizeJob, log: Callable[[str], None] = _log) -> Any:
     """Run one optimize job; the report is also written to `job.out/report.json`. A job with a
     family of targets runs `family.run_family` and returns its `Family`."""
+    if job.dist is not None:
+        log(f"{job.dist.world_size} processes ({job.dist.backend}): rank 0 measures, decides and writes; "
+            f"every rank fine-tunes (a batch of {job.dist.per_rank_batch(job.training.batch_size)} each of "
+            f"--batch-size {job.training.batch_size}) and evaluates its shard")
     if job.family:
         from .family import run_family
 
         return run_family(job, log)
     with open_session(job, log) as (job, session):
         return run_member(job, session, log)[0]
+
+
+def follow_job(job: OptimizeJob) -> Any:
+    """A rank other than 0 under torchrun: the model and the data as rank 0 loads them, a
+    barrier (rank 0 waits there before it loads and measures anything), then rank 0's fine-tunes
+    and evaluations until it says stop (`method.follower`). Prints and writes nothing; returns
+    the `FollowerStats`."""
+    from ..method.follower import Follower
+    from ..train.distributed import barrier
+    from ..train.finetune import resolve_torch_device
+
+    def quiet(_msg: str) -> None:
+        pass
+
+    model = _load(job, quiet)
+    loaders, _ = _data(job, model, quiet)
+    barrier(job.dist)
+    return Follower(model.module, loaders, resolve_torch_device(job.training.device), job.dist).serve()
 
 
 @contextlib.contextmanager
@@ -189,6 +212,7 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     if devices is not None:
         report["devices"] = devices
         _device_verdict(report, devices, log)
+    report["distributed"] = _distributed(job, result, loaders is not None)
     if job.export:
         log("drawing plots")
         report["plots"] = after.run("drawing the plots",
@@ -199,6 +223,17 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     if table is not None:
         log(table)
     return Optimized(result.model, result.plan, report, result), loop
+
+
+def _distributed(job: OptimizeJob, result: OptimizeResult, tuned: bool) -> dict[str, Any]:
+    """report.json's `distributed`: the world size and backend, the batch rule under torchrun
+    (with data), and the fine-tunes' wall seconds (each step's, the final one's, in all)."""
+    out = (job.dist or SINGLE).describe(job.training.batch_size if tuned else None)
+    per_step = {str(h.step): h.finetune_s for h in result.history if h.finetune_s is not None}
+    final = result.final.final_finetune_s  # the emitted step's (an inherited step keeps its own)
+    out["finetune_s"] = {"per_step": per_step, "final": final,
+                         "total": round(sum(per_step.values()) + (final or 0.0), 3)}
+    return out
 
 
 def _device_verdict(report: dict[str, Any], devices: list[dict[str, Any]], log: Callable[[str], None]) -> None:
@@ -427,7 +462,7 @@ def _loop(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any, met
                      prepare_model=prepare, out_dir=job.out, arch=model.arch, loaders=loaders,
                      train_device=job.training.device, log=log, progress=job.progress, builder=builder,
                      spread=spread, build_variance=bool(runtime is not None and runtime.build_variance),
-                     schedule=schedule, graph0=graph0)
+                     schedule=schedule, graph0=graph0, dist=job.dist or SINGLE)
     if latency.joint is not None:  # each device's figures as shares of its unpruned model
         latency.joint.normalize(loop.graph0.layer_configs({}).values())
     if not job.resume and graph0 is None:

@@ -31,6 +31,7 @@ __all__ = [
     "fine_tune",
     "train_from_scratch",
     "evaluate",
+    "count_correct",
     "resolve_torch_device",
 ]
 
@@ -235,6 +236,9 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, devi
     try:
         for epoch in range(cfg.epochs):
             running, count = 0.0, 0
+            sampler = getattr(train_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):  # a DistributedSampler: reshuffle its shard each epoch
+                sampler.set_epoch(epoch)
             bar = _progress(train_loader, steps_per_epoch, f"{label}epoch {epoch + 1}/{cfg.epochs}", progress)
             for i, (inputs, targets) in enumerate(bar):
                 if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
@@ -306,13 +310,23 @@ def train_from_scratch(model: nn.Module, train_loader: DataLoader, cfg: TrainCon
     return fine_tune(model, train_loader, cfg, device, progress=progress, desc=desc)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *, progress: bool = False) -> float:
     """Top-1 accuracy of `model` on `loader`, in percent (0..100). Restores the training mode.
 
     Raises:
         DatasetError: the loader yields no sample.
     """
+    correct, seen = count_correct(model, loader, device, progress=progress)
+    if seen == 0:
+        raise DatasetError("the evaluation loader yielded no sample; check --data and --limit-test")
+    return 100.0 * correct / seen
+
+
+@torch.no_grad()
+def count_correct(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
+                  progress: bool = False) -> tuple[int, int]:
+    """(top-1 correct, samples seen) of `model` on `loader` (0, 0 for an empty loader). Restores
+    the training mode."""
     device = resolve_torch_device(device)
     was_training = model.training
     model.to(device).eval()
@@ -327,6 +341,4 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *
         correct += int((logits.argmax(dim=1) == targets.to(logits.device)).sum())
         seen += len(targets)
     model.train(was_training)
-    if seen == 0:
-        raise DatasetError("the evaluation loader yielded no sample; check --data and --limit-test")
-    return 100.0 * correct / seen
+    return correct, seen
