@@ -45,8 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "tests" / "data" / "ortcpu_resnet20_example_table.json"
 PINNED = json.loads((REPO / "tests" / "data" / "pinned_plans.json").read_text())["cases"]["greedy_data"]
 # The pinned case's options (tests/test_pinned_plans.py: greedy_data).
-OPTIONS = ["--speedup", "1.8", "--steps", "2", "--train-limit", "256", "--test-limit", "128", "--epochs", "0.25",
-           "--final-epochs", "0.25", "--batch-size", "64", "--device", "cpu", "--latency-table", str(TABLE),
+OPTIONS = ["--speedup", "1.8", "--steps", "2", "--importance", "l1", "--train-limit", "256", "--test-limit", "128",
+           "--epochs", "0.25", "--final-epochs", "0.25", "--batch-size", "64", "--device", "cpu", "--latency-table", str(TABLE),
            "--no-store", "--no-progress", "--no-engine"]
 
 
