@@ -111,6 +111,38 @@ def test_zeroed_channels_score_zero_and_scores_are_deterministic():
     assert more.shape == (5,) and np.isclose(more.sum(), 1.0) and not np.array_equal(more, first["fc1"])
 
 
+def test_a_taylor_scorer_scores_the_same_batches_however_far_its_loader_has_gone():
+    """A resumed run must score its next step as the uninterrupted run did: the scorer draws its
+    batches once, with the random state fixed, and keeps them."""
+    from locp_trt.prune.importance import TaylorScorer
+
+    factory, shape = TINY_MODELS["flatten"]
+    torch.manual_seed(1)
+    model = factory().eval()
+    graph = build_graph(model, shape)
+    data = TensorDataset(torch.randn(64, *shape), torch.randint(0, 3, (64,)))
+
+    def scores(consumed: int) -> dict[str, np.ndarray]:
+        loader = DataLoader(data, batch_size=8, shuffle=True)  # shuffles from torch's global RNG
+        torch.manual_seed(consumed)
+        for _ in range(consumed):  # epochs of fine-tuning before the scorer's first use
+            list(loader)
+        scorer = TaylorScorer(loader, batches=3, seed=5)
+        first = scorer.scores(model, graph, ["conv", "fc1"])
+        list(loader)  # more fine-tuning between two steps
+        again = scorer.scores(model, graph, ["conv", "fc1"])
+        for gid in first:
+            np.testing.assert_array_equal(first[gid], again[gid])
+        return first
+
+    a, b = scores(0), scores(3)
+    for gid in a:
+        np.testing.assert_array_equal(a[gid], b[gid])
+    state = torch.random.get_rng_state()
+    TaylorScorer(DataLoader(data, batch_size=8, shuffle=True), batches=2).scores(model, graph, ["conv"])
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left alone
+
+
 def test_taylor_scores_leave_the_model_as_they_found_it():
     factory, shape = TINY_MODELS["residual"]
     torch.manual_seed(2)

@@ -182,7 +182,7 @@ class Optimizer:
             device = resolve_torch_device(train_device)
         self.tuning = Tuning(loaders, self.original, device, progress, dist)
         self.scorer = scorer or scorer_for(config.importance, loader=loaders.train if loaders else None,
-                                           device=device)
+                                           device=device, seed=config.seed)
         tuned = config.finetune is not None and loaders is not None
         self.schedule = schedule or GeometricSchedule(config.steps if tuned else 1, config.extra_steps)
         self.graph0 = graph0 if graph0 is not None else self.graph(self.original)

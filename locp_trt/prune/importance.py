@@ -203,32 +203,45 @@ class CriterionScorer(Scorer):
 
 
 class TaylorScorer(Scorer):
-    """First-order Taylor importance over the first `batches` batches of `loader`
-    (`taylor_scores`; every group scored in one pass over the data)."""
+    """First-order Taylor importance over `batches` batches of `loader` (`taylor_scores`; every
+    group scored in one pass over the data).
+
+    The batches are drawn once, at the first scoring, with torch's random state fixed to `seed`
+    (restored afterwards), and every later scoring reuses them: scores then depend on the model
+    alone, not on how far the loader's shuffling has gone, so a resumed run scores its next step
+    as the uninterrupted run did."""
 
     importance = Importance.TAYLOR
 
     def __init__(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *, batches: int = 8,
-                 device: torch.device | str | None = None) -> None:
-        self.loader, self.batches, self.device = loader, batches, device
+                 device: torch.device | str | None = None, seed: int = 0) -> None:
+        self.loader, self.batches, self.device, self.seed = loader, batches, device, seed
+        self._drawn: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __call__(self, model: nn.Module, graph: Any, group_id: str) -> np.ndarray:
         return self.scores(model, graph, [group_id])[group_id]
 
     def scores(self, model: nn.Module, graph: Any, groups: Iterable[str]) -> dict[str, np.ndarray]:
-        return taylor_scores(model, graph, self.loader, batches=self.batches, device=self.device,
+        return taylor_scores(model, graph, self._batches(), batches=self.batches, device=self.device,
                              groups=list(groups))
+
+    def _batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self._drawn is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                self._drawn = list(itertools.islice(iter(self.loader), self.batches))
+        return self._drawn
 
 
 def scorer_for(importance: Importance | str | Scorer, *, loader: Any = None,
-               device: torch.device | str | None = None) -> Scorer:
-    """The scorer an `Importance` names. Taylor scores from `loader`'s training batches where one
-    is given, else from the gradients already on the weights."""
+               device: torch.device | str | None = None, seed: int = 0) -> Scorer:
+    """The scorer an `Importance` names. Taylor scores from `loader`'s training batches (drawn
+    with `seed`) where one is given, else from the gradients already on the weights."""
     if isinstance(importance, Scorer):
         return importance
     importance = Importance.parse(importance)
     if importance is Importance.TAYLOR and loader is not None:
-        return TaylorScorer(loader, device=device)
+        return TaylorScorer(loader, device=device, seed=seed)
     return CriterionScorer(importance)
 
 
