@@ -422,7 +422,8 @@ def _data(job: OptimizeJob, model: _Loaded, log: Callable[[str], None]) -> tuple
     epochs = t.epochs if t.epochs is not None else (EXAMPLE["epochs"] if example else DEFAULT_EPOCHS)
     final = (t.final_epochs if t.final_epochs is not None
              else (EXAMPLE["final_epochs"] if example else DEFAULT_FINAL_EPOCHS))
-    return loaders, replace(method.with_data(loaders.train is not None), finetune=_train_config(t, epochs, loaders.train, method.seed),
+    return loaders, replace(method.with_data(loaders.train is not None),
+                            finetune=_train_config(t, epochs, loaders.train, method.seed),
                             final_finetune=_train_config(t, final, loaders.train, method.seed + 1000))
 
 
