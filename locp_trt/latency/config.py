@@ -57,6 +57,12 @@ class LayerConfig:
     """One conv or linear layer as the runtime sees it (NCHW input of `batch` x `in_channels` x H x W).
 
     For `Op.LINEAR`, `input_hw` is (1, 1) and kernel/stride/padding are 1/1/0.
+
+    `pre_norm`: a LayerNorm over the input channels runs right before the layer (ConvNeXt's
+    LayerNorm -> Linear and LayerNorm2d -> Conv). It is timed with the layer because its speed
+    depends on the width as steeply as a GEMM's: under torch-CUDA fp16 a LayerNorm whose width is
+    not a multiple of the vector size leaves the vectorized kernel and runs about 10x slower
+    (benchmarks/results/gpu_h200_floor_probe/), which a layer sum without it does not see.
     """
 
     op: Op
@@ -70,6 +76,7 @@ class LayerConfig:
     batch: int = 1
     precision: Precision = Precision.FP32
     bias: bool = True
+    pre_norm: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op", Op(self.op))
@@ -163,6 +170,8 @@ class LayerConfig:
         d["op"] = self.op.value
         d["precision"] = self.precision.value
         d["input_hw"] = list(self.input_hw)
+        if not self.pre_norm:  # absent unless set: stores and tables written before it keep their keys
+            del d["pre_norm"]
         return d
 
     @classmethod
@@ -179,11 +188,12 @@ class LayerConfig:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     def __str__(self) -> str:
+        norm = "layernorm+" if self.pre_norm else ""
         if self.op is Op.LINEAR:
-            return f"linear {self.in_channels}->{self.out_channels} b{self.batch} {self.precision.value}"
+            return f"{norm}linear {self.in_channels}->{self.out_channels} b{self.batch} {self.precision.value}"
         g = f" g{self.groups}" if self.groups > 1 else ""
         h, w = self.input_hw
         return (
-            f"conv{self.kernel}x{self.kernel}/s{self.stride} {self.in_channels}->{self.out_channels}{g} "
+            f"{norm}conv{self.kernel}x{self.kernel}/s{self.stride} {self.in_channels}->{self.out_channels}{g} "
             f"@{h}x{w} b{self.batch} {self.precision.value}"
         )

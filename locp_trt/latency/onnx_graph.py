@@ -60,18 +60,19 @@ def build_layer_onnx(cfg: LayerConfig, opset: int = 17, seed: int = 0) -> bytes:
         inits.append(numpy_helper.from_array(b, name="B"))
         inputs.append("B")
 
+    nodes = _pre_norm(cfg, inputs, inits) if cfg.pre_norm else []
     if cfg.op is Op.LINEAR:
-        node = helper.make_node("Gemm", inputs, [OUTPUT_NAME], name="linear", transB=1)
+        nodes.append(helper.make_node("Gemm", inputs, [OUTPUT_NAME], name="linear", transB=1))
     else:
         p = cfg.padding
-        node = helper.make_node(
+        nodes.append(helper.make_node(
             "Conv", inputs, [OUTPUT_NAME], name="conv",
             kernel_shape=[cfg.kernel, cfg.kernel], strides=[cfg.stride, cfg.stride],
             pads=[p, p, p, p], dilations=[1, 1], group=cfg.groups,
-        )
+        ))
 
     graph = helper.make_graph(
-        [node], f"locp_{cfg.op.value}",
+        nodes, f"locp_{cfg.op.value}",
         inputs=[helper.make_tensor_value_info(INPUT_NAME, elem, list(cfg.input_shape))],
         outputs=[helper.make_tensor_value_info(OUTPUT_NAME, elem, list(cfg.output_shape))],
         initializer=inits,
@@ -86,6 +87,25 @@ def build_layer_onnx(cfg: LayerConfig, opset: int = 17, seed: int = 0) -> bytes:
     model.doc_string = str(cfg)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
+
+
+def _pre_norm(cfg: LayerConfig, inputs: list[str], inits: list) -> list:
+    """The LayerNorm over the input channels that runs before the layer (`cfg.pre_norm`): nodes
+    to prepend; `inputs[0]` is rewired to its output. A conv's NCHW input is normalised as
+    ConvNeXt's LayerNorm2d does it: transposed to NHWC, normalised over the last axis, back."""
+    dtype = numpy_dtype(cfg.precision)
+    c = cfg.in_channels
+    inits += [numpy_helper.from_array(np.ones(c, dtype=dtype), name="LN_scale"),
+              numpy_helper.from_array(np.zeros(c, dtype=dtype), name="LN_bias")]
+    if cfg.op is Op.LINEAR:
+        inputs[0] = "normed"
+        return [helper.make_node("LayerNormalization", [INPUT_NAME, "LN_scale", "LN_bias"], ["normed"],
+                                 name="norm", axis=-1, epsilon=1e-6)]
+    inputs[0] = "normed"
+    return [helper.make_node("Transpose", [INPUT_NAME], ["nhwc"], name="to_nhwc", perm=[0, 2, 3, 1]),
+            helper.make_node("LayerNormalization", ["nhwc", "LN_scale", "LN_bias"], ["normed_nhwc"],
+                             name="norm", axis=-1, epsilon=1e-6),
+            helper.make_node("Transpose", ["normed_nhwc"], ["normed"], name="to_nchw", perm=[0, 3, 1, 2])]
 
 
 def layer_onnx_input(cfg: LayerConfig, seed: int = 0) -> np.ndarray:

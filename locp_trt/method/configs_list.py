@@ -224,7 +224,7 @@ def _template(cfg: LayerConfig) -> tuple:
     """Everything of a config except its channel counts (depthwise marked, not its groups)."""
     groups = "dw" if cfg.is_depthwise else cfg.groups
     return (cfg.op, cfg.kernel, cfg.stride, cfg.padding, groups, cfg.input_hw, cfg.batch,
-            cfg.precision, cfg.bias)
+            cfg.precision, cfg.bias, cfg.pre_norm)
 
 
 def _grid_pairs(graph: Any, ranges: Mapping[str, range]) -> tuple[dict[tuple, dict[int, set[int]]], dict[tuple, LayerConfig]]:

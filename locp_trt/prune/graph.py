@@ -331,30 +331,44 @@ def _single(value: Any, what: str, name: str) -> int:
     return int(vals[0])
 
 
-def _record_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, list[tuple[int, ...]]]:
-    """Input shapes of every conv/linear call in one forward pass (name -> one shape per call)."""
+def _record_inputs(model: nn.Module, example: torch.Tensor) -> tuple[dict[str, list[tuple[int, ...]]], set[str]]:
+    """Input shapes of every conv/linear call in one forward pass (name -> one shape per call),
+    and the layers whose input is a LayerNorm's output over their input channels (each LayerNorm
+    counted with its first such reader only)."""
     seen: dict[str, list[tuple[int, ...]]] = {}
+    norm_out: dict[int, tuple[torch.Tensor, int]] = {}  # id(output) -> (output kept alive, channels)
+    pre_norm: set[str] = set()
     handles = []
     for name, m in model.named_modules():
         if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
             def hook(_m: nn.Module, args: tuple[Any, ...], _name: str = name) -> None:
-                seen.setdefault(_name, []).append(tuple(args[0].shape))
+                x = args[0]
+                seen.setdefault(_name, []).append(tuple(x.shape))
+                norm = norm_out.pop(id(x), None)
+                features = _m.in_features if isinstance(_m, nn.Linear) else _m.in_channels
+                if norm is not None and norm[0] is x and norm[1] == features:
+                    pre_norm.add(_name)
             handles.append(m.register_forward_pre_hook(hook))
+        elif isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
+            def out_hook(_m: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+                if isinstance(out, torch.Tensor):
+                    norm_out[id(out)] = (out, int(_m.normalized_shape[0]))
+            handles.append(m.register_forward_hook(out_hook))
     try:
         with torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
-    return seen
+    return seen, pre_norm
 
 
 def _site_config(name: str, m: nn.Module, shape: tuple[int, ...], batch: int,
-                 precision: Precision) -> LayerConfig:
+                 precision: Precision, pre_norm: bool = False) -> LayerConfig:
     if isinstance(m, nn.Linear):
         rows = math.prod(shape) // m.in_features  # rows per traced sample (batch 1): usually 1
         return LayerConfig(Op.LINEAR, m.in_features, m.out_features, batch=batch * rows,
-                           precision=precision, bias=m.bias is not None)
+                           precision=precision, bias=m.bias is not None, pre_norm=pre_norm)
     if not isinstance(m, nn.Conv2d) or len(shape) != 4:
         raise UnsupportedLayerError(
             f"layer {name} is a {type(m).__name__}; locp_trt measures and prunes nn.Conv2d and "
@@ -366,7 +380,7 @@ def _site_config(name: str, m: nn.Module, shape: tuple[int, ...], batch: int,
         Op.CONV, m.in_channels, m.out_channels, kernel=_single(m.kernel_size, "kernel", name),
         stride=_single(m.stride, "stride", name), padding=_single(m.padding, "padding", name),
         groups=m.groups, input_hw=(shape[2], shape[3]), batch=batch, precision=precision,
-        bias=m.bias is not None,
+        bias=m.bias is not None, pre_norm=pre_norm,
     )
 
 
@@ -403,7 +417,7 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
     if batch < 1:
         raise InvalidConfigError(f"batch must be >= 1, got {batch}")
     input_shape = tuple(int(v) for v in input_shape)
-    shapes, dg, tp_groups, failed = _trace(model, input_shape)
+    (shapes, pre_norm), dg, tp_groups, failed = _trace(model, input_shape)
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     mod2name = {m: n for n, m in model.named_modules()}
     mod2name.update({p: n for n, p in model.named_parameters()})  # e.g. ConvNeXt's layer_scale
@@ -442,7 +456,7 @@ def build_graph(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
             width = m.out_features if isinstance(m, nn.Linear) else m.out_channels
             groups[name] = ChannelGroup(name, int(width), (f"{name}:out",), False,
                                         "not reached in the traced forward pass")
-    layers = _layer_sites(layer_mods, shapes, in_parts, out_group, batch, precision)
+    layers = _layer_sites(layer_mods, shapes, in_parts, out_group, batch, precision, pre_norm)
     groups = dict(sorted(groups.items(), key=lambda kv: order[kv[0]]))
     graph = ModelGraph(model, input_shape, groups, layers, batch, precision, tp_handles, dg)
     graph._params_per_channel = _params_per_channel(model, groups)
@@ -467,7 +481,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
     model.eval()
     try:
         try:
-            shapes = _record_inputs(model, example)
+            recorded = _record_inputs(model, example)
         except RuntimeError as e:
             raise InvalidConfigError(
                 f"the model does not run on input shape {input_shape} (batch 1): {first_line(e)}; "
@@ -488,7 +502,7 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]):
             ) from None
     finally:
         model.train(was_training)
-    return shapes, dg, tp_groups, failed
+    return recorded, dg, tp_groups, failed
 
 
 def _channel_group(grp: Any, dg: Any, mod2name: Mapping[Any, str], order: Mapping[str, int],
@@ -591,14 +605,16 @@ def _model_order(name: str, order: Mapping[str, int]) -> int:
     return order.get(name, order.get(name.rpartition(".")[0], 0))
 
 
-def _layer_sites(layer_mods, shapes, in_parts, out_group, batch: int, precision: Precision) -> dict[str, LayerSite]:
-    """A `LayerSite` for every conv/linear the forward pass reached: its config, the groups its
-    input channels come from (in order; fixed channels as a group-less part) and its output's."""
+def _layer_sites(layer_mods, shapes, in_parts, out_group, batch: int, precision: Precision,
+                 pre_norm: set[str] = frozenset()) -> dict[str, LayerSite]:
+    """A `LayerSite` for every conv/linear the forward pass reached: its config (with the
+    LayerNorm right before it, when there is one), the groups its input channels come from (in
+    order; fixed channels as a group-less part) and its output's."""
     layers: dict[str, LayerSite] = {}
     for name, m in layer_mods:
         if name not in shapes or isinstance(m, _TRANSPOSED):
             continue
-        cfg = _site_config(name, m, shapes[name][0], batch, precision)
+        cfg = _site_config(name, m, shapes[name][0], batch, precision, pre_norm=name in pre_norm)
         parts = [p for _, p in sorted(in_parts.get(name, []), key=lambda t: t[0])]
         fixed = cfg.in_channels - sum(p.features for p in parts)
         if fixed > 0:

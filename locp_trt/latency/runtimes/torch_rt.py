@@ -29,17 +29,26 @@ class OnnxNotSupportedError(InvalidConfigError):
 
 
 def layer_module(cfg: LayerConfig) -> torch.nn.Module:
-    """The `nn.Conv2d` or `nn.Linear` a `LayerConfig` describes (fp32, on the CPU, eval mode)."""
+    """The `nn.Conv2d` or `nn.Linear` a `LayerConfig` describes (fp32, on the CPU, eval mode),
+    after its LayerNorm when `cfg.pre_norm`."""
     from torch import nn
+
+    class ChannelLayerNorm(nn.LayerNorm):
+        """LayerNorm over dim 1 of an NCHW tensor, as ConvNeXt's LayerNorm2d runs it."""
+
+        def forward(self, x):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     if cfg.op is Op.LINEAR:
         m = nn.Linear(cfg.in_channels, cfg.out_channels, bias=cfg.bias)
+        norm = nn.LayerNorm(cfg.in_channels) if cfg.pre_norm else None
     else:
         m = nn.Conv2d(
             cfg.in_channels, cfg.out_channels, cfg.kernel, stride=cfg.stride,
             padding=cfg.padding, groups=cfg.groups, bias=cfg.bias,
         )
-    return m.eval()
+        norm = ChannelLayerNorm(cfg.in_channels) if cfg.pre_norm else None
+    return (m if norm is None else nn.Sequential(norm, m)).eval()
 
 
 def _torch_dtype(precision: Precision):
