@@ -4,6 +4,7 @@ settings and `bench OUT/`, overshoot repaired or reported, and the end-to-end la
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from locp_trt.errors import InvalidConfigError
 from locp_trt.latency.compare import CompareRule, Verdict, compare, compare_builds
 from locp_trt.latency.e2e import EndToEndModel, activation_elements
 from locp_trt.method.config import OptimizeConfig
@@ -268,3 +270,37 @@ def test_a_band_keeps_adding_builds_until_in_or_out_is_clear() -> None:
     clear = compare_builds(Builds([200.0]), Builds([100.0, 101.0, 99.0]), rule, threshold=1.5,
                            band=(1.5, 1.65))
     assert len(clear.builds) == 3 and clear.low > 1.65  # clearly above the band: no more builds
+
+
+def test_the_occasion_term_widens_pooled_intervals_but_not_the_build_count() -> None:
+    """Builds that agree to 0.5% give a +-0.3% interval; a runtime whose re-measurements move 1.5%
+    between occasions adds that (in quadrature, at the rule's confidence): the interval is what a
+    later re-measurement can expect. More builds cannot narrow it, so they stop on the
+    measurement's own resolution, and a band edge within the occasion term stays unclear."""
+    from statistics import NormalDist
+
+    speeds = [100.0, 100.5, 99.5, 100.2, 99.8, 100.1]
+    plain = compare_builds(Builds([202.0]), Builds(speeds), CompareRule(builds=3, max_builds=6))
+    rule = CompareRule(builds=3, max_builds=6, occasion_sd=0.015)
+    wide = compare_builds(Builds([202.0]), Builds(speeds), rule)
+    assert wide.speedup == pytest.approx(plain.speedup)
+    assert len(wide.builds) == len(plain.builds) == 3  # stopped on the raw resolution (1%)
+    z = NormalDist().inv_cdf(0.95)
+    assert math.log(wide.high / wide.speedup) == pytest.approx(
+        math.hypot(math.log(plain.high / plain.speedup), z * 0.015), rel=1e-6)
+    assert wide.low < plain.low and wide.high > plain.high
+    assert "1.5% between occasions included" in wide.describe() and wide.summary()["occasion_sd"] == 0.015
+    near_edge = compare_builds(Builds([202.0]), Builds(speeds), rule, threshold=2.0)
+    assert plain.against(2.0) is Verdict.MEETS and near_edge.verdict is Verdict.UNCLEAR
+    with pytest.raises(InvalidConfigError, match="occasion_sd"):
+        CompareRule(occasion_sd=0.7)
+
+
+def test_runtimes_carry_their_measured_occasion_terms() -> None:
+    from locp_trt.latency.runtimes.onnxrt import OrtCpuRuntime, OrtCudaRuntime
+    from locp_trt.latency.runtimes.torch_rt import TorchCpuRuntime, TorchCudaRuntime
+
+    assert OrtCpuRuntime().pooled_rule(CompareRule()).occasion_sd == 0.015
+    assert OrtCpuRuntime.POOLED_BUILDS == OrtCpuRuntime().pooled_rule(CompareRule()).builds
+    assert TorchCudaRuntime.OCCASION_SD == 0.011 and OrtCudaRuntime.OCCASION_SD == 0.003
+    assert TorchCpuRuntime.OCCASION_SD == 0.0  # none measured: nothing added

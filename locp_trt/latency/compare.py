@@ -25,6 +25,13 @@ interval on the per-build mean log ratios (between-build variance) and the inter
 round pooled (within-build noise), so a verdict that matters holds for the next build too. Given
 a band (the final check's [target, target x (1 + tolerance)]), it adds builds until the interval
 is clear of both edges: the decision that matters is in the band or not.
+
+An occasion is a source of variance too: the same two files timed again later, in other fresh
+processes, read a speedup 1-3% away from a run's final check whose interval was +-0.3% (the
+landing benchmarks' independent checks; `bench OUT/`). A runtime that knows its occasion-to-
+occasion sd (`CompareRule.occasion_sd`, from those re-measurements) has it added to every pooled
+interval, so the headline's interval is what a re-measurement can expect and a band verdict
+holds for the user's measurement too; more builds narrow only the measurement's part.
 """
 
 from __future__ import annotations
@@ -79,6 +86,11 @@ class CompareRule:
     # Fresh processes the build pairs of a pooled verdict go round, where the runtime times whole
     # models in child processes (ONNX Runtime): a model's speed moves between processes too.
     processes: int = 3
+    # Relative sd (log scale) of a model pair's speedup from one occasion to another: the same
+    # files timed again later, in other processes. One run cannot see it, a re-measurement does
+    # (`bench OUT/`, the landing benchmark's independent check), so a pooled verdict's interval
+    # adds it in quadrature; 0: none known for the runtime (`Runtime.pooled_rule` sets it).
+    occasion_sd: float = 0.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_rounds <= self.max_rounds:
@@ -94,6 +106,8 @@ class CompareRule:
                                      f"{self.builds}, {self.max_builds}")
         if self.processes < 1:
             raise InvalidConfigError(f"comparison processes must be >= 1, got {self.processes}")
+        if not 0.0 <= self.occasion_sd < 0.5:
+            raise InvalidConfigError(f"comparison occasion_sd must be in [0, 0.5), got {self.occasion_sd}")
         if not 2 <= self.build_rounds <= self.max_rounds or not 1 <= self.probe_builds <= self.max_builds:
             raise InvalidConfigError(f"comparison builds: need 2 <= build_rounds <= max_rounds and 1 <= "
                                      f"probe_builds <= max_builds, got {self.build_rounds}, {self.probe_builds}")
@@ -154,6 +168,7 @@ class Comparison:
     threshold: float | None = None
     verdict: Verdict = Verdict.UNCLEAR
     builds: tuple[BuildFigures, ...] = ()  # per fresh build pair, when several were pooled
+    occasion_sd: float = 0.0  # the occasion term inside [low, high] (`CompareRule.occasion_sd`)
 
     @property
     def a_us(self) -> float:
@@ -182,6 +197,8 @@ class Comparison:
     def describe(self) -> str:
         """'1.52x (90% CI 1.49-1.55, 5 rounds)' plus the verdict when there was a threshold."""
         over = f" over {len(self.builds)} builds" if len(self.builds) > 1 else ""
+        if self.occasion_sd > 0:
+            over += f", {self.occasion_sd:.1%} between occasions included"
         s = (f"{self.speedup:.3f}x ({self.confidence:.0%} CI {self.low:.3f}-{self.high:.3f}, "
              f"{self.rounds} rounds{over})")
         if self.threshold is not None:
@@ -196,7 +213,8 @@ class Comparison:
                 "median_us": round(self.b_us, 3), "threshold": self.threshold,
                 "verdict": self.verdict.value,
                 **({"builds": [b.to_json() for b in self.builds],
-                    "build_spread": round(self.build_spread, 4)} if len(self.builds) > 1 else {})}
+                    "build_spread": round(self.build_spread, 4)} if len(self.builds) > 1 else {}),
+                **({"occasion_sd": self.occasion_sd} if self.occasion_sd > 0 else {})}
 
 
 def _verdict(low: float, high: float, threshold: float | None) -> Verdict:
@@ -280,6 +298,18 @@ def _build_interval(per_build: list[list[float]], confidence: float) -> tuple[fl
     return est, min(p_low, b_low), max(p_high, b_high)
 
 
+def _with_occasion(est: float, low: float, high: float, occasion_sd: float,
+                   confidence: float) -> tuple[float, float]:
+    """(low, high) with the occasion term added in quadrature to each side's log half-width."""
+    from statistics import NormalDist
+
+    if occasion_sd <= 0 or not math.isfinite(high) or low <= 0:
+        return low, high
+    extra = (NormalDist().inv_cdf(0.5 + confidence / 2) * occasion_sd) ** 2
+    lo_half, hi_half = math.log(est / low), math.log(high / est)
+    return est * math.exp(-math.sqrt(lo_half ** 2 + extra)), est * math.exp(math.sqrt(hi_half ** 2 + extra))
+
+
 def compare_builds(make_a: Callable[[], Sampler], make_b: Callable[[], Sampler],
                    rule: CompareRule = CompareRule(), *, threshold: float | None = None,
                    builds: int | None = None, band: tuple[float, float] | None = None) -> Comparison:
@@ -309,10 +339,12 @@ def compare_builds(make_a: Callable[[], Sampler], make_b: Callable[[], Sampler],
             continue
         logs = [[math.log(x / y) if x > 0 and y > 0 else 0.0
                  for x, y in zip(c.a_medians_us, c.b_medians_us)] for c in parts]
-        est, low, high = _build_interval(logs, rule.confidence)
+        est, raw_low, raw_high = _build_interval(logs, rule.confidence)
+        low, high = _with_occasion(est, raw_low, raw_high, rule.occasion_sd, rule.confidence)
         if edges and all(_verdict(low, high, e) is not Verdict.UNCLEAR for e in edges):
             break
-        if high / est - 1 <= rule.resolution and 1 - low / est <= rule.resolution:
+        # Known well enough: more builds narrow the measurement, never the occasion term.
+        if raw_high / est - 1 <= rule.resolution and 1 - raw_low / est <= rule.resolution:
             break
     if len(parts) == 1:
         return parts[0]
@@ -321,4 +353,5 @@ def compare_builds(make_a: Callable[[], Sampler], make_b: Callable[[], Sampler],
     return Comparison(speedup=est, low=low, high=high, rounds=len(a), a_medians_us=a,
                       b_medians_us=b, confidence=rule.confidence, threshold=threshold,
                       verdict=_verdict(low, high, threshold),
-                      builds=tuple(BuildFigures(c.a_us, c.b_us, c.speedup, c.rounds) for c in parts))
+                      builds=tuple(BuildFigures(c.a_us, c.b_us, c.speedup, c.rounds) for c in parts),
+                      occasion_sd=rule.occasion_sd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from ...errors import UnstableMeasurementError
@@ -134,10 +135,16 @@ class Runtime(abc.ABC):
         build them in this process (the default)."""
         return None
 
+    #: Relative sd of a model pair's speedup between occasions (`CompareRule.occasion_sd`), from
+    #: re-measurements of emitted models on this runtime; 0: none measured.
+    OCCASION_SD = 0.0
+
     def pooled_rule(self, rule: CompareRule) -> CompareRule:
         """The comparison rule this runtime's verdicts need: how many fresh build pairs the final
-        check, `bench` and the near-band probes pool, from how far its builds differ (default:
-        `rule` as given)."""
+        check, `bench` and the near-band probes pool, from how far its builds differ, and the
+        occasion term its intervals carry (default: `rule` with `OCCASION_SD`)."""
+        if self.OCCASION_SD > rule.occasion_sd:
+            return replace(rule, occasion_sd=self.OCCASION_SD)
         return rule
 
     def spread_processes(self, processes: int) -> contextlib.AbstractContextManager:
