@@ -114,12 +114,13 @@ class OptimizeResult:
 
 def best_step(history: list[StepRecord], target: float) -> StepRecord:
     """The checkpoint to emit: among steps meeting the target, the most accurate (data given)
-    or the least pruned; with none meeting it, the fastest."""
+    or the least pruned; with none meeting it, the fastest. A step whose final check did not
+    clearly meet the target does not count as meeting it, whatever its point estimate."""
     base = history[0]
     steps = [h for h in history if h.step > 0 and not h.guard_rejected]
     if not steps:
         return base
-    meeting = [h for h in steps if h.speedup_over(base) >= target]
+    meeting = [h for h in steps if h.speedup_over(base) >= target and not _check_unclear(h)]
     if meeting:
         def acc(h: StepRecord) -> float | None:
             return h.val_accuracy if h.val_accuracy is not None else h.accuracy
@@ -128,6 +129,12 @@ def best_step(history: list[StepRecord], target: float) -> StepRecord:
             return max(meeting, key=lambda h: (acc(h), -h.step))
         return min(meeting, key=lambda h: h.step)
     return max(steps, key=lambda h: (h.speedup_over(base), -h.step))
+
+
+def _check_unclear(h: StepRecord) -> bool:
+    """The step's final check ran and did not clearly meet its target."""
+    m = h.measured or {}
+    return bool(m.get("final_check")) and m.get("verdict") not in (None, "meets")
 
 
 def accuracy_drop(base: StepRecord, record: StepRecord, limit: float | None) -> float | None:
