@@ -40,6 +40,7 @@ from ..prune.graph import ModelGraph, build_graph, count_params, group_floor
 from ..prune.importance import Scorer, scorer_for
 from ..prune.plan import PruningPlan, apply_plan
 from ..train.distributed import SINGLE, DistContext
+from ..train.teacher import TeacherOutputs
 from .benefit import predicted_latency_us
 from .calibration import Calibration
 from .checkpoints import Checkpoints, Resumed
@@ -152,6 +153,11 @@ class Optimizer:
         schedule: the step goals (default: `config.steps` geometric steps with fine-tuning
             between them, else one, then `config.extra_steps`).
         graph0: the channel graph of `model`, when the caller has it (a family shares one).
+        reference: `model` as the comparisons' reference, when the caller keeps one (a family's
+            members share its export and its build for the probes); default: one of this loop's
+            from `prepare_model`, `builder` and `spread`.
+        teacher: the distillation teacher's logits, when the caller keeps them (a family's
+            members share them: `train.teacher`); default: this loop's own.
         clock: seconds, for `config.time_budget_s` (counted from here; a fake one in tests).
         dist: this process's place in a run over several (`train.distributed`): the loop runs on
             rank 0 alone, and its fine-tunes and evaluations run on every rank (`tuning`).
@@ -167,6 +173,7 @@ class Optimizer:
                  spread: Callable[[int], Any] | None = None,
                  build_variance: bool = False, scorer: Scorer | None = None,
                  schedule: GeometricSchedule | None = None, graph0: ModelGraph | None = None,
+                 reference: Reference | None = None, teacher: TeacherOutputs | None = None,
                  clock: Callable[[], float] = time.monotonic, dist: DistContext = SINGLE) -> None:
         self.clock = clock
         self.started = clock()
@@ -177,8 +184,9 @@ class Optimizer:
         self.latency_us = latency_us
         self.arch, self.log, self.progress = arch, log, progress
         self.out_dir = Path(out_dir)
-        self.reference = (Reference(self.original, config.compare, prepare_model, builder, spread)
-                          if prepare_model is not None else None)
+        if reference is None and prepare_model is not None:
+            reference = Reference(self.original, config.compare, prepare_model, builder, spread)
+        self.reference = reference
         self.build_variance = bool(build_variance)
         self.calibration = Calibration(latency_us)
         self.checkpoints = Checkpoints(self.out_dir, config.to_json(), lambda: copy.deepcopy(self.original))
@@ -188,7 +196,7 @@ class Optimizer:
             from ..train.finetune import resolve_torch_device
 
             device = resolve_torch_device(train_device)
-        self.tuning = Tuning(loaders, self.original, device, progress, dist)
+        self.tuning = Tuning(loaders, teacher if teacher is not None else self.original, device, progress, dist)
         self.scorer = scorer or scorer_for(config.importance, loader=loaders.train if loaders else None,
                                            device=device, seed=config.seed)
         tuned = config.finetune is not None and loaders is not None
@@ -263,7 +271,11 @@ class Optimizer:
             self.calibration.split(graph0, history[0].latency_us, bool(history[0].measured))
             self.log(f"resuming after step {history[-1].step} "
                      f"({history[-1].speedup_over(history[0]):.2f}x, target {resumed.target_speedup:.2f}x)")
-            return _Run(resumed.model, resumed.plan, history, resumed.target_speedup)
+            # A last step saved after its final fine-tune (a family member's inherited step is the
+            # member before's emitted model) is not fine-tuned again when it is emitted.
+            last = history[-1]
+            tuned = last.step if last.step > 0 and last.final_finetune_s is not None else -1
+            return _Run(resumed.model, resumed.plan, history, resumed.target_speedup, tuned_step=tuned)
         if resume:
             self.log(f"nothing to resume in {self.checkpoints.dir}; starting afresh")
         model = copy.deepcopy(self.original)

@@ -1,5 +1,5 @@
 """Fine-tuning and accuracy as the loop uses them: the data (`data.Loaders`), where training runs,
-the unpruned model as the teacher, and seeds per step so a resumed run trains on exactly the
+the unpruned model as the teacher (its logits kept for every fine-tune: `train.teacher`), and seeds per step so a resumed run trains on exactly the
 batches an uninterrupted one would have.
 
 Under torchrun (`train.distributed`) rank 0's `Tuning` first sends each fine-tune and evaluation
@@ -26,6 +26,7 @@ from ..train.distributed import (
     collective_fine_tune,
 )
 from ..train.finetune import TrainConfig
+from ..train.teacher import TeacherOutputs
 
 __all__ = ["Tuning", "Task", "FINE_TUNE", "EVALUATE", "STOP"]
 
@@ -49,15 +50,17 @@ class Tuning:
 
     Args:
         loaders: `data.Loaders` (train, val, test); None: no fine-tuning and no accuracy.
-        teacher: the unpruned model (distillation).
+        teacher: the unpruned model (distillation), or its `TeacherOutputs` when the caller
+            keeps them (a family's members share one); a module gets its own.
         device: where training and evaluation run.
         progress: show progress bars.
         dist: this process's place in a run over several (default: alone).
     """
 
-    def __init__(self, loaders: Any, teacher: nn.Module, device: torch.device, progress: bool,
+    def __init__(self, loaders: Any, teacher: nn.Module | TeacherOutputs, device: torch.device, progress: bool,
                  dist: DistContext = SINGLE) -> None:
-        self.loaders, self.teacher, self.device, self.progress = loaders, teacher, device, progress
+        self.teacher = teacher if isinstance(teacher, TeacherOutputs) else TeacherOutputs(teacher)
+        self.loaders, self.device, self.progress = loaders, device, progress
         self.dist = dist
         self.seed: int | None = None
 

@@ -4,7 +4,10 @@ OUT/family.png.
 
 The members run from the least to the most pruned and share what a single run would build again:
 the model as loaded, the latency meter and store (every layer measured once for the family), the
-data and the teacher (the unpruned model), the unpruned model's channel graph and its baseline.
+data and the teacher (the unpruned model) with its logits on the training images (computed once:
+`train.teacher`), and what is computed once about the unpruned model (`run.Unpruned`): its channel
+graph, its baseline, its reference for the comparisons (its ONNX export and the build the probes
+time against) and its per-layer profile inside the model.
 How a member starts (docs/METHOD.md, "A family in one run"):
 
 * with data, from the emitted, fine-tuned model of the member before it: the loop's schedule
@@ -137,11 +140,15 @@ class _State:
         self.previous: Member | None = None
 
     def shared(self, session: Session) -> dict[str, Any]:
-        base = self.baseline
+        base, teacher = self.baseline, session.unpruned.teacher
         return {"baseline_us": None if base is None else round(base.latency_us, 3),
                 "baseline_kind": None if base is None else base.kind,
                 "floor_speedup": None if self.floor_speedup is None else round(self.floor_speedup, 4),
                 "floor": self.floor_how, "graph": "the unpruned model's channel graph, built once",
+                "reference": ("the unpruned model exported once, built once for the probes"
+                              if session.unpruned.reference is not None else None),
+                "unpruned_profiled": session.unpruned.profiled,
+                "teacher_logits": teacher.stats.to_json() if teacher is not None else None,
                 "measurements": session.latency.stats()}
 
 

@@ -32,7 +32,7 @@ from ..train.distributed import SINGLE
 from ..train.finetune import TrainConfig
 from .job import OptimizeJob
 
-__all__ = ["run_job", "follow_job", "Optimized", "Session", "open_session", "run_member", "RUNTIME_SCHEMA",
+__all__ = ["run_job", "follow_job", "Optimized", "Session", "Unpruned", "open_session", "run_member", "RUNTIME_SCHEMA",
            "DEFAULT_EPOCHS", "DEFAULT_FINAL_EPOCHS"]
 
 #: Fine-tuning epochs when the user gives none (per step, and once at the end).
@@ -89,15 +89,42 @@ class _Latency:
         return out
 
 
+class Unpruned:
+    """What a run computes once about the unpruned model, for every member of a family: its
+    reference for the comparisons (its ONNX export, and its build that the probes time against;
+    the final checks' fresh builds stay each check's own), the distillation teacher's logits
+    (`train.teacher`) and its per-layer profile inside the model (`profile_nodes`).
+
+    Args:
+        reference: the unpruned model as the comparisons' reference (None: nothing is measured
+            end to end, e.g. a lookup table).
+        teacher: the teacher's logits (None: no data).
+    """
+
+    def __init__(self, reference: Any, teacher: Any) -> None:
+        self.reference, self.teacher = reference, teacher
+        self._nodes: list | None = None
+        self.profiled = 0  # times the unpruned model was profiled (once per run)
+
+    def nodes(self, profile: Callable[[], list]) -> list:
+        """The unpruned model's per-node profile: `profile()` the first time, then the same."""
+        if self._nodes is None:
+            self._nodes = profile()
+            self.profiled += 1
+        return self._nodes
+
+
 @dataclass(frozen=True)
 class Session:
     """What every member of a run shares: the model as loaded, the latency sources (meter, store,
-    tables), the data and the loop's config with its fine-tuning filled in."""
+    tables), the data, the loop's config with its fine-tuning filled in, and what is computed once
+    about the unpruned model (`Unpruned`)."""
 
     model: _Loaded
     latency: _Latency
     loaders: Any
     method: OptimizeConfig
+    unpruned: Unpruned
 
 
 def _log(msg: str) -> None:
@@ -151,7 +178,7 @@ def open_session(job: OptimizeJob, log: Callable[[str], None]) -> Iterator[tuple
         loaders, method = _data(job, model, log)
         if job.runtime is not None:  # as many build pairs as this runtime's verdicts need
             method = replace(method, compare=job.runtime.pooled_rule(method.compare))
-        yield job, Session(model, latency, loaders, method)
+        yield job, Session(model, latency, loaders, method, _unpruned(job, model, latency, loaders, method))
     finally:
         if latency.owns_store:
             latency.store.close()
@@ -182,7 +209,7 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     out.mkdir(parents=True, exist_ok=True)
     model, latency, loaders = session.model, session.latency, session.loaders
     method = replace(session.method, speedup=job.method.speedup, target_latency_ms=job.method.target_latency_ms)
-    loop = _loop(job, model, latency, loaders, method, log, schedule=schedule, graph0=graph0)
+    loop = _loop(job, session, method, log, schedule=schedule, graph0=graph0)
     if prepare is not None:
         prepare(loop)
     t_loop = time.perf_counter()
@@ -198,7 +225,7 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     elif loop.reference is not None and job.runtime.can_profile_nodes:
         log("profiling per-layer times inside the models")
         in_model = after.run("profiling per-layer times inside the models", lambda: _in_model_times(
-            job, loop.graph0, result.final.widths, (model.module, result.model),
+            job, loop.graph0, result.final.widths, model.module, result.model, session.unpruned,
             (job.method.batch, *model.input_shape)))
     devices = None
     if latency.joint is not None:
@@ -358,7 +385,7 @@ def _devices(job: OptimizeJob, session: Session, loop: Optimizer, result: Optimi
         else:
             log(f"device {fig.name}: its runtime runs here; measuring the emitted model against the unpruned one")
             with runtime:
-                reference = _device_reference(runtime, session.model, method)
+                reference = _reference(runtime, session.model, method, runtime.pooled_rule(method.compare))
                 cmp = reference.compare(result.model, threshold=target, builds=reference.rule.builds,
                                         fresh_processes=True)
             log(f"device {fig.name}: {cmp.describe()}")
@@ -368,13 +395,12 @@ def _devices(job: OptimizeJob, session: Session, loop: Optimizer, result: Optimi
     return rows
 
 
-def _device_reference(runtime: Any, model: _Loaded, method: OptimizeConfig):
-    """The unpruned model as the reference of comparisons on another device's runtime (here)."""
+def _reference(runtime: Any, model: _Loaded, method: OptimizeConfig, rule: Any):
+    """The unpruned model as the reference of comparisons on `runtime`, judged by `rule`."""
     from ..method.reference import Reference
 
     shape = (method.batch, *model.input_shape)
-    return Reference(model.module, runtime.pooled_rule(method.compare),
-                     functools.partial(_prepare, runtime, shape, method.precision),
+    return Reference(model.module, rule, functools.partial(_prepare, runtime, shape, method.precision),
                      functools.partial(_builder, runtime, shape, method.precision), runtime.spread_processes)
 
 
@@ -441,29 +467,31 @@ def _train_config(t, epochs: float, loader: Any, seed: int) -> TrainConfig | Non
                        distill_temperature=t.distill_temperature)
 
 
-def _loop(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any, method: OptimizeConfig,
-          log: Callable[[str], None], *, schedule: Any = None, graph0: Any = None) -> Optimizer:
+def _unpruned(job: OptimizeJob, model: _Loaded, latency: _Latency, loaders: Any,
+              method: OptimizeConfig) -> Unpruned:
+    """The unpruned model's reference (when decisions are measured end to end: a runtime and no
+    lookup table) and its teacher's logits (with data), made once for the run."""
+    from ..train.teacher import TeacherOutputs
+
+    measured = job.runtime is not None and latency.table is None
+    return Unpruned(_reference(job.runtime, model, method, method.compare) if measured else None,
+                    TeacherOutputs(model.module) if loaders is not None else None)
+
+
+def _loop(job: OptimizeJob, session: Session, method: OptimizeConfig, log: Callable[[str], None], *,
+          schedule: Any = None, graph0: Any = None) -> Optimizer:
     """The LOCP loop; decisions are measured end to end unless only a lookup table is at hand."""
     from ..method.configs_list import baseline_configs, step_one_configs
 
-    prepare = builder = spread = None
-    runtime = job.runtime
-    if runtime is not None and latency.table is None:
-        shape, precision = (method.batch, *model.input_shape), method.precision
-
-        def prepare(module):
-            return runtime.prepare_module(module, shape, precision)
-
-        def builder(module):
-            return runtime.builder(module, shape, precision)
-
-        spread = runtime.spread_processes
-
+    model, latency, unpruned = session.model, session.latency, session.unpruned
+    reference, runtime = unpruned.reference, job.runtime
     loop = Optimizer(model.module, model.input_shape, method, latency_us=latency.recorder,
-                     prepare_model=prepare, out_dir=job.out, arch=model.arch, loaders=loaders,
-                     train_device=job.training.device, log=log, progress=job.progress, builder=builder,
-                     spread=spread, build_variance=bool(runtime is not None and runtime.build_variance),
-                     schedule=schedule, graph0=graph0, dist=job.dist or SINGLE)
+                     prepare_model=reference.prepare_model if reference is not None else None,
+                     out_dir=job.out, arch=model.arch, loaders=session.loaders,
+                     train_device=job.training.device, log=log, progress=job.progress,
+                     build_variance=bool(runtime is not None and runtime.build_variance),
+                     schedule=schedule, graph0=graph0, reference=reference, teacher=unpruned.teacher,
+                     dist=job.dist or SINGLE)
     if latency.joint is not None:  # each device's figures as shares of its unpruned model
         latency.joint.normalize(loop.graph0.layer_configs({}).values())
     if not job.resume and graph0 is None:
@@ -533,14 +561,20 @@ def _facts(job: OptimizeJob, model: _Loaded, latency: _Latency, method: Optimize
                     config=method)
 
 
-def _in_model_times(job: OptimizeJob, graph0, widths, models, shape: tuple[int, ...]):
-    """(before, after) per-layer in-model times, profiled by the runtime inside each model, and
-    where the unpruned model's time outside its layers goes (`outside_layers`)."""
+def _in_model_times(job: OptimizeJob, graph0, widths, original: nn.Module, pruned: nn.Module,
+                    unpruned: Unpruned, shape: tuple[int, ...]):
+    """(before, after) per-layer in-model times, profiled by the runtime inside each model (the
+    unpruned model once per run: `Unpruned.nodes`), and where the unpruned model's time outside
+    its layers goes (`outside_layers`)."""
     from ..deploy.export import onnx_bytes_from_module
     from ..report.content import match_nodes, outside_layers
 
     precision = job.method.precision
-    profiles = [job.runtime.profile_nodes(onnx_bytes_from_module(m, shape, precision), shape) for m in models]
+
+    def profile(module: nn.Module) -> list:
+        return job.runtime.profile_nodes(onnx_bytes_from_module(module, shape, precision), shape)
+
+    profiles = [unpruned.nodes(lambda: profile(original)), profile(pruned)]
     before, after = (match_nodes(graph0.layer_configs(dict(w)), nodes)
                      for nodes, w in zip(profiles, ({}, widths), strict=True))
     return before, after, outside_layers(graph0.layer_configs({}), profiles[0])

@@ -210,7 +210,7 @@ def shard_eval_loader(ctx: DistContext, loader: DataLoader) -> DataLoader:
 
 
 def collective_fine_tune(ctx: DistContext, model: nn.Module, loader: DataLoader, cfg: TrainConfig,
-                         device: torch.device, *, seed: int | None, teacher: nn.Module | None,
+                         device: torch.device, *, seed: int | None, teacher: Any,
                          progress: bool, desc: str) -> None:
     """`fine_tune` on every rank together: rank 0's weights to start (DDP broadcasts them), each
     rank on its shard, gradients averaged. Alone: `fine_tune` on `loader`."""

@@ -4,8 +4,9 @@ Data and training stay out of the pruner: `optimize` receives DataLoaders and a 
 calls `fine_tune` / `evaluate` here. Training from scratch is the same loop with more epochs.
 
 Fine-tuning a pruned model can distil from the unpruned one (Hinton et al. 2015): pass it as
-`teacher` and set `TrainConfig.distill_alpha`; the teacher's logits are computed on the fly for
-each batch (no cache), under the same fp16 autocast as the student on CUDA.
+`teacher` and set `TrainConfig.distill_alpha`; the teacher's logits are computed under the same
+fp16 autocast as the student on CUDA, once per distinct input (`teacher.TeacherOutputs`: later
+epochs, and later fine-tunes given the same `TeacherOutputs`, look them up).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import BackendUnavailableError, DatasetError, InvalidConfigError
 from ..progress import progress_enabled
+from .teacher import TeacherOutputs
 
 __all__ = [
     "TrainConfig",
@@ -183,20 +185,24 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, device: torch.device | str, *,
-              teacher: nn.Module | None = None, progress: bool = True, desc: str = "") -> TrainResult:
+              teacher: nn.Module | TeacherOutputs | None = None, progress: bool = True,
+              desc: str = "") -> TrainResult:
     """Train `model` in place with SGD + cosine LR on (image, label) batches; ends in eval mode.
 
     With a `teacher` and `cfg.distill_alpha > 0` the loss is `distillation_loss` against the
-    teacher's logits, computed batch by batch in eval mode without gradients. The teacher is
-    moved to `device` for the run and put back where it was, in its mode, afterwards; its
-    weights are not changed. Without a teacher (or with alpha 0) the loss is cross-entropy.
+    teacher's logits, computed in eval mode without gradients the first time an input is seen
+    and looked up after that (`TeacherOutputs`; pass one to share its logits between fine-tunes).
+    The teacher is moved to `device` for the run and put back where it was, in its mode,
+    afterwards; its weights are not changed. Without a teacher (or with alpha 0) the loss is
+    cross-entropy.
 
     Args:
         model: classifier returning logits; moved to `device`.
         train_loader: yields (inputs, integer labels).
         cfg: schedule, optimiser and distillation settings.
         device: torch device (or a name for `resolve_torch_device`).
-        teacher: the model to distil from (for pruning: the unpruned model), or None.
+        teacher: the model to distil from (for pruning: the unpruned model), or its
+            `TeacherOutputs`, or None.
         progress: show a tqdm bar per epoch on stderr.
         desc: prefix for the progress bar (e.g. "fine-tune step 2").
 
@@ -212,6 +218,10 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, devi
             f"distill_alpha is {cfg.distill_alpha} but fine_tune got no teacher; pass teacher= (the "
             "unpruned model) or set distill_alpha=0"
         )
+    outputs = None
+    if distill:
+        outputs = teacher if isinstance(teacher, TeacherOutputs) else TeacherOutputs(teacher)
+        teacher = outputs.module
     if teacher is model:
         raise InvalidConfigError("the teacher must be another module than the model being trained "
                                  "(keep a copy of the unpruned model)")
@@ -229,6 +239,8 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, devi
     use_amp = bool(cfg.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     teacher_state = _borrow(teacher, device) if distill else None
+    if outputs is not None:
+        outputs.begin()
     start = time.perf_counter()
     epoch_losses: list[float] = []
     steps = 0
@@ -243,14 +255,13 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, devi
             for i, (inputs, targets) in enumerate(bar):
                 if cfg.max_steps_per_epoch is not None and i >= cfg.max_steps_per_epoch:
                     break
-                inputs = inputs.to(device, non_blocking=True)
+                batch, inputs = inputs, inputs.to(device, non_blocking=True)
                 targets = targets.to(device, non_blocking=True)
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     logits = model(inputs)
                     if distill:
-                        with torch.no_grad():
-                            teacher_logits = teacher(inputs)  # type: ignore[misc]
+                        teacher_logits = outputs.logits(batch, inputs)  # type: ignore[union-attr]
                         loss = distillation_loss(logits, teacher_logits, targets, cfg.distill_alpha,
                                                  cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
                     else:
