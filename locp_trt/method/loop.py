@@ -65,7 +65,7 @@ MAX_REPAIRS = 2
 
 #: A final check inside the band whose re-measurement would land above it at least this often
 #: (from its own interval, normal in log speedup) has the step redone once, aiming lower.
-NEAR_TOP_ODDS = 0.25
+NEAR_TOP_ODDS = 0.1
 
 
 def _odds_above(cmp: Comparison, high: float) -> float:
@@ -403,7 +403,7 @@ class Optimizer:
         # The budget spent (during the last step or this check): no redo and no further step.
         spent = self.time_spent()
         # Above the band; or inside it so near its upper edge that a re-measurement would land
-        # above it one time in four or more (redone once: the first check is kept when the
+        # above it one time in ten or more (redone once: the first check is kept when the
         # redo's is no better, `_keep_first_check`).
         above = confirmation.speedup > high
         near_top = not above and run.repairs == 0 and _odds_above(confirmation, high) >= NEAR_TOP_ODDS
