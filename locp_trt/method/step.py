@@ -18,9 +18,11 @@ says so.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from statistics import NormalDist
 from typing import Any
 
 import torch.nn as nn
@@ -28,7 +30,7 @@ import torch.nn as nn
 from ..latency.compare import Comparison, Verdict
 from ..prune.importance import weigh_by_reach
 from ..prune.plan import PruningPlan, apply_plan
-from .candidates import DiscoveryMethod, discover_candidates
+from .candidates import DiscoveryMethod, GroupCandidates, discover_candidates
 from .ladder import Ladder, Rung, build_ladder
 from .landing import Probe, land
 from .records import StepRecord
@@ -75,6 +77,13 @@ class Step:
         cfg = loop.config
         scale = loop.aim_scale
         self.band = (goal * scale, goal * (1 + cfg.tolerance) * scale) if final else None
+        # Where a probe must land for the final check, which adds the occasion term to its interval,
+        # to find it clearly inside the band: the band less that term's half-width at each edge.
+        rule = cfg.compare
+        margin = math.exp(NormalDist().inv_cdf(0.5 + rule.confidence / 2) * rule.occasion_sd)
+        self.inner = None if self.band is None else (
+            (self.band[0] * margin, self.band[1] / margin) if self.band[1] / self.band[0] > margin ** 2
+            else self.band)
         self._built: dict[tuple, tuple[nn.Module, PruningPlan]] = {}
         self._comparisons: dict[tuple, Comparison] = {}
 
@@ -135,10 +144,14 @@ class Step:
         loop, cfg = self.loop, self.loop.config
         self.candidates = discover_candidates(self.graph, self.current, loop.latency_us, method=discovery,
                                               floors=floors, progress=loop.progress, stop=loop.time_spent)
+        if getattr(loop, "align", 1) > 1:  # the reach check found unaligned widths slow
+            self.candidates = {g: _aligned(c, loop.width_step(g), self.current[g])
+                               for g, c in self.candidates.items()}
         self.scores = loop.scorer.scores(self.model, self.graph, list(self.candidates))
         weighed = weigh_by_reach(self.scores, self.graph) if cfg.weigh_groups else self.scores
         return build_ladder(self.graph, self.current, self.candidates, weighed, floors,
-                            latency_us=loop.latency_us, predict_us=loop.calibration.frozen(self.graph))
+                            latency_us=loop.latency_us, predict_us=loop.calibration.frozen(self.graph),
+                            align=getattr(loop, "align", 1))
 
     # ---- landing ---------------------------------------------------------------------------------
     def _land(self, ladder: Ladder) -> _Landed:
@@ -158,22 +171,47 @@ class Step:
         if landing.stopped:
             self.loop.log(f"step {self.number}: {self.loop.budget_line('while landing')}; taking "
                           f"{landing.k} ({probe.speedup:.3f}x) of {len(landing.probes)} probes")
-        if band is not None and probe.speedup > band[1] and landing.k >= 1 and not self.loop.time_spent():
-            # One decision of the path jumps over the whole band: try the single decisions from the
-            # prefix before it that are predicted to land inside the band, least importance first.
-            k = landing.k
-            known = {p.k: p.speedup for p in landing.probes} | {0: last.speedup_over(base)}
-            if k - 1 in known:
-                for rung in ladder.inside_band(k, (known[k - 1], known[k]), aim, band):
-                    p = self._probe(rung, f"alternative to decision {k}", k)
-                    probes.append(p)
-                    if band[0] <= p.speedup <= band[1]:
-                        chosen, probe = rung, p
-                        summary += f"; decision {k} overshot, replaced by a single decision landing in the band"
-                        break
-                    if self.loop.time_spent():
-                        break
+        known = {p.k: p.speedup for p in landing.probes} | {0: last.speedup_over(base)}
+        k = self._jump(landing.k, probe.speedup, known)
+        if k is not None and not self.loop.time_spent():
+            # One decision of the path jumps over the band, or over its inner part (the chosen probe
+            # sits at the band's lower edge): try the single decisions from the prefix before it
+            # that are predicted to land inside, least importance first; the first measured in the
+            # inner band is taken, else the one nearest the aim if nearer than the path's.
+            inner, best = self.inner, (chosen, probe)
+            found = False
+            for rung in ladder.inside_band(k, (known[k - 1], known[k]), aim, inner):
+                p = self._probe(rung, f"alternative to decision {k}", k)
+                probes.append(p)
+                if inner[0] <= p.speedup <= inner[1]:
+                    best, found = (rung, p), True
+                    break
+                if band[0] <= p.speedup <= band[1] and (
+                        not band[0] <= best[1].speedup <= band[1]
+                        or abs(math.log(p.speedup / aim)) < abs(math.log(best[1].speedup / aim))):
+                    best = (rung, p)
+                if self.loop.time_spent():
+                    break
+            if best[0] is not chosen:
+                summary += (f"; decision {k} overshot, replaced by a single decision landing in the band"
+                            if probe.speedup > band[1] else
+                            f"; decision {k} jumped from the band's lower edge over its inner part, the plan "
+                            "replaced by a single decision " + ("landing in it" if found else "nearer its centre"))
+                chosen, probe = best
         return _Landed(chosen, probe, probes, summary)
+
+    def _jump(self, k: int, speedup: float, known: Mapping[int, float]) -> int | None:
+        """The path's decision that jumps over the inner band from the chosen rung `k`: k itself
+        when it landed above the band, k + 1 when k landed below the inner band and k + 1 above
+        it; None when the choice is inside the inner band (or not a final step)."""
+        band, inner = self.band, self.inner
+        if band is None:
+            return None
+        if speedup > band[1]:
+            return k if k >= 1 and k - 1 in known else None
+        if speedup < inner[0] and k + 1 in known and known[k + 1] > inner[1]:
+            return k + 1
+        return None
 
     def _probe(self, rung: Rung, label: str, k: int) -> Probe:
         """Measure (or, from a table alone, predict) one rung's speedup over the unpruned model."""
@@ -245,3 +283,7 @@ class Step:
 def _key(widths: Mapping[str, int]) -> tuple:
     return tuple(sorted(widths.items()))
 
+
+def _aligned(c: GroupCandidates, step: int, current: int) -> GroupCandidates:
+    """`c` with only the widths that are multiples of `step` (and the current width)."""
+    return replace(c, widths=tuple(w for w in c.widths if w % step == 0 or w == current))
