@@ -54,9 +54,8 @@ class Ladder:
     def __init__(self, rungs: list[Rung], *, graph, candidates: Mapping[str, GroupCandidates],
                  scores: Mapping[str, np.ndarray], floors: Mapping[str, int],
                  latency_us: Callable[[LayerConfig], float],
-                 predict_us: Callable[[Mapping[str, int]], float], align: int = 1) -> None:
+                 predict_us: Callable[[Mapping[str, int]], float]) -> None:
         self.rungs = tuple(rungs)
-        self._align = align
         self._graph, self._candidates, self._scores = graph, candidates, scores
         self._floors, self._latency_us, self._predict_us = floors, latency_us, predict_us
 
@@ -94,8 +93,7 @@ class Ladder:
             floor = self._floors.get(g, 1)
             below = {w for w in gc.widths if floor <= w < lo.widths[g]}
             if hi.widths[g] < lo.widths[g]:
-                # a grouped conv's group: whole steps (and aligned ones where the loop aligns)
-                step = math.lcm(self._align, getattr(self._graph.groups[g], "blocks", 1))
+                step = getattr(self._graph.groups[g], "blocks", 1)  # a grouped conv's group: whole steps
                 start = -(-max(floor, hi.widths[g] + 1) // step) * step
                 below |= set(_spread(range(start, lo.widths[g], step), PARTIAL_WIDTHS))
             for c in assess(self._graph, g, lo.widths, sorted(below), self._latency_us, self._scores[g]):
@@ -122,7 +120,7 @@ def _spread(values: range, n: int) -> list[int]:
 def build_ladder(graph, current: Mapping[str, int], candidates: Mapping[str, GroupCandidates],
                  scores: Mapping[str, np.ndarray], floors: Mapping[str, int], *,
                  latency_us: Callable[[LayerConfig], float],
-                 predict_us: Callable[[Mapping[str, int]], float], align: int = 1) -> Ladder | None:
+                 predict_us: Callable[[Mapping[str, int]], float]) -> Ladder | None:
     """The step's ladder, or None when no narrower width is predicted faster (an empty path).
 
     Args:
@@ -133,7 +131,6 @@ def build_ladder(graph, current: Mapping[str, int], candidates: Mapping[str, Gro
         floors: narrowest width per group.
         latency_us: latency of one layer config, in µs.
         predict_us: end-to-end latency predicted at some widths, in µs.
-        align: widths between two rungs are multiples of this (and of a grouped conv's groups).
     """
     path = list(greedy_steps(graph, current, candidates, scores, latency_us, 1e-9))
     path = _one_notch_at_a_time(graph, current, path, candidates, scores, latency_us)
@@ -145,7 +142,7 @@ def build_ladder(graph, current: Mapping[str, int], candidates: Mapping[str, Gro
         lost.append(lost[-1] + c.importance_lost)
     rungs = [Rung(w, predict_us(w), x) for w, x in zip(widths, lost)]
     return Ladder(rungs, graph=graph, candidates=candidates, scores=scores, floors=floors,
-                  latency_us=latency_us, predict_us=predict_us, align=align)
+                  latency_us=latency_us, predict_us=predict_us)
 
 
 def _one_notch_at_a_time(graph, start: Mapping[str, int], path: list[Candidate],

@@ -59,8 +59,6 @@ REACH_SLACK = 1.1
 #: Channel multiple of the aligned width floor (`Loop.aligned_floors`): fp16 tensor-core GEMMs and
 #: vectorized kernels (LayerNorm) want widths in multiples of 8.
 ALIGN = 8
-#: The aligned floor this much faster than the floor itself makes every width a multiple of ALIGN.
-ALIGN_GAIN = 1.15
 
 #: Times the last step is redone when the final check lands above the band.
 MAX_REPAIRS = 2
@@ -209,7 +207,6 @@ class Optimizer:
         self.calibration = Calibration(latency_us)
         self.checkpoints = Checkpoints(self.out_dir, config.to_json(), lambda: copy.deepcopy(self.original))
         self.aim_scale = 1.0  # lowered when the final check overshoots the band (one redo each)
-        self.align = 1  # the width step: ALIGN once the reach check found unaligned widths slow
         device = torch.device("cpu")
         if config.finetune is not None or config.final_finetune is not None:
             from ..train.finetune import resolve_torch_device
@@ -238,17 +235,9 @@ class Optimizer:
         return build_graph(model, self.input_shape, batch=self.config.batch, precision=self.config.precision)
 
     def floors(self) -> dict[str, int]:
-        """Per group (and per concat part inside a group): the narrowest width allowed (rounded up
-        to the width step once the reach check found unaligned widths slow: `align`)."""
-        return self.aligned_floors(self.align) if self.align > 1 else self._floors()
-
-    def _floors(self) -> dict[str, int]:
+        """Per group (and per concat part inside a group): the narrowest width allowed."""
         return {g: group_floor(grp, self.config.min_width_ratio)
                 for g, grp in self.graph0.groups.items() if grp.prunable}
-
-    def width_step(self, group: str) -> int:
-        """The step a group's widths move in: its conv groups' count, with `align`."""
-        return math.lcm(self.align, getattr(self.graph0.groups[group], "blocks", 1))
 
     def record(self, step: int, model: nn.Module, plan: PruningPlan, start: float,
                measured: Mapping[str, Any], **extra: Any) -> StepRecord:
@@ -577,13 +566,13 @@ class Optimizer:
                               self.input_shape, scores=order, min_width_ratio=self.config.min_width_ratio)
         return model
 
-    def aligned_floors(self, align: int = ALIGN) -> dict[str, int]:
-        """The floors rounded up to multiples of `align` (a grouped conv's group to whole steps of
+    def aligned_floors(self) -> dict[str, int]:
+        """The floors rounded up to multiples of `ALIGN` (a grouped conv's group to whole steps of
         both), never above a group's width: the narrowest widths the fast kernels take."""
         out = {}
-        for g, w in self._floors().items():
+        for g, w in self.floors().items():
             grp = self.graph0.groups[g]
-            step = math.lcm(align, getattr(grp, "blocks", 1))
+            step = math.lcm(ALIGN, getattr(grp, "blocks", 1))
             aligned = -(-w // step) * step
             out[g] = aligned if aligned <= grp.width else w
         return out
@@ -624,13 +613,6 @@ class Optimizer:
                     best, how = cmp8.speedup, (f"measured {cmp8.describe()} with the floors rounded up to "
                                                f"multiples of {ALIGN} (at the floors themselves "
                                                f"{cmp.speedup:.3f}x; predicted {predicted:.2f}x)")
-                if cmp8.speedup > cmp.speedup * ALIGN_GAIN and speedup <= cmp8.speedup * REACH_SLACK:
-                    # Unaligned widths cost more than their layers' staircases show (in the ops
-                    # between the layers): from here every width is a multiple of ALIGN.
-                    self.align = ALIGN
-                    self.log(f"widths off multiples of {ALIGN} run slower than their layers show "
-                             f"({cmp.speedup:.3f}x against {cmp8.speedup:.3f}x at the floor): every width "
-                             f"the steps consider is a multiple of {ALIGN}")
         if speedup > best * REACH_SLACK:
             raise UnreachableTargetError(
                 f"a {speedup:.3g}x speedup cannot be reached: with every channel group at its floor "

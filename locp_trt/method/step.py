@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch.nn as nn
 from ..latency.compare import Comparison, Verdict
 from ..prune.importance import weigh_by_reach
 from ..prune.plan import PruningPlan, apply_plan
-from .candidates import DiscoveryMethod, GroupCandidates, discover_candidates
+from .candidates import DiscoveryMethod, discover_candidates
 from .ladder import Ladder, Rung, build_ladder
 from .landing import Probe, land
 from .records import StepRecord
@@ -144,14 +144,10 @@ class Step:
         loop, cfg = self.loop, self.loop.config
         self.candidates = discover_candidates(self.graph, self.current, loop.latency_us, method=discovery,
                                               floors=floors, progress=loop.progress, stop=loop.time_spent)
-        if getattr(loop, "align", 1) > 1:  # the reach check found unaligned widths slow
-            self.candidates = {g: _aligned(c, loop.width_step(g), self.current[g])
-                               for g, c in self.candidates.items()}
         self.scores = loop.scorer.scores(self.model, self.graph, list(self.candidates))
         weighed = weigh_by_reach(self.scores, self.graph) if cfg.weigh_groups else self.scores
         return build_ladder(self.graph, self.current, self.candidates, weighed, floors,
-                            latency_us=loop.latency_us, predict_us=loop.calibration.frozen(self.graph),
-                            align=getattr(loop, "align", 1))
+                            latency_us=loop.latency_us, predict_us=loop.calibration.frozen(self.graph))
 
     # ---- landing ---------------------------------------------------------------------------------
     def _land(self, ladder: Ladder) -> _Landed:
@@ -283,7 +279,3 @@ class Step:
 def _key(widths: Mapping[str, int]) -> tuple:
     return tuple(sorted(widths.items()))
 
-
-def _aligned(c: GroupCandidates, step: int, current: int) -> GroupCandidates:
-    """`c` with only the widths that are multiples of `step` (and the current width)."""
-    return replace(c, widths=tuple(w for w in c.widths if w % step == 0 or w == current))
