@@ -17,7 +17,7 @@ import locp_trt
 from locp_trt.cli import main
 from locp_trt.cli.optimize_cmd import _targets
 from locp_trt.errors import InvalidConfigError
-from locp_trt.pipeline.family import share_steps
+from locp_trt.pipeline.family import share_final_epochs, share_steps
 from locp_trt.pipeline.job import Target, resolve_job
 from locp_trt.report.family import family_summary, load_family, mark_pareto, plot_family
 
@@ -116,6 +116,17 @@ def test_targets_are_parsed_once_and_checked():
 def test_steps_are_shared_by_the_speedup_each_member_adds():
     assert share_steps(3, [1.3, 1.6, 2]) == [1, 1, 1]
     assert share_steps(3, [1.1, 4]) == [1, 3]
+
+
+def test_a_continuing_members_final_fine_tune_is_its_share_of_the_speedup():
+    import math
+
+    # the example's family: 4 final epochs; member 1.6x from 1.386x, member 2x from 1.839x
+    assert share_final_epochs(4, 1.6, 1.386, math.log(2)) == 1
+    assert share_final_epochs(4, 2.0, 1.839, math.log(2)) == 1
+    assert share_final_epochs(4, 4.0, 1.2, math.log(4)) == 3  # most of the family's speedup
+    assert share_final_epochs(4, 1.5, 1.52, math.log(2)) == 4  # inherited model meets it: as set
+    assert share_final_epochs(8, 3.9, 1.01, math.log(4)) == 8  # never more than set
 
 
 def test_the_pareto_front_leaves_out_dominated_members():

@@ -41,7 +41,7 @@ from .job import OptimizeJob, Target
 from .outdir import prepare_out_dir
 from .run import Optimized, Session, open_session, run_member
 
-__all__ = ["Member", "Family", "run_family", "FAMILY_OUTPUTS", "share_steps"]
+__all__ = ["Member", "Family", "run_family", "FAMILY_OUTPUTS", "share_steps", "share_final_epochs"]
 
 #: What a family writes into its folder (beside one folder per member).
 FAMILY_OUTPUTS = ("family.json", "family.png")
@@ -166,9 +166,13 @@ def _run_one(job: OptimizeJob, session: Session, target: Target, state: _State, 
     prepare_out_dir(out, force=job.force)
     previous = state.previous if tuned else None
     schedule, prepare = _start(job, session, target, state, previous)
+    final_epochs = _final_epochs(job, session, target, state, previous)
+    if final_epochs is not None:
+        log(f"member {target.label}: final fine-tune of {final_epochs} of {session.method.final_finetune.epochs} "
+            "epochs (its share of the family's speedup over the member before)")
     try:
         optimized, loop = run_member(member_job, session, log, prepare=prepare, schedule=schedule,
-                                     graph0=state.graph0)
+                                     graph0=state.graph0, final_epochs=final_epochs)
     except LocpError as e:
         status = "refused" if isinstance(e, InvalidConfigError) else "failed"
         log(f"member {target.label}: {status}: {first_line(e)}")
@@ -219,6 +223,29 @@ def _start(job: OptimizeJob, session: Session, target: Target, state: _State,
     def from_previous(loop) -> None:
         loop.checkpoints.save(result.model, result.plan, [base, inherited], speedup)
     return GeometricSchedule(steps, method.extra_steps, start_step=1, start_speedup=reached), from_previous
+
+
+def share_final_epochs(epochs: int, speedup: float, reached: float, widest: float) -> int:
+    """A continuing member's final fine-tune: `epochs` times the log share of the speedup it adds
+    over the model it starts from (`reached`) in the family's widest (`log` of the largest target),
+    at least 1, at most `epochs`: as `--steps` are shared (`share_steps`), and because the channels
+    the member before kept were recovered by that member's own fine-tunes."""
+    if speedup <= reached or widest <= 0:
+        return epochs
+    return max(1, min(epochs, round(epochs * math.log(speedup / reached) / widest)))
+
+
+def _final_epochs(job: OptimizeJob, session: Session, target: Target, state: _State,
+                  previous: Member | None) -> int | None:
+    """The final fine-tune's epochs of a member continuing from the one before (None: as configured)."""
+    final = session.method.final_finetune
+    if previous is None or final is None or state.baseline is None:
+        return None
+    base = state.baseline
+    widest = math.log(max(_target_speedup(t, base) for t in job.family))
+    epochs = share_final_epochs(final.epochs, _target_speedup(target, base),
+                                previous.optimized.result.speedup_final, widest)
+    return epochs if epochs != final.epochs else None
 
 
 def _target_speedup(target: Target, base) -> float:

@@ -186,7 +186,7 @@ def open_session(job: OptimizeJob, log: Callable[[str], None]) -> Iterator[tuple
 
 def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *,
                prepare: Callable[[Any], None] | None = None, schedule: Any = None,
-               graph0: Any = None) -> tuple[Optimized, Optimizer]:
+               graph0: Any = None, final_epochs: int | None = None) -> tuple[Optimized, Optimizer]:
     """Run the loop for `job` (its config is `job.method` with the session's fine-tuning) and write
     its files and report into `job.out`.
 
@@ -197,6 +197,7 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
         prepare: called with the loop before it runs (a family member seeds its checkpoint there).
         schedule: the step goals (default: the loop's).
         graph0: the unpruned model's channel graph, when already built.
+        final_epochs: the final fine-tune's epochs, when not the session's (a family member's share).
 
     Returns:
         What the run returns, and the loop (its graph, calibration and reference).
@@ -209,6 +210,8 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     out.mkdir(parents=True, exist_ok=True)
     model, latency, loaders = session.model, session.latency, session.loaders
     method = replace(session.method, speedup=job.method.speedup, target_latency_ms=job.method.target_latency_ms)
+    if final_epochs is not None and method.final_finetune is not None:
+        method = replace(method, final_finetune=replace(method.final_finetune, epochs=final_epochs))
     loop = _loop(job, session, method, log, schedule=schedule, graph0=graph0)
     if prepare is not None:
         prepare(loop)
