@@ -155,12 +155,19 @@ class Step:
         band where one rung jumped over it."""
         base, last, band, aim = self.history[0], self.history[-1], self.band, self.aim
         predicted, rungs = ladder.predicted_us, ladder.rungs
+        # The probes land inside the inner band (what the final check can find clearly inside the
+        # band); failing that, the path's probe inside the band nearest the aim.
         landing = land(predicted, last.speedup_over(base), aim,
                        lambda k: self._probe(rungs[k], f"probe {k}/{ladder.plans} decisions", k),
-                       max_probes=self.loop.config.max_probes, band=band, stop=self.loop.time_spent)
+                       max_probes=self.loop.config.max_probes, band=self.inner, stop=self.loop.time_spent)
         chosen, probe, probes = rungs[landing.k], landing.probe, list(landing.probes)
+        if band is not None and not band[0] <= probe.speedup <= band[1]:
+            inside = [p for p in landing.probes if band[0] <= p.speedup <= band[1]]
+            if inside:
+                probe = min(inside, key=lambda p: (abs(math.log(p.speedup / aim)), p.k))
+                chosen = rungs[probe.k]
         summary = (f"{ladder} ({predicted[0]:.1f} -> {predicted[-1]:.1f} µs "
-                   f"predicted); took {landing.k} ({predicted[landing.k]:.1f} µs) after "
+                   f"predicted); took {probe.k} ({predicted[probe.k]:.1f} µs) after "
                    f"{len(landing.probes)} probes"
                    + ("" if landing.reached_aim else f"; no prefix reached {aim:.3f}x, kept the fastest")
                    + (f"; {self.loop.budget_line('while landing')}" if landing.stopped else ""))
@@ -168,7 +175,7 @@ class Step:
             self.loop.log(f"step {self.number}: {self.loop.budget_line('while landing')}; taking "
                           f"{landing.k} ({probe.speedup:.3f}x) of {len(landing.probes)} probes")
         known = {p.k: p.speedup for p in landing.probes} | {0: last.speedup_over(base)}
-        k = self._jump(landing.k, probe.speedup, known)
+        k = self._jump(probe.k, probe.speedup, known)
         if k is not None and not self.loop.time_spent():
             # One decision of the path jumps over the band, or over its inner part (the chosen probe
             # sits at the band's lower edge): try the single decisions from the prefix before it
