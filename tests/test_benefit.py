@@ -394,3 +394,13 @@ def test_landing_finds_partial_decisions_when_one_notch_jumps_over_the_band():
         assert band[0] <= rungs[0].predicted_us / r.predicted_us <= band[1]
     best = rungs[0].predicted_us / options[0].predicted_us
     assert abs(math.log(best / aim)) < abs(math.log(band[1] / aim))  # centred first
+
+    # A second round starts from a plan between the rungs (measured below the band): its options
+    # are single decisions on top of it, narrower than it on `a`, and still above rung 1.
+    start = Rung({"a": 56, "b": 64}, predict({"a": 56, "b": 64}), 0.05)
+    low = rungs[0].predicted_us / start.predicted_us
+    again = ladder.inside_band(1, (low, measured[1]), aim, band, start=start)
+    assert again, "a width between 32 and 56 lands in the band"
+    for r in again:
+        assert 32 < r.widths["a"] < 56 and r.widths["b"] == 64
+        assert r.importance_lost >= start.importance_lost

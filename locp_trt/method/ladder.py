@@ -72,8 +72,9 @@ class Ladder:
         return f"greedy path of {self.plans} decisions"
 
     def inside_band(self, k: int, measured: tuple[float, float], aim: float, band: tuple[float, float],
-                    limit: int = 3) -> list[Rung]:
-        """Single decisions from rung k - 1 predicted to land in `band`, for when rung k overshot it.
+                    limit: int = 3, start: Rung | None = None) -> list[Rung]:
+        """Single decisions from rung k - 1 (or from `start`, a plan between rungs k - 1 and k,
+        measured at `measured[0]`) predicted to land in `band`, for when rung k overshot it.
 
         The options are every envelope width below rung k - 1 of every group, and the partial
         decisions: for each group rung k changed, up to `PARTIAL_WIDTHS` widths strictly between
@@ -83,7 +84,7 @@ class Ladder:
         speedups; options predicted in the middle half of the band come first, by least
         importance lost, then the others by nearness to the aim; at most `limit`.
         """
-        lo, hi = self.rungs[k - 1], self.rungs[k]
+        lo, hi = (self.rungs[k - 1] if start is None else start), self.rungs[k]
         (p_lo, l_lo), (p_hi, l_hi) = (lo.predicted_us, 1 / measured[0]), (hi.predicted_us, 1 / measured[1])
         if abs(p_hi - p_lo) < 1e-9:
             return []

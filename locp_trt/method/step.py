@@ -183,18 +183,25 @@ class Step:
             # inner band is taken, else the one nearest the aim if nearer than the path's.
             inner, best = self.inner, (chosen, probe)
             found = False
-            for rung in ladder.inside_band(k, (known[k - 1], known[k]), aim, inner):
-                p = self._probe(rung, f"alternative to decision {k}", k)
-                probes.append(p)
-                if inner[0] <= p.speedup <= inner[1]:
-                    best, found = (rung, p), True
+            # Two rounds at most: single decisions from the rung before the jump, then, when the
+            # best of them is still below the inner band, single decisions on top of it.
+            start, low = None, known[k - 1]
+            for _round in range(2):
+                for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start):
+                    p = self._probe(rung, f"alternative to decision {k}", k)
+                    probes.append(p)
+                    if inner[0] <= p.speedup <= inner[1]:
+                        best, found = (rung, p), True
+                        break
+                    if band[0] <= p.speedup <= band[1] and (
+                            not band[0] <= best[1].speedup <= band[1]
+                            or abs(math.log(p.speedup / aim)) < abs(math.log(best[1].speedup / aim))):
+                        best = (rung, p)
+                    if self.loop.time_spent():
+                        break
+                if found or self.loop.time_spent() or best[0] is chosen or best[1].speedup >= inner[0]:
                     break
-                if band[0] <= p.speedup <= band[1] and (
-                        not band[0] <= best[1].speedup <= band[1]
-                        or abs(math.log(p.speedup / aim)) < abs(math.log(best[1].speedup / aim))):
-                    best = (rung, p)
-                if self.loop.time_spent():
-                    break
+                start, low = best[0], best[1].speedup
             if best[0] is not chosen:
                 summary += (f"; decision {k} overshot, replaced by a single decision landing in the band"
                             if probe.speedup > band[1] else
