@@ -37,6 +37,9 @@ from .records import StepRecord
 
 __all__ = ["StepOutcome", "Step"]
 
+#: An alternative plan measured within 1% of the aim is taken without probing the others.
+NEAR_AIM = 0.01
+
 
 @dataclass(frozen=True)
 class StepOutcome:
@@ -179,8 +182,9 @@ class Step:
         if k is not None and not self.loop.time_spent():
             # One decision of the path jumps over the band, or over its inner part (the chosen probe
             # sits at the band's lower edge): try the single decisions from the prefix before it
-            # that are predicted to land inside, least importance first; the first measured in the
-            # inner band is taken, else the one nearest the aim if nearer than the path's.
+            # that are predicted to land inside, least importance first; of those measured, the one
+            # inside the inner band nearest the aim is taken (one within 1% of it at once), else
+            # the one inside the band nearest the aim if nearer than the path's.
             inner, best = self.inner, (chosen, probe)
             found = False
             # Two rounds at most: single decisions from the rung before the jump, then, when the
@@ -190,14 +194,15 @@ class Step:
                 for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start):
                     p = self._probe(rung, f"alternative to decision {k}", k)
                     probes.append(p)
-                    if inner[0] <= p.speedup <= inner[1]:
-                        best, found = (rung, p), True
-                        break
+                    # inside the inner band beats outside it; then nearer the aim
+                    rank = (not inner[0] <= p.speedup <= inner[1], abs(math.log(p.speedup / aim)))
                     if band[0] <= p.speedup <= band[1] and (
                             not band[0] <= best[1].speedup <= band[1]
-                            or abs(math.log(p.speedup / aim)) < abs(math.log(best[1].speedup / aim))):
+                            or rank < (not inner[0] <= best[1].speedup <= inner[1],
+                                       abs(math.log(best[1].speedup / aim)))):
                         best = (rung, p)
-                    if self.loop.time_spent():
+                    found = found or not rank[0]
+                    if (found and rank[1] <= NEAR_AIM) or self.loop.time_spent():
                         break
                 if found or self.loop.time_spent() or best[0] is chosen or best[1].speedup >= inner[0]:
                     break
