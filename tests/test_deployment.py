@@ -132,35 +132,7 @@ def test_final_check_above_the_band_redoes_the_step_with_a_lower_aim(tmp_path: P
     """Probes (the run's one reference build) see the pruned models 8% slower than fresh builds
     do: the step lands in the band by its probes, the final check on fresh builds lands above it,
     and the loop redoes the step aiming lower until the final check is inside."""
-    torch.manual_seed(0)
-    fake = StepLatency((1, 3, 32, 32), noise=0.0)
-    def builder(module):
-        true_us = fake.prepare(module).true_us
-
-        def build():
-            # the reference (first build of the run) and probes: as is; final-check builds of a
-            # pruned model: 8% faster than the probes saw
-            fresh = opt.reference._reference is not None and opt._final
-            return constant(true_us / 1.08 if fresh and true_us < base_us else true_us)
-
-        return build
-
-    base_us = fake.prepare(get_model("resnet20")).true_us
-    opt = Optimizer(get_model("resnet20"), (3, 32, 32), OptimizeConfig(speedup=1.5),
-                    latency_us=fake.layer_us, prepare_model=fake.prepare, builder=builder,
-                    out_dir=tmp_path, log=lambda _m: None, progress=False)
-    opt._final = False
-    confirm = opt.confirm
-
-    def final_check(model, target):
-        opt._final = True
-        try:
-            return confirm(model, target)
-        finally:
-            opt._final = False
-
-    opt.confirm = final_check
-    result = opt.run()
+    result, _checks = _checked_faster(tmp_path, [1.08], occasion_sd=0.0)
     repaired = result.latency_model["overshoots_repaired"]
     assert repaired and repaired[0]["speedup"] > 1.5 * 1.1
     assert result.status == "landed", (result.speedup_final, result.stop_reason)
@@ -207,14 +179,12 @@ def _checked_faster(tmp_path: Path, factors: list[float], occasion_sd: float = 0
 
 def test_odds_above_the_band_come_from_the_checks_interval() -> None:
     from locp_trt.latency.compare import Comparison
-    from locp_trt.method.loop import _odds_above
-
     def cmp(x, lo, hi):
         return Comparison(x, lo, hi, 30, (100.0,), (100.0 / x,), 0.9, threshold=1.5)
 
-    assert _odds_above(cmp(1.649, 1.606, 1.693), 1.65) == pytest.approx(0.48, abs=0.02)  # at the edge
-    assert _odds_above(cmp(1.575, 1.53, 1.62), 1.65) < 0.05  # the band's centre
-    assert _odds_above(cmp(1.7, 1.7, 1.7), 1.65) == 1.0 and _odds_above(cmp(1.6, 1.6, 1.6), 1.65) == 0.0
+    assert cmp(1.649, 1.606, 1.693).odds_above(1.65) == pytest.approx(0.48, abs=0.02)  # at the edge
+    assert cmp(1.575, 1.53, 1.62).odds_above(1.65) < 0.05  # the band's centre
+    assert cmp(1.7, 1.7, 1.7).odds_above(1.65) == 1.0 and cmp(1.6, 1.6, 1.6).odds_above(1.65) == 0.0
 
 
 def test_a_final_check_near_the_bands_upper_edge_redoes_the_step_once(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 import numpy as np
 
@@ -119,8 +120,6 @@ def t_quantile(p: float, df: int) -> float:
     Hill's (1970) series expansion around the normal quantile: better than 1e-3 for df >= 2 at the
     quantiles used here, with no SciPy dependency.
     """
-    from statistics import NormalDist
-
     if df < 1:
         raise InvalidConfigError(f"t quantile needs df >= 1, got {df}")
     if df == 1:  # Cauchy: exact
@@ -193,6 +192,15 @@ class Comparison:
             return None
         meds = [b.b_us for b in self.builds]
         return max(meds) / min(meds) - 1 if min(meds) > 0 else None
+
+    def odds_above(self, x: float) -> float:
+        """How often a re-measurement would land above speedup `x`, reading the interval as
+        normal in log speedup (the band's upper edge: `method.loop`'s near-edge redo)."""
+        half = math.log(self.high / self.speedup) if self.high > self.speedup > 0 else 0.0
+        if half <= 0:
+            return float(self.speedup > x)
+        sd = half / NormalDist().inv_cdf(0.5 + self.confidence / 2)
+        return 1.0 - NormalDist().cdf(math.log(x / self.speedup) / sd)
 
     def describe(self) -> str:
         """'1.52x (90% CI 1.49-1.55, 5 rounds)' plus the verdict when there was a threshold."""
@@ -301,8 +309,6 @@ def _build_interval(per_build: list[list[float]], confidence: float) -> tuple[fl
 def _with_occasion(est: float, low: float, high: float, occasion_sd: float,
                    confidence: float) -> tuple[float, float]:
     """(low, high) with the occasion term added in quadrature to each side's log half-width."""
-    from statistics import NormalDist
-
     if occasion_sd <= 0 or not math.isfinite(high) or low <= 0:
         return low, high
     extra = (NormalDist().inv_cdf(0.5 + confidence / 2) * occasion_sd) ** 2

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -66,15 +65,6 @@ MAX_REPAIRS = 2
 #: A final check inside the band whose re-measurement would land above it at least this often
 #: (from its own interval, normal in log speedup) has the step redone once, aiming lower.
 NEAR_TOP_ODDS = 0.1
-
-
-def _odds_above(cmp: Comparison, high: float) -> float:
-    """How often a re-measurement of `cmp` would land above `high`, from its interval."""
-    half = math.log(cmp.high / cmp.speedup) if cmp.high > cmp.speedup > 0 else 0.0
-    if half <= 0:
-        return float(cmp.speedup > high)
-    sd = half / NormalDist().inv_cdf(0.5 + cmp.confidence / 2)
-    return 1.0 - NormalDist().cdf(math.log(high / cmp.speedup) / sd)
 
 
 def no_prunable_group(graph: ModelGraph) -> str:
@@ -406,7 +396,7 @@ class Optimizer:
         # above it one time in ten or more (redone once: the first check is kept when the
         # redo's is no better, `_keep_first_check`).
         above = confirmation.speedup > high
-        near_top = not above and run.repairs == 0 and _odds_above(confirmation, high) >= NEAR_TOP_ODDS
+        near_top = not above and run.repairs == 0 and confirmation.odds_above(high) >= NEAR_TOP_ODDS
         if (confirmation.verdict is Verdict.MEETS and (above or near_top)
                 and target <= (chosen.landed_speedup or chosen.speedup_over(history[0])) <= high
                 and chosen.step == history[-1].step and run.repairs < MAX_REPAIRS):
@@ -502,7 +492,7 @@ class Optimizer:
         def inside(c: Comparison) -> bool:
             return c.verdict is Verdict.MEETS and c.speedup <= high
 
-        if not inside(first) or (inside(now) and _odds_above(now, high) <= _odds_above(first, high)):
+        if not inside(first) or (inside(now) and now.odds_above(high) <= first.odds_above(high)):
             return False
         self._put_back(run, run.first_inside)
         run.stop_reason = (f"step {record.step} redone after its final check {first.speedup:.3f}x reached over "
