@@ -436,7 +436,7 @@ class Optimizer:
         self.aim_scale *= gap ** (run.repairs / MAX_REPAIRS)
         high = target * (1 + cfg.tolerance)
         where = ("is above the band" if confirmation.speedup > high
-                 else f"(90% CI up to {confirmation.high:.3f}x) reaches over the upper edge of the band")
+                 else f"({confirmation.confidence:.0%} CI up to {confirmation.high:.3f}x) is near the upper edge of the band")
         self.log(f"final check {confirmation.speedup:.3f}x {where} [{target:.3g}x, {high:.3g}x]: redoing "
                  f"step {chosen.step} from step {chosen.step - 1} with a lower aim ({run.repairs} of {MAX_REPAIRS})")
         run.overshoots.append({"step": chosen.step, "speedup": round(confirmation.speedup, 4),
