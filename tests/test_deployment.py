@@ -398,3 +398,50 @@ def test_the_last_steps_probes_aim_inside_the_band_less_the_occasion_term() -> N
     assert step._jump(5, 2.02, {**known, 6: 2.12}) is None  # the next one is inside: no jump
     none = Step(SimpleNamespace(config=OptimizeConfig(speedup=2.0), aim_scale=1.0), 1, None, None, [], 2.0, 2.1, True)
     assert none.inner == none.band  # no occasion term: the whole band
+
+
+def test_a_second_round_builds_on_the_highest_alternative_when_none_landed_in_the_band() -> None:
+    """The example's 2x family member (2026-12-03): its path went 1.842x -> 2.214x (over the band
+    [2.0, 2.2]) and the three single decisions from the rung before measured 1.90-1.92x, all below
+    the band. The loop then took the 2.214x plan and ended overshot. The second round now starts
+    from the highest alternative below the inner band and lands inside it."""
+    from types import SimpleNamespace
+
+    from locp_trt.method.ladder import Rung
+    from locp_trt.method.landing import Probe
+    from locp_trt.method.step import Step
+
+    path = [1.65, 1.70, 1.75, 1.77, 1.79, 1.842, 2.214, 2.27, 2.4]  # measured speedup per rung
+    rungs = [Rung({"g": 100 - i}, 1000.0 / s, float(i)) for i, s in enumerate(path)]
+    first = [(Rung({"g": 200 + i}, 1000.0 / s, 5.5), s) for i, s in enumerate((1.90, 1.919, 1.907))]
+    second = [(Rung({"g": 300}, 1000.0 / 2.10, 5.7), 2.10)]
+    speed = {r.widths["g"]: s for r, s in [*zip(rungs, path), *first, *second]}
+    asked: list = []
+
+    class Ladder:
+        plans, predicted_us = len(rungs) - 1, [r.predicted_us for r in rungs]
+
+        def __init__(self, rounds: list[list]) -> None:
+            self.rounds, self.rungs = rounds, rungs
+
+        def inside_band(self, k, measured, aim, band, start=None):
+            asked.append((k, measured[0], start))
+            return [r for r, _s in self.rounds[len(asked) - 1]] if len(asked) <= len(self.rounds) else []
+
+    loop = SimpleNamespace(config=OptimizeConfig(speedup=2.0, compare=CompareRule(occasion_sd=0.015)),
+                           aim_scale=1.0, time_spent=lambda: False, log=lambda _m: None)
+    step = Step(loop, 2, None, None, [SimpleNamespace(speedup_over=lambda _b: 1.65)], 2.0, 2.1, True)
+
+    def probe(rung, label, k):
+        s = speed[rung.widths["g"]]
+        return Probe(k, s, s * 0.98, s * 1.02, "meets" if s >= 2.1 else "misses", rung.predicted_us, 18)
+
+    step._probe = probe
+    landed = step._land(Ladder([first, second]))
+    assert landed.probe.speedup == pytest.approx(2.10) and landed.rung.widths == {"g": 300}
+    assert [(k, round(low, 3)) for k, low, _s in asked] == [(6, 1.842), (6, 1.919)]
+    assert asked[1][2].widths == {"g": 201}  # built on the 1.919x alternative
+    # Without a second round's plan the overshooting path's plan stays (and is reported overshot).
+    asked.clear()
+    assert step._land(Ladder([first])).probe.speedup == pytest.approx(2.214)
+    assert len(asked) == 2

@@ -188,12 +188,16 @@ class Step:
             inner, best = self.inner, (chosen, probe)
             found = False
             # Two rounds at most: single decisions from the rung before the jump, then, when the
-            # best of them is still below the inner band, single decisions on top of it.
+            # best of them is still below the inner band (or none landed in the band: the highest
+            # measured below it), single decisions on top of it.
             start, low = None, known[k - 1]
             for _round in range(2):
+                below = None  # the highest alternative of this round measured below the inner band
                 for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start):
                     p = self._probe(rung, f"alternative to decision {k}", k)
                     probes.append(p)
+                    if low < p.speedup < inner[0] and (below is None or p.speedup > below[1].speedup):
+                        below = (rung, p)
                     # inside the inner band beats outside it; then nearer the aim
                     rank = (not inner[0] <= p.speedup <= inner[1], abs(math.log(p.speedup / aim)))
                     if band[0] <= p.speedup <= band[1] and (
@@ -204,9 +208,13 @@ class Step:
                     found = found or not rank[0]
                     if (found and rank[1] <= NEAR_AIM) or self.loop.time_spent():
                         break
-                if found or self.loop.time_spent() or best[0] is chosen or best[1].speedup >= inner[0]:
+                if found or self.loop.time_spent():
                     break
-                start, low = best[0], best[1].speedup
+                if best[0] is not chosen:  # one landed in the band: build on it only below the inner band
+                    below = best if best[1].speedup < inner[0] else None
+                if below is None:
+                    break
+                start, low = below[0], below[1].speedup
             if best[0] is not chosen:
                 summary += (f"; decision {k} overshot, replaced by a single decision landing in the band"
                             if probe.speedup > band[1] else
