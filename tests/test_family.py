@@ -118,7 +118,7 @@ def test_steps_are_shared_by_the_speedup_each_member_adds():
     assert share_steps(3, [1.1, 4]) == [1, 3]
 
 
-def test_a_continuing_members_final_fine_tune_is_its_share_of_the_speedup():
+def test_a_members_final_fine_tune_is_its_share_of_the_speedup():
     import math
 
     # the example's family: 4 final epochs; member 1.6x from 1.386x, member 2x from 1.839x
@@ -127,6 +127,11 @@ def test_a_continuing_members_final_fine_tune_is_its_share_of_the_speedup():
     assert share_final_epochs(4, 4.0, 1.2, math.log(4)) == 3  # most of the family's speedup
     assert share_final_epochs(4, 1.5, 1.52, math.log(2)) == 4  # inherited model meets it: as set
     assert share_final_epochs(8, 3.9, 1.01, math.log(4)) == 8  # never more than set
+    # the first member starts from the unpruned model (1.0): the example's 1.3x gets 2 of 4, so
+    # the family's final fine-tunes (2 + 1 + 1) add up to the single 2x run's 4
+    assert share_final_epochs(4, 1.3, 1.0, math.log(2)) == 2
+    assert share_final_epochs(4, 2.0, 1.0, math.log(2)) == 4  # a family's widest from scratch: as set
+    assert share_final_epochs(0.5, 1.3, 1.0, math.log(2)) == 0.5  # under one epoch: as set, never more
 
 
 def test_the_pareto_front_leaves_out_dominated_members():

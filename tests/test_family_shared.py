@@ -122,12 +122,13 @@ def test_the_unpruned_models_reference_and_profile_are_made_once_per_family(tmp_
     assert family.doc["shared"]["unpruned_profiled"] == 1
 
 
-def test_a_continuing_members_final_fine_tune_is_its_share(tmp_path):
-    """The first member's final fine-tune is as set; a member continuing from the one before gets
-    its share of the family's speedup (`share_final_epochs`), since the channels it inherits were
-    recovered by the earlier members' fine-tunes."""
+def test_each_members_final_fine_tune_is_its_share(tmp_path):
+    """Each member's final fine-tune is its share of the family's speedup (`share_final_epochs`):
+    the first member's over the unpruned model, a continuing member's over the one before (the
+    channels it inherits were recovered by the earlier members' fine-tunes), so together they come
+    to about the single run's at the largest target."""
     family = locp_trt.optimize("example", speedup=[1.3, 1.6, 2], steps=3, out=tmp_path / "fam", export=False,
                                latency_table=TABLE, **{**DATA, "final_epochs": 3}, **COMMON)
     assert [m.status for m in family.members] == ["landed"] * 3
     finals = [m.optimized.report["config"]["final_finetune"]["epochs"] for m in family.members]
-    assert finals[0] == 3 and all(1 <= f < 3 for f in finals[1:]), finals
+    assert finals[0] == 1 and all(1 <= f < 3 for f in finals) and sum(finals) <= 4, finals

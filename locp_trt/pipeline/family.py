@@ -166,10 +166,10 @@ def _run_one(job: OptimizeJob, session: Session, target: Target, state: _State, 
     prepare_out_dir(out, force=job.force)
     previous = state.previous if tuned else None
     schedule, prepare = _start(job, session, target, state, previous)
-    final_epochs = _final_epochs(job, session, target, state, previous)
+    final_epochs = _final_epochs(job, session, target, state, previous) if tuned else None
     if final_epochs is not None:
         log(f"member {target.label}: final fine-tune of {final_epochs} of {session.method.final_finetune.epochs} "
-            "epochs (its share of the family's speedup over the member before)")
+            f"epochs (its share of the family's speedup over {'the member before' if previous else 'the unpruned model'})")
     try:
         optimized, loop = run_member(member_job, session, log, prepare=prepare, schedule=schedule,
                                      graph0=state.graph0, final_epochs=final_epochs)
@@ -225,26 +225,28 @@ def _start(job: OptimizeJob, session: Session, target: Target, state: _State,
     return GeometricSchedule(steps, method.extra_steps, start_step=1, start_speedup=reached), from_previous
 
 
-def share_final_epochs(epochs: int, speedup: float, reached: float, widest: float) -> int:
-    """A continuing member's final fine-tune: `epochs` times the log share of the speedup it adds
-    over the model it starts from (`reached`) in the family's widest (`log` of the largest target),
-    at least 1, at most `epochs`: as `--steps` are shared (`share_steps`), and because the channels
-    the member before kept were recovered by that member's own fine-tunes."""
+def share_final_epochs(epochs: float, speedup: float, reached: float, widest: float) -> float:
+    """A member's final fine-tune: `epochs` times the log share of the speedup it adds over the
+    model it starts from (`reached`: the member before's, or 1.0, the unpruned model) in the
+    family's widest (`log` of the largest target), at least 1, at most `epochs`: as `--steps` are
+    shared (`share_steps`), so the family's final fine-tunes add up to about the single run's at
+    its largest target; the channels a member inherits were recovered by the members before."""
     if speedup <= reached or widest <= 0:
         return epochs
-    return max(1, min(epochs, round(epochs * math.log(speedup / reached) / widest)))
+    return min(epochs, max(1, round(epochs * math.log(speedup / reached) / widest)))
 
 
 def _final_epochs(job: OptimizeJob, session: Session, target: Target, state: _State,
                   previous: Member | None) -> int | None:
-    """The final fine-tune's epochs of a member continuing from the one before (None: as configured)."""
+    """A member's final fine-tune epochs, its share (None: as configured, or not known before the
+    first member measured the baseline that a latency target needs)."""
     final = session.method.final_finetune
-    if previous is None or final is None or state.baseline is None:
-        return None
     base = state.baseline
+    if final is None or (base is None and any(t.speedup is None for t in job.family)):
+        return None
     widest = math.log(max(_target_speedup(t, base) for t in job.family))
-    epochs = share_final_epochs(final.epochs, _target_speedup(target, base),
-                                previous.optimized.result.speedup_final, widest)
+    reached = 1.0 if previous is None else previous.optimized.result.speedup_final
+    epochs = share_final_epochs(final.epochs, _target_speedup(target, base), reached, widest)
     return epochs if epochs != final.epochs else None
 
 
