@@ -396,8 +396,50 @@ def test_the_last_steps_probes_aim_inside_the_band_less_the_occasion_term() -> N
     assert step._jump(6, 2.6, known) == 6  # above the band
     assert step._jump(5, 2.1, {**known, 5: 2.1}) is None  # inside the inner band
     assert step._jump(5, 2.02, {**known, 6: 2.12}) is None  # the next one is inside: no jump
+    # inside the inner band but below its middle half ([2.074, 2.122]), the next decision above
+    # it: a final check there is unclear about half the time, so the single decisions are tried
+    assert step._jump(5, 2.058, {**known, 5: 2.058, 6: 2.150}) == 6
+    assert step._jump(5, 2.08, {**known, 5: 2.08, 6: 2.150}) is None  # in the middle: kept
     none = Step(SimpleNamespace(config=OptimizeConfig(speedup=2.0), aim_scale=1.0), 1, None, None, [], 2.0, 2.1, True)
     assert none.inner == none.band  # no occasion term: the whole band
+
+
+def _landing_step(path: list[float], rounds: list[list[float]]):
+    """A final step for 2x on ORT CPU (band [2.0, 2.2], inner [2.05, 2.146]) over a fake ladder:
+    `path` the measured speedup per rung, `rounds` what each round of single decisions measures.
+    Returns (step, ladder, asked): `asked` collects (k, low, start) of every round."""
+    from types import SimpleNamespace
+
+    from locp_trt.method.ladder import Rung
+    from locp_trt.method.landing import Probe
+    from locp_trt.method.step import Step
+
+    rungs = [Rung({"g": 100 - i}, 1000.0 / s, float(i)) for i, s in enumerate(path)]
+    alts = [[(Rung({"g": 200 + 10 * r + i}, 1000.0 / s, 5.5), s) for i, s in enumerate(speeds)]
+            for r, speeds in enumerate(rounds)]
+    speed = {r.widths["g"]: s for r, s in [*zip(rungs, path), *(a for rnd in alts for a in rnd)]}
+    asked: list = []
+
+    class Ladder:
+        plans, predicted_us = len(rungs) - 1, [r.predicted_us for r in rungs]
+
+        def __init__(self) -> None:
+            self.rungs = rungs
+
+        def inside_band(self, k, measured, aim, band, start=None):
+            asked.append((k, measured[0], start))
+            return [r for r, _s in alts[len(asked) - 1]] if len(asked) <= len(alts) else []
+
+    loop = SimpleNamespace(config=OptimizeConfig(speedup=2.0, compare=CompareRule(occasion_sd=0.015)),
+                           aim_scale=1.0, time_spent=lambda: False, log=lambda _m: None)
+    step = Step(loop, 2, None, None, [SimpleNamespace(speedup_over=lambda _b: path[0])], 2.0, 2.1, True)
+
+    def probe(rung, label, k):
+        s = speed[rung.widths["g"]]
+        return Probe(k, s, s * 0.98, s * 1.02, "meets" if s >= 2.1 else "misses", rung.predicted_us, 18)
+
+    step._probe = probe
+    return step, Ladder(), asked
 
 
 def test_a_second_round_builds_on_the_highest_alternative_when_none_landed_in_the_band() -> None:
@@ -405,43 +447,30 @@ def test_a_second_round_builds_on_the_highest_alternative_when_none_landed_in_th
     [2.0, 2.2]) and the three single decisions from the rung before measured 1.90-1.92x, all below
     the band. The loop then took the 2.214x plan and ended overshot. The second round now starts
     from the highest alternative below the inner band and lands inside it."""
-    from types import SimpleNamespace
-
-    from locp_trt.method.ladder import Rung
-    from locp_trt.method.landing import Probe
-    from locp_trt.method.step import Step
-
-    path = [1.65, 1.70, 1.75, 1.77, 1.79, 1.842, 2.214, 2.27, 2.4]  # measured speedup per rung
-    rungs = [Rung({"g": 100 - i}, 1000.0 / s, float(i)) for i, s in enumerate(path)]
-    first = [(Rung({"g": 200 + i}, 1000.0 / s, 5.5), s) for i, s in enumerate((1.90, 1.919, 1.907))]
-    second = [(Rung({"g": 300}, 1000.0 / 2.10, 5.7), 2.10)]
-    speed = {r.widths["g"]: s for r, s in [*zip(rungs, path), *first, *second]}
-    asked: list = []
-
-    class Ladder:
-        plans, predicted_us = len(rungs) - 1, [r.predicted_us for r in rungs]
-
-        def __init__(self, rounds: list[list]) -> None:
-            self.rounds, self.rungs = rounds, rungs
-
-        def inside_band(self, k, measured, aim, band, start=None):
-            asked.append((k, measured[0], start))
-            return [r for r, _s in self.rounds[len(asked) - 1]] if len(asked) <= len(self.rounds) else []
-
-    loop = SimpleNamespace(config=OptimizeConfig(speedup=2.0, compare=CompareRule(occasion_sd=0.015)),
-                           aim_scale=1.0, time_spent=lambda: False, log=lambda _m: None)
-    step = Step(loop, 2, None, None, [SimpleNamespace(speedup_over=lambda _b: 1.65)], 2.0, 2.1, True)
-
-    def probe(rung, label, k):
-        s = speed[rung.widths["g"]]
-        return Probe(k, s, s * 0.98, s * 1.02, "meets" if s >= 2.1 else "misses", rung.predicted_us, 18)
-
-    step._probe = probe
-    landed = step._land(Ladder([first, second]))
-    assert landed.probe.speedup == pytest.approx(2.10) and landed.rung.widths == {"g": 300}
+    path = [1.65, 1.70, 1.75, 1.77, 1.79, 1.842, 2.214, 2.27, 2.4]
+    step, ladder, asked = _landing_step(path, [[1.90, 1.919, 1.907], [2.10]])
+    landed = step._land(ladder)
+    assert landed.probe.speedup == pytest.approx(2.10) and landed.rung.widths == {"g": 210}
     assert [(k, round(low, 3)) for k, low, _s in asked] == [(6, 1.842), (6, 1.919)]
     assert asked[1][2].widths == {"g": 201}  # built on the 1.919x alternative
-    # Without a second round's plan the overshooting path's plan stays (and is reported overshot).
-    asked.clear()
-    assert step._land(Ladder([first])).probe.speedup == pytest.approx(2.214)
+    # Without a plan in the band in any round the overshooting path's plan stays (reported overshot).
+    step, ladder, asked = _landing_step(path, [[1.90, 1.919, 1.907]])
+    assert step._land(ladder).probe.speedup == pytest.approx(2.214)
     assert len(asked) == 2
+
+
+def test_a_plan_near_the_inner_bands_lower_edge_is_built_on_until_the_middle() -> None:
+    """The single 2x run (2026-12-03): path 1.988x -> 2.295x; single decisions 2.036-2.038x, then on
+    top of them 2.058x, inside the inner band [2.05, 2.146] but at its edge; the final check read
+    2.038x, unclear, and the run took a whole step more. A third round now builds on a plan below
+    the inner band's middle half ([2.074, 2.122]), and one within 1% of the aim ends the search."""
+    path = [1.7, 1.8, 1.9, 1.988, 2.295]
+    step, ladder, asked = _landing_step(path, [[2.036, 2.036, 2.038], [2.058, 2.054], [2.099, 2.12]])
+    landed = step._land(ladder)
+    assert landed.probe.speedup == pytest.approx(2.099)
+    assert [round(low, 3) for _k, low, _s in asked] == [1.988, 2.038, 2.058]
+    # A path plan inside the inner band below its middle, the next decision above it: tried too.
+    path = [1.7, 1.8, 1.9, 2.058, 2.150]
+    step, ladder, asked = _landing_step(path, [[2.11]])
+    assert step._land(ladder).probe.speedup == pytest.approx(2.11)
+    assert [(k, round(low, 3)) for k, low, _s in asked] == [(4, 2.058)]

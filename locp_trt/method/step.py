@@ -39,6 +39,8 @@ __all__ = ["StepOutcome", "Step"]
 
 #: An alternative plan measured within 1% of the aim is taken without probing the others.
 NEAR_AIM = 0.01
+#: Rounds of single decisions at most where one decision of the path jumps over the inner band.
+MAX_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -186,12 +188,15 @@ class Step:
             # inside the inner band nearest the aim is taken (one within 1% of it at once), else
             # the one inside the band nearest the aim if nearer than the path's.
             inner, best = self.inner, (chosen, probe)
+            centre = _middle_half(inner)
             found = False
-            # Two rounds at most: single decisions from the rung before the jump, then, when the
-            # best of them is still below the inner band (or none landed in the band: the highest
-            # measured below it), single decisions on top of it.
+            # Rounds of single decisions: from the rung before the jump, then on top of the best
+            # so far while it is below the inner band's middle half (where a final check, which
+            # re-measures within a few percent, is likely to find it clearly inside the band) or,
+            # when none landed in the band, on top of the highest measured below it. Each round is
+            # a few probes; a final check that is not clear costs a whole step more.
             start, low = None, known[k - 1]
-            for _round in range(2):
+            for _round in range(MAX_ROUNDS):
                 below = None  # the highest alternative of this round measured below the inner band
                 for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start):
                     p = self._probe(rung, f"alternative to decision {k}", k)
@@ -208,31 +213,33 @@ class Step:
                     found = found or not rank[0]
                     if (found and rank[1] <= NEAR_AIM) or self.loop.time_spent():
                         break
-                if found or self.loop.time_spent():
+                if self.loop.time_spent() or (found and abs(math.log(best[1].speedup / aim)) <= NEAR_AIM):
                     break
-                if best[0] is not chosen:  # one landed in the band: build on it only below the inner band
-                    below = best if best[1].speedup < inner[0] else None
+                if best[0] is not chosen:  # one landed in the band: build on it only below the middle
+                    below = best if best[1].speedup < centre[0] else None
                 if below is None:
                     break
                 start, low = below[0], below[1].speedup
             if best[0] is not chosen:
                 summary += (f"; decision {k} overshot, replaced by a single decision landing in the band"
                             if probe.speedup > band[1] else
-                            f"; decision {k} jumped from the band's lower edge over its inner part, the plan "
-                            "replaced by a single decision " + ("landing in it" if found else "nearer its centre"))
+                            f"; decision {k} jumped over the middle of the band from below it, the plan "
+                            "replaced by a single decision nearer the aim")
                 chosen, probe = best
         return _Landed(chosen, probe, probes, summary)
 
     def _jump(self, k: int, speedup: float, known: Mapping[int, float]) -> int | None:
-        """The path's decision that jumps over the inner band from the chosen rung `k`: k itself
-        when it landed above the band, k + 1 when k landed below the inner band and k + 1 above
-        it; None when the choice is inside the inner band (or not a final step)."""
+        """The path's decision that jumps over the inner band's middle half from the chosen rung
+        `k`: k itself when it landed above the band, k + 1 when k landed below that middle half
+        (below the inner band, or inside it near its lower edge, where a final check is often
+        unclear) and k + 1 above it; None otherwise (or not a final step)."""
         band, inner = self.band, self.inner
         if band is None:
             return None
         if speedup > band[1]:
             return k if k >= 1 and k - 1 in known else None
-        if speedup < inner[0] and k + 1 in known and known[k + 1] > inner[1]:
+        centre = _middle_half(inner)
+        if speedup < centre[0] and k + 1 in known and known[k + 1] > centre[1]:
             return k + 1
         return None
 
@@ -306,3 +313,8 @@ class Step:
 def _key(widths: Mapping[str, int]) -> tuple:
     return tuple(sorted(widths.items()))
 
+
+def _middle_half(band: tuple[float, float]) -> tuple[float, float]:
+    """The middle half of `band`, on a log scale."""
+    ratio = band[1] / band[0]
+    return band[0] * ratio ** 0.25, band[0] * ratio ** 0.75
