@@ -404,3 +404,11 @@ def test_landing_finds_partial_decisions_when_one_notch_jumps_over_the_band():
     for r in again:
         assert 32 < r.widths["a"] < 56 and r.widths["b"] == 64
         assert r.importance_lost >= start.importance_lost
+
+    # Given the slope single decisions measured (half the chord's: they delivered half the gain
+    # the chord promised), the options predicted in the band are narrower: a deeper cut is needed
+    # for the same speedup.
+    chord = (1 / low - 1 / measured[1]) / (start.predicted_us - rungs[1].predicted_us)
+    halved = ladder.inside_band(1, (low, measured[1]), aim, band, start=start, slope=chord / 2)
+    assert halved, "narrower widths between 32 and 56 land in the band along the measured slope"
+    assert max(r.widths["a"] for r in halved) < min(r.widths["a"] for r in again)

@@ -426,8 +426,8 @@ def _landing_step(path: list[float], rounds: list[list[float]]):
         def __init__(self) -> None:
             self.rungs = rungs
 
-        def inside_band(self, k, measured, aim, band, start=None):
-            asked.append((k, measured[0], start))
+        def inside_band(self, k, measured, aim, band, start=None, slope=None):
+            asked.append((k, measured[0], start, slope))
             return [r for r, _s in alts[len(asked) - 1]] if len(asked) <= len(alts) else []
 
     loop = SimpleNamespace(config=OptimizeConfig(speedup=2.0, compare=CompareRule(occasion_sd=0.015)),
@@ -451,7 +451,7 @@ def test_a_second_round_builds_on_the_highest_alternative_when_none_landed_in_th
     step, ladder, asked = _landing_step(path, [[1.90, 1.919, 1.907], [2.10]])
     landed = step._land(ladder)
     assert landed.probe.speedup == pytest.approx(2.10) and landed.rung.widths == {"g": 210}
-    assert [(k, round(low, 3)) for k, low, _s in asked] == [(6, 1.842), (6, 1.919)]
+    assert [(k, round(low, 3)) for k, low, _s, _sl in asked] == [(6, 1.842), (6, 1.919)]
     assert asked[1][2].widths == {"g": 201}  # built on the 1.919x alternative
     # Without a plan in the band in any round the overshooting path's plan stays (reported overshot).
     step, ladder, asked = _landing_step(path, [[1.90, 1.919, 1.907]])
@@ -468,9 +468,15 @@ def test_a_plan_near_the_inner_bands_lower_edge_is_built_on_until_the_middle() -
     step, ladder, asked = _landing_step(path, [[2.036, 2.036, 2.038], [2.058, 2.054], [2.099, 2.12]])
     landed = step._land(ladder)
     assert landed.probe.speedup == pytest.approx(2.099)
-    assert [round(low, 3) for _k, low, _s in asked] == [1.988, 2.038, 2.058]
+    assert [round(low, 3) for _k, low, _s, _sl in asked] == [1.988, 2.038, 2.058]
+    # the first round is predicted along the chord between the rungs; later rounds along the gain
+    # the single decisions of the round before measured per predicted µs (their median)
+    assert asked[0][3] is None
+    start_us, low = 1000.0 / 1.988, 1.988
+    gains = sorted((1 / low - 1 / s) / (start_us - 1000.0 / s) for s in (2.036, 2.036, 2.038))
+    assert asked[1][3] == pytest.approx(gains[1])
     # A path plan inside the inner band below its middle, the next decision above it: tried too.
     path = [1.7, 1.8, 1.9, 2.058, 2.150]
     step, ladder, asked = _landing_step(path, [[2.11]])
     assert step._land(ladder).probe.speedup == pytest.approx(2.11)
-    assert [(k, round(low, 3)) for k, low, _s in asked] == [(4, 2.058)]
+    assert [(k, round(low, 3)) for k, low, _s, _sl in asked] == [(4, 2.058)]

@@ -72,7 +72,7 @@ class Ladder:
         return f"greedy path of {self.plans} decisions"
 
     def inside_band(self, k: int, measured: tuple[float, float], aim: float, band: tuple[float, float],
-                    limit: int = 3, start: Rung | None = None) -> list[Rung]:
+                    limit: int = 3, start: Rung | None = None, slope: float | None = None) -> list[Rung]:
         """Single decisions from rung k - 1 (or from `start`, a plan between rungs k - 1 and k,
         measured at `measured[0]`) predicted to land in `band`, for when rung k overshot it.
 
@@ -81,13 +81,18 @@ class Ladder:
         its two widths (off the envelope, so maybe a little slower per channel, but the only plans
         between the two rungs when one notch jumps over the whole band). Each option's speedup is
         interpolated between rungs k - 1 and k, their predictions against their `measured`
-        speedups; options predicted in the middle half of the band come first, by least
-        importance lost, then the others by nearness to the aim; at most `limit`.
+        speedups (or, given `slope`, from `start` along it: the relative latency that single
+        decisions measured earlier actually gained per predicted µs, where one rung's cliff makes
+        the chord between the rungs promise too much); options predicted in the middle half of the
+        band come first, by least importance lost, then the others by nearness to the aim; at
+        most `limit`.
         """
         lo, hi = (self.rungs[k - 1] if start is None else start), self.rungs[k]
         (p_lo, l_lo), (p_hi, l_hi) = (lo.predicted_us, 1 / measured[0]), (hi.predicted_us, 1 / measured[1])
         if abs(p_hi - p_lo) < 1e-9:
             return []
+        if slope is None:
+            slope = (l_hi - l_lo) / (p_hi - p_lo)
         inner = (band[0] * (band[1] / band[0]) ** 0.25, band[0] * (band[1] / band[0]) ** 0.75)
         options = []
         for g, gc in self._candidates.items():
@@ -100,7 +105,7 @@ class Ladder:
             for c in assess(self._graph, g, lo.widths, sorted(below), self._latency_us, self._scores[g]):
                 new = {**lo.widths, g: c.width}
                 pred_us = self._predict_us(new)
-                rel = l_lo + (pred_us - p_lo) * (l_hi - l_lo) / (p_hi - p_lo)
+                rel = l_lo + (pred_us - p_lo) * slope
                 if rel > 0 and band[0] <= 1 / rel <= band[1]:
                     centred = inner[0] <= 1 / rel <= inner[1]
                     # centred options by least importance lost, the others by nearness to the aim

@@ -19,6 +19,7 @@ says so.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -195,12 +196,19 @@ class Step:
             # re-measures within a few percent, is likely to find it clearly inside the band) or,
             # when none landed in the band, on top of the highest measured below it. Each round is
             # a few probes; a final check that is not clear costs a whole step more.
-            start, low = None, known[k - 1]
+            # From the second round on, options are predicted along the slope the single decisions
+            # measured so far showed (one rung's cliff makes the chord between the rungs promise
+            # single decisions more than they deliver).
+            start, low, slope = None, known[k - 1], None
             for _round in range(MAX_ROUNDS):
                 below = None  # the highest alternative of this round measured below the inner band
-                for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start):
+                base_us = (start or ladder.rungs[k - 1]).predicted_us
+                gains = []  # relative latency gained per predicted µs, per single decision
+                for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start, slope=slope):
                     p = self._probe(rung, f"alternative to decision {k}", k)
                     probes.append(p)
+                    if base_us - rung.predicted_us > 1e-6:
+                        gains.append((1 / low - 1 / p.speedup) / (base_us - rung.predicted_us))
                     if low < p.speedup < inner[0] and (below is None or p.speedup > below[1].speedup):
                         below = (rung, p)
                     # inside the inner band beats outside it; then nearer the aim
@@ -220,6 +228,7 @@ class Step:
                 if below is None:
                     break
                 start, low = below[0], below[1].speedup
+                slope = statistics.median(gains) if gains and statistics.median(gains) > 0 else None
             if best[0] is not chosen:
                 summary += (f"; decision {k} overshot, replaced by a single decision landing in the band"
                             if probe.speedup > band[1] else
