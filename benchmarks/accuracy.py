@@ -13,15 +13,18 @@ One `run` does, in one process tree, what a single lease of the GPU allows:
    `--weights MODEL=PATH` starts a model from trained weights instead (the committed teacher).
 2. **Prune** on the CPU, latency under ONNX Runtime CPU with 1 thread (these small-input networks
    are compute-bound there), every decision timed interleaved against the unpruned model:
-   * LOCP: this tool (`locp_trt.optimize`, given the training data, no fine-tuning inside it) to
-     1.5x, 2x and 2.5x: `locp` with the tool's defaults (Taylor importance, as data are given),
+   * LOCP: this tool (`locp_trt.optimize`, given the training data) to 1.5x, 2x and 2.5x, by
+     default with its own schedule (`--locp-schedule steps`: its steps, each followed by
+     `--loop-epochs` of the fine-tune of step 3 below, on the GPU, counted against `--ft-epochs`;
+     `oneshot`: one step and no fine-tune inside it, as the runs before 2026-12-03 did): `locp` with the tool's defaults (Taylor importance, as data are given),
      `locp_l1` with L1 (the data-free default), other `--locp` variants on request;
    * Torch-Pruning L1 (global) round_to=1 and round_to=8, uniform L1, the HALP-style knapsack
      over an exhaustive table: each one's knob searched (`speed_match`) until its measured
      speedup is within 3% of what LOCP measured at that target.
    Each variant's speedup is then measured once more, the same way for all (`CompareRule()`).
-3. **Fine-tune** every variant the same way on the GPU: `--ft-epochs` epochs, lr 0.02 cosine,
-   distillation from the unpruned model (alpha 0.7, T 4), AMP; test accuracy before and after.
+3. **Fine-tune** every variant the same way on the GPU: `--ft-epochs` epochs in all (a stepwise
+   LOCP variant: those its loop did not already train), lr 0.02 cosine, distillation from the
+   unpruned model (alpha 0.7, T 4), AMP; test accuracy before and after.
 
 Jobs run in two process pools (CPU: one ORT thread each; GPU: several trainers sharing the card),
 ResNet-56 first; results.json is rewritten after every job, so a run cut short by its budget
@@ -99,6 +102,12 @@ class Settings:
     test_limit: int | None = None
     max_steps: int | None = None  # batches per epoch at most (quick runs / tests)
     weigh_groups: bool = True  # LOCP's default: group importance weighed by channel reach
+    # How LOCP variants fine-tune while pruning: "steps" is the tool's schedule with data (its
+    # steps, `loop_epochs` of the benchmark's fine-tune after each, inside the loop; the variant's
+    # fine-tune afterwards gets `ft_epochs` less those, so every variant trains as many epochs);
+    # "oneshot" prunes in one step with no fine-tune inside the loop (the runs before 2026-12-03).
+    locp_schedule: str = "steps"
+    loop_epochs: int = 1
     start: float = field(default_factory=time.time)  # wall clock (s since the epoch) at the start
 
     def left(self) -> float:
@@ -291,8 +300,8 @@ def _subject(s: Settings, name: str):
 
 def locp_job(s: Settings, name: str, target: float, method: str = "locp") -> dict[str, Any]:
     """LOCP (`locp_trt.optimize`) to `target` with the options of `LOCP_VARIANTS[method]`, given
-    the training data as a user's --data (no fine-tuning inside the loop: every variant is
-    fine-tuned alike afterwards)."""
+    the training data as a user's --data, fine-tuning inside the loop as `s.locp_schedule` says
+    (the epochs it spent are returned as `loop_ft_epochs`, for the fine-tune afterwards)."""
     import locp_trt
     from benchmarks.images import TensorBatches
     from benchmarks.measure import meter_counts
@@ -304,25 +313,34 @@ def locp_job(s: Settings, name: str, target: float, method: str = "locp") -> dic
     subject = _subject(s, name)
     options = {"weigh_groups": s.weigh_groups, **LOCP_VARIANTS[method]}
     xtr, ytr, _, _ = _data(s, _cpu())  # Taylor's gradients (when it ranks) come from these, on this CPU
-    loaders = Loaders(train=TensorBatches(xtr, ytr, 64, shuffle=True, seed=1), val=None, test=None)
+    stepwise = s.locp_schedule == "steps"
+    loaders = Loaders(train=TensorBatches(xtr, ytr, s.batch_size if stepwise else 64, shuffle=True,
+                                          augment=stepwise, seed=1), val=None, test=None)
+    if stepwise:  # the tool's schedule: the benchmark's fine-tune after each step, on the trainer's device
+        training = dict(epochs=s.loop_epochs, final_epochs=0, lr=s.ft_lr, batch_size=s.batch_size,
+                        distill_alpha=s.distill_alpha, distill_temperature=s.distill_temperature,
+                        train_device=str(_device()))
+    else:
+        training = dict(epochs=0, final_epochs=0, train_device="cpu")
     meter = LatencyMeter(_runtimes().layer, LatencyStore(None), progress=False)
     lines: list[str] = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="acc_locp_") as tmp:
-        # Taylor scores from the training batches; no fine-tuning inside the loop (every variant
-        # is fine-tuned alike afterwards).
+        # Taylor scores from the training batches; the fine-tunes inside the loop as the schedule
+        # says (the variant's fine-tune afterwards makes up the rest of the epochs).
         optimized = locp_trt.optimize(subject.model, SHAPE, meter=meter, speedup=target, data=loaders,
                                    out=Path(tmp) / "run", precision=Precision.FP32, batch=1, arch=name,
-                                   min_width_ratio=s.min_width_ratio, epochs=0, final_epochs=0, **options,
-                                   train_device="cpu", export=False, engine=False, log=lines.append,
-                                   progress=False)
+                                   min_width_ratio=s.min_width_ratio, **training, **options,
+                                   export=False, engine=False, log=lines.append, progress=False)
     result = optimized.result
+    loop_epochs = s.loop_epochs * sum(1 for h in result.history if h.finetune_s is not None) if stepwise else 0
     decision_s = time.perf_counter() - t0
     model = result.model.eval()
     return {"model": name, "method": method, "target": target, "decision_s": round(decision_s, 1),
             "importance": optimized.plan.meta.get("importance"), "options": LOCP_VARIANTS[method],
             "loop_met_target": result.met_target, "loop_speedup": round(result.speedup, 4),
             "layer_latencies": meter_counts(meter), "loop_log": lines[-4:],
+            "schedule": s.locp_schedule, "loop_ft_epochs": loop_epochs,
             "measured": _speedup(s, name, model), **_describe(subject, model),
             "file": _save_variant(s, name, method, target, model)}
 
@@ -398,7 +416,9 @@ def baseline_job(s: Settings, name: str, method: str, target: float, aim: float)
 
 
 # ---- 3. fine-tune (GPU) -------------------------------------------------------------------------
-def finetune_job(s: Settings, name: str, file: str) -> dict[str, Any]:
+def finetune_job(s: Settings, name: str, file: str, spent_epochs: int = 0) -> dict[str, Any]:
+    """Fine-tune one variant `s.ft_epochs` epochs in all: less `spent_epochs`, those LOCP's loop
+    already trained it while pruning (the tool's schedule)."""
     import torch
 
     from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
@@ -417,13 +437,16 @@ def finetune_job(s: Settings, name: str, file: str) -> dict[str, Any]:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     before = evaluate(model, test, device)
-    cfg = TrainConfig(epochs=s.ft_epochs, max_steps_per_epoch=s.max_steps, lr=s.ft_lr, amp=True,
-                      batch_size=s.batch_size, distill_alpha=s.distill_alpha,
-                      distill_temperature=s.distill_temperature)
-    res = fine_tune(model, train, cfg, device, teacher=teacher, progress=False)
-    after = evaluate(model, test, device)
-    return {"file": file, "accuracy_before_ft": round(before, 2), "accuracy": round(after, 2),
-            "ft_s": round(res.seconds, 1), "ft_steps": res.steps, "distilled": res.distilled}
+    epochs = max(0, s.ft_epochs - spent_epochs)
+    out = {"file": file, "accuracy_before_ft": round(before, 2), "ft_epochs": epochs, "ft_s": 0.0,
+           "ft_steps": 0, "distilled": False}
+    if epochs:
+        cfg = TrainConfig(epochs=epochs, max_steps_per_epoch=s.max_steps, lr=s.ft_lr, amp=True,
+                          batch_size=s.batch_size, distill_alpha=s.distill_alpha,
+                          distill_temperature=s.distill_temperature)
+        res = fine_tune(model, train, cfg, device, teacher=teacher, progress=False)
+        out.update(ft_s=round(res.seconds, 1), ft_steps=res.steps, distilled=res.distilled)
+    return {**out, "accuracy": round(evaluate(model, test, device), 2)}
 
 
 # ---- orchestration ------------------------------------------------------------------------------
@@ -526,7 +549,8 @@ def run(s: Settings) -> dict[str, Any]:
                             submit(cpu, "baseline", baseline_job, res["model"], b, res["target"], m["speedup"])
                     cost = ft_cost.get(res["model"], 0.0)
                     if s.left() > cost * 1.2:
-                        submit(gpu, "finetune", finetune_job, res["model"], res["file"])
+                        submit(gpu, "finetune", finetune_job, res["model"], res["file"],
+                               res.get("loop_ft_epochs", 0))
                     else:
                         event(f"no time left to fine-tune {key}")
                 elif kind == "finetune":
@@ -638,7 +662,7 @@ def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest:
     for v in src["variants"]:
         if v["method"] not in methods or v["target"] not in s.targets:
             continue
-        res = _guarded(finetune_job, s, v["model"], v["file"])
+        res = _guarded(finetune_job, s, v["model"], v["file"], v.get("loop_ft_epochs", 0))
         if "error" in res:
             results["errors"].append({"file": v["file"], "error": res["error"]})
             continue
@@ -792,6 +816,10 @@ def main(argv: list[str] | None = None) -> int:
         r.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(defaults, f))
     for f in ("train_limit", "test_limit", "max_steps"):
         r.add_argument("--" + f.replace("_", "-"), type=int, default=None)
+    r.add_argument("--locp-schedule", choices=("steps", "oneshot"), default=defaults.locp_schedule,
+                   help="steps: the tool's schedule (fine-tunes inside the loop, on the trainer's device, "
+                        "counted against --ft-epochs); oneshot: one step, no fine-tune inside the loop")
+    r.add_argument("--loop-epochs", type=int, default=defaults.loop_epochs)
     px = sub.add_parser("proxy", help="prune here (CPU) from trained weights in --out, score each "
                                       "variant by accuracy after BatchNorm recalibration")
     px.add_argument("--data", default=defaults.data)
@@ -824,8 +852,8 @@ def main(argv: list[str] | None = None) -> int:
         res = finetune_existing(fs, a.results, tuple(a.methods), Path(a.out))
         return 0 if not res["errors"] else 1
     if a.cmd == "proxy":
-        proxy(Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets)),
-              tuple(a.methods))
+        proxy(Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets),
+                       locp_schedule="oneshot"), tuple(a.methods))  # the proxy scores without fine-tuning
         return 0
     s = Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets),
                  locp_variants=tuple(a.locp), weights=_weights_arg(a.weights), budget_s=a.budget_s, train_s=a.train_s,
@@ -833,7 +861,8 @@ def main(argv: list[str] | None = None) -> int:
                  ft_epochs=a.ft_epochs, ft_lr=a.ft_lr, distill_alpha=a.distill_alpha,
                  distill_temperature=a.distill_temperature, batch_size=a.batch_size,
                  match_tol=a.match_tol, cpu_workers=a.cpu_workers, gpu_workers=a.gpu_workers,
-                 train_limit=a.train_limit, test_limit=a.test_limit, max_steps=a.max_steps)
+                 train_limit=a.train_limit, test_limit=a.test_limit, max_steps=a.max_steps,
+                 locp_schedule=a.locp_schedule, loop_epochs=a.loop_epochs)
     results = run(s)
     done = sum(1 for v in results["variants"] if "accuracy" in v)
     print(f"{len(results['variants'])} variants pruned, {done} fine-tuned, {len(results['errors'])} errors, "
