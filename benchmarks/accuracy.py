@@ -13,11 +13,12 @@ One `run` does, in one process tree, what a single lease of the GPU allows:
    `--weights MODEL=PATH` starts a model from trained weights instead (the committed teacher).
 2. **Prune** on the CPU, latency under ONNX Runtime CPU with 1 thread (these small-input networks
    are compute-bound there), every decision timed interleaved against the unpruned model:
-   * LOCP: this tool (`locp_trt.optimize`, given the training data) to 1.5x, 2x and 2.5x, by
-     default with its own schedule (`--locp-schedule steps`: its steps, each followed by
-     `--loop-epochs` of the fine-tune of step 3 below, on the GPU, counted against `--ft-epochs`;
-     `oneshot`: one step and no fine-tune inside it, as the runs before 2026-12-03 did): `locp` with the tool's defaults (Taylor importance, as data are given),
-     `locp_l1` with L1 (the data-free default), other `--locp` variants on request;
+   * LOCP: this tool (`locp_trt.optimize`, given the training data) to 1.5x, 2x and 2.5x:
+     `locp` with the tool's defaults (Taylor importance, as data are given), `locp_l1` with L1
+     (the data-free default), other `--locp` variants on request; by default each with the tool's
+     own schedule (`--locp-schedule steps`: its steps, each followed by `--loop-epochs` of the
+     fine-tune of item 3 below, on the GPU, counted against `--ft-epochs`; `oneshot`: one step
+     and no fine-tune inside it, as the runs before 2026-12-03 did);
    * Torch-Pruning L1 (global) round_to=1 and round_to=8, uniform L1, the HALP-style knapsack
      over an exhaustive table: each one's knob searched (`speed_match`) until its measured
      speedup is within 3% of what LOCP measured at that target.

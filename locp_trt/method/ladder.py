@@ -93,7 +93,7 @@ class Ladder:
             return []
         if slope is None:
             slope = (l_hi - l_lo) / (p_hi - p_lo)
-        inner = (band[0] * (band[1] / band[0]) ** 0.25, band[0] * (band[1] / band[0]) ** 0.75)
+        inner = middle_half(band)
         options = []
         for g, gc in self._candidates.items():
             floor = self._floors.get(g, 1)
@@ -114,6 +114,11 @@ class Ladder:
         options.sort(key=lambda o: o[:4])
         return [Rung(new, pred_us, lo.importance_lost + lost) for *_, lost, pred_us, new in options[:limit]]
 
+
+def middle_half(band: tuple[float, float]) -> tuple[float, float]:
+    """The middle half of `band`, on a log scale."""
+    ratio = band[1] / band[0]
+    return band[0] * ratio ** 0.25, band[0] * ratio ** 0.75
 
 def _spread(values: range, n: int) -> list[int]:
     """At most n values of `values`, evenly spaced, ends included."""

@@ -32,7 +32,7 @@ from ..latency.compare import Comparison, Verdict
 from ..prune.importance import weigh_by_reach
 from ..prune.plan import PruningPlan, apply_plan
 from .candidates import DiscoveryMethod, discover_candidates
-from .ladder import Ladder, Rung, build_ladder
+from .ladder import Ladder, Rung, build_ladder, middle_half
 from .landing import Probe, land
 from .records import StepRecord
 
@@ -183,52 +183,7 @@ class Step:
         known = {p.k: p.speedup for p in landing.probes} | {0: last.speedup_over(base)}
         k = self._jump(probe.k, probe.speedup, known)
         if k is not None and not self.loop.time_spent():
-            # One decision of the path jumps over the band, or over its inner part (the chosen probe
-            # sits at the band's lower edge): try the single decisions from the prefix before it
-            # that are predicted to land inside, least importance first; of those measured, the one
-            # inside the inner band nearest the aim is taken (one within 1% of it at once), else
-            # the one inside the band nearest the aim if nearer than the path's.
-            inner, best = self.inner, (chosen, probe)
-            centre = _middle_half(inner)
-            found = False
-            # Rounds of single decisions: from the rung before the jump, then on top of the best
-            # so far while it is below the inner band's middle half (where a final check, which
-            # re-measures within a few percent, is likely to find it clearly inside the band) or,
-            # when none landed in the band, on top of the highest measured below it. Each round is
-            # a few probes; a final check that is not clear costs a whole step more.
-            # From the second round on, options are predicted along the slope the single decisions
-            # measured so far showed (one rung's cliff makes the chord between the rungs promise
-            # single decisions more than they deliver).
-            start, low, slope = None, known[k - 1], None
-            for _round in range(MAX_ROUNDS):
-                below = None  # the highest alternative of this round measured below the inner band
-                base_us = (start or ladder.rungs[k - 1]).predicted_us
-                gains = []  # relative latency gained per predicted µs, per single decision
-                for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start, slope=slope):
-                    p = self._probe(rung, f"alternative to decision {k}", k)
-                    probes.append(p)
-                    if base_us - rung.predicted_us > 1e-6:
-                        gains.append((1 / low - 1 / p.speedup) / (base_us - rung.predicted_us))
-                    if low < p.speedup < inner[0] and (below is None or p.speedup > below[1].speedup):
-                        below = (rung, p)
-                    # inside the inner band beats outside it; then nearer the aim
-                    rank = (not inner[0] <= p.speedup <= inner[1], abs(math.log(p.speedup / aim)))
-                    if band[0] <= p.speedup <= band[1] and (
-                            not band[0] <= best[1].speedup <= band[1]
-                            or rank < (not inner[0] <= best[1].speedup <= inner[1],
-                                       abs(math.log(best[1].speedup / aim)))):
-                        best = (rung, p)
-                    found = found or not rank[0]
-                    if (found and rank[1] <= NEAR_AIM) or self.loop.time_spent():
-                        break
-                if self.loop.time_spent() or (found and abs(math.log(best[1].speedup / aim)) <= NEAR_AIM):
-                    break
-                if best[0] is not chosen:  # one landed in the band: build on it only below the middle
-                    below = best if best[1].speedup < centre[0] else None
-                if below is None:
-                    break
-                start, low = below[0], below[1].speedup
-                slope = statistics.median(gains) if gains and statistics.median(gains) > 0 else None
+            best = self._rounds(ladder, k, known, (chosen, probe), probes)
             if best[0] is not chosen:
                 summary += (f"; decision {k} overshot, replaced by a single decision landing in the band"
                             if probe.speedup > band[1] else
@@ -236,6 +191,58 @@ class Step:
                             "replaced by a single decision nearer the aim")
                 chosen, probe = best
         return _Landed(chosen, probe, probes, summary)
+
+    def _rounds(self, ladder: Ladder, k: int, known: Mapping[int, float], path: tuple[Rung, Probe],
+                probes: list[Probe]) -> tuple[Rung, Probe]:
+        """Where decision `k` of the path jumps over the band or over the inner band's middle half:
+        single decisions between rungs k - 1 and k, measured (appended to `probes`); returns the
+        plan to take, `path` (the path's chosen rung and probe) when none is better.
+
+        Each round tries the single decisions predicted to land inside, least importance first.
+        Of those measured, the one inside the inner band nearest the aim wins (one within 1% of it
+        ends the search), else the one inside the band nearest the aim if nearer than the path's.
+        The first round starts from rung k - 1. Later rounds (`MAX_ROUNDS` in all) build on the
+        best so far while it is below the middle half, where a final check (which re-measures
+        within a few percent) is likely to find it clearly inside the band, or, when none landed
+        in the band, on the highest measured below it. They predict along the gain per predicted
+        µs that the round before measured (its median): the decision that jumps usually crosses
+        a latency cliff, so the chord between the rungs promises single decisions too much. A few
+        probes cost less than an unclear final check, which costs a whole step more."""
+        band, inner, aim = self.band, self.inner, self.aim
+        centre = middle_half(inner)
+        best, found = path, False
+        start, low, slope = None, known[k - 1], None
+        for _round in range(MAX_ROUNDS):
+            below = None  # the highest alternative of this round measured below the inner band
+            base_us = (start or ladder.rungs[k - 1]).predicted_us
+            gains = []  # relative latency gained per predicted µs, per single decision
+            for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start, slope=slope):
+                p = self._probe(rung, f"alternative to decision {k}", k)
+                probes.append(p)
+                if base_us - rung.predicted_us > 1e-6:
+                    gains.append((1 / low - 1 / p.speedup) / (base_us - rung.predicted_us))
+                if low < p.speedup < inner[0] and (below is None or p.speedup > below[1].speedup):
+                    below = (rung, p)
+                # inside the inner band beats outside it; then nearer the aim
+                rank = (not inner[0] <= p.speedup <= inner[1], abs(math.log(p.speedup / aim)))
+                if band[0] <= p.speedup <= band[1] and (
+                        not band[0] <= best[1].speedup <= band[1]
+                        or rank < (not inner[0] <= best[1].speedup <= inner[1],
+                                   abs(math.log(best[1].speedup / aim)))):
+                    best = (rung, p)
+                found = found or not rank[0]
+                if (found and rank[1] <= NEAR_AIM) or self.loop.time_spent():
+                    break
+            if self.loop.time_spent() or (found and abs(math.log(best[1].speedup / aim)) <= NEAR_AIM):
+                break
+            if best is not path:  # one landed in the band: build on it only below the middle
+                below = best if best[1].speedup < centre[0] else None
+            if below is None:
+                break
+            start, low = below[0], below[1].speedup
+            measured_slope = statistics.median(gains) if gains else 0.0
+            slope = measured_slope if measured_slope > 0 else None
+        return best
 
     def _jump(self, k: int, speedup: float, known: Mapping[int, float]) -> int | None:
         """The path's decision that jumps over the inner band's middle half from the chosen rung
@@ -247,7 +254,7 @@ class Step:
             return None
         if speedup > band[1]:
             return k if k >= 1 and k - 1 in known else None
-        centre = _middle_half(inner)
+        centre = middle_half(inner)
         if speedup < centre[0] and k + 1 in known and known[k + 1] > centre[1]:
             return k + 1
         return None
@@ -321,9 +328,3 @@ class Step:
 
 def _key(widths: Mapping[str, int]) -> tuple:
     return tuple(sorted(widths.items()))
-
-
-def _middle_half(band: tuple[float, float]) -> tuple[float, float]:
-    """The middle half of `band`, on a log scale."""
-    ratio = band[1] / band[0]
-    return band[0] * ratio ** 0.25, band[0] * ratio ** 0.75
