@@ -109,6 +109,10 @@ class Settings:
     # "oneshot" prunes in one step with no fine-tune inside the loop (the runs before 2026-12-03).
     locp_schedule: str = "steps"
     loop_epochs: int = 1
+    # Fine-tunes wait until every pruning job has ended: the speeds are timed on this host's CPU,
+    # and GPU trainers beside them (a busy CPU thread each) spread per-build medians by 50-70%
+    # (2026-12-03 on the H200 host). False overlaps the two, as the runs before 2026-12-03 did.
+    measure_apart: bool = True
     start: float = field(default_factory=time.time)  # wall clock (s since the epoch) at the start
 
     def left(self) -> float:
@@ -508,8 +512,24 @@ def run(s: Settings) -> dict[str, Any]:
     variants: dict[tuple[str, str, float], dict[str, Any]] = {}
     ft_cost: dict[str, float] = {}  # model -> seconds of one fine-tune (estimate)
 
+    held: list[tuple[str, str, int]] = []  # fine-tunes waiting for the timings to end
+
     def submit(pool, kind: str, fn, *args: Any) -> None:
         pending[pool.submit(_guarded, fn, s, *args)] = (kind, *args)
+
+    def finetune(name: str, file: str, loop_epochs: int) -> None:
+        if s.left() > ft_cost.get(name, 0.0) * 1.2:
+            submit(gpu, "finetune", finetune_job, name, file, loop_epochs)
+        else:
+            event(f"no time left to fine-tune {name} {Path(file).stem}")
+
+    def release_held() -> None:
+        """Start the held fine-tunes once no pruning (timing) job is left."""
+        if held and not any(k[0] in ("train", "locp", "baseline") for k in pending.values()):
+            event(f"timings done: fine-tuning {len(held)} variants")
+            held.sort(key=lambda job: job[2])  # the most epochs left first: the trainers end together
+            while held:
+                finetune(*held.pop(0))
 
     for name in s.models:
         submit(gpu, "train", train_job, name)
@@ -548,12 +568,11 @@ def run(s: Settings) -> dict[str, Any]:
                     if res["method"] == "locp":  # baselines aim at the default's speed
                         for b in BASELINES:
                             submit(cpu, "baseline", baseline_job, res["model"], b, res["target"], m["speedup"])
-                    cost = ft_cost.get(res["model"], 0.0)
-                    if s.left() > cost * 1.2:
-                        submit(gpu, "finetune", finetune_job, res["model"], res["file"],
-                               res.get("loop_ft_epochs", 0))
+                    job = (res["model"], res["file"], res.get("loop_ft_epochs", 0))
+                    if s.measure_apart:
+                        held.append(job)
                     else:
-                        event(f"no time left to fine-tune {key}")
+                        finetune(*job)
                 elif kind == "finetune":
                     res["ft_job_s"] = res.pop("job_s")
                     for v in results["variants"]:
@@ -564,6 +583,7 @@ def run(s: Settings) -> dict[str, Any]:
                             event(f"fine-tuned {name} {v['method']} {v['target']}x: "
                                   f"{res['accuracy_before_ft']} -> {res['accuracy']}%")
                 save()
+            release_held()
     finally:
         save()
         for pool in (gpu, cpu):
@@ -821,6 +841,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="steps: the tool's schedule (fine-tunes inside the loop, on the trainer's device, "
                         "counted against --ft-epochs); oneshot: one step, no fine-tune inside the loop")
     r.add_argument("--loop-epochs", type=int, default=defaults.loop_epochs)
+    r.add_argument("--overlap-training", action="store_true",
+                   help="fine-tune each variant as soon as it is pruned, beside the timings of the others "
+                        "(faster; the CPU timings get noisier); default: all timings first")
     px = sub.add_parser("proxy", help="prune here (CPU) from trained weights in --out, score each "
                                       "variant by accuracy after BatchNorm recalibration")
     px.add_argument("--data", default=defaults.data)
@@ -863,7 +886,8 @@ def main(argv: list[str] | None = None) -> int:
                  distill_temperature=a.distill_temperature, batch_size=a.batch_size,
                  match_tol=a.match_tol, cpu_workers=a.cpu_workers, gpu_workers=a.gpu_workers,
                  train_limit=a.train_limit, test_limit=a.test_limit, max_steps=a.max_steps,
-                 locp_schedule=a.locp_schedule, loop_epochs=a.loop_epochs)
+                 locp_schedule=a.locp_schedule, loop_epochs=a.loop_epochs,
+                 measure_apart=not a.overlap_training)
     results = run(s)
     done = sum(1 for v in results["variants"] if "accuracy" in v)
     print(f"{len(results['variants'])} variants pruned, {done} fine-tuned, {len(results['errors'])} errors, "
