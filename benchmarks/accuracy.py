@@ -264,18 +264,16 @@ def _sampler(model):
     return _runtimes().model.prepare_module(model.eval(), (1, *SHAPE), Precision.FP32)
 
 
-def _base_sampler(s: Settings, name: str):
-    key = f"base_sampler:{name}"
-    if key not in _CACHE:
-        _CACHE[key] = _sampler(_unpruned(s, name))
-    return _CACHE[key]
+def _speedup(s: Settings, name: str, model, builds: int | None = None) -> dict[str, Any]:
+    """`model` against the unpruned model (ORT CPU, 1 thread), interleaved, over fresh session
+    builds of both: `builds` pairs (default: as many as the tool's final check pools). On the H200
+    host one build timed 30% off another (per-build medians spread 45-78%, 2026-12-02/03), so a
+    single build pair is not a measurement of a variant's speed."""
+    from locp_trt.latency.compare import CompareRule, compare_builds
 
-
-def _speedup(s: Settings, name: str, model, max_rounds: int = 12) -> dict[str, Any]:
-    """The interleaved comparison of `model` against the unpruned model (ORT CPU, 1 thread)."""
-    from locp_trt.latency.compare import CompareRule, compare
-
-    return compare(_base_sampler(s, name), _sampler(model), CompareRule(max_rounds=max_rounds)).summary()
+    rule = CompareRule() if builds is None else CompareRule(builds=builds, max_builds=builds)
+    base = _unpruned(s, name)
+    return compare_builds(lambda: _sampler(base), lambda: _sampler(model), rule).summary()
 
 
 def _save_variant(s: Settings, name: str, method: str, target: float, model) -> str:
@@ -407,7 +405,7 @@ def baseline_job(s: Settings, name: str, method: str, target: float, aim: float)
 
     def measure(k: float) -> float:
         models[k] = make(k)
-        return _speedup(s, name, models[k], max_rounds=8)["speedup"]
+        return _speedup(s, name, models[k], builds=3)["speedup"]
 
     match = match_speedup(measure, aim, guess=guess(aim), hi=hi, tol=s.match_tol)
     model = models[match.best.knob]
@@ -512,7 +510,7 @@ def run(s: Settings) -> dict[str, Any]:
     variants: dict[tuple[str, str, float], dict[str, Any]] = {}
     ft_cost: dict[str, float] = {}  # model -> seconds of one fine-tune (estimate)
 
-    held: list[tuple[str, str, int]] = []  # fine-tunes waiting for the timings to end
+    held: list[tuple[bool, tuple[str, str, int]]] = []  # (a baseline?, fine-tune) waiting for the timings
 
     def submit(pool, kind: str, fn, *args: Any) -> None:
         pending[pool.submit(_guarded, fn, s, *args)] = (kind, *args)
@@ -527,9 +525,9 @@ def run(s: Settings) -> dict[str, Any]:
         """Start the held fine-tunes once no pruning (timing) job is left."""
         if held and not any(k[0] in ("train", "locp", "baseline") for k in pending.values()):
             event(f"timings done: fine-tuning {len(held)} variants")
-            held.sort(key=lambda job: job[2])  # the most epochs left first: the trainers end together
+            held.sort(key=lambda h: h[0])  # LOCP's first: a budget that ends cuts a baseline, not the subject
             while held:
-                finetune(*held.pop(0))
+                finetune(*held.pop(0)[1])
 
     for name in s.models:
         submit(gpu, "train", train_job, name)
@@ -570,7 +568,7 @@ def run(s: Settings) -> dict[str, Any]:
                             submit(cpu, "baseline", baseline_job, res["model"], b, res["target"], m["speedup"])
                     job = (res["model"], res["file"], res.get("loop_ft_epochs", 0))
                     if s.measure_apart:
-                        held.append(job)
+                        held.append((res["method"] not in s.locp_variants, job))
                     else:
                         finetune(*job)
                 elif kind == "finetune":
@@ -686,6 +684,7 @@ def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest:
         res = _guarded(finetune_job, s, v["model"], v["file"], v.get("loop_ft_epochs", 0))
         if "error" in res:
             results["errors"].append({"file": v["file"], "error": res["error"]})
+            print(f"{v['file']}: {res['error'].strip()}", file=sys.stderr, flush=True)
             continue
         res["ft_job_s"] = res.pop("job_s")
         results["variants"].append({**{k: x for k, x in v.items() if k != "accuracy"}, **res})
