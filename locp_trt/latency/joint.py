@@ -51,6 +51,7 @@ class JointLatency:
         self.fingerprints = tuple(fingerprints)
         self.names = tuple(names) if names is not None else tuple(fp.describe() for fp in fingerprints)
         self._scale: tuple[float, ...] | None = None  # each device's unpruned layer sum, µs
+        self._weights: tuple[float, ...] = (1.0,) * len(self.latencies)  # `weigh`
 
     @property
     def devices(self) -> int:
@@ -74,10 +75,20 @@ class JointLatency:
             raise InvalidConfigError("JointLatency.normalize(the unpruned model's configs) must come first")
         return self._scale
 
+    def weigh(self, weights: Sequence[float] | None) -> None:
+        """Weigh each device's share before the worst is taken (None: all 1). A device whose
+        runtime measured the plan slower than its table said gets a larger weight, so the search
+        asks its table for more (`pipeline.joint_aim`); the largest weight is 1, so the unpruned
+        model stays at 1 and a plan's figure is its worst weighted share."""
+        w = (1.0,) * self.devices if weights is None else tuple(float(x) for x in weights)
+        if len(w) != self.devices or not all(0 < x <= 1 for x in w) or max(w) != 1:
+            raise InvalidConfigError(f"device weights must be one per device, in (0, 1], the largest 1; got {w}")
+        self._weights = w
+
     def combine(self, per_device: Sequence[float]) -> float:
-        """The worst device's share of its unpruned layer sum, in µs of the first device."""
+        """The worst device's (weighted) share of its unpruned layer sum, in µs of the first device."""
         scale = self.scale_us
-        return scale[0] * max(v / s for v, s in zip(per_device, scale))
+        return scale[0] * max(v / s * w for v, s, w in zip(per_device, scale, self._weights))
 
     def total_us(self, configs: Iterable[LayerConfig]) -> float:
         """The combined latency of several layers together (see the module docstring)."""

@@ -143,6 +143,10 @@ def run_job(job: OptimizeJob, log: Callable[[str], None] = _log) -> Any:
 
         return run_family(job, log)
     with open_session(job, log) as (job, session):
+        if session.latency.joint is not None:
+            from .joint_aim import run_joint
+
+            return run_joint(job, session, log)
         return run_member(job, session, log)[0]
 
 
@@ -186,7 +190,8 @@ def open_session(job: OptimizeJob, log: Callable[[str], None]) -> Iterator[tuple
 
 def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *,
                prepare: Callable[[Any], None] | None = None, schedule: Any = None,
-               graph0: Any = None, final_epochs: int | None = None) -> tuple[Optimized, Optimizer]:
+               graph0: Any = None, final_epochs: int | None = None, aim: Any = None,
+               replan: int = 0) -> tuple[Optimized, Optimizer]:
     """Run the loop for `job` (its config is `job.method` with the session's fine-tuning) and write
     its files and report into `job.out`.
 
@@ -198,6 +203,9 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
         schedule: the step goals (default: the loop's).
         graph0: the unpruned model's channel graph, when already built.
         final_epochs: the final fine-tune's epochs, when not the session's (a family member's share).
+        aim: a joint plan made again (`joint_aim.JointAim`): the loop aims that much higher on the
+            weighted joint model and its figures are stated back against the target.
+        replan: which plan this is (0: the first), for the report.
 
     Returns:
         What the run returns, and the loop (its graph, calibration and reference).
@@ -212,11 +220,16 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     method = replace(session.method, speedup=job.method.speedup, target_latency_ms=job.method.target_latency_ms)
     if final_epochs is not None and method.final_finetune is not None:
         method = replace(method, final_finetune=replace(method.final_finetune, epochs=final_epochs))
-    loop = _loop(job, session, method, log, schedule=schedule, graph0=graph0)
+    aimed = method if aim is None else replace(method, speedup=method.speedup * aim.raise_by)
+    loop = _loop(job, session, aimed, log, schedule=schedule, graph0=graph0)
     if prepare is not None:
         prepare(loop)
     t_loop = time.perf_counter()
     result = loop.run(resume=job.resume or prepare is not None)
+    if aim is not None:
+        from .joint_aim import restate
+
+        result = restate(result, aim, method.speedup)
     loop_s = time.perf_counter() - t_loop
     artifacts = _artifacts(job, model, latency, result, log) if job.export else {}
     # The model and its files are written: what follows reports on them. A failure there is a
@@ -241,6 +254,7 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
         report = minimal_report(method, result, artifacts)
     if devices is not None:
         report["devices"] = devices
+        report["joint_plan"] = {"replan": replan, "aim": None if aim is None else aim.to_json(latency.joint.names)}
         _device_verdict(report, devices, log)
     report["distributed"] = _distributed(job, result, loaders is not None)
     if job.export:

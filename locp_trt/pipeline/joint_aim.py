@@ -1,0 +1,94 @@
+"""A joint plan checked on the devices whose runtime runs here, and made again while one misses.
+
+The tables predict each device's speedup from layer sums. A runtime that fuses layers can run
+the pruned model slower than its table says (2026-12-03, the built-in example at 1.5x: ONNX
+Runtime CPU measured 1.354x where its table predicted 1.636x). Where a device's runtime runs here,
+the emitted plan is measured on it (`run._devices`). When one measured below the target, each
+device gets the ratio r_d = predicted / measured at that plan (1 for a device only predicted), and
+the plan is made again asking device d's table for target x r_d. On the joint model that is the
+loop aimed at target x R (R = the largest r_d) with device d's shares weighed r_d / R
+(`JointLatency.weigh`). Its figures are then stated back in the user's terms: each step's combined
+figure over R is the smallest of the devices' corrected speedups, against the user's target. At
+most `MAX_REPLANS` times; a device still short after that ends the run missed (`_device_verdict`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..method.records import OptimizeResult
+
+__all__ = ["JointAim", "MAX_REPLANS", "aim_from", "restate", "run_joint"]
+
+MAX_REPLANS = 2  # plans made again after the first; each one is a whole loop (fine-tunes included)
+
+
+@dataclass(frozen=True)
+class JointAim:
+    """Per device, its table's predicted speedup over its measured one at a checked plan."""
+
+    ratios: tuple[float, ...]
+
+    @property
+    def raise_by(self) -> float:
+        """How far the loop's aim on the joint model goes above the target (R)."""
+        return max(self.ratios)
+
+    def weights(self) -> tuple[float, ...]:
+        """Each device's weight on the joint model (r_d / R, the largest 1)."""
+        r = self.raise_by
+        return tuple(x / r for x in self.ratios)
+
+    def describe(self, names: Sequence[str]) -> str:
+        return ", ".join(f"{n}: its table {x:.3f}x its measurement" for n, x in zip(names, self.ratios) if x != 1.0)
+
+    def to_json(self, names: Sequence[str]) -> dict[str, Any]:
+        return {"ratios": {n: round(x, 4) for n, x in zip(names, self.ratios)}, "raise_by": round(self.raise_by, 4)}
+
+
+def aim_from(devices: list[dict[str, Any]], target: float) -> JointAim | None:
+    """The aim for the next plan when a device measured here fell below `target` while its table
+    said more; else None (nothing to correct, or the tables themselves missed)."""
+    measured = [d.get("measured") for d in devices]
+    if not any(m and m["speedup"] < target for m in measured):
+        return None
+    aim = JointAim(tuple(d["predicted_speedup"] / m["speedup"] if m and m["speedup"] > 0 else 1.0
+                         for d, m in zip(devices, measured)))
+    return aim if aim.raise_by > 1 else None
+
+
+def restate(result: OptimizeResult, aim: JointAim, target: float) -> OptimizeResult:
+    """The loop's figures (aimed at target x R on the weighted joint model) in the user's terms:
+    every step's combined figure over R (the smallest corrected speedup of the devices), the
+    target the user's."""
+    r = aim.raise_by
+    history = tuple(h if h.step == 0 else replace(
+        h, predicted_us=h.predicted_us * r,
+        target_us=None if h.target_us is None else h.target_us * r,
+        goal_speedup=None if h.goal_speedup is None else h.goal_speedup / r) for h in result.history)
+    return replace(result, history=history, target_speedup=target, target_us=history[0].latency_us / target)
+
+
+def run_joint(job: Any, session: Any, log: Callable[[str], None]) -> Any:
+    """`run_member` for a plan over several tables, made again (at most `MAX_REPLANS` times)
+    while a device measured here misses the target; returns the last run's `Optimized`."""
+    from .run import run_member
+
+    joint = session.latency.joint
+    optimized, _ = run_member(job, session, log)
+    target = job.method.speedup
+    for n in range(1, MAX_REPLANS + 1):
+        result = optimized.report.get("result", {})
+        aim = aim_from(optimized.report.get("devices") or [], target) if target else None
+        if aim is None or result.get("status") == "refused":
+            break
+        log(f"planning again ({n} of {MAX_REPLANS}): {aim.describe(joint.names)}; asking each table for "
+            f"{target:g}x times that ratio (the joint model aims at {target * aim.raise_by:.3f}x)")
+        joint.weigh(aim.weights())
+        try:
+            optimized, _ = run_member(job, session, log, aim=aim, replan=n)
+        finally:
+            joint.weigh(None)
+    return optimized
