@@ -145,3 +145,90 @@ def test_a_joint_plan_measured_below_the_target_on_a_device_here_has_missed():
 def test_several_tables_refuse_an_explicit_runtime(tables):
     with pytest.raises(InvalidConfigError, match="drop --runtime"):
         resolve_job("example", out="x", device="cpu", runtime="onnxruntime", latency_table=[str(t) for t in tables])
+
+
+def _short_by(monkeypatch, ratio: float) -> None:
+    """Device A's runtime (as if it ran here) measures every plan `ratio` times below its table."""
+    from locp_trt.pipeline import run as run_mod
+
+    real = run_mod._devices
+
+    def devices(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        s = rows[0]["predicted_speedup"] / ratio
+        rows[0]["measured"] = {"speedup": s, "speedup_low": s * 0.98, "speedup_high": s * 1.02, "verdict": "-"}
+        return rows
+
+    monkeypatch.setattr(run_mod, "_devices", devices)
+
+
+def _joint(out: Path, tables, speedup: float, lines: list[str]):
+    return locp_trt.optimize(str(WEIGHTS), arch="resnet20", device="cpu", latency_table=[str(p) for p in tables],
+                             speedup=speedup, store=None, progress=False, engine=False, export=False,
+                             out=out, log=lines.append)
+
+
+def test_a_device_measured_short_of_its_table_gets_the_plan_made_again(tmp_path, tables, monkeypatch):
+    """A measures 25% below its table: the joint run plans again with A's table asked for the
+    target x 1.25, and ends met on the measurement."""
+    _short_by(monkeypatch, 1.25)
+    lines: list[str] = []
+    joint = _joint(tmp_path / "ab", tables, 1.5, lines)
+    again = [m for m in lines if m.startswith("planning again")]
+    assert len(again) == 1 and "device A" in again[0] and "1.250x" in again[0], lines
+    report = joint.report
+    assert report["joint_plan"]["replan"] == 1 and report["joint_plan"]["aim"]["raise_by"] == pytest.approx(1.25)
+    dev_a = report["devices"][0]
+    assert dev_a["predicted_speedup"] >= 1.5 * 1.25 * 0.999 and dev_a["measured"]["speedup"] >= 1.5
+    r = report["result"]
+    assert r["target_speedup"] == 1.5 and r["met_target"] and r["status"] == "landed", r
+    # The headline is the smallest corrected speedup: A's table over 1.25, or B's table.
+    assert r["speedup"] == pytest.approx(min(dev_a["predicted_speedup"] / 1.25,
+                                             report["devices"][1]["predicted_speedup"]), rel=1e-3)
+    from locp_trt.report.files import summary_table
+
+    assert "joint plan made again (1 time(s))" in summary_table(report)
+
+
+def test_an_aim_the_tables_cannot_reach_leaves_the_first_plan_missed(tmp_path, tables, monkeypatch):
+    _short_by(monkeypatch, 1.25)  # 2x x 1.25 = 2.5x: beyond the width floor's 2.01x on A's table
+    lines: list[str] = []
+    joint = _joint(tmp_path / "ab", tables, 2.0, lines)
+    assert any(m.startswith("planning again cannot reach that aim") for m in lines), lines
+    r = joint.report["result"]
+    assert r["status"] == "missed" and not r["met_target"] and r["target_speedup"] == 2.0
+    assert joint.report["joint_plan"]["replan"] == 0
+    assert json.loads((tmp_path / "ab" / "report.json").read_text())["result"]["status"] == "missed"
+
+
+def test_joint_weights_scale_each_share_and_refuse_a_set_without_a_one(tables):
+    a, b = tables
+    meters = [LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(p)) for p in (a, b)]
+    joint = JointLatency(meters, [m.table.fingerprint for m in meters])
+    graph = locp_trt.build_graph(locp_trt.get_model("resnet20"), (3, 32, 32))
+    base = list(graph.layer_configs({}).values())
+    joint.normalize(base)
+    cfgs = list(graph.layer_configs({g: 8 for g, grp in graph.groups.items() if grp.prunable}).values())
+    shares = [sum(m(c) for c in cfgs) / s for m, s in zip(meters, joint.scale_us)]
+    joint.weigh((0.5, 1.0))
+    assert joint.total_us(base) == pytest.approx(joint.scale_us[0])  # the unpruned model stays at 1
+    assert joint.total_us(cfgs) == pytest.approx(joint.scale_us[0] * max(shares[0] * 0.5, shares[1]))
+    for bad in ((0.5, 0.9), (1.0,), (0.0, 1.0), (1.2, 1.0)):
+        with pytest.raises(InvalidConfigError):
+            joint.weigh(bad)
+    joint.weigh(None)
+    assert joint.total_us(cfgs) == pytest.approx(joint.scale_us[0] * max(shares))
+
+
+def test_the_aim_comes_only_from_a_device_measured_short_while_its_table_said_more():
+    from locp_trt.pipeline.joint_aim import aim_from
+
+    met = [{"predicted_speedup": 1.6, "measured": {"speedup": 1.52}}, {"predicted_speedup": 1.7, "measured": None}]
+    assert aim_from(met, 1.5) is None
+    short = [{"predicted_speedup": 1.636, "measured": {"speedup": 1.354}},
+             {"predicted_speedup": 1.59, "measured": {"speedup": 1.543}}, {"predicted_speedup": 1.8, "measured": None}]
+    aim = aim_from(short, 1.5)
+    assert aim.ratios == pytest.approx((1.636 / 1.354, 1.59 / 1.543, 1.0))
+    assert aim.raise_by == pytest.approx(1.636 / 1.354) and max(aim.weights()) == 1.0
+    # The tables themselves said less than measured: planning again on them cannot help.
+    assert aim_from([{"predicted_speedup": 1.4, "measured": {"speedup": 1.45}}], 1.5) is None

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..errors import first_line
+from ..method.config import UnreachableTargetError
 from ..method.records import OptimizeResult
 
 __all__ = ["JointAim", "MAX_REPLANS", "aim_from", "restate", "run_joint"]
@@ -89,6 +91,10 @@ def run_joint(job: Any, session: Any, log: Callable[[str], None]) -> Any:
         joint.weigh(aim.weights())
         try:
             optimized, _ = run_member(job, session, log, aim=aim, replan=n)
+        except UnreachableTargetError as e:  # raised before the loop writes anything
+            log(f"planning again cannot reach that aim on the tables ({first_line(e)}); the last plan stands, "
+                "missed on the device measured here")
+            break
         finally:
             joint.weigh(None)
     return optimized

@@ -104,6 +104,11 @@ def summary_table(report: Mapping[str, Any]) -> str:
                     + (f", {measured['speedup']:.3f}x measured here (90% CI {measured['speedup_low']:.3f}-"
                        f"{measured['speedup_high']:.3f}, {measured.get('verdict', '')})" if measured
                        else f"; ONLY PREDICTED ({d['how'].removeprefix('predicted only: ')})"))
+    jp = report.get("joint_plan") or {}
+    if jp.get("aim"):
+        ratios = ", ".join(f"{n} {x:.3f}" for n, x in jp["aim"]["ratios"].items() if x != 1.0)
+        rows.append(f"joint plan made again ({jp['replan']} time(s)): a device measured here was short of its "
+                    f"table, so its table was asked for the target times predicted/measured ({ratios})")
     if r.get("guard"):
         rows.append(f"accuracy guard (--max-acc-drop {r['guard']['max_acc_drop']}): {r['guard']['note']}")
     if r.get("why_missed"):
