@@ -140,6 +140,10 @@ def test_a_joint_plan_measured_below_the_target_on_a_device_here_has_missed():
     ok = {"result": {"status": "landed", "met_target": True, "target_speedup": 1.5, "why_missed": ""}}
     _device_verdict(ok, rows[:1] + rows[2:], lines.append)
     assert ok["result"]["status"] == "landed"
+    unclear = {"result": {"status": "landed", "met_target": True, "target_speedup": 1.5, "why_missed": ""}}
+    _device_verdict(unclear, [{"device": "A", "predicted_speedup": 1.98,
+                               "measured": {"speedup": 1.514, "speedup_low": 1.466}}], lines.append)
+    assert unclear["result"]["status"] == "missed" and "90% CI from 1.466x" in unclear["result"]["why_missed"]
 
 
 def test_several_tables_refuse_an_explicit_runtime(tables):
@@ -169,25 +173,27 @@ def _joint(out: Path, tables, speedup: float, lines: list[str]):
 
 
 def test_a_device_measured_short_of_its_table_gets_the_plan_made_again(tmp_path, tables, monkeypatch):
-    """A measures 25% below its table: the joint run plans again with A's table asked for the
-    target x 1.25, and ends met on the measurement."""
+    """A measures 25% below its table (90% interval +-2%): the joint run plans again with A's
+    table asked for the target x 1.25 / 0.98, and ends met on the measurement."""
     _short_by(monkeypatch, 1.25)
     lines: list[str] = []
     joint = _joint(tmp_path / "ab", tables, 1.5, lines)
     again = [m for m in lines if m.startswith("planning again")]
-    assert len(again) == 1 and "device A" in again[0] and "1.250x" in again[0], lines
+    # Once, or twice where the new plan's (fake) interval still reaches below 1.5x.
+    assert len(again) in (1, 2) and "device A" in again[0] and "1.276x" in again[0], lines
     report = joint.report
-    assert report["joint_plan"]["replan"] == 1 and report["joint_plan"]["aim"]["raise_by"] == pytest.approx(1.25)
+    assert report["joint_plan"]["replan"] == len(again)
+    assert report["joint_plan"]["aim"]["raise_by"] == pytest.approx(1.25 / 0.98, rel=1e-3)
     dev_a = report["devices"][0]
-    assert dev_a["predicted_speedup"] >= 1.5 * 1.25 * 0.999 and dev_a["measured"]["speedup"] >= 1.5
+    assert dev_a["predicted_speedup"] >= 1.5 * 1.25 / 0.98 * 0.999 and dev_a["measured"]["speedup_low"] >= 1.5
     r = report["result"]
     assert r["target_speedup"] == 1.5 and r["met_target"] and r["status"] == "landed", r
-    # The headline is the smallest corrected speedup: A's table over 1.25, or B's table.
-    assert r["speedup"] == pytest.approx(min(dev_a["predicted_speedup"] / 1.25,
+    # The headline is the smallest corrected speedup: A's table over its ratio, or B's table.
+    assert r["speedup"] == pytest.approx(min(dev_a["predicted_speedup"] * 0.98 / 1.25,
                                              report["devices"][1]["predicted_speedup"]), rel=1e-3)
     from locp_trt.report.files import summary_table
 
-    assert "joint plan made again (1 time(s))" in summary_table(report)
+    assert f"joint plan made again ({len(again)} time(s))" in summary_table(report)
 
 
 def test_an_aim_the_tables_cannot_reach_leaves_the_first_plan_missed(tmp_path, tables, monkeypatch):
@@ -228,7 +234,12 @@ def test_the_aim_comes_only_from_a_device_measured_short_while_its_table_said_mo
     short = [{"predicted_speedup": 1.636, "measured": {"speedup": 1.354}},
              {"predicted_speedup": 1.59, "measured": {"speedup": 1.543}}, {"predicted_speedup": 1.8, "measured": None}]
     aim = aim_from(short, 1.5)
-    assert aim.ratios == pytest.approx((1.636 / 1.354, 1.59 / 1.543, 1.0))
+    assert aim.ratios == pytest.approx((1.636 / 1.354, 1.59 / 1.543, 1.0))  # no interval: the estimate
     assert aim.raise_by == pytest.approx(1.636 / 1.354) and max(aim.weights()) == 1.0
     # The tables themselves said less than measured: planning again on them cannot help.
     assert aim_from([{"predicted_speedup": 1.4, "measured": {"speedup": 1.45}}], 1.5) is None
+    # At the target by its point estimate, below it by its interval: not clearly met, planned again
+    # (2026-12-03, ORT 1.514x, 90% CI from 1.466x against 1.5x).
+    unclear = [{"predicted_speedup": 1.977, "measured": {"speedup": 1.514, "speedup_low": 1.466}}]
+    assert aim_from(unclear, 1.5).raise_by == pytest.approx(1.977 / 1.466)  # the interval's lower end
+    assert aim_from([{"predicted_speedup": 1.977, "measured": {"speedup": 1.57, "speedup_low": 1.526}}], 1.5) is None

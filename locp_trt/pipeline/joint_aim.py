@@ -3,8 +3,10 @@
 The tables predict each device's speedup from layer sums. A runtime that fuses layers can run
 the pruned model slower than its table says (2026-12-03, the built-in example at 1.5x: ONNX
 Runtime CPU measured 1.354x where its table predicted 1.636x). Where a device's runtime runs here,
-the emitted plan is measured on it (`run._devices`). When one measured below the target, each
-device gets the ratio r_d = predicted / measured at that plan (1 for a device only predicted), and
+the emitted plan is measured on it (`run._devices`). When one did not measure it clearly at or
+above the target (its interval reaches below), each device gets the ratio r_d = predicted / the
+lower end of the measured interval at that plan (1 for a device only predicted: its table is
+trusted), so the new plan clears the target by the measurement's own margin, and
 the plan is made again asking device d's table for target x r_d. On the joint model that is the
 loop aimed at target x R (R = the largest r_d) with device d's shares weighed r_d / R
 (`JointLatency.weigh`). Its figures are then stated back in the user's terms: each step's combined
@@ -22,14 +24,15 @@ from ..errors import first_line
 from ..method.config import UnreachableTargetError
 from ..method.records import OptimizeResult
 
-__all__ = ["JointAim", "MAX_REPLANS", "aim_from", "restate", "run_joint"]
+__all__ = ["JointAim", "MAX_REPLANS", "aim_from", "restate", "run_joint", "short_of"]
 
 MAX_REPLANS = 2  # plans made again after the first; each one is a whole loop (fine-tunes included)
 
 
 @dataclass(frozen=True)
 class JointAim:
-    """Per device, its table's predicted speedup over its measured one at a checked plan."""
+    """Per device, its table's predicted speedup over the lower end of its measured interval at a
+    checked plan (1.0: only predicted)."""
 
     ratios: tuple[float, ...]
 
@@ -51,14 +54,25 @@ class JointAim:
 
 
 def aim_from(devices: list[dict[str, Any]], target: float) -> JointAim | None:
-    """The aim for the next plan when a device measured here fell below `target` while its table
-    said more; else None (nothing to correct, or the tables themselves missed)."""
+    """The aim for the next plan when a device measured here was not clearly at or above `target`
+    (its interval reaches below it) while its table said more; else None (nothing to correct, or
+    the tables themselves missed)."""
     measured = [d.get("measured") for d in devices]
-    if not any(m and m["speedup"] < target for m in measured):
+    if not any(short_of(m, target) for m in measured):
         return None
-    aim = JointAim(tuple(d["predicted_speedup"] / m["speedup"] if m and m["speedup"] > 0 else 1.0
+    aim = JointAim(tuple(d["predicted_speedup"] / _low(m) if m and _low(m) > 0 else 1.0
                          for d, m in zip(devices, measured)))
     return aim if aim.raise_by > 1 else None
+
+
+def _low(measured: dict[str, Any]) -> float:
+    return float(measured.get("speedup_low", measured["speedup"]))
+
+
+def short_of(measured: dict[str, Any] | None, target: float) -> bool:
+    """Whether a device's measurement is not clearly at or above `target`: its interval's lower
+    end below it (an unclear verdict counts as missing, as the single-device final check's does)."""
+    return bool(measured) and _low(measured) < target
 
 
 def restate(result: OptimizeResult, aim: JointAim, target: float) -> OptimizeResult:

@@ -281,17 +281,21 @@ def _distributed(job: OptimizeJob, result: OptimizeResult, tuned: bool) -> dict[
 
 
 def _device_verdict(report: dict[str, Any], devices: list[dict[str, Any]], log: Callable[[str], None]) -> None:
-    """A joint plan that a device measured here below the target has missed it, whatever the
-    tables predicted: the result says so (status, why, exit code)."""
+    """A joint plan that a device measured here not clearly at or above the target (its interval
+    reaches below it) has missed it, whatever the tables predicted: the result says so (status,
+    why, exit code)."""
+    from .joint_aim import short_of
+
     r = report["result"]
     target = r.get("target_speedup")
-    short = [d for d in devices if d.get("measured") and target and d["measured"]["speedup"] < target]
+    short = [d for d in devices if target and short_of(d.get("measured"), target)]
     if not short or r.get("status") == "refused":
         return
-    why = "; ".join(f"measured on {d['device']}: {d['measured']['speedup']:.3f}x (predicted "
-                    f"{d['predicted_speedup']:.3f}x)" for d in short)
+    why = "; ".join(f"measured on {d['device']}: {d['measured']['speedup']:.3f}x"
+                    + (f" (90% CI from {d['measured']['speedup_low']:.3f}x)" if "speedup_low" in d["measured"] else "")
+                    + f" (predicted {d['predicted_speedup']:.3f}x)" for d in short)
     r.update(status="missed", met_target=False,
-             why_missed=f"{why}, below the target {target:g}x (the plan was chosen on the tables' predictions)")
+             why_missed=f"{why}: not clearly at or above the target {target:g}x (the plan was chosen on the tables' predictions)")
     log(f"missed on a device measured here: {r['why_missed']}")
 
 
