@@ -123,11 +123,44 @@ class Settings:
 _CACHE: dict[str, Any] = {}
 
 
-def _worker_init() -> None:
+def _worker_init(cpus: set[int] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def _timing_worker_init(cores: Any) -> None:
+    """A timing worker (pruning, matching, re-measuring): alone on one physical core, taken from
+    `cores` (a queue), when there are enough (`core_plan`)."""
+    core = cores.get() if cores is not None else None
+    _worker_init(None if core is None else {core})
+
+
+def physical_cores(cpus: set[int]) -> list[list[int]]:
+    """`cpus` grouped by physical core (hyperthread siblings together, from sysfs; a CPU sysfs
+    says nothing about is a core of its own), in order."""
+    groups: dict[str, list[int]] = {}
+    for cpu in sorted(cpus):
+        path = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        key = path.read_text().strip() if path.exists() else str(cpu)
+        groups.setdefault(key, []).append(cpu)
+    return list(groups.values())
+
+
+def core_plan(workers: int, cpus: set[int]) -> tuple[list[int], set[int]] | None:
+    """A physical core for each of `workers` timing workers and the CPUs for everything else (the
+    trainers), the timing cores' hyperthread siblings left idle; None (no pinning) when fewer than
+    `workers` + 1 physical cores. On the H200 host, timings beside busy neighbours read per-build
+    medians 45-78% apart (2026-12-02/03): a sibling or a shared core is the likely cause."""
+    cores = physical_cores(cpus)
+    if len(cores) < workers + 1:
+        return None
+    timing = [c[0] for c in cores[-workers:]]  # the last cores: the first ones host the main process
+    rest = {cpu for c in cores[:-workers] for cpu in c}
+    return timing, rest
 
 
 def _device():
@@ -427,6 +460,8 @@ def finetune_job(s: Settings, name: str, file: str, spent_epochs: int = 0) -> di
     from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
 
     torch.backends.cudnn.benchmark = True
+    if s.measure_apart:  # the timings have ended: every CPU is the trainers' now
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
     device = _device()
     train, test = _loaders(s, device, seed=1)
     key = f"teacher:{name}:{device}"
@@ -504,8 +539,17 @@ def run(s: Settings) -> dict[str, Any]:
         results["events"].append(line)
 
     ctx = mp.get_context("spawn")
-    gpu = cf.ProcessPoolExecutor(s.gpu_workers, mp_context=ctx, initializer=_worker_init)
-    cpu = cf.ProcessPoolExecutor(s.cpu_workers, mp_context=ctx, initializer=_worker_init)
+    plan = core_plan(s.cpu_workers, os.sched_getaffinity(0))
+    queue = None
+    if plan is not None:
+        queue = ctx.Queue()
+        for core in plan[0]:
+            queue.put(core)
+        event(f"timing workers pinned to physical cores {plan[0]}; the trainers on CPUs {sorted(plan[1])}")
+    gpu = cf.ProcessPoolExecutor(s.gpu_workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(None if plan is None else plan[1],))
+    cpu = cf.ProcessPoolExecutor(s.cpu_workers, mp_context=ctx, initializer=_timing_worker_init,
+                                 initargs=(queue,))
     pending: dict[cf.Future, tuple] = {}
     variants: dict[tuple[str, str, float], dict[str, Any]] = {}
     ft_cost: dict[str, float] = {}  # model -> seconds of one fine-tune (estimate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -136,3 +137,15 @@ def test_old_results_are_relabelled_and_missed_matches_marked(tmp_path):
 def test_plot_with_nothing_trained_draws_nothing(tmp_path):
     plot({"settings": {"targets": [2.0]}, "train": {}, "variants": []}, tmp_path / "p.png")
     assert not (tmp_path / "p.png").exists()
+
+
+def test_timing_workers_get_whole_cores_and_their_siblings_stay_idle(monkeypatch):
+    from benchmarks import accuracy as acc
+
+    monkeypatch.setattr(acc, "physical_cores", lambda cpus: [[0, 4], [1, 5], [2, 6], [3, 7]])
+    timing, rest = acc.core_plan(2, set(range(8)))
+    assert timing == [2, 3] and rest == {0, 4, 1, 5}  # 6 and 7, the timing cores' siblings, idle
+    assert acc.core_plan(4, set(range(8))) is None  # no core left for the rest: no pinning
+    monkeypatch.undo()
+    cores = acc.physical_cores(os.sched_getaffinity(0))  # this machine, from sysfs
+    assert sorted(c for core in cores for c in core) == sorted(os.sched_getaffinity(0))
