@@ -357,20 +357,27 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
 
     configs, table, store_path = profiled
     out = tmp_path / "run"
-    # The table is profiled live, so whether its one step lands in the band or honestly overshoots
-    # it (exit 4) depends on the machine; either way the two plans must be the same.
+    model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
+    # The table is profiled live: what it allows at the width floors depends on the machine's load
+    # (its floor read 1.40x once, 1.16x on 2026-12-03, when 1.3x was refused). Ask for a target well
+    # inside what this table reaches, so both runs plan; whether the plan lands in the band or
+    # honestly overshoots it (exit 4) depends on the machine too. Either way the plans must match.
+    graph = build_graph(model, (3, 24, 24))
+    on_table = LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(table))
+    floors = group_floors(graph, OptimizeConfig().min_width_ratio)
+    floor = (predicted_latency_us(graph, graph.widths(), on_table)
+             / predicted_latency_us(graph, {**graph.widths(), **floors}, on_table))
+    assert floor > 1.05, f"the live table says the width floor is only {floor:.3f}x faster"
+    target = round(min(1.3, 1 + 0.6 * (floor - 1)), 3)
     assert main(["optimize", str(residual_file), *MODEL_ARGS, "--device", "cpu", "--latency-table", str(table),
-                 "--speedup", "1.3", "--steps", "2", "--extra-steps", "0", "--no-store", "--no-engine",
+                 "--speedup", str(target), "--steps", "2", "--extra-steps", "0", "--no-store", "--no-engine",
                  "--no-progress", "--out", str(out)]) in (0, 4)
     plan_cli = json.loads((out / "plan.json").read_text())["widths"]
 
-    model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
     store = LatencyStore(store_path)
     with get_runtime("onnxruntime", BenchConfig(iters=5, warmup=1)) as rt:
         meter = LatencyMeter(rt, store, progress=False)
-        # 1.3x: well inside what the live-profiled table allows at the floor even on a loaded
-        # machine (1.6x was refused once there: its floor prediction came out at 1.40x).
-        cfg = OptimizeConfig(speedup=1.3, steps=2, extra_steps=0, precision=P.FP32, batch=1)
+        cfg = OptimizeConfig(speedup=target, steps=2, extra_steps=0, precision=P.FP32, batch=1)
         result = Optimizer(model, (3, 24, 24), cfg, latency_us=meter, prepare_model=None,
                            out_dir=tmp_path / "direct", log=lambda _m: None, progress=False).run()
     store.close()
