@@ -107,13 +107,19 @@ def test_the_joint_plan_differs_from_each_device_plan_and_meets_the_target_on_bo
     assert min(speedup(m, joint.plan.widths) for m in meters) >= 2.0
 
 
-def test_joint_latency_takes_the_worst_device_as_shares_of_each_unpruned_model(tables):
-    a, b = tables
-    meters = [LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(p)) for p in (a, b)]
+def _joint_model(tables):
+    """(the two tables' meters, their joint model normalised on ResNet-20, its graph, its unpruned
+    layer configs)."""
+    meters = [LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(p)) for p in tables]
     joint = JointLatency(meters, [m.table.fingerprint for m in meters])
     graph = locp_trt.build_graph(locp_trt.get_model("resnet20"), (3, 32, 32))
     base = list(graph.layer_configs({}).values())
     joint.normalize(base)
+    return meters, joint, graph, base
+
+
+def test_joint_latency_takes_the_worst_device_as_shares_of_each_unpruned_model(tables):
+    meters, joint, graph, base = _joint_model(tables)
     assert joint.total_us(base) == pytest.approx(joint.scale_us[0])
     # Stage 2's inner group at 12 channels: on device A (stairs of 8) 12 costs a 16-wide stair,
     # on device B it is an edge; the joint figure is the worse share of the two.
@@ -125,23 +131,23 @@ def test_joint_latency_takes_the_worst_device_as_shares_of_each_unpruned_model(t
 
 
 def test_a_joint_plan_measured_below_the_target_on_a_device_here_has_missed():
-    from locp_trt.pipeline.run import _device_verdict
+    from locp_trt.pipeline.joint_aim import device_verdict
 
     report = {"result": {"status": "landed", "met_target": True, "target_speedup": 1.5, "why_missed": ""}}
     rows = [{"device": "A", "predicted_speedup": 1.84, "measured": {"speedup": 1.68}},
             {"device": "B", "predicted_speedup": 1.64, "measured": {"speedup": 1.32}},
             {"device": "C", "predicted_speedup": 1.6, "measured": None}]
     lines: list[str] = []
-    _device_verdict(report, rows, lines.append)
+    device_verdict(report, rows, lines.append)
     r = report["result"]
     assert r["status"] == "missed" and r["met_target"] is False
     assert "measured on B: 1.320x (predicted 1.640x)" in r["why_missed"] and "on A" not in r["why_missed"]
     assert lines and "missed on a device measured here" in lines[0]
     ok = {"result": {"status": "landed", "met_target": True, "target_speedup": 1.5, "why_missed": ""}}
-    _device_verdict(ok, rows[:1] + rows[2:], lines.append)
+    device_verdict(ok, rows[:1] + rows[2:], lines.append)
     assert ok["result"]["status"] == "landed"
     unclear = {"result": {"status": "landed", "met_target": True, "target_speedup": 1.5, "why_missed": ""}}
-    _device_verdict(unclear, [{"device": "A", "predicted_speedup": 1.98,
+    device_verdict(unclear, [{"device": "A", "predicted_speedup": 1.98,
                                "measured": {"speedup": 1.514, "speedup_low": 1.466}}], lines.append)
     assert unclear["result"]["status"] == "missed" and "90% CI from 1.466x" in unclear["result"]["why_missed"]
 
@@ -208,12 +214,7 @@ def test_an_aim_the_tables_cannot_reach_leaves_the_first_plan_missed(tmp_path, t
 
 
 def test_joint_weights_scale_each_share_and_refuse_a_set_without_a_one(tables):
-    a, b = tables
-    meters = [LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(p)) for p in (a, b)]
-    joint = JointLatency(meters, [m.table.fingerprint for m in meters])
-    graph = locp_trt.build_graph(locp_trt.get_model("resnet20"), (3, 32, 32))
-    base = list(graph.layer_configs({}).values())
-    joint.normalize(base)
+    meters, joint, graph, base = _joint_model(tables)
     cfgs = list(graph.layer_configs({g: 8 for g, grp in graph.groups.items() if grp.prunable}).values())
     shares = [sum(m(c) for c in cfgs) / s for m, s in zip(meters, joint.scale_us)]
     joint.weigh((0.5, 1.0))

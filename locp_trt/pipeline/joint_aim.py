@@ -11,7 +11,7 @@ the plan is made again asking device d's table for target x r_d. On the joint mo
 loop aimed at target x R (R = the largest r_d) with device d's shares weighed r_d / R
 (`JointLatency.weigh`). Its figures are then stated back in the user's terms: each step's combined
 figure over R is the smallest of the devices' corrected speedups, against the user's target. At
-most `MAX_REPLANS` times; a device still short after that ends the run missed (`_device_verdict`).
+most `MAX_REPLANS` times; a device still short after that ends the run missed (`device_verdict`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..errors import first_line
 from ..method.config import UnreachableTargetError
 from ..method.records import OptimizeResult
 
-__all__ = ["JointAim", "MAX_REPLANS", "aim_from", "restate", "run_joint", "short_of"]
+__all__ = ["JointAim", "MAX_REPLANS", "aim_from", "device_verdict", "restate", "run_joint", "short_of"]
 
 MAX_REPLANS = 2  # plans made again after the first; each one is a whole loop (fine-tunes included)
 
@@ -73,6 +73,23 @@ def short_of(measured: dict[str, Any] | None, target: float) -> bool:
     """Whether a device's measurement is not clearly at or above `target`: its interval's lower
     end below it (an unclear verdict counts as missing, as the single-device final check's does)."""
     return bool(measured) and _low(measured) < target
+
+
+def device_verdict(report: dict[str, Any], devices: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+    """A joint plan that a device measured here not clearly at or above the target (its interval
+    reaches below it) has missed it, whatever the tables predicted: the result says so (status,
+    why, exit code)."""
+    r = report["result"]
+    target = r.get("target_speedup")
+    short = [d for d in devices if target and short_of(d.get("measured"), target)]
+    if not short or r.get("status") == "refused":
+        return
+    why = "; ".join(f"measured on {d['device']}: {d['measured']['speedup']:.3f}x"
+                    + (f" (90% CI from {d['measured']['speedup_low']:.3f}x)" if "speedup_low" in d["measured"] else "")
+                    + f" (predicted {d['predicted_speedup']:.3f}x)" for d in short)
+    r.update(status="missed", met_target=False,
+             why_missed=f"{why}: not clearly at or above the target {target:g}x (the plan was chosen on the tables' predictions)")
+    log(f"missed on a device measured here: {r['why_missed']}")
 
 
 def restate(result: OptimizeResult, aim: JointAim, target: float) -> OptimizeResult:

@@ -253,9 +253,11 @@ def run_member(job: OptimizeJob, session: Session, log: Callable[[str], None], *
     if report is None:
         report = minimal_report(method, result, artifacts)
     if devices is not None:
+        from .joint_aim import device_verdict
+
         report["devices"] = devices
         report["joint_plan"] = {"replan": replan, "aim": None if aim is None else aim.to_json(latency.joint.names)}
-        _device_verdict(report, devices, log)
+        device_verdict(report, devices, log)
     report["distributed"] = _distributed(job, result, loaders is not None)
     if job.export:
         log("drawing plots")
@@ -278,25 +280,6 @@ def _distributed(job: OptimizeJob, result: OptimizeResult, tuned: bool) -> dict[
     out["finetune_s"] = {"per_step": per_step, "final": final,
                          "total": round(sum(per_step.values()) + (final or 0.0), 3)}
     return out
-
-
-def _device_verdict(report: dict[str, Any], devices: list[dict[str, Any]], log: Callable[[str], None]) -> None:
-    """A joint plan that a device measured here not clearly at or above the target (its interval
-    reaches below it) has missed it, whatever the tables predicted: the result says so (status,
-    why, exit code)."""
-    from .joint_aim import short_of
-
-    r = report["result"]
-    target = r.get("target_speedup")
-    short = [d for d in devices if target and short_of(d.get("measured"), target)]
-    if not short or r.get("status") == "refused":
-        return
-    why = "; ".join(f"measured on {d['device']}: {d['measured']['speedup']:.3f}x"
-                    + (f" (90% CI from {d['measured']['speedup_low']:.3f}x)" if "speedup_low" in d["measured"] else "")
-                    + f" (predicted {d['predicted_speedup']:.3f}x)" for d in short)
-    r.update(status="missed", met_target=False,
-             why_missed=f"{why}: not clearly at or above the target {target:g}x (the plan was chosen on the tables' predictions)")
-    log(f"missed on a device measured here: {r['why_missed']}")
 
 
 class _AfterWrite:
