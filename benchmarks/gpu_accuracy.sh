@@ -6,7 +6,14 @@
 #   bash benchmarks/gpu_accuracy.sh MODEL FT_EPOCHS BUDGET_S [more `accuracy.py run` options]
 #
 # Needs (carried): `.whl/` with torch-pruning, `.data/fashion-mnist/` with the four IDX .gz files
-# of Debian's dataset-fashion-mnist.
+# of Debian's dataset-fashion-mnist. The data (30 MB) no longer fits one carry beside the tracked
+# tree (64 MiB in all), so it travels in three parts through the ignored `.dparts/`:
+#   here, once:   mkdir -p /tmp/dp && tar -cf /tmp/dp/fm.tar -C .data fashion-mnist &&
+#                 split -n 3 -d /tmp/dp/fm.tar /tmp/dp/fm.part.
+#   call k = 0, 1, 2 (only part k in .dparts/; carry ".dparts", and ".whl" in calls 0 and 2):
+#                 mkdir -p /tmp/dp && cp .dparts/* /tmp/dp/
+#   the last call, before this script:
+#                 cat /tmp/dp/fm.part.0* > /tmp/dp/fm.tar && mkdir -p .data && tar -xf /tmp/dp/fm.tar -C .data
 set -uo pipefail
 model=$1 epochs=$2 budget=$3
 shift 3
