@@ -110,8 +110,9 @@ class Settings:
     locp_schedule: str = "steps"
     loop_epochs: int = 1
     # Fine-tunes wait until every pruning job has ended: the speeds are timed on this host's CPU,
-    # and GPU trainers beside them (a busy CPU thread each) spread per-build medians by 50-70%
-    # (2026-12-03 on the H200 host). False overlaps the two, as the runs before 2026-12-03 did.
+    # and GPU trainers beside them (a busy CPU thread each) are one cause of noise there (with them
+    # the stepwise loop's checks spread 64-73%; held off, still 46-68%: not the only cause,
+    # 2026-12-03 on the H200 host). False overlaps the two, as the runs before 2026-12-03 did.
     measure_apart: bool = True
     start: float = field(default_factory=time.time)  # wall clock (s since the epoch) at the start
 
