@@ -74,6 +74,57 @@ def test_builds_are_added_while_unclear_up_to_the_rule_and_stop_when_clear() -> 
     assert compare_builds(Builds([200.0]), Builds([100.0]), rule, builds=1).builds == ()
 
 
+class TwoStateMachine:
+    """Build pairs timed in a quiet or a disturbed state, pair by pair from `states` (as on the
+    H200 host: the unpruned ResNet-56 at ~1650 or ~2140 µs, the pruned one at ~545 or ~890 µs)."""
+
+    TIMES = {"quiet": (1650.0, 545.0), "slow": (2140.0, 890.0)}
+
+    def __init__(self, states: str) -> None:
+        self.states, self.pair = states, -1
+
+    def make_a(self):
+        self.pair += 1
+        return constant(self.TIMES[self._state()][0])
+
+    def make_b(self):
+        return constant(self.TIMES[self._state()][1])
+
+    def _state(self) -> str:
+        return "quiet" if self.states[self.pair % len(self.states)] == "q" else "slow"
+
+
+def test_builds_in_a_disturbed_state_are_set_aside_and_replaced() -> None:
+    rule = CompareRule(builds=6, max_builds=12, quiet=0.15)
+    m = TwoStateMachine("qqsssqqqqqqq")
+    cmp = compare_builds(m.make_a, m.make_b, rule, threshold=2.5)
+    assert cmp.speedup == pytest.approx(1650 / 545, rel=1e-6)
+    assert len(cmp.builds) == 6 and len(cmp.set_aside) == 3  # three more pairs timed for them
+    assert all(b.a_us == 2140.0 for b in cmp.set_aside) and cmp.verdict is Verdict.MEETS
+    assert "3 disturbed set aside" in cmp.describe() and len(cmp.summary()["set_aside"]) == 3
+    # Without the slack, the same pairs mix both states: the estimate depends on their shares.
+    m = TwoStateMachine("qqsssqqqqqqq")
+    mixed = compare_builds(m.make_a, m.make_b, CompareRule(builds=6, max_builds=12), threshold=2.5)
+    assert mixed.set_aside == () and mixed.speedup < 0.95 * cmp.speedup
+
+
+def test_without_two_quiet_pairs_every_build_is_judged() -> None:
+    m = TwoStateMachine("qsssss")
+    cmp = compare_builds(m.make_a, m.make_b, CompareRule(builds=3, max_builds=6, quiet=0.15))
+    assert len(cmp.builds) == 6 and cmp.set_aside == ()
+    assert 2140 / 890 < cmp.speedup < 1650 / 545
+
+
+def test_the_cpu_runtime_sets_the_quiet_slack_and_the_cuda_ones_do_not() -> None:
+    from locp_trt.latency.runtimes.onnxrt import OrtCpuRuntime, OrtCudaRuntime
+    from locp_trt.latency.runtimes.torch_rt import TorchCudaRuntime
+
+    assert OrtCpuRuntime().pooled_rule(CompareRule()).quiet == OrtCpuRuntime.QUIET_SLACK > 0
+    assert OrtCudaRuntime.QUIET_SLACK == TorchCudaRuntime.QUIET_SLACK == 0.0
+    with pytest.raises(InvalidConfigError, match="quiet"):
+        CompareRule(quiet=1.5)
+
+
 def test_rule_refuses_impossible_build_counts() -> None:
     from locp_trt.errors import InvalidConfigError
 

@@ -32,6 +32,15 @@ landing benchmarks' independent checks; `bench OUT/`). A runtime that knows its 
 occasion sd (`CompareRule.occasion_sd`, from those re-measurements) has it added to every pooled
 interval, so the headline's interval is what a re-measurement can expect and a band verdict
 holds for the user's measurement too; more builds narrow only the measurement's part.
+
+A machine state is a source of variance too, and not one to average over: on the lent H200 host
+the build pairs of one comparison fell into two states lasting many seconds, the unpruned model
+30% slower in one and the pruned one 65% slower, so the speedup read 3.0x in one and 2.4x in the
+other. A mean over both depends on how many pairs each state caught, and the loop's steps and its
+final check catch different shares. Where the runtime says so (`CompareRule.quiet`, set by
+`Runtime.pooled_rule`), `compare_builds` judges on the pairs timed in the quiet state (both
+medians within the slack of their fastest builds: `quiet_builds`), times more pairs until it has
+as many as it wants, and reports the others as set aside.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ import numpy as np
 from ..errors import InvalidConfigError
 
 __all__ = ["Sampler", "CompareRule", "Verdict", "Comparison", "BuildFigures", "compare",
-           "compare_builds", "t_quantile"]
+           "compare_builds", "quiet_builds", "t_quantile"]
 
 #: A prepared model: `sample(warmup, iters)` runs it and returns per-iteration latencies in µs.
 Sampler = Callable[[int, int], "list[float]"]
@@ -92,6 +101,10 @@ class CompareRule:
     # (`bench OUT/`, the landing benchmark's independent check), so a pooled verdict's interval
     # adds it in quadrature; 0: none known for the runtime (`Runtime.pooled_rule` sets it).
     occasion_sd: float = 0.0
+    # Slack over the fastest reference and candidate medians of a pooled comparison within which a
+    # build pair counts as timed in the machine's quiet state (`compare_builds`); 0: off. Pairs
+    # slower than that were timed in a disturbed state and are set aside (`Runtime.pooled_rule`).
+    quiet: float = 0.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_rounds <= self.max_rounds:
@@ -107,6 +120,8 @@ class CompareRule:
                                      f"{self.builds}, {self.max_builds}")
         if self.processes < 1:
             raise InvalidConfigError(f"comparison processes must be >= 1, got {self.processes}")
+        if not 0.0 <= self.quiet < 1.0:
+            raise InvalidConfigError(f"comparison quiet slack must be in [0, 1), got {self.quiet}")
         if not 0.0 <= self.occasion_sd < 0.5:
             raise InvalidConfigError(f"comparison occasion_sd must be in [0, 0.5), got {self.occasion_sd}")
         if not 2 <= self.build_rounds <= self.max_rounds or not 1 <= self.probe_builds <= self.max_builds:
@@ -168,6 +183,7 @@ class Comparison:
     verdict: Verdict = Verdict.UNCLEAR
     builds: tuple[BuildFigures, ...] = ()  # per fresh build pair, when several were pooled
     occasion_sd: float = 0.0  # the occasion term inside [low, high] (`CompareRule.occasion_sd`)
+    set_aside: tuple[BuildFigures, ...] = ()  # build pairs timed in a disturbed state, not judged
 
     @property
     def a_us(self) -> float:
@@ -205,6 +221,8 @@ class Comparison:
     def describe(self) -> str:
         """'1.52x (90% CI 1.49-1.55, 5 rounds)' plus the verdict when there was a threshold."""
         over = f" over {len(self.builds)} builds" if len(self.builds) > 1 else ""
+        if self.set_aside:
+            over += f", {len(self.set_aside)} disturbed set aside"
         if self.occasion_sd > 0:
             over += f", {self.occasion_sd:.1%} between occasions included"
         s = (f"{self.speedup:.3f}x ({self.confidence:.0%} CI {self.low:.3f}-{self.high:.3f}, "
@@ -222,7 +240,8 @@ class Comparison:
                 "verdict": self.verdict.value,
                 **({"builds": [b.to_json() for b in self.builds],
                     "build_spread": round(self.build_spread, 4)} if len(self.builds) > 1 else {}),
-                **({"occasion_sd": self.occasion_sd} if self.occasion_sd > 0 else {})}
+                **({"occasion_sd": self.occasion_sd} if self.occasion_sd > 0 else {}),
+                **({"set_aside": [b.to_json() for b in self.set_aside]} if self.set_aside else {})}
 
 
 def _verdict(low: float, high: float, threshold: float | None) -> Verdict:
@@ -338,13 +357,17 @@ def compare_builds(make_a: Callable[[], Sampler], make_b: Callable[[], Sampler],
     per_build = replace(rule, min_rounds=rule.build_rounds, max_rounds=rule.build_rounds)
     edges = [e for e in (threshold, *(band or ())) if e is not None]
     parts: list[Comparison] = []
+    judged: list[Comparison] = parts
     est, low, high = float("nan"), 0.0, math.inf
     while len(parts) < most:
         parts.append(compare(make_a(), make_b(), per_build if want > 1 else rule, threshold=threshold))
         if len(parts) < want:
             continue
+        judged = quiet_builds(parts, rule.quiet)
+        if len(judged) < want and len(parts) < most:
+            continue  # builds in a disturbed state do not count towards `want`
         logs = [[math.log(x / y) if x > 0 and y > 0 else 0.0
-                 for x, y in zip(c.a_medians_us, c.b_medians_us)] for c in parts]
+                 for x, y in zip(c.a_medians_us, c.b_medians_us)] for c in judged]
         est, raw_low, raw_high = _build_interval(logs, rule.confidence)
         low, high = _with_occasion(est, raw_low, raw_high, rule.occasion_sd, rule.confidence)
         if edges and all(_verdict(low, high, e) is not Verdict.UNCLEAR for e in edges):
@@ -354,10 +377,25 @@ def compare_builds(make_a: Callable[[], Sampler], make_b: Callable[[], Sampler],
             break
     if len(parts) == 1:
         return parts[0]
-    a = tuple(v for c in parts for v in c.a_medians_us)
-    b = tuple(v for c in parts for v in c.b_medians_us)
+    a = tuple(v for c in judged for v in c.a_medians_us)
+    b = tuple(v for c in judged for v in c.b_medians_us)
+    figures = {id(c): BuildFigures(c.a_us, c.b_us, c.speedup, c.rounds) for c in parts}
+    kept = {id(c) for c in judged}
     return Comparison(speedup=est, low=low, high=high, rounds=len(a), a_medians_us=a,
                       b_medians_us=b, confidence=rule.confidence, threshold=threshold,
                       verdict=_verdict(low, high, threshold),
-                      builds=tuple(BuildFigures(c.a_us, c.b_us, c.speedup, c.rounds) for c in parts),
-                      occasion_sd=rule.occasion_sd)
+                      builds=tuple(figures[id(c)] for c in judged),
+                      occasion_sd=rule.occasion_sd,
+                      set_aside=tuple(figures[id(c)] for c in parts if id(c) not in kept))
+
+
+def quiet_builds(parts: list[Comparison], slack: float) -> list[Comparison]:
+    """The build pairs timed in the machine's quiet state: reference and candidate medians both
+    within `slack` of their fastest builds. All of them when `slack` is 0 or fewer than two pairs
+    are quiet (no quiet state to judge on)."""
+    if slack <= 0 or len(parts) < 2:
+        return parts
+    fast_a = min(c.a_us for c in parts)
+    fast_b = min(c.b_us for c in parts)
+    quiet = [c for c in parts if c.a_us <= fast_a * (1 + slack) and c.b_us <= fast_b * (1 + slack)]
+    return quiet if len(quiet) >= 2 else parts

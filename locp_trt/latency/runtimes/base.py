@@ -138,13 +138,20 @@ class Runtime(abc.ABC):
     #: Relative sd of a model pair's speedup between occasions (`CompareRule.occasion_sd`), from
     #: re-measurements of emitted models on this runtime; 0: none measured.
     OCCASION_SD = 0.0
+    #: Slack within which a pooled comparison's build pair counts as timed in the machine's quiet
+    #: state (`CompareRule.quiet`); 0: every build is judged (where builds differ for reasons of
+    #: their own, as cuDNN's algorithm choice, a slow build is what a user may get).
+    QUIET_SLACK = 0.0
 
     def pooled_rule(self, rule: CompareRule) -> CompareRule:
         """The comparison rule this runtime's verdicts need: how many fresh build pairs the final
-        check, `bench` and the near-band probes pool, from how far its builds differ, and the
-        occasion term its intervals carry (default: `rule` with `OCCASION_SD`)."""
+        check, `bench` and the near-band probes pool, from how far its builds differ, the
+        occasion term its intervals carry and the quiet-state slack (default: `rule` with
+        `OCCASION_SD` and `QUIET_SLACK`)."""
         if self.OCCASION_SD > rule.occasion_sd:
-            return replace(rule, occasion_sd=self.OCCASION_SD)
+            rule = replace(rule, occasion_sd=self.OCCASION_SD)
+        if self.QUIET_SLACK > rule.quiet:
+            rule = replace(rule, quiet=self.QUIET_SLACK)
         return rule
 
     def spread_processes(self, processes: int) -> contextlib.AbstractContextManager:
