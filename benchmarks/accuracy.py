@@ -718,33 +718,50 @@ def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
     return results
 
 
-def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest: Path) -> dict[str, Any]:
+def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest: Path, *,
+                      missing: bool = False, workers: int = 1) -> dict[str, Any]:
     """Fine-tune, the same way for all (`finetune_job` with `s`'s epochs, lr and distillation), the
     variants of `source` (a `proxy` or `run` results.json whose variant files still exist) that
-    are of `methods` and `s.targets`, on whatever device this machine has; the teacher's weights
-    come from `s.out`; results.json is rewritten in `dest` after every variant."""
+    are of `methods` and `s.targets`, on whatever device this machine has, `workers` at a time;
+    the teacher's weights come from `s.out`; results.json is rewritten in `dest` after every
+    variant. `missing`: only the variants `source` has no accuracy for (a `run` its budget cut
+    short), and `dest`'s results.json is `source`'s with them merged in, each marked `ft_source`."""
     src = load_results(source)
     dest.mkdir(parents=True, exist_ok=True)
     device = _device()
     kind = (f"after {s.ft_epochs} epoch(s) of fine-tuning with distillation (alpha {s.distill_alpha}, "
             f"T {s.distill_temperature}), lr {s.ft_lr}, batch {s.batch_size}, on {device.type}")
-    results: dict[str, Any] = {"settings": {**asdict(s), "source": str(source), "weigh_groups": True},
-                               "machine": _machine(), "command": sys.argv, "accuracy_kind": kind,
-                               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                               "train": src["train"], "variants": [], "errors": []}
-    for v in src["variants"]:
-        if v["method"] not in methods or v["target"] not in s.targets:
-            continue
-        res = _guarded(finetune_job, s, v["model"], v["file"], v.get("loop_ft_epochs", 0))
+    if missing:
+        results = {**src, "errors": list(src.get("errors", [])),
+                   "finetune_followup": {"command": sys.argv, "accuracy_kind": kind,
+                                         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
+    else:
+        results = {"settings": {**asdict(s), "source": str(source), "weigh_groups": True},
+                   "machine": _machine(), "command": sys.argv, "accuracy_kind": kind,
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                   "train": src["train"], "variants": [], "errors": []}
+    todo = [v for v in src["variants"] if v["method"] in methods and v["target"] in s.targets
+            and not (missing and v.get("accuracy") is not None)]
+    pool = cf.ProcessPoolExecutor(max(1, workers), mp_context=mp.get_context("spawn"),
+                                  initializer=_worker_init) if workers > 1 else None
+    jobs = [(v, pool.submit(_guarded, finetune_job, s, v["model"], v["file"], v.get("loop_ft_epochs", 0))
+             if pool else None) for v in todo]
+    for v, fut in jobs:
+        res = fut.result() if fut else _guarded(finetune_job, s, v["model"], v["file"], v.get("loop_ft_epochs", 0))
         if "error" in res:
             results["errors"].append({"file": v["file"], "error": res["error"]})
             print(f"{v['file']}: {res['error'].strip()}", file=sys.stderr, flush=True)
             continue
         res["ft_job_s"] = res.pop("job_s")
-        results["variants"].append({**{k: x for k, x in v.items() if k != "accuracy"}, **res})
+        if missing:
+            v.update(res, ft_source="finetune")  # `v` is the entry inside `results` (= `src`)
+        else:
+            results["variants"].append({**{k: x for k, x in v.items() if k != "accuracy"}, **res})
         (dest / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         print(f"{v['model']} {v['method']} {v['target']}x ({v['measured']['speedup']:.3f}x): "
               f"{res['accuracy_before_ft']} -> {res['accuracy']}% in {res['ft_s']} s", flush=True)
+    if pool:
+        pool.shutdown()
     return results
 
 
@@ -914,6 +931,10 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--methods", nargs="+", default=["locp", "locp_l1", *BASELINES])
     ft.add_argument("--targets", nargs="+", type=float, default=[2.0])
     ft.add_argument("--ft-epochs", type=int, default=1)
+    ft.add_argument("--missing", action="store_true",
+                    help="only the variants without an accuracy (a run cut short by its budget); the "
+                         "new results.json is the given one with them merged in")
+    ft.add_argument("--gpu-workers", type=int, default=1, help="fine-tunes at a time")
     rep = sub.add_parser("report", help="table.md and accuracy_vs_speedup.png from results.json")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, required=True)
@@ -926,7 +947,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         fs = Settings(data=a.data, out=a.weights, targets=tuple(a.targets), ft_epochs=a.ft_epochs)
-        res = finetune_existing(fs, a.results, tuple(a.methods), Path(a.out))
+        res = finetune_existing(fs, a.results, tuple(a.methods), Path(a.out), missing=a.missing,
+                                workers=a.gpu_workers)
         return 0 if not res["errors"] else 1
     if a.cmd == "proxy":
         proxy(Settings(data=a.data, out=a.out, work=a.work, models=tuple(a.models), targets=tuple(a.targets),

@@ -149,3 +149,31 @@ def test_timing_workers_get_whole_cores_and_their_siblings_stay_idle(monkeypatch
     monkeypatch.undo()
     cores = acc.physical_cores(os.sched_getaffinity(0))  # this machine, from sysfs
     assert sorted(c for core in cores for c in core) == sorted(os.sched_getaffinity(0))
+
+
+def test_finetune_missing_merges_only_what_the_run_left_undone(tmp_path, monkeypatch):
+    from benchmarks import accuracy as acc
+
+    done = []
+
+    def fake_finetune(s, name, file, spent):  # the GPU fine-tune, replaced by a record of the call
+        done.append(file)
+        return {"accuracy_before_ft": 10.0, "accuracy": 93.0, "ft_s": 1.0}
+
+    monkeypatch.setattr(acc, "finetune_job", fake_finetune)
+    monkeypatch.setattr(acc, "_device", lambda: torch.device("cpu"))
+    res = _results()
+    for i, v in enumerate(res["variants"]):
+        v["file"] = f"variant{i}.pt"
+    src = tmp_path / "run" / "results.json"
+    src.parent.mkdir()
+    src.write_text(json.dumps(res))
+    s = acc.Settings(targets=(2.0,), ft_epochs=3)
+    merged = acc.finetune_existing(s, src, ("locp", "tp_round8", "uniform_l1"), tmp_path / "ft", missing=True)
+    assert done == ["variant2.pt"]  # only uniform L1 had no accuracy
+    written = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert written == json.loads(json.dumps(merged))
+    by = {v["method"]: v for v in written["variants"]}
+    assert by["uniform_l1"]["accuracy"] == 93.0 and by["uniform_l1"]["ft_source"] == "finetune"
+    assert by["locp"]["accuracy"] == 94.1 and "ft_source" not in by["locp"]
+    assert written["settings"] == res["settings"] and "finetune_followup" in written
