@@ -247,6 +247,32 @@ def test_a_spent_budget_keeps_the_final_check_to_its_first_builds():
     assert len(extended.builds) > 3 and len(kept.builds) == 3  # more only while the budget lasts
 
 
+def test_a_probe_timed_in_a_disturbed_state_is_timed_again():
+    """The machine's state, timing by timing: quiet (reference 100 µs, candidate 50 µs: 2x) or
+    disturbed (140 and 90 µs: the candidate slowed more, as on the H200 host). With a quiet slack
+    a disturbed probe is timed again, twice at most, and the quietest reading kept."""
+    from locp_trt.method.reference import Reference
+
+    def run(states: str, quiet: float) -> list[float]:
+        at = {"i": -1}
+
+        def slow() -> bool:
+            return states[min(at["i"], len(states) - 1)] == "s"
+
+        def prepare_model(module):  # a fresh candidate build per timing: the state may change
+            at["i"] += 1
+            return lambda warmup, iters: [90.0 if slow() else 50.0] * iters
+
+        ref = Reference(nn.Linear(2, 2), CompareRule(max_rounds=3, quiet=quiet), prepare_model)
+        ref.reference = lambda: (lambda warmup, iters: [140.0 if slow() else 100.0] * iters)
+        return [round(ref.compare(nn.Linear(2, 3), threshold=None).speedup, 3) for _ in range(2)]
+
+    assert run("qsq", 0.15) == [2.0, 2.0]  # the second probe: disturbed, timed again: quiet
+    assert run("qsq", 0.0) == [2.0, 1.556]  # no slack: the disturbed reading stands
+    assert run("qsss", 0.15) == [2.0, 1.556]  # disturbed through both re-timings: it stands
+    assert run("sq", 0.15) == [1.556, 2.0]  # nothing quieter seen before the first probe
+
+
 def test_a_budget_spent_at_a_redo_emits_the_step_it_would_have_replaced(tmp_path):
     """Fresh builds in the final check run 15% faster than the probes' (as GPU builds may): the
     check lands above the band and the loop redoes step 1; the budget runs out as the redo
