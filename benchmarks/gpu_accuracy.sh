@@ -14,6 +14,12 @@
 #                 mkdir -p /tmp/dp && cp .dparts/* /tmp/dp/
 #   the last call, before this script:
 #                 cat /tmp/dp/fm.part.0* > /tmp/dp/fm.tar && mkdir -p .data && tar -xf /tmp/dp/fm.tar -C .data
+# The run's folder is also copied to /tmp/acc_MODEL (the machine's /tmp lasts while it stays warm;
+# $OUT and .data do not), so a next call can fine-tune what the budget cut, in parallel:
+#   tar -xf /tmp/dp/fm.tar -C .data  (mkdir -p .data first), then
+#   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/accuracy.py finetune /tmp/acc_MODEL/results.json \
+#       --missing --gpu-workers 6 --weights /tmp/acc_MODEL --data fashion-mnist:.data/fashion-mnist \
+#       --out $OUT/ft --targets 1.5 2.0 2.5 --ft-epochs FT_EPOCHS
 set -uo pipefail
 model=$1 epochs=$2 budget=$3
 shift 3
@@ -30,4 +36,5 @@ python3 benchmarks/accuracy.py run --data fashion-mnist:.data/fashion-mnist --mo
   --ft-epochs "$epochs" --budget-s "$budget" --out "$OUT/acc" --work /tmp/accw "$@" 2>&1 | tee "$OUT/acc/acc_log.txt"
 rc=${PIPESTATUS[0]}
 python3 benchmarks/accuracy.py report "$OUT/acc/results.json" --out "$OUT/acc" > /dev/null
+rm -rf "/tmp/acc_$model" && cp -r "$OUT/acc" "/tmp/acc_$model"
 exit "$rc"
