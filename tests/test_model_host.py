@@ -107,6 +107,7 @@ def test_ort_cpu_verdicts_pool_more_builds_than_the_default_rule():
     assert cpu.build_rounds == rule.build_rounds and cpu.processes == rule.processes
     # never fewer than asked: a rule that already pools more keeps its own figures
     big = CompareRule(builds=20, max_builds=30, probe_builds=8)
-    assert OrtCpuRuntime(isolate=False).pooled_rule(big) == replace(big, occasion_sd=OrtCpuRuntime.OCCASION_SD)
+    assert OrtCpuRuntime(isolate=False).pooled_rule(big) == replace(big, occasion_sd=OrtCpuRuntime.OCCASION_SD,
+                                                                         quiet=OrtCpuRuntime.QUIET_SLACK)
     with pytest.raises(InvalidConfigError, match="processes"):
         CompareRule(processes=0)

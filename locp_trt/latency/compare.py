@@ -40,7 +40,7 @@ other. A mean over both depends on how many pairs each state caught, and the loo
 final check catch different shares. Where the runtime says so (`CompareRule.quiet`, set by
 `Runtime.pooled_rule`), `compare_builds` judges on the pairs timed in the quiet state (both
 medians within the slack of their fastest builds: `quiet_builds`), times more pairs until it has
-as many as it wants, and reports the others as set aside.
+as many as it wants (half as many again at most), and reports the others as set aside.
 """
 
 from __future__ import annotations
@@ -364,8 +364,8 @@ def compare_builds(make_a: Callable[[], Sampler], make_b: Callable[[], Sampler],
         if len(parts) < want:
             continue
         judged = quiet_builds(parts, rule.quiet)
-        if len(judged) < want and len(parts) < most:
-            continue  # builds in a disturbed state do not count towards `want`
+        if len(judged) < want and len(parts) < min(most, want + (want + 1) // 2):
+            continue  # pairs in a disturbed state do not count towards `want` (half as many again at most)
         logs = [[math.log(x / y) if x > 0 and y > 0 else 0.0
                  for x, y in zip(c.a_medians_us, c.b_medians_us)] for c in judged]
         est, raw_low, raw_high = _build_interval(logs, rule.confidence)
