@@ -422,7 +422,10 @@ def _knapsack(s: Settings, name: str):
 
     subject = _subject(s, name)
     graph = build_graph(subject.model, SHAPE, batch=1, precision=Precision.FP32)
-    latency = CountedLatency(_runtimes().layer, LatencyStore(None))
+    # One table per model and run, shared by its knapsack jobs (one per target, in other worker
+    # processes): each layer config is timed once, as the method's latency sharing does.
+    store = LatencyStore(Path(s.work) / f"knapsack_layers_{name}_{int(s.start)}.sqlite")
+    latency = CountedLatency(_runtimes().layer, store)
     cands = discover_candidates(graph, {}, latency, method=DiscoveryMethod.SWEEP,
                                 min_width_ratio=s.min_width_ratio, progress=False)
     base_us = predicted_latency_us(graph, {}, latency)
@@ -618,7 +621,7 @@ def run(s: Settings) -> dict[str, Any]:
                     event(f"pruned {key}: {m['speedup']:.3f}x measured, {res['flops'] / 1e6:.1f} MFLOPs, "
                           f"{res['decision_s']} s")
                     if res["method"] == "locp":  # baselines aim at the default's speed
-                        for b in BASELINES:
+                        for b in sorted(BASELINES, key=lambda b: b != "halp_knapsack"):  # the longest first
                             submit(cpu, "baseline", baseline_job, res["model"], b, res["target"], m["speedup"])
                     job = (res["model"], res["file"], res.get("loop_ft_epochs", 0))
                     if s.measure_apart:
