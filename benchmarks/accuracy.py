@@ -20,8 +20,9 @@ One `run` does, in one process tree, what a single lease of the GPU allows:
      fine-tune of item 3 below, on the GPU, counted against `--ft-epochs`; `oneshot`: one step
      and no fine-tune inside it, as the runs before 2026-12-03 did);
    * Torch-Pruning L1 (global) round_to=1 and round_to=8, uniform L1, the HALP-style knapsack
-     over an exhaustive table: each one's knob searched (`speed_match`) until its measured
-     speedup is within 3% of what LOCP measured at that target.
+     over an exhaustive table (timed once per model and run, shared by its targets' jobs): each
+     one's knob searched (`speed_match`) until its measured speedup is within 3% of what LOCP
+     measured at that target (the knapsack queued first: the longest job).
    Each variant's speedup is then measured once more, the same way for all (the runtime's pooled
    rule, as the tool's final check judges: `Runtime.pooled_rule`).
 3. **Fine-tune** every variant the same way on the GPU: `--ft-epochs` epochs in all (a stepwise
