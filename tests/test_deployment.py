@@ -115,6 +115,16 @@ def test_without_two_quiet_pairs_every_build_is_judged() -> None:
     assert 2140 / 890 < cmp.speedup < 1650 / 545
 
 
+def test_a_wide_spread_is_not_a_quiet_state_and_every_pair_is_judged() -> None:
+    """Pairs spread evenly (no two states): the few within the slack of the fastest are a tail,
+    fewer than half, so nothing is set aside."""
+    from locp_trt.latency.compare import quiet_builds
+
+    spread = [compare(constant(a), constant(a / 2.0), CompareRule()) for a in (100, 110, 125, 140, 160, 180)]
+    assert quiet_builds(spread, 0.15) == spread  # 2 of 6 within 15%: a tail
+    assert quiet_builds(spread[:4], 0.15) == spread[:2]  # 2 of 4: half, a state
+
+
 def test_the_cpu_runtime_sets_the_quiet_slack_and_the_cuda_ones_do_not() -> None:
     from locp_trt.latency.runtimes.onnxrt import OrtCpuRuntime, OrtCudaRuntime
     from locp_trt.latency.runtimes.torch_rt import TorchCudaRuntime
