@@ -309,8 +309,7 @@ def _speedup(s: Settings, name: str, model, builds: int | None = None) -> dict[s
     variant's speed."""
     from locp_trt.latency.compare import CompareRule, compare_builds
 
-    rule = CompareRule() if builds is None else CompareRule(builds=builds, max_builds=2 * builds)
-    rule = _runtimes().model.pooled_rule(rule)
+    rule = _runtimes().model.pooled_rule(CompareRule())
     if builds is not None:  # a matching probe: its own build count, not the final check's
         rule = replace(rule, builds=builds, max_builds=2 * builds)
     base = _unpruned(s, name)
@@ -746,12 +745,12 @@ def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest:
                    "train": src["train"], "variants": [], "errors": []}
     todo = [v for v in src["variants"] if v["method"] in methods and v["target"] in s.targets
             and not (missing and v.get("accuracy") is not None)]
-    pool = cf.ProcessPoolExecutor(max(1, workers), mp_context=mp.get_context("spawn"),
+    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                   initializer=_worker_init) if workers > 1 else None
-    jobs = [(v, pool.submit(_guarded, finetune_job, s, v["model"], v["file"], v.get("loop_ft_epochs", 0))
-             if pool else None) for v in todo]
-    for v, fut in jobs:
-        res = fut.result() if fut else _guarded(finetune_job, s, v["model"], v["file"], v.get("loop_ft_epochs", 0))
+    jobs = [(v, (finetune_job, s, v["model"], v["file"], v.get("loop_ft_epochs", 0))) for v in todo]
+    futures = [pool.submit(_guarded, *job) for _, job in jobs] if pool else [None] * len(jobs)
+    for (v, job), fut in zip(jobs, futures):
+        res = fut.result() if fut else _guarded(*job)
         if "error" in res:
             results["errors"].append({"file": v["file"], "error": res["error"]})
             print(f"{v['file']}: {res['error'].strip()}", file=sys.stderr, flush=True)
