@@ -495,7 +495,7 @@ def _landing_step(path: list[float], rounds: list[list[float]]):
                            aim_scale=1.0, time_spent=lambda: False, log=lambda _m: None)
     step = Step(loop, 2, None, None, [SimpleNamespace(speedup_over=lambda _b: path[0])], 2.0, 2.1, True)
 
-    def probe(rung, label, k):
+    def probe(rung, label, k, between=None):
         s = speed[rung.widths["g"]]
         return Probe(k, s, s * 0.98, s * 1.02, "meets" if s >= 2.1 else "misses", rung.predicted_us, 18)
 
@@ -518,6 +518,47 @@ def test_a_second_round_builds_on_the_highest_alternative_when_none_landed_in_th
     step, ladder, asked = _landing_step(path, [[1.90, 1.919, 1.907]])
     assert step._land(ladder).probe.speedup == pytest.approx(2.214)
     assert len(asked) == 2
+
+
+def test_a_single_decision_read_against_the_latency_order_is_judged_on_several_builds() -> None:
+    """README command 1, run 3 (2026-12-03): a single decision predicted between a 1.886x and a
+    2.392x plan read 3.019x on one build, above the band, and was dropped. A reading outside the
+    speedups of the plans it lies between is now re-measured over the probe builds, as a reading
+    near the band is; one inside them, and far from the band, keeps its single build."""
+    from types import SimpleNamespace
+
+    from locp_trt.latency.compare import Comparison, Verdict
+    from locp_trt.method.ladder import Rung
+    from locp_trt.method.step import Step
+
+    def cmp(speedup: float) -> Comparison:
+        return Comparison(speedup, speedup * 0.99, speedup * 1.01, 3, (500.0,), (500.0 / speedup,),
+                          0.9, 2.1, Verdict.MEETS if speedup >= 2.1 else Verdict.MISSES)
+
+    asked: list[int] = []
+
+    class Reference:
+        def compare(self, model, threshold, *, builds=1, band=None):
+            asked.append(builds)
+            return cmp(3.019 if builds == 1 else 2.15)
+
+    config = OptimizeConfig(speedup=2.0, compare=CompareRule(occasion_sd=0.015, probe_builds=6))
+    loop = SimpleNamespace(config=config, aim_scale=1.0, reference=Reference(), build_variance=True,
+                           calibration=SimpleNamespace(observe=lambda *a: None), graph0=None,
+                           log=lambda _m: None)
+    step = Step(loop, 3, None, None, [SimpleNamespace(latency_us=500.0)], 2.0, 2.1, True)
+    step.graph = None
+    step._build = lambda widths: (None, None)
+    rung = Rung({"g": 7}, 180.0, 1.0)
+    p = step._probe(rung, "alternative to decision 22", 22, between=(1.886, 2.392))
+    assert asked == [1, 6] and p.speedup == pytest.approx(2.15)
+    asked.clear()  # without the order to contradict, a reading far above the band keeps its build
+    assert step._probe(rung, "probe 22/42 decisions", 22).speedup == pytest.approx(3.019)
+    assert asked == [1]
+    loop.build_variance = False  # a runtime whose builds agree is never re-built
+    asked.clear()
+    step._probe(rung, "alternative to decision 22", 22, between=(1.886, 2.392))
+    assert asked == [1]
 
 
 def test_a_plan_near_the_inner_bands_lower_edge_is_built_on_until_the_middle() -> None:

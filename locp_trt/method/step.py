@@ -217,7 +217,7 @@ class Step:
             base_us = (start or ladder.rungs[k - 1]).predicted_us
             gains = []  # relative latency gained per predicted µs, per single decision
             for rung in ladder.inside_band(k, (low, known[k]), aim, inner, start=start, slope=slope):
-                p = self._probe(rung, f"alternative to decision {k}", k)
+                p = self._probe(rung, f"alternative to decision {k}", k, between=(low, known[k]))
                 probes.append(p)
                 if base_us - rung.predicted_us > 1e-6:
                     gains.append((1 / low - 1 / p.speedup) / (base_us - rung.predicted_us))
@@ -259,15 +259,22 @@ class Step:
             return k + 1
         return None
 
-    def _probe(self, rung: Rung, label: str, k: int) -> Probe:
-        """Measure (or, from a table alone, predict) one rung's speedup over the unpruned model."""
+    def _probe(self, rung: Rung, label: str, k: int,
+               between: tuple[float, float] | None = None) -> Probe:
+        """Measure (or, from a table alone, predict) one rung's speedup over the unpruned model.
+        `between`: the speedups measured for the plans this one is predicted to lie between (a
+        single decision between two rungs); a reading outside them contradicts the latency order."""
         loop, cfg, base, aim = self.loop, self.loop.config, self.history[0], self.aim
         if loop.reference is not None:
             model = self._build(rung.widths)[0]
             cmp = loop.reference.compare(model, threshold=aim, band=self.band)
-            if self.final and loop.build_variance and self.goal / (1 + cfg.tolerance) <= cmp.speedup <= (
-                    self.goal * (1 + cfg.tolerance) ** 2):
-                # Near the band on a runtime whose builds differ: judge on several fresh builds.
+            near = self.goal / (1 + cfg.tolerance) <= cmp.speedup <= self.goal * (1 + cfg.tolerance) ** 2
+            contradicts = between is not None and not between[0] <= cmp.speedup <= between[1]
+            if self.final and loop.build_variance and (near or contradicts):
+                # Near the band, or against the order the plans' latencies predict (one fast or slow
+                # build of either model), on a runtime whose builds differ: judge on several fresh
+                # builds. The README example's 2x run (2026-12-03) read a single decision predicted
+                # between a 1.886x and a 2.392x plan at 3.019x on one build and dropped it.
                 cmp = loop.reference.compare(model, threshold=aim, builds=cfg.compare.probe_builds)
             self._comparisons[_key(rung.widths)] = cmp
             loop.calibration.observe(self.graph, rung.widths, base.latency_us / cmp.speedup)
