@@ -470,7 +470,8 @@ def finetune_job(s: Settings, name: str, file: str, spent_epochs: int = 0) -> di
     already trained it while pruning (the tool's schedule)."""
     import torch
 
-    from locp_trt.train.finetune import TrainConfig, evaluate, fine_tune
+    from benchmarks.standing import pack_correct
+    from locp_trt.train.finetune import TrainConfig, correct_mask, evaluate, fine_tune
 
     torch.backends.cudnn.benchmark = True
     if s.measure_apart:  # the timings have ended: every CPU is the trainers' now
@@ -497,7 +498,9 @@ def finetune_job(s: Settings, name: str, file: str, spent_epochs: int = 0) -> di
                           distill_temperature=s.distill_temperature)
         res = fine_tune(model, train, cfg, device, teacher=teacher, progress=False)
         out.update(ft_s=round(res.seconds, 1), ft_steps=res.steps, distilled=res.distilled)
-    return {**out, "accuracy": round(evaluate(model, test, device), 2)}
+    right = correct_mask(model, test, device).numpy()  # which test images: for paired comparisons
+    return {**out, "accuracy": round(100.0 * float(right.mean()), 2), "test_n": int(right.size),
+            "test_correct": pack_correct(right)}
 
 
 # ---- orchestration ------------------------------------------------------------------------------
@@ -874,9 +877,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def report(results_path: Path, out: Path) -> None:
     results = load_results(results_path)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(markdown_table(results) + "\n")
+    from benchmarks.standing import markdown as standing_markdown
+
+    text = markdown_table(results)
+    standing = standing_markdown(results, LABELS, METHOD_ORDER)
+    if standing:
+        text += "\n\n## LOCP against each baseline at equal measured speed\n\n" + standing
+    (out / "table.md").write_text(text + "\n")
     plot(results, out / "accuracy_vs_speedup.png")
-    print(markdown_table(results))
+    print(text)
 
 
 def _weights_arg(given: list[str]) -> dict[str, str]:

@@ -34,6 +34,7 @@ __all__ = [
     "train_from_scratch",
     "evaluate",
     "count_correct",
+    "correct_mask",
     "resolve_torch_device",
 ]
 
@@ -333,23 +334,31 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str, *
     return 100.0 * correct / seen
 
 
-@torch.no_grad()
 def count_correct(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
                   progress: bool = False) -> tuple[int, int]:
     """(top-1 correct, samples seen) of `model` on `loader` (0, 0 for an empty loader). Restores
+    the training mode."""
+    right = correct_mask(model, loader, device, progress=progress)
+    return int(right.sum()), int(right.numel())
+
+
+@torch.no_grad()
+def correct_mask(model: nn.Module, loader: DataLoader, device: torch.device | str, *,
+                 progress: bool = False) -> torch.Tensor:
+    """Whether `model` gets each sample of `loader` right (top-1), in the loader's order, as a bool
+    tensor on the CPU (what a paired comparison of two models on the same images needs). Restores
     the training mode."""
     device = resolve_torch_device(device)
     was_training = model.training
     model.to(device).eval()
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    correct, seen = 0, 0
     try:
         total = len(loader)
     except TypeError:
         total = 0
+    parts = []
     for inputs, targets in _progress(loader, total, "evaluate", progress):
         logits = model(inputs.to(device, dtype=dtype, non_blocking=True))
-        correct += int((logits.argmax(dim=1) == targets.to(logits.device)).sum())
-        seen += len(targets)
+        parts.append((logits.argmax(dim=1) == targets.to(logits.device)).cpu())
     model.train(was_training)
-    return correct, seen
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
