@@ -302,12 +302,14 @@ class OrtCpuRuntime(_OrtRuntime):
     #: landing_quiet_2core_pooled12 and _taylor_default): independent / final check had an sd of
     #: 1.8-2.9%, two occasions' worth, so one occasion about 1.5%.
     OCCASION_SD = 0.015
-    #: On the H200 host (2026-12-03) the build pairs of one comparison fell into two states: the
-    #: unpruned ResNet-56 at 1604-1717 µs or 2100-2160 µs, the pruned one slowed more (+65%), so
-    #: the speedup read 2.96-3.42x in one and 2.36-2.42x in the other, consecutive pairs alike
-    #: (benchmarks/results/gpu_h200_accuracy_resnet56_stepwise/). Within a state pairs agree to
-    #: 3-5%; 15% keeps that scatter and sets the other state aside.
-    QUIET_SLACK = 0.15
+    #: Off (every build pair judged). On the H200 host (2026-12-03) the build pairs of one
+    #: comparison fell into two states, the speedup 20-25% apart (benchmarks/results/
+    #: gpu_h200_accuracy_resnet56_stepwise/), and a 15% slack judged the quiet one. Where a user
+    #: runs `optimize` (the 2-core VM of README command 1 and CI) it landed less often than judging
+    #: every pair: 11 of 16 against 13 of 16 (landing_quiet_2core_quiet_state/), and 1 of 6 against
+    #: 3 of 6 side by side (cpu_quiet_ab_example/). The states on the H200 host came from the
+    #: accuracy benchmark's own parallel timing workers (gpu_h200_contention/).
+    QUIET_SLACK = 0.0
 
     def pooled_rule(self, rule: CompareRule) -> CompareRule:
         return replace(super().pooled_rule(rule), builds=max(rule.builds, self.POOLED_BUILDS),
