@@ -164,8 +164,8 @@ def markdown(results: dict[str, Any], labels: dict[str, str], methods: list[str]
         curve = "-" if r.on_curve is None else f"{r.on_curve:.2f}%"
         margin = "-" if r.margin is None else f"{r.margin:+.2f}"
         same = "-" if r.locp_accuracy is None else f"{r.locp_speedup:.3f}x, {r.locp_accuracy:.2f}%"
-        paired = ("-" if r.paired is None
-                  else f"{r.paired.first_only} / {r.paired.second_only}, p {r.paired.p:.2f}")
+        paired = ("-" if r.paired is None else f"{r.paired.first_only} / {r.paired.second_only}, "
+                  + (f"p {r.paired.p:.3f}" if r.paired.p >= 0.001 else "p < 0.001"))
         lines.append(f"| {r.model} | {r.target:g}x | {labels.get(r.method, r.method)} | {r.speedup:.3f}x, "
                      f"{r.accuracy:.2f}% | {curve} | {margin} | {same} | {paired} | {r.verdict} |")
     lines += ["", "LOCP on its curve: its accuracy read linearly between its measured points (the "

@@ -88,7 +88,7 @@ def test_standings_read_locp_at_each_baselines_speed_and_pair_the_same_target() 
     assert rows[("uniform_l1", 2.5)].verdict == "ahead" and rows[("uniform_l1", 2.5)].paired is None
     assert rows[("tp_round1", 2.5)].verdict == "behind (faster and more accurate)"
     table = markdown(res, {"tp_round8": "TP round_to=8"})
-    assert "| m | 2x | TP round_to=8 | 2.000x, 94.40% |" in table and "0 / 4, p 0.12" in table
+    assert "| m | 2x | TP round_to=8 | 2.000x, 94.40% |" in table and "0 / 4, p 0.125" in table and "0 / 60, p < 0.001" in table
     assert markdown(_results([_variant("tp_round8", 2.0, 2.0, 94.4)]), {}) == ""  # no LOCP: nothing
 
 
