@@ -37,11 +37,12 @@ A machine state is a source of variance too, and not one to average over: on the
 the build pairs of one comparison fell into two states lasting many seconds, the unpruned model
 30% slower in one and the pruned one 65% slower, so the speedup read 3.0x in one and 2.4x in the
 other. A mean over both depends on how many pairs each state caught, and the loop's steps and its
-final check catch different shares. Where the runtime says so (`CompareRule.quiet`, set by
-`Runtime.pooled_rule`), `compare_builds` judges on the pairs timed in the quiet state (both
-medians within the slack of their fastest builds, at least half of the pairs: `quiet_builds`),
-times more pairs until it has
-as many as it wants (half as many again at most), and reports the others as set aside.
+final check catch different shares. Where the rule says so (`CompareRule.quiet`), `compare_builds`
+judges on the pairs timed in the quiet state (both medians within the slack of their fastest
+builds, at least half of the pairs: `quiet_builds`), times more pairs until it has as many as it
+wants (half as many again at most), and reports the others as set aside. No runtime sets it by
+default (`Runtime.QUIET_SLACK` 0: on the 2-core VM it landed fewer runs than judging every pair,
+docs/METHOD.md); the accuracy benchmark sets it for its own parallel timings.
 """
 
 from __future__ import annotations
