@@ -95,6 +95,9 @@ class Settings:
     train_lr: float = 0.2
     ft_epochs: int = 6
     ft_lr: float = 0.02
+    # A fine-tune replicate's seed (`finetune --seed`): the training batches' order and augmentation
+    # and torch's RNG; 0 is every run's own, so a second seed measures the fine-tune's own noise.
+    ft_seed: int = 0
     distill_alpha: float = 0.7
     distill_temperature: float = 4.0
     batch_size: int = 512
@@ -495,7 +498,7 @@ def finetune_job(s: Settings, name: str, file: str, spent_epochs: int = 0) -> di
     if s.measure_apart:  # the timings have ended: every CPU is the trainers' now
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
     device = _device()
-    train, test = _loaders(s, device, seed=1)
+    train, test = _loaders(s, device, seed=1 + s.ft_seed)
     key = f"teacher:{name}:{device}"
     if key not in _CACHE:
         teacher = copy.deepcopy(_unpruned(s, name)).to(device)
@@ -513,7 +516,7 @@ def finetune_job(s: Settings, name: str, file: str, spent_epochs: int = 0) -> di
     if epochs:
         cfg = TrainConfig(epochs=epochs, max_steps_per_epoch=s.max_steps, lr=s.ft_lr, amp=True,
                           batch_size=s.batch_size, distill_alpha=s.distill_alpha,
-                          distill_temperature=s.distill_temperature)
+                          distill_temperature=s.distill_temperature, seed=s.ft_seed)
         res = fine_tune(model, train, cfg, device, teacher=teacher, progress=False)
         out.update(ft_s=round(res.seconds, 1), ft_steps=res.steps, distilled=res.distilled)
     right = correct_mask(model, test, device).numpy()  # which test images: for paired comparisons
@@ -759,7 +762,8 @@ def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest:
     dest.mkdir(parents=True, exist_ok=True)
     device = _device()
     kind = (f"after {s.ft_epochs} epoch(s) of fine-tuning with distillation (alpha {s.distill_alpha}, "
-            f"T {s.distill_temperature}), lr {s.ft_lr}, batch {s.batch_size}, on {device.type}")
+            f"T {s.distill_temperature}), lr {s.ft_lr}, batch {s.batch_size}, on {device.type}"
+            + (f", replicate seed {s.ft_seed}" if s.ft_seed else ""))
     if missing:
         results = {**src, "errors": list(src.get("errors", [])),
                    "finetune_followup": {"command": sys.argv, "accuracy_kind": kind,
@@ -969,6 +973,9 @@ def main(argv: list[str] | None = None) -> int:
     ft.add_argument("--methods", nargs="+", default=["locp", "locp_l1", *BASELINES])
     ft.add_argument("--targets", nargs="+", type=float, default=[2.0])
     ft.add_argument("--ft-epochs", type=int, default=1)
+    ft.add_argument("--seed", type=int, default=0,
+                    help="a replicate: another order and augmentation of the training batches, and "
+                         "another torch seed (0: the run's own fine-tune)")
     ft.add_argument("--missing", action="store_true",
                     help="only the variants without an accuracy (a run cut short by its budget); the "
                          "new results.json is the given one with them merged in")
@@ -984,7 +991,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-        fs = Settings(data=a.data, out=a.weights, targets=tuple(a.targets), ft_epochs=a.ft_epochs)
+        fs = Settings(data=a.data, out=a.weights, targets=tuple(a.targets), ft_epochs=a.ft_epochs,
+                      ft_seed=a.seed)
         res = finetune_existing(fs, a.results, tuple(a.methods), Path(a.out), missing=a.missing,
                                 workers=a.gpu_workers)
         return 0 if not res["errors"] else 1

@@ -177,3 +177,36 @@ def test_finetune_missing_merges_only_what_the_run_left_undone(tmp_path, monkeyp
     assert by["uniform_l1"]["accuracy"] == 93.0 and by["uniform_l1"]["ft_source"] == "finetune"
     assert by["locp"]["accuracy"] == 94.1 and "ft_source" not in by["locp"]
     assert written["settings"] == res["settings"] and "finetune_followup" in written
+
+
+def test_finetune_seed_makes_a_replicate_and_seed_0_repeats_the_run(tmp_path, monkeypatch):
+    """`finetune --seed`: the same seed trains the same weights; another seed other weights."""
+    import locp_trt.train.finetune as ft
+    from benchmarks import accuracy as acc
+
+    g = torch.Generator().manual_seed(0)
+    xtr, ytr = torch.rand(64, *acc.SHAPE, generator=g), torch.randint(0, 10, (64,), generator=g)
+    xte, yte = torch.rand(32, *acc.SHAPE, generator=g), torch.randint(0, 10, (32,), generator=g)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(4, 10))
+    file = tmp_path / "variant.pt"
+    torch.save(net, file)
+    monkeypatch.setattr(acc, "_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(acc, "_data", lambda s, device: (xtr, ytr, xte, yte))
+    monkeypatch.setattr(acc, "_unpruned", lambda s, name: net)
+    monkeypatch.setattr(acc, "_CACHE", {})
+    trained = []
+    real = ft.fine_tune
+
+    def keep(model, *args, **kwargs):
+        res = real(model, *args, **kwargs)
+        trained.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        return res
+
+    monkeypatch.setattr(ft, "fine_tune", keep)
+    for seed in (0, 0, 1):
+        s = acc.Settings(ft_epochs=1, batch_size=16, ft_seed=seed, measure_apart=False)
+        out = acc.finetune_job(s, "tiny", str(file))
+        assert out["ft_epochs"] == 1 and out["test_n"] == 32
+    assert torch.equal(trained[0], trained[1])
+    assert not torch.allclose(trained[0], trained[2])
