@@ -3,6 +3,7 @@ and the per-image record it pairs on (`locp_trt.train.finetune.correct_mask`).""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -109,3 +110,26 @@ def test_correct_mask_lists_each_sample_in_order_and_agrees_with_the_count() -> 
     assert right.dtype == torch.bool and right.tolist() == [True, False, False, True, True]
     assert count_correct(Sign(), batches, "cpu") == (3, 5)
     assert count_correct(Sign(), [], "cpu") == (0, 0)
+
+
+def test_replicates_average_each_variant_and_refuse_different_variants(tmp_path):
+    from benchmarks.replicates import main, merge
+
+    def run(accs: dict[str, float | None], speed: float = 2.0) -> dict:
+        return {"settings": {}, "train": {"m": {"test_accuracy": 95.0}},
+                "variants": [{"model": "m", "method": k, "target": 2.0, "file": f"{k}.pt",
+                              "measured": {"speedup": speed}, "accuracy": a, "test_correct": "AA==",
+                              "test_n": 4} for k, a in accs.items()]}
+
+    merged = merge([run({"locp": 94.0, "tp_round8": 94.5}), run({"locp": 94.5, "tp_round8": None})])
+    by = {v["method"]: v for v in merged["variants"]}
+    assert by["locp"]["accuracy"] == 94.25 and by["locp"]["accuracy_replicates"] == [94.0, 94.5]
+    assert by["tp_round8"]["accuracy"] is None  # one replicate has no reading: no mean
+    assert "test_correct" not in by["locp"] and merged["replicates"]["n"] == 2
+    with pytest.raises(ValueError, match="not the same variant"):
+        merge([run({"locp": 94.0}), run({"locp": 94.0}, speed=2.1)])
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(run({"locp": 94.0})))
+    b.write_text(json.dumps(run({"locp": 93.0})))
+    assert main([str(a), str(b), "--out", str(tmp_path / "m" / "results.json")]) == 0
+    assert json.loads((tmp_path / "m" / "results.json").read_text())["variants"][0]["accuracy"] == 93.5

@@ -1,0 +1,74 @@
+"""The mean of replicate fine-tunes: results.json files whose variants are the same pruned models
+fine-tuned with different seeds (`accuracy.py finetune --seed N`), merged into one results.json
+whose accuracy is each variant's mean over the replicates (the list kept as
+`accuracy_replicates`). `accuracy.py report` then reads it as any run.
+
+    python benchmarks/replicates.py SEED0/results.json SEED1/results.json --out DIR/results.json
+
+A fine-tune's own noise (the batches' order, augmentation, initial RNG) moves one variant's
+accuracy by a tenth of a point or more; the mean of k replicates is a steadier reading of where
+each method stands. Per-image records (`test_correct`) are dropped from the mean: the paired test
+belongs to each replicate's own table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+Key = tuple[str, str, float, str]
+
+
+def _key(v: dict[str, Any]) -> Key:
+    return (v["model"], v["method"], float(v["target"]), v["file"])
+
+
+def merge(runs: list[dict[str, Any]], sources: list[str] | None = None) -> dict[str, Any]:
+    """One results dict: the first run's, each variant's accuracy the mean over `runs`. A variant
+    every run holds must have the same measured speedup in each (it is the same pruned model);
+    one that some run lacks or left without accuracy is left without accuracy."""
+    if len(runs) < 2:
+        raise ValueError("give two or more replicate results.json files")
+    merged = copy.deepcopy(runs[0])
+    others = [{_key(v): v for v in run["variants"]} for run in runs[1:]]
+    for v in merged["variants"]:
+        same = [o.get(_key(v)) for o in others]
+        accs = [v.get("accuracy")] + [o.get("accuracy") if o else None for o in same]
+        for o in same:
+            if o and o["measured"]["speedup"] != v["measured"]["speedup"]:
+                raise ValueError(f"{_key(v)}: measured {v['measured']['speedup']} in one replicate and "
+                                 f"{o['measured']['speedup']} in another: not the same variant")
+        for field in ("test_correct", "test_n"):
+            v.pop(field, None)
+        v["accuracy_replicates"] = accs
+        v["accuracy"] = round(statistics.fmean(accs), 2) if None not in accs else None
+    merged["replicates"] = {"n": len(runs), "sources": sources or [],
+                            "reading": "accuracy: the mean over the replicates' fine-tunes"}
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", type=Path, help="replicates' results.json files")
+    p.add_argument("--out", type=Path, required=True, help="the merged results.json to write")
+    a = p.parse_args(argv)
+    merged = merge([json.loads(f.read_text()) for f in a.results], [str(f) for f in a.results])
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(merged, indent=1) + "\n")
+    spread = [max(x) - min(x) for v in merged["variants"] if None not in (x := v["accuracy_replicates"])]
+    if spread:
+        print(f"{len(spread)} variants in {len(a.results)} replicates: accuracy spread median "
+              f"{statistics.median(spread):.2f}, largest {max(spread):.2f} points")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
