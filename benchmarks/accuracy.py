@@ -750,6 +750,42 @@ def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
     return results
 
 
+def rebuild_variants(s: Settings, source: Path, dest: Path) -> dict[str, Any]:
+    """The baseline variants of `source` that have no accuracy yet, pruned again from the teacher
+    (`s.out`/MODEL.pt) into `s.work`, for `finetune --missing` to take: a baseline's model is a
+    pure function of the teacher and its recorded knob (Torch-Pruning) or widths (the knapsack,
+    uniform L1), so the files a released machine took with it come back the same; each one's
+    widths are checked against those recorded, and a mismatch is an error. LOCP's variants are
+    not rebuilt: its loop trained them while pruning."""
+    from benchmarks.methods import Method, knob_model, widths_of
+    from locp_trt.prune.importance import Importance
+    from locp_trt.prune.plan import PruningPlan, apply_plan
+
+    results = load_results(source)
+    for v in results["variants"]:
+        if v.get("accuracy") is not None or v["method"] not in BASELINES:
+            continue
+        subject = _subject(s, v["model"])
+        if v["method"] in ("tp_round1", "tp_round8"):
+            make, _ = knob_model(subject, Method(v["method"]), min_width_ratio=s.min_width_ratio)
+            model = make(v["match"]["knob"])
+        else:  # the knapsack's and uniform L1's plans are their widths, L1 channels kept
+            plan = PruningPlan(v["model"], SHAPE, dict(v["widths"]))
+            model = apply_plan(subject.model, plan, SHAPE, importance=Importance.L1)[0]
+        got = widths_of(subject, model)
+        if got != v["widths"]:
+            wrong = sorted(g for g in v["widths"] if got.get(g) != v["widths"][g])
+            raise ValueError(f"{v['model']} {v['method']} {v['target']}x: rebuilt widths differ from "
+                             f"the recorded ones in {len(wrong)} groups ({', '.join(wrong[:4])}); is "
+                             f"{_weights_path(s, v['model'])} the run's teacher?")
+        v["rebuilt_from"] = v["file"]
+        v["file"] = _save_variant(s, v["model"], v["method"], v["target"], model)
+        print(f"rebuilt {v['model']} {v['method']} {v['target']}x: widths as recorded", flush=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
 def finetune_existing(s: Settings, source: Path, methods: tuple[str, ...], dest: Path, *,
                       missing: bool = False, workers: int = 1) -> dict[str, Any]:
     """Fine-tune, the same way for all (`finetune_job` with `s`'s epochs, lr and distillation), the
@@ -980,12 +1016,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the variants without an accuracy (a run cut short by its budget); the "
                          "new results.json is the given one with them merged in")
     ft.add_argument("--gpu-workers", type=int, default=1, help="fine-tunes at a time")
+    rb = sub.add_parser("rebuild", help="prune the baselines of a results.json again from its teacher "
+                                        "(their files lost with a released machine), widths checked")
+    rb.add_argument("results", type=Path)
+    rb.add_argument("--weights", required=True, help="folder holding MODEL.pt (the run's teacher)")
+    rb.add_argument("--work", required=True, help="where the rebuilt variant files go")
+    rb.add_argument("--out", required=True, type=Path, help="where the new results.json goes")
     rep = sub.add_parser("report", help="table.md and accuracy_vs_speedup.png from results.json")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     if a.cmd == "report":
         report(a.results, a.out)
+        return 0
+    if a.cmd == "rebuild":
+        rebuild_variants(Settings(out=a.weights, work=a.work), a.results, a.out)
         return 0
     if a.cmd == "finetune":
         import torch
