@@ -755,8 +755,10 @@ def rebuild_variants(s: Settings, source: Path, dest: Path) -> dict[str, Any]:
     (`s.out`/MODEL.pt) into `s.work`, for `finetune --missing` to take: a baseline's model is a
     pure function of the teacher and its recorded knob (Torch-Pruning) or widths (the knapsack,
     uniform L1), so the files a released machine took with it come back the same; each one's
-    widths are checked against those recorded, and a mismatch is an error. LOCP's variants are
-    not rebuilt: its loop trained them while pruning."""
+    widths are checked against those recorded, and a mismatch is an error (Torch-Pruning's global
+    ranking shows a wrong teacher; the others' plans are their widths, so for them the teacher is
+    the caller's to give right). LOCP's variants are not rebuilt: its loop trained them while
+    pruning."""
     from benchmarks.methods import Method, knob_model, widths_of
     from locp_trt.prune.importance import Importance
     from locp_trt.prune.plan import PruningPlan, apply_plan

@@ -210,3 +210,38 @@ def test_finetune_seed_makes_a_replicate_and_seed_0_repeats_the_run(tmp_path, mo
         assert out["ft_epochs"] == 1 and out["test_n"] == 32
     assert torch.equal(trained[0], trained[1])
     assert not torch.allclose(trained[0], trained[2])
+
+
+def test_rebuild_prunes_the_baselines_again_with_the_recorded_widths(tmp_path, monkeypatch):
+    """`rebuild`: a run's baseline files lost with a machine come back from the teacher, the same
+    widths; a teacher that is not the run's is refused."""
+    from benchmarks import accuracy as acc
+    from benchmarks.methods import Method, knob_model, uniform_widths, widths_of
+    from locp_trt.models import get_model
+
+    torch.manual_seed(0)
+    weights = tmp_path / "w"
+    weights.mkdir()
+    torch.save(get_model("resnet20", in_channels=1).state_dict(), weights / "resnet20.pt")
+    monkeypatch.setattr(acc, "_CACHE", {})
+    s = acc.Settings(out=str(weights), work=str(tmp_path / "work"))
+    subject = acc._subject(s, "resnet20")
+    tp = widths_of(subject, knob_model(subject, Method.TP_ROUND8)[0](0.4))
+    plan = uniform_widths(subject, 0.3)
+    src = {"settings": {"weigh_groups": True, "locp_variants": ["locp"]}, "train": {}, "variants": [
+        {"model": "resnet20", "method": "tp_round8", "target": 2.0, "file": "/gone/a.pt", "widths": tp,
+         "match": {"knob": 0.4}},
+        {"model": "resnet20", "method": "halp_knapsack", "target": 2.0, "file": "/gone/b.pt",
+         "widths": plan, "match": {"knob": 0.5}},
+        {"model": "resnet20", "method": "locp", "target": 2.0, "file": "/gone/c.pt", "accuracy": 90.0}]}
+    (tmp_path / "results.json").write_text(json.dumps(src))
+    out = acc.rebuild_variants(s, tmp_path / "results.json", tmp_path / "rb")
+    by = {v["method"]: v for v in out["variants"]}
+    for m in ("tp_round8", "halp_knapsack"):
+        model = torch.load(by[m]["file"], weights_only=False)
+        assert widths_of(subject, model) == by[m]["widths"] and by[m]["rebuilt_from"].startswith("/gone")
+    assert by["locp"]["file"] == "/gone/c.pt"  # trained inside the loop: not rebuilt
+    torch.save(get_model("resnet20", in_channels=1).state_dict(), weights / "resnet20.pt")  # another teacher
+    monkeypatch.setattr(acc, "_CACHE", {})
+    with pytest.raises(ValueError, match="rebuilt widths differ"):
+        acc.rebuild_variants(s, tmp_path / "results.json", tmp_path / "rb2")
