@@ -20,6 +20,13 @@
 #   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/accuracy.py finetune /tmp/acc_MODEL/results.json \
 #       --missing --gpu-workers 6 --weights /tmp/acc_MODEL --data fashion-mnist:.data/fashion-mnist \
 #       --out $OUT/ft --targets 1.5 2.0 2.5 --ft-epochs FT_EPOCHS
+# The machine goes back after 30 s idle, and /tmp with it. So LOCP's variant files (trained inside
+# its loop, they cannot be pruned again) come back in $OUT/acc/locp_variants.tar; the baselines'
+# can be (`accuracy.py rebuild`, widths checked). On a fresh machine: parts 0-2 again, then a call
+# carrying the tar in the ignored `.variants/` (no data part beside it: 64 MiB), which runs
+#   mkdir -p /tmp/accw && tar -xf .variants/locp_variants.tar -C /tmp/accw
+# and, in that call or the next, `accuracy.py rebuild RESULTS --weights W --work /tmp/accw --out /tmp/rb`
+# (W: a folder with the teacher as MODEL.pt) before `finetune /tmp/rb/results.json --missing`.
 set -uo pipefail
 model=$1 epochs=$2 budget=$3
 shift 3
@@ -37,4 +44,7 @@ python3 benchmarks/accuracy.py run --data fashion-mnist:.data/fashion-mnist --mo
 rc=${PIPESTATUS[0]}
 python3 benchmarks/accuracy.py report "$OUT/acc/results.json" --out "$OUT/acc" > /dev/null
 rm -rf "/tmp/acc_$model" && cp -r "$OUT/acc" "/tmp/acc_$model"
+# what comes back: at most 8 files; the teacher is committed already, LOCP's variants are not
+rm -f "$OUT/acc/$model.pt"
+(cd /tmp/accw && tar -cf "$OUT/acc/locp_variants.tar" "$model"_locp*.pt)
 exit "$rc"
