@@ -30,6 +30,10 @@ One `run` does, in one process tree, what a single lease of the GPU allows:
    LOCP variant: those its loop did not already train), lr 0.02 cosine, distillation from the
    unpruned model (alpha 0.7, T 4), AMP; test accuracy before and after.
 
+`finetune` fine-tunes a results.json's variants again (`--missing`: those a budget cut; `--seed`:
+a replicate, merged by `benchmarks/replicates.py`); `rebuild` prunes a run's baselines again from
+its teacher when a released machine took their files (LOCP's come back in `gpu_accuracy.sh`'s tar).
+
 Jobs run in two process pools (CPU: one ORT thread each; GPU: several trainers sharing the card),
 ResNet-56 first; results.json is rewritten after every job, so a run cut short by its budget
 still returns everything finished. `report` turns results.json into the table and the plot.
@@ -764,12 +768,13 @@ def rebuild_variants(s: Settings, source: Path, dest: Path) -> dict[str, Any]:
     from locp_trt.prune.plan import PruningPlan, apply_plan
 
     results = load_results(source)
+    floor = results["settings"].get("min_width_ratio", s.min_width_ratio)  # the run's, as its knobs
     for v in results["variants"]:
         if v.get("accuracy") is not None or v["method"] not in BASELINES:
             continue
         subject = _subject(s, v["model"])
         if v["method"] in ("tp_round1", "tp_round8"):
-            make, _ = knob_model(subject, Method(v["method"]), min_width_ratio=s.min_width_ratio)
+            make, _ = knob_model(subject, Method(v["method"]), min_width_ratio=floor)
             model = make(v["match"]["knob"])
         else:  # the knapsack's and uniform L1's plans are their widths, L1 channels kept
             plan = PruningPlan(v["model"], SHAPE, dict(v["widths"]))
