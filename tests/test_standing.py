@@ -126,6 +126,9 @@ def test_replicates_average_each_variant_and_refuse_different_variants(tmp_path)
     assert by["locp"]["accuracy"] == 94.25 and by["locp"]["accuracy_replicates"] == [94.0, 94.5]
     assert by["tp_round8"]["accuracy"] is None  # one replicate has no reading: no mean
     assert "test_correct" not in by["locp"] and merged["replicates"]["n"] == 2
+    full = merge([run({"locp": 94.0, "tp_round8": 94.5}), run({"locp": 94.2, "tp_round8": 94.1})])
+    assert "mean over 2 replicate fine-tunes" in markdown(full, {})
+    assert "replicate" not in markdown(run({"locp": 94.0, "tp_round8": 94.5}), {})
     with pytest.raises(ValueError, match="not the same variant"):
         merge([run({"locp": 94.0}), run({"locp": 94.0}, speed=2.1)])
     a, b = tmp_path / "a.json", tmp_path / "b.json"
