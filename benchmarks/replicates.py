@@ -31,16 +31,25 @@ def _key(v: dict[str, Any]) -> Key:
     return (v["model"], v["method"], float(v["target"]), v["file"])
 
 
-def merge(runs: list[dict[str, Any]], sources: list[str] | None = None) -> dict[str, Any]:
+def merge(runs: list[dict[str, Any]], sources: list[str] | None = None, *,
+          keep_single: bool = False) -> dict[str, Any]:
     """One results dict: the first run's, each variant's accuracy the mean over `runs`. A variant
     every run holds must have the same measured speedup in each (it is the same pruned model);
-    one that some run lacks or left without accuracy is left without accuracy."""
+    one that some run lacks or left without accuracy is left without accuracy, unless
+    `keep_single`: then a variant the other runs do not hold at all keeps the first run's one
+    reading, and its method is listed in `replicates.single`."""
     if len(runs) < 2:
         raise ValueError("give two or more replicate results.json files")
     merged = copy.deepcopy(runs[0])
     others = [{_key(v): v for v in run["variants"]} for run in runs[1:]]
+    single: set[str] = set()
     for v in merged["variants"]:
         same = [o.get(_key(v)) for o in others]
+        if keep_single and not any(same):
+            v.pop("test_correct", None), v.pop("test_n", None)
+            v["accuracy_replicates"] = [v.get("accuracy")]
+            single.add(v["method"])
+            continue
         accs = [v.get("accuracy")] + [o.get("accuracy") if o else None for o in same]
         for o in same:
             if o and o["measured"]["speedup"] != v["measured"]["speedup"]:
@@ -50,8 +59,9 @@ def merge(runs: list[dict[str, Any]], sources: list[str] | None = None) -> dict[
             v.pop(field, None)
         v["accuracy_replicates"] = accs
         v["accuracy"] = round(statistics.fmean(accs), 2) if None not in accs else None
-    merged["replicates"] = {"n": len(runs), "sources": sources or [],
-                            "reading": "accuracy: the mean over the replicates' fine-tunes"}
+    merged["replicates"] = {"n": len(runs), "sources": sources or [], "single": sorted(single),
+                            "reading": "accuracy: the mean over the replicates' fine-tunes"
+                            + ("; methods in `single`: the first run's one fine-tune" if single else "")}
     return merged
 
 
@@ -59,11 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="+", type=Path, help="replicates' results.json files")
     p.add_argument("--out", type=Path, required=True, help="the merged results.json to write")
+    p.add_argument("--keep-single", action="store_true",
+                   help="a variant only the first file holds keeps its one reading (say so where it is read)")
     a = p.parse_args(argv)
-    merged = merge([json.loads(f.read_text()) for f in a.results], [str(f) for f in a.results])
+    merged = merge([json.loads(f.read_text()) for f in a.results], [str(f) for f in a.results],
+                   keep_single=a.keep_single)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(merged, indent=1) + "\n")
-    spread = [max(x) - min(x) for v in merged["variants"] if None not in (x := v["accuracy_replicates"])]
+    spread = [max(x) - min(x) for v in merged["variants"]
+              if len(x := v["accuracy_replicates"]) > 1 and None not in x]
     if spread:
         print(f"{len(spread)} variants in {len(a.results)} replicates: accuracy spread median "
               f"{statistics.median(spread):.2f}, largest {max(spread):.2f} points")

@@ -173,8 +173,11 @@ def markdown(results: dict[str, Any], labels: dict[str, str], methods: list[str]
               f"to {REACH:.0%} past its fastest point (curve extended); margin: that less the "
               "baseline's (> 0: LOCP ahead). Paired: McNemar's exact test against LOCP's variant of "
               f"the same target on the same test images; p >= {ALPHA} reads as within chance."]
-    replicates = results.get("replicates", {}).get("n")
-    if replicates:
-        lines[-1] += (f" Accuracies here are each variant's mean over {replicates} replicate fine-tunes "
+    replicates = results.get("replicates", {})
+    if replicates.get("n"):
+        lines[-1] += (f" Accuracies here are each variant's mean over {replicates['n']} replicate fine-tunes "
                       "(benchmarks/replicates.py); the paired test is in each replicate's own table.")
+        if replicates.get("single"):
+            names = ", ".join(labels.get(m, m) for m in replicates["single"])
+            lines[-1] += f" Not replicated (one fine-tune each): {names}."
     return "\n".join(lines)

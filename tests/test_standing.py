@@ -131,6 +131,12 @@ def test_replicates_average_each_variant_and_refuse_different_variants(tmp_path)
     assert "replicate" not in markdown(run({"locp": 94.0, "tp_round8": 94.5}), {})
     with pytest.raises(ValueError, match="not the same variant"):
         merge([run({"locp": 94.0}), run({"locp": 94.0}, speed=2.1)])
+    part = merge([run({"locp": 94.0, "uniform_l1": 92.0}), run({"locp": 94.4})], keep_single=True)
+    by = {v["method"]: v for v in part["variants"]}
+    assert by["locp"]["accuracy"] == 94.2 and by["uniform_l1"]["accuracy"] == 92.0
+    assert by["uniform_l1"]["accuracy_replicates"] == [92.0] and part["replicates"]["single"] == ["uniform_l1"]
+    assert "Not replicated (one fine-tune each): uniform_l1." in markdown(part, {})
+    assert "Not replicated" not in markdown(full, {})
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(run({"locp": 94.0})))
     b.write_text(json.dumps(run({"locp": 93.0})))
