@@ -47,12 +47,16 @@ def test_quick_start_has_two_commands_and_ci_runs_the_second() -> None:
 
 
 def test_quick_start_main_job_runs(tmp_path: Path) -> None:
-    """Run the first command's `python -m locp_trt ...` part (the install part is what CI does)."""
+    """Run the first command's `python -m locp_trt ...` part (the install part is what CI does).
+    The loop gets a wall budget: on a busy 2-core CI machine, beside the other tests, noisy
+    timings can take it to five steps and 300 s (alone it takes 130 s); the budget keeps the CI
+    run well under its 10 minutes and ends the job as honestly as any other run."""
     job = _quick_start()[0].split("&&", 1)[1].strip()
     args = shlex.split(job)
     assert args[:3] == ["python", "-m", "locp_trt"]
     env = {**os.environ, "LOCP_TRT_STORE": str(tmp_path / "store.sqlite")}
-    proc = subprocess.run([sys.executable, *args[1:], "--no-progress"], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, *args[1:], "--no-progress", "--time-budget-s", "150"],
+                          cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     # 0: the 2x target was met; 3: it was missed (live timing on a shared machine decides which).
     out = tmp_path / "runs" / "example"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue 21: one optimize cell run alone, then the same under torchrun with NPROC processes, one
+# after the other (never side by side: each times latency), sharing one latency store, then
+# `benchmarks/ddp_compare.py` on their report.json files (compare.txt, compare.json; exit 3 when
+# a bar of the issue does not hold).
+#
+#   bash benchmarks/torchrun_cell.sh OUT NPROC OPTIMIZE_ARGS...
+#
+# On the lent H200 (after the dataset parts and the teacher, as benchmarks/gpu_accuracy.sh says):
+#   bash benchmarks/torchrun_cell.sh $OUT/r56 1 \
+#       benchmarks/results/gpu_h200_accuracy_resnet56_default/resnet56_fashion_mnist_94.70.pt \
+#       --arch resnet56 --input-shape 1,28,28 --device desktop --runtime torch \
+#       --data fashion-mnist:.data/fashion-mnist --speedup 2
+# (NPROC 2 on nvidia-h200-x2 for the multi-GPU bar). On this CPU machine:
+#   bash benchmarks/torchrun_cell.sh /tmp/tr 2 example --device cpu
+set -uo pipefail
+out=${1:?output folder} nproc=${2:?processes}
+shift 2
+mkdir -p "$out"
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  echo "cores $(nproc)"
+} > "$out/device.txt"
+common=(--store "$out/latency.sqlite" --no-progress --no-engine)
+python3 -m locp_trt optimize "$@" "${common[@]}" --out "$out/alone" > "$out/alone.log" 2>&1
+echo "alone: exit $?" | tee "$out/exits.txt"
+torchrun --standalone --nproc-per-node "$nproc" -m locp_trt optimize "$@" "${common[@]}" \
+  --out "$out/torchrun$nproc" > "$out/torchrun$nproc.log" 2>&1
+echo "torchrun $nproc: exit $?" | tee -a "$out/exits.txt"
+python3 benchmarks/ddp_compare.py "$out/alone/report.json" "$out/torchrun$nproc/report.json" \
+  --json "$out/compare.json" | tee "$out/compare.txt"
+exit "${PIPESTATUS[0]}"
