@@ -348,30 +348,37 @@ def test_step_list_covers_a_steps_staircases_not_its_search(profiled, residual_f
     assert "cannot drive optimize --latency-table" in capsys.readouterr().out
 
 
+def _stepped_us(cfg: LayerConfig) -> float:
+    """A latency of the config alone: its FLOPs with the widths rounded up to even (a staircase)."""
+    up = cfg.with_channels(-(-cfg.in_channels // 2) * 2, -(-cfg.out_channels // 2) * 2)
+    return float(up.flops) / 1e3 + 1.0
+
+
 def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_file, tmp_path):
-    """End to end: `optimize --latency-table` gives the plan the Optimizer finds measuring directly."""
+    """End to end: `optimize --latency-table` gives the plan the Optimizer finds reading the store
+    that `profile` filled. Both read the same figures; what the figures are does not matter here,
+    so the live-profiled ones (whose width floor read 0.97x-1.40x faster, with the machine's load)
+    are replaced by a staircase of the config alone in a copy of the store, and the table is that
+    store exported: the target is then reachable on any machine."""
     from locp_trt.latency.config import Precision as P
     from locp_trt.method.config import OptimizeConfig
     from locp_trt.method.loop import Optimizer
     from locp_trt.prune.loading import load_model
 
-    configs, table, store_path = profiled
-    out = tmp_path / "run"
+    configs, _, live_path = profiled
+    store_path, table = tmp_path / "store.sqlite", tmp_path / "table.json"
+    with LatencyStore(live_path) as live, LatencyStore(store_path) as fixed:
+        for fp in live.fingerprints():
+            for row in live.rows(fp):
+                us = _stepped_us(row.config)
+                fixed.put_values(row.config, fp, median_us=us, p10_us=us, p90_us=us, iqr_us=0.0, n=row.n)
+        assert fixed.export_json(table) == len(configs)
     model = load_model(residual_file, arch="models:Residual", input_shape=(3, 24, 24)).module
-    # The table is profiled live: what it allows at the width floors depends on the machine's load
-    # (its floor read 1.40x once, 1.16x on 2026-12-03, when 1.3x was refused). Ask for a target well
-    # inside what this table reaches, so both runs plan; whether the plan lands in the band or
-    # honestly overshoots it (exit 4) depends on the machine too. Either way the plans must match.
-    graph = build_graph(model, (3, 24, 24))
-    on_table = LatencyMeter(None, LatencyStore(None), table=LatencyTable.load(table))
-    floors = group_floors(graph, OptimizeConfig().min_width_ratio)
-    floor = (predicted_latency_us(graph, graph.widths(), on_table)
-             / predicted_latency_us(graph, {**graph.widths(), **floors}, on_table))
-    assert floor > 1.05, f"the live table says the width floor is only {floor:.3f}x faster"
-    target = round(min(1.3, 1 + 0.6 * (floor - 1)), 3)
+    target = 1.3
+    out = tmp_path / "run"
     assert main(["optimize", str(residual_file), *MODEL_ARGS, "--device", "cpu", "--latency-table", str(table),
                  "--speedup", str(target), "--steps", "2", "--extra-steps", "0", "--no-store", "--no-engine",
-                 "--no-progress", "--out", str(out)]) in (0, 4)
+                 "--no-progress", "--out", str(out)]) == 0
     plan_cli = json.loads((out / "plan.json").read_text())["widths"]
 
     store = LatencyStore(store_path)
@@ -383,7 +390,7 @@ def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_f
     store.close()
     assert plan_cli == result.plan.widths
     assert result.plan.widths != build_graph(model, (3, 24, 24)).widths()  # it did prune
-    assert meter.stats.measured == 0  # every config came from what `profile` measured
+    assert meter.stats.measured == 0  # every config came from the store `profile` filled
 
 
 def test_optimize_choices_mirror_the_enums():
