@@ -45,8 +45,9 @@ def merge(runs: list[dict[str, Any]], sources: list[str] | None = None, *,
     single: set[str] = set()
     for v in merged["variants"]:
         same = [o.get(_key(v)) for o in others]
+        for field in ("test_correct", "test_n"):
+            v.pop(field, None)
         if keep_single and not any(same):
-            v.pop("test_correct", None), v.pop("test_n", None)
             v["accuracy_replicates"] = [v.get("accuracy")]
             single.add(v["method"])
             continue
@@ -55,8 +56,6 @@ def merge(runs: list[dict[str, Any]], sources: list[str] | None = None, *,
             if o and o["measured"]["speedup"] != v["measured"]["speedup"]:
                 raise ValueError(f"{_key(v)}: measured {v['measured']['speedup']} in one replicate and "
                                  f"{o['measured']['speedup']} in another: not the same variant")
-        for field in ("test_correct", "test_n"):
-            v.pop(field, None)
         v["accuracy_replicates"] = accs
         v["accuracy"] = round(statistics.fmean(accs), 2) if None not in accs else None
     merged["replicates"] = {"n": len(runs), "sources": sources or [], "single": sorted(single),

@@ -173,6 +173,12 @@ def residual_file(tmp_path_factory):
 MODEL_ARGS = ["--arch", "models:Residual", "--input-shape", "3,24,24"]
 
 
+def _stepped_us(cfg: LayerConfig) -> float:
+    """A latency of the config alone: its FLOPs with the widths rounded up to even (a staircase)."""
+    up = cfg.with_channels(-(-cfg.in_channels // 2) * 2, -(-cfg.out_channels // 2) * 2)
+    return float(up.flops) / 1e3 + 1.0
+
+
 @pytest.fixture(scope="module")
 def profiled(residual_file, tmp_path_factory):
     """configs -> profile on ORT CPU: (config list, table path, store path)."""
@@ -329,8 +335,7 @@ def test_step_list_covers_a_steps_staircases_not_its_search(profiled, residual_f
         # the search asks for must not depend on how noisy this machine's timings were.
         asked.add(cfg)
         assert cfg in grid_configs, f"{cfg} is not in the profiled grid"
-        up = cfg.with_channels(-(-cfg.in_channels // 2) * 2, -(-cfg.out_channels // 2) * 2)
-        return float(up.flops) / 1e3 + 1.0
+        return _stepped_us(cfg)
 
     cands = discover_candidates(graph, {}, latency_us, min_width_ratio=0.1, progress=False)
     assert asked <= set(step.configs)  # the staircases of step 1: all in the step list
@@ -346,12 +351,6 @@ def test_step_list_covers_a_steps_staircases_not_its_search(profiled, residual_f
 
     print_counts(step)
     assert "cannot drive optimize --latency-table" in capsys.readouterr().out
-
-
-def _stepped_us(cfg: LayerConfig) -> float:
-    """A latency of the config alone: its FLOPs with the widths rounded up to even (a staircase)."""
-    up = cfg.with_channels(-(-cfg.in_channels // 2) * 2, -(-cfg.out_channels // 2) * 2)
-    return float(up.flops) / 1e3 + 1.0
 
 
 def test_optimize_with_the_table_matches_measuring_directly(profiled, residual_file, tmp_path):
