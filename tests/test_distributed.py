@@ -1,6 +1,6 @@
 """Runs over several processes (issue 21): `torchrun --nproc-per-node 2 -m locp_trt optimize
-example --device cpu` on gloo ends as the single-process run does, and without torchrun every
-distributed helper is a no-op.
+example --device cpu` on gloo ends as the single-process run does, a 2-rank run killed after a
+step resumes from rank 0's checkpoint, and without torchrun every distributed helper is a no-op.
 
 The end-to-end run predicts every decision from the recorded ORT CPU table of the built-in
 ResNet-20 (tests/data/ortcpu_resnet20_example_table.json) with the options of the pinned case
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,54 @@ def test_torchrun_two_ranks_end_as_the_single_process_run(tmp_path: Path) -> Non
     test = make_split_loaders("synthetic:2048:10", (3, 32, 32), 64, limit_train=256, limit_test=128).test
     emitted = next(h for h in report["history"] if h["emitted"])
     assert evaluate(model, test, "cpu") == pytest.approx(emitted["accuracy"], abs=1e-9)
+
+
+def _kill_every_process_naming(marker: str) -> int:
+    """SIGKILL torchrun and its workers (each names the run's output folder on its command line):
+    torchrun's workers outlive a kill of torchrun alone and would go on writing the run."""
+    killed = 0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(int(d.name), signal.SIGKILL)
+                    killed += 1
+            except OSError:  # gone meanwhile, or not ours to read
+                pass
+    return killed
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds torchrun's workers through /proc (Linux)")
+def test_torchrun_run_killed_after_step_1_resumes_from_rank_0s_checkpoint(tmp_path: Path) -> None:
+    """Kill every process of a 2-rank run once rank 0 has checkpointed step 1, then `--resume`
+    under torchrun again: it continues after step 1 (that row as checkpointed) and ends with the
+    plans of the uninterrupted single-process record."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "locp_trt", "optimize", "example", *OPTIONS, "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state_file = out / "checkpoints" / "state.json"
+
+    def checkpointed_step() -> int:
+        try:
+            return int(json.loads(state_file.read_text())["step"])
+        except (OSError, ValueError, KeyError):
+            return -1
+
+    deadline = time.monotonic() + 300
+    while checkpointed_step() < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stderr.read()[-3000:]
+    assert _kill_every_process_naming(str(out)) >= 3  # torchrun and its two workers
+    proc.wait()
+    state = json.loads(state_file.read_text())
+    assert state["step"] == 1 and not (out / "plan.json").exists()
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after step 1" in resumed.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert {k: report["history"][1][k] for k in state["history"][1]} == state["history"][1]
+    assert [h["widths"] for h in report["history"]] == PINNED["history_widths"]
+    assert report["result"]["status"] == "landed" and report["distributed"]["world_size"] == 2
