@@ -106,6 +106,7 @@ def _lenet_and_table(tmp_path: Path) -> tuple[Path, Path]:
     return weights, table
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_plan(tmp_path: Path) -> None:
     """Kill optimize right after its first checkpoint, resume it, and compare with a run that was
     never interrupted. Both decide on one recorded lookup table (profiled once here), so the

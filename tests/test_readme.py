@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from live import assert_honest_end
 
 from locp_trt.latency.store import LatencyStore
@@ -46,6 +47,7 @@ def test_quick_start_has_two_commands_and_ci_runs_the_second() -> None:
     assert lines[1] in ci, "the README's test command is not the one .ci/run runs"
 
 
+@pytest.mark.slow
 def test_quick_start_main_job_runs(tmp_path: Path) -> None:
     """Run the first command's `python -m locp_trt ...` part (the install part is what CI does).
     The loop gets a wall budget: on a busy 2-core CI machine, beside the other tests, noisy
