@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -29,3 +30,21 @@ def assert_honest_end(proc: subprocess.CompletedProcess, report: Path) -> dict:
     lines = proc.stderr.strip().splitlines()
     assert lines and lines[-1].startswith(f"{status} | locp_trt optimize"), proc.stderr[-500:]
     return result
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, out: Path, step: int, timeout_s: float = 300) -> int:
+    """Wait until the run writing `out` has checkpointed `step` (its checkpoints/state.json, which
+    is replaced atomically after step_NNN.pt, names a step whose file is there), the process has
+    ended, or `timeout_s` has passed; return the step checkpointed so far (-1: none)."""
+    state_file = out / "checkpoints" / "state.json"
+
+    def checkpointed() -> int:
+        try:
+            return int(json.loads(state_file.read_text())["step"])
+        except (OSError, ValueError, KeyError):
+            return -1
+
+    deadline = time.monotonic() + timeout_s
+    while checkpointed() < step and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return checkpointed()

@@ -19,11 +19,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from live import wait_for_checkpoint
 from models import Residual  # tests/models.py
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -209,21 +209,11 @@ def test_torchrun_run_killed_after_step_1_resumes_from_rank_0s_checkpoint(tmp_pa
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "locp_trt", "optimize", "example", *OPTIONS, "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    state_file = out / "checkpoints" / "state.json"
-
-    def checkpointed_step() -> int:
-        try:
-            return int(json.loads(state_file.read_text())["step"])
-        except (OSError, ValueError, KeyError):
-            return -1
-
-    deadline = time.monotonic() + 300
-    while checkpointed_step() < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_checkpoint(proc, out, step=1)
     assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stderr.read()[-3000:]
     assert _kill_every_process_naming(str(out)) >= 3  # torchrun and its two workers
     proc.wait()
-    state = json.loads(state_file.read_text())
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
     assert state["step"] == 1 and not (out / "plan.json").exists()
 
     resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from live import wait_for_checkpoint
 
 from locp_trt.cli import main
 from locp_trt.errors import InvalidConfigError
@@ -118,17 +118,7 @@ def test_killed_run_resumes_to_the_same_plan(tmp_path: Path) -> None:
     proc = subprocess.Popen(_optimize_cmd(weights, killed, store), cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state_file = killed / "checkpoints" / "state.json"
-
-    def checkpointed_step() -> int:
-        # state.json is replaced atomically after step_NNN.pt: it names a step whose file is there
-        try:
-            return int(json.loads(state_file.read_text())["step"])
-        except (OSError, ValueError, KeyError):
-            return -1
-
-    deadline = time.monotonic() + 300
-    while checkpointed_step() < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_checkpoint(proc, killed, step=1)
     assert proc.poll() is None, "optimize ended before it could be interrupted:\n" + proc.stdout.read()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
