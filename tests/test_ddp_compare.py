@@ -42,3 +42,20 @@ def test_main_exit_codes(tmp_path, capsys):
     assert "run optimize with --data" in capsys.readouterr().err
     b.write_text(json.dumps(_report(2, 93.0, 40.0)))
     assert main([str(a), str(b)]) == 3
+
+
+def test_plans_beside_the_reports_say_whether_the_prunings_match(tmp_path, capsys):
+    for run, widths in (("alone", {"conv1": 8, "layer1.0.conv1": 4}), ("tr", {"conv1": 8, "layer1.0.conv1": 4}),
+                        ("other", {"conv1": 8, "layer1.0.conv1": 6})):
+        (tmp_path / run).mkdir()
+        report = _report(1, 94.0, 100.0)
+        report["result"]["flops_after"] = 36_160_000
+        (tmp_path / run / "report.json").write_text(json.dumps(report))
+        (tmp_path / run / "plan.json").write_text(json.dumps({"widths": widths}))
+    assert main([str(tmp_path / "alone" / "report.json"), str(tmp_path / "tr" / "report.json")]) == 0
+    out = capsys.readouterr().out
+    assert "plans: the same widths" in out and "| 36.16 |" in out
+    main([str(tmp_path / "alone" / "report.json"), str(tmp_path / "other" / "report.json")])
+    assert "plans: 1 of the plan's 2 widths differ" in capsys.readouterr().out
+    c = compare(Cell.from_report(_report(1, 94.0, 100.0)), Cell.from_report(_report(1, 94.0, 100.0)))
+    assert c.same_plan is None and "plans:" not in "\n".join(lines(c))
