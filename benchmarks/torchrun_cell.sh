@@ -13,7 +13,16 @@
 #       --data fashion-mnist:.data/fashion-mnist --speedup 2 --batch-size 512 --lr 0.02
 # (the accuracy benchmark's cell: timed on ONNX Runtime CPU, 1 thread, fine-tuned on the GPU;
 # torch-CUDA timing cannot land 2x on ResNet-56 at 28x28, its kernels are launch-bound)
-# (NPROC 2 on nvidia-h200-x2 for the multi-GPU bar). On this CPU machine:
+# Live timing decides each step, so two runs of that cell prune differently (on the H200's host
+# two runs alone differed by 2 points: benchmarks/results/gpu_h200_torchrun_resnet56/). To compare
+# the launch alone, decide from one lookup table (both runs then take one pruning):
+#   gunzip -c benchmarks/results/gpu_h200_torchrun_resnet56/table_control/h200_host_ort_cpu_resnet56_table.json.gz \
+#       > /tmp/t.json
+#   bash benchmarks/torchrun_cell.sh $OUT/r56x2 2 MODEL --arch resnet56 --input-shape 1,28,28 \
+#       --latency-table /tmp/t.json --precision fp32 --batch 1 \
+#       --data fashion-mnist:.data/fashion-mnist --speedup 2 --batch-size 512 --lr 0.02
+# (NPROC 2 on nvidia-h200-x2: the multi-GPU bars.) The device returns at most 8 files: tar OUT's
+# alone/ and torchrunN/ (less checkpoints/ and model.onnx) into one. On this CPU machine:
 #   bash benchmarks/torchrun_cell.sh /tmp/tr 2 example --device cpu
 set -uo pipefail
 out=${1:?output folder} nproc=${2:?processes}
