@@ -21,8 +21,9 @@
 #   bash benchmarks/torchrun_cell.sh $OUT/r56x2 2 MODEL --arch resnet56 --input-shape 1,28,28 \
 #       --latency-table /tmp/t.json --precision fp32 --batch 1 \
 #       --data fashion-mnist:.data/fashion-mnist --speedup 2 --batch-size 512 --lr 0.02
-# (NPROC 2 on nvidia-h200-x2: the multi-GPU bars.) The device returns at most 8 files: tar OUT's
-# alone/ and torchrunN/ (less checkpoints/ and model.onnx) into one. On this CPU machine:
+# (NPROC 2 on nvidia-h200-x2: the multi-GPU bars.) With PACK=1 the two run folders end as one
+# OUT/runs.tar (their report.json, plan.json, pruned.pt, plots; no checkpoints/, model.onnx or
+# latency store), so OUT holds 7 files: the device tool returns at most 8. On this CPU machine:
 #   bash benchmarks/torchrun_cell.sh /tmp/tr 2 example --device cpu
 set -uo pipefail
 out=${1:?output folder} nproc=${2:?processes}
@@ -42,4 +43,9 @@ torchrun --standalone --nproc-per-node "$nproc" -m locp_trt optimize "$@" "${com
 echo "torchrun $nproc: exit $?" | tee -a "$out/exits.txt"
 python3 benchmarks/ddp_compare.py "$out/alone/report.json" "$out/torchrun$nproc/report.json" \
   --json "$out/compare.json" | tee "$out/compare.txt"
-exit "${PIPESTATUS[0]}"
+rc=${PIPESTATUS[0]}
+if [[ "${PACK:-0}" == 1 ]]; then
+  tar -cf "$out/runs.tar" -C "$out" --exclude=checkpoints --exclude=model.onnx alone "torchrun$nproc" &&
+    rm -rf "$out/alone" "$out/torchrun$nproc" "$out"/latency.sqlite*
+fi
+exit "$rc"
