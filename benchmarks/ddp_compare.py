@@ -3,8 +3,9 @@ backend, status, final speedup, MFLOPs, test accuracy after pruning and fine-tun
 the accuracy gap and the fine-tune speedup against the issue's bars (same accuracy within 0.5
 points; with 2 or more ranks, the fine-tuning phase at least 1.8x faster than alone), and whether
 the two runs emitted the same widths (plan.json beside each report.json): live timing decides each
-step, so two runs of one cell can prune differently, and then neither their accuracies nor their
-fine-tunes are like for like (a `--latency-table` run decides from the table alone).
+step, and each step's importances are scored after the fine-tunes before it (which differ when
+the data is split over ranks), so two runs of one cell can prune differently, and then neither
+their accuracies nor their fine-tunes are like for like (a `--latency-table` run takes timing out).
 
     python benchmarks/ddp_compare.py SINGLE/report.json TORCHRUN/report.json [--json OUT]
 
@@ -96,8 +97,9 @@ def lines(c: Comparison) -> list[str]:
     if c.same_plan is not None:
         out.append("plans: the same widths (one pruning, so the gap is the launch's own)" if c.same_plan else
                    f"plans: {_differing(c.single.widths or {}, c.torchrun.widths or {})} of the plan's "
-                   f"{len(c.single.widths or {})} widths differ (live timing took other steps): "
-                   "the gap is between two prunings, not between alone and torchrun")
+                   f"{len(c.single.widths or {})} widths differ (the runs decided differently: live timing, or "
+                   "importances scored after fine-tunes that differed): the gap is between two prunings, "
+                   "not only between alone and torchrun")
     return out
 
 

@@ -15,7 +15,9 @@
 # torch-CUDA timing cannot land 2x on ResNet-56 at 28x28, its kernels are launch-bound)
 # Live timing decides each step, so two runs of that cell prune differently (on the H200's host
 # two runs alone differed by 2 points: benchmarks/results/gpu_h200_torchrun_resnet56/). To compare
-# the launch alone, decide from one lookup table (both runs then take one pruning):
+# without timing noise, decide from one lookup table (with one process both runs then take one
+# pruning; with two, each step's importances follow fine-tunes on split data and can still differ:
+# benchmarks/results/cpu_torchrun_table_example/):
 #   gunzip -c benchmarks/results/gpu_h200_torchrun_resnet56/table_control/h200_host_ort_cpu_resnet56_table.json.gz \
 #       > /tmp/t.json
 #   bash benchmarks/torchrun_cell.sh $OUT/r56x2 2 MODEL --arch resnet56 --input-shape 1,28,28 \
