@@ -147,6 +147,66 @@ def test_a_follower_prunes_its_replica_to_rank_0s_plan() -> None:
         Follower(original, None, torch.device("cpu"), SINGLE)
 
 
+def test_a_follower_goes_on_after_a_task_that_failed_on_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fine-tune that diverged raised on every rank at once (rank 0 reports it and goes on, a
+    family's next member, or stops): the follower waits for rank 0's next task instead of exiting."""
+    from locp_trt.method import follower as follower_mod
+    from locp_trt.method.tuning import EVALUATE, FINE_TUNE, STOP, Task
+
+    original = Residual().eval()
+    plan = PruningPlan(None, (3, 8, 8), {"stem": 5}, kept={"stem": [0, 1, 2, 3, 4]}).to_json()
+    tasks = iter([Task(FINE_TUNE, plan), Task(EVALUATE, plan), Task(STOP)])
+    monkeypatch.setattr(follower_mod, "broadcast_object", lambda dist: next(tasks))
+    follower = Follower(original, None, torch.device("cpu"), DistContext(rank=1, world_size=2))
+    done: list[str] = []
+
+    def perform(task, model):
+        done.append(task.kind)
+        if task.kind == FINE_TUNE:
+            raise InvalidConfigError("training diverged: on another rank, at epoch 1 step 3")
+
+    monkeypatch.setattr(follower.tuning, "perform", perform)
+    stats = follower.serve()
+    assert done == [FINE_TUNE, EVALUATE] and stats.tasks == 2
+
+
+def _diverging_rank(rank: int, folder: str) -> None:
+    """One of two gloo ranks fine-tuning one DDP model; rank 1's batch holds a NaN."""
+    import datetime
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from locp_trt.train.finetune import TrainConfig, fine_tune
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    torch.manual_seed(0)
+    x = torch.randn(16, 4)
+    if rank == 1:
+        x[5, 0] = float("nan")  # the second batch of 4
+    loader = DataLoader(TensorDataset(x, torch.arange(16) % 2), batch_size=4)
+    try:
+        fine_tune(DistributedDataParallel(torch.nn.Linear(4, 2)), loader, TrainConfig(epochs=1), "cpu",
+                  progress=False)
+        said = "finished"
+    except InvalidConfigError as e:
+        said = str(e)
+    Path(folder, f"rank{rank}.txt").write_text(said)
+    dist.destroy_process_group()
+
+
+def test_a_loss_diverging_on_one_rank_stops_every_rank_at_that_step(tmp_path: Path) -> None:
+    """Without the collective check rank 0 would wait in DDP's all-reduce for rank 1's gradients
+    until the group's timeout, while rank 1 raised."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_diverging_rank, args=(str(tmp_path),), nprocs=2, start_method="fork", join=True)
+    said = {r: (tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
+    assert said[1].startswith("training diverged: loss nan at epoch 1 step 2"), said
+    assert said[0].startswith("training diverged: on another rank, at epoch 1 step 2"), said
+
+
 # ---- end to end: torchrun, two ranks, gloo ------------------------------------------------------------
 def test_torchrun_two_ranks_end_as_the_single_process_run(tmp_path: Path) -> None:
     from locp_trt.prune.plan import load_pruned

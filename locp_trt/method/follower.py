@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..errors import LocpError
 from ..prune.plan import PruningPlan, apply_plan
 from ..train.distributed import DistContext, broadcast_object
 from .tuning import STOP, Task, Tuning
@@ -56,7 +57,13 @@ class Follower:
             task: Task = broadcast_object(self.dist)
             if task.kind == STOP:
                 return FollowerStats(tasks, self._replicas)
-            self.tuning.perform(task, self._replica(task.plan))
+            try:
+                self.tuning.perform(task, self._replica(task.plan))
+            except LocpError:
+                # Rank 0 met the same error in the same task (a diverged fine-tune stops every
+                # rank at one step): it reports it, and ends the run or goes on (a family's next
+                # member) with the next task or a stop; this rank waits for that.
+                pass
             tasks += 1
 
     def _replica(self, plan_json: dict[str, Any]) -> nn.Module:

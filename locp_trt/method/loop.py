@@ -160,7 +160,10 @@ class Optimizer:
         self.checkpoints = Checkpoints(self.out_dir, config.to_json(), lambda: copy.deepcopy(self.original))
         self.aim_scale = 1.0  # lowered when the final check overshoots the band (one redo each)
         device = torch.device("cpu")
-        if config.finetune is not None or config.final_finetune is not None:
+        # Fine-tuning, and evaluation beside other ranks (their NCCL collectives take this rank's
+        # GPU tensors), run on the training device; an evaluation alone stays on the CPU.
+        if (config.finetune is not None or config.final_finetune is not None
+                or (loaders is not None and dist.active)):
             from ..train.finetune import resolve_torch_device
 
             device = resolve_torch_device(train_device)

@@ -33,13 +33,18 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from ..errors import BackendUnavailableError, DatasetError, InvalidConfigError
 from .finetune import TrainConfig, count_correct, evaluate, fine_tune, resolve_torch_device
 
-__all__ = ["DistContext", "SINGLE", "CONTROL_TIMEOUT", "joined", "torchrun_rank", "broadcast_object", "barrier",
+__all__ = ["DistContext", "SINGLE", "CONTROL_TIMEOUT", "COLLECTIVE_TIMEOUT", "joined", "torchrun_rank",
+           "broadcast_object", "barrier",
            "collective_fine_tune", "collective_accuracy", "sync_module", "shard_train_loader",
            "shard_eval_loader"]
 
 #: How long the other ranks wait for rank 0's next message: rank 0 measures (a whole step's
 #: staircases and probes on a large model) meanwhile.
 CONTROL_TIMEOUT = datetime.timedelta(hours=24)
+#: How long a collective of the default group (DDP's all-reduces, an evaluation's counts) may
+#: wait: every rank enters those together, inside a task, so a longer wait is a fault (a rank
+#: gone, a collective one rank skipped) that should end the run with NCCL's or gloo's error.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,12 @@ def joined(train_device: str = "auto") -> Iterator[DistContext]:
         if world > 1 and backend == "nccl" and device.type != "cuda":
             raise InvalidConfigError(f"the process group's backend is nccl but fine-tuning runs on {device}; "
                                      "initialise the group with gloo, or fine-tune on CUDA")
+        if (world > 1 and backend == "nccl" and "LOCAL_RANK" in os.environ
+                and local_rank != torch.cuda.current_device() and torch.cuda.device_count() > local_rank):
+            # Every rank would train on the same GPU, which NCCL refuses (a duplicate GPU).
+            raise InvalidConfigError(f"this rank (LOCAL_RANK {local_rank}) has cuda:{torch.cuda.current_device()} "
+                                     "as its current GPU; call torch.cuda.set_device(LOCAL_RANK) before "
+                                     "init_process_group")
     elif torchrun_rank() is not None:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -149,7 +160,7 @@ def joined(train_device: str = "auto") -> Iterator[DistContext]:
         _check_backend(backend, device)
         if device.type == "cuda":
             torch.cuda.set_device(device)  # "cuda" is this rank's GPU from here on
-        dist.init_process_group(backend, timeout=CONTROL_TIMEOUT)
+        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
         created = True
     else:
         yield SINGLE

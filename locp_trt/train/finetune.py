@@ -185,6 +185,20 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
                 leave=False, dynamic_ncols=True)
 
 
+def _finite_on_every_rank(loss: torch.Tensor, model: nn.Module) -> bool:
+    """Whether the loss is finite here and, under DistributedDataParallel, on every rank (one
+    all-reduce of a flag): all ranks stop together, instead of one raising while the others wait
+    for its gradients in DDP's all-reduce."""
+    finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        import torch.distributed as dist
+
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN, group=model.process_group)
+    return bool(finite.item())
+
+
 def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, device: torch.device | str, *,
               teacher: nn.Module | TeacherOutputs | None = None, progress: bool = True,
               desc: str = "") -> TrainResult:
@@ -267,11 +281,12 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, devi
                                                  cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
                     else:
                         loss = criterion(logits, targets)
-                if not torch.isfinite(loss):
+                if not _finite_on_every_rank(loss, model):
                     bar.close()
+                    where = "" if torch.isfinite(loss) else f"loss {loss.item()} "
                     raise InvalidConfigError(
-                        f"training diverged: loss {loss.item()} at epoch {epoch + 1} step {i + 1} with lr "
-                        f"{sched.get_last_lr()[0]:.3g}; lower the learning rate"
+                        f"training diverged: {where or 'on another rank, '}at epoch {epoch + 1} step {i + 1} "
+                        f"with lr {sched.get_last_lr()[0]:.3g}; lower the learning rate"
                     )
                 scaler.scale(loss).backward()
                 scaler.step(opt)
