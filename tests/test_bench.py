@@ -114,6 +114,8 @@ def test_bench_errors(lenet, tmp_path, capsys):
     assert main(["bench", str(tmp_path / "model.txt")]) == 1
     err = capsys.readouterr().err
     assert "cannot tell the model format" in err and "Traceback" not in err
+    assert main(["bench", str(tmp_path / "no_such_run")]) == 1
+    assert "no_such_run does not exist" in capsys.readouterr().err
     (tmp_path / "garbage.onnx").write_bytes(b"\x00not onnx at all")
     assert main(["bench", str(tmp_path / "garbage.onnx"), "--runtime", "onnxruntime"]) == 1
     assert "not a readable ONNX model" in capsys.readouterr().err

@@ -74,8 +74,10 @@ def test_a_family_writes_one_run_per_target_and_family_json(no_data_family):
 def test_report_prints_a_family_and_redraws_family_png(no_data_family, capsys):
     out, _ = no_data_family
     assert main(["report", str(out), "--plots"]) == 0
-    said = capsys.readouterr().out
+    captured = capsys.readouterr()
+    said = captured.out
     assert "family of 4: 3 landed, 1 refused; status refused" in said
+    assert "(the family's status: refused)" in captured.err
     assert (out / "family.png").stat().st_size > 10_000
     assert family_summary(load_family(out)).count("\nP ") == 3
 

@@ -34,10 +34,14 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_same_seeds_give_the_recorded_plans(tmp_path: Path, case: str) -> None:
+def test_same_seeds_give_the_recorded_plans(tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / case
     assert main(["optimize", *CASES[case], *COMMON, "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
+    r = report["result"]  # the last line on stdout says how the run ended, with its figure
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"wrote {out}/report.json, pruned.pt, plan.json, model.onnx ({r['status']}: speedup "
+        f"{r['speedup']:.3f}x, {r['speedup_kind']})")
     plan = json.loads((out / "plan.json").read_text())
     want = PINNED[case]
     assert [h["step"] for h in report["history"]] == want["steps"]

@@ -129,11 +129,17 @@ def test_report_command_writes_nothing_unless_asked_for_plots(tmp_path, capsys):
 
     run = tmp_path / "run"
     shutil.copytree(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_example", run)
+    doc = json.loads((run / "report.json").read_text())  # recorded before reports had a status
+    (run / "report.json").write_text(json.dumps({**doc, "result": {**doc["result"], "status": "missed"}}))
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir()}
     for p in run.iterdir():  # an old time, so a rewrite shows whatever the clock's resolution
         os.utime(p, ns=(10**9, 10**9))
     assert main(["report", str(run)]) == 0
-    assert "wrote" not in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "wrote" not in said.out
+    assert "PASSED | locp_trt report | " in said.err and "(the run's status: missed)" in said.err
+    assert main(["report", str(tmp_path / "no_such_run")]) == 1
+    assert "no_such_run does not exist" in capsys.readouterr().err
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir()} == {
         n: (10**9, data) for n, (_, data) in before.items()}
     assert main(["report", str(run), "--plots"]) == 0

@@ -132,5 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0 and getattr(args, "quiet_summary", False):  # e.g. a rank other than 0 of a torchrun
         return code
     status = "PASSED" if code == 0 else "FAILED"
-    print(f"{status} | locp_trt {args.command} | {elapsed:.1f} s", file=sys.stderr)
+    note = getattr(args, "summary_note", None)  # e.g. `report`: it passed, the run it read may not have
+    print(f"{status} | locp_trt {args.command} | {elapsed:.1f} s" + (f" ({note})" if note else ""), file=sys.stderr)
     return code

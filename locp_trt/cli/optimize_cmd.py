@@ -151,7 +151,9 @@ class Command:
                             "(FAILED, exit 3, when it misses the target); default: no limit")
         g.add_argument("--max-rounds", type=int, default=12,
                        help="interleaved timing rounds at most per decision (default 12)")
-        g.add_argument("--discovery", choices=[m.value for m in DiscoveryMethod], default=DiscoveryMethod.THREE_POINT.value)
+        g.add_argument("--discovery", choices=[m.value for m in DiscoveryMethod], default=DiscoveryMethod.THREE_POINT.value,
+                       help="how each group's latency staircase is found: three-point discrimination "
+                            "(default; few measurements) or a sweep of every width")
         g.add_argument("--importance", choices=IMPORTANCE_CHOICES, default=None,
                        help="how channels are ranked: taylor, a first-order Taylor estimate of the "
                             "loss change (Molchanov 2019, as in HALP) averaged over training batches "
@@ -165,7 +167,8 @@ class Command:
                             "groups by the fraction of their own importance lost")
         g.add_argument("--min-width-ratio", type=float, default=0.1,
                        help="never prune a group below this fraction of its width (default 0.1)")
-        g.add_argument("--seed", type=int, default=0)
+        g.add_argument("--seed", type=int, default=0, help="seeds the fine-tunes' shuffling and the run's "
+                       "other random choices (default 0)")
         g = p.add_argument_group("data and fine-tuning")
         g.add_argument("--data", help="mnist:PATH | fashion-mnist[:PATH] | cifar10:PATH | cifar100:PATH | "
                                       "imagefolder:PATH | synthetic[:N[:K]] (none: no fine-tuning)")
@@ -173,8 +176,10 @@ class Command:
                        help="fine-tune epochs per step (default 1; 2 for the built-in example)")
         g.add_argument("--final-epochs", type=float, default=None,
                        help="final fine-tune epochs (default 2; 4 for the built-in example)")
-        g.add_argument("--lr", type=float, default=0.01)
-        g.add_argument("--batch-size", type=int, default=128)
+        g.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate, SGD with cosine decay "
+                       "(default 0.01)")
+        g.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch (default 128); under "
+                       "torchrun the global batch, split over the ranks")
         g.add_argument("--train-limit", type=int, help="use this many training images")
         g.add_argument("--test-limit", type=int, help="use this many test images")
         g.add_argument("--val-fraction", type=_fraction, default=0.1,
@@ -238,7 +243,7 @@ class Command:
             return self._family_exit(args, result)
         r = result.report["result"]
         print(f"wrote {args.out}/report.json, pruned.pt, plan.json, model.onnx "
-              f"(speedup {r['speedup']:.2f}x, {r['speedup_kind']})")
+              f"({r['status']}: speedup {r['speedup']:.3f}x, {r['speedup_kind']})")
         if r.get("status") == "overshot":
             print(f"overshot the target: {r['why_missed']}", file=sys.stderr)
             return EXIT_OVERSHOT
@@ -254,7 +259,7 @@ class Command:
         for m in family.members:
             r = m.optimized.report["result"] if m.optimized is not None else None
             if r is not None:
-                print(f"wrote {m.out}/ ({m.target.label}: {m.status}; {r['speedup']:.2f}x, {r['speedup_kind']})")
+                print(f"wrote {m.out}/ ({m.target.label}: {m.status}; {r['speedup']:.3f}x, {r['speedup_kind']})")
             else:
                 print(f"{m.target.label}: {m.status}, nothing written: {m.why}")
         print(f"wrote {args.out}/family.json, family.png (status {family.status}, the worst member's)")

@@ -37,12 +37,17 @@ class Command:
         if is_family(args.run_dir):  # a family: one row per member (each folder is a run too)
             doc = load_family(args.run_dir)
             print(family_summary(doc))
+            if doc.get("status"):
+                args.summary_note = f"the family's status: {doc['status']}"
             if args.plots and not args.no_plots:
                 out = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
                 print(f"wrote {plot_family(doc, out / 'family.png')}")
             return 0
         report = load_report(args.run_dir)
         print(summary_table(report))
+        status = (report.get("result") or {}).get("status")  # reports before statuses have none
+        if status:
+            args.summary_note = f"the run's status: {status}"
         if args.plots and not args.no_plots:
             out = args.run_dir if args.run_dir.is_dir() else args.run_dir.parent
             for p in write_plots(out, report):

@@ -102,6 +102,9 @@ def model_format(path: str | Path) -> ModelFormat:
     """The format of a model file, from its extension."""
     p = Path(path)
     fmt = _SUFFIXES.get(p.suffix.lower())
+    if fmt is None and not p.exists():
+        raise InvalidConfigError(f"{p} does not exist; pass a model file (.pt, .onnx, .engine) or the --out "
+                                 "folder of an optimize run")
     if fmt is None:
         raise InvalidConfigError(
             f"cannot tell the model format of {p} from its extension {p.suffix or '(none)'!r}; use "

@@ -156,8 +156,9 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Any], source: st
     total = len(missing) + len(unexpected) + len(shapes)
     target = f"--arch {arch}" if arch else type(model).__name__
     raise ModelLoadError(
-        f"{source} does not fit {target} ({total} mismatching keys; {' | '.join(parts)}); check "
-        "--arch, --num-classes and --in-channels"
+        f"{source} does not fit {target} ({total} mismatching keys; {' | '.join(parts)}); check that "
+        "--arch names the architecture these weights were saved from (classes and input channels are "
+        "read from the weights; `export` also takes --num-classes and --in-channels)"
     )
 
 

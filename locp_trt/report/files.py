@@ -42,6 +42,8 @@ def _json_default(o: Any) -> Any:
 def load_report(path: Path) -> dict[str, Any]:
     """Read a report.json (or the report.json inside a run directory)."""
     path = Path(path)
+    if not path.exists():
+        raise LocpError(f"{path} does not exist; pass the --out directory of an optimize run")
     if path.is_dir():
         path = path / "report.json"
     if not path.is_file():
