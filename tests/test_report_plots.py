@@ -204,3 +204,14 @@ def test_stairs_and_envelope_check_judge_the_same_staircase():
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+
+def test_status_words_say_when_a_miss_was_only_unconfirmed():
+    from locp_trt.report import status_words
+
+    assert status_words({"status": "landed", "verdict": "meets"}) == "met the target"
+    assert status_words({"status": "overshot", "verdict": "meets"}) == "OVERSHOT the band of the target"
+    assert status_words({"status": "missed", "verdict": "misses"}) == "MISSED the target"
+    # 2.003x with a 90% interval of 1.915-2.095 against 2x
+    assert status_words({"status": "missed", "verdict": "unclear"}) == "MISSED: could not confirm the target"
+    assert status_words({"met_target": False}) == "MISSED the target"  # a report from before statuses

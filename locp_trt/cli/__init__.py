@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="python -m locp_trt",
-        description="Latency-oriented channel pruning: prune a CNN to the widths your GPU runs fastest.",
+        description="Latency-oriented channel pruning: prune a CNN to the widths its target runtime "
+                    "(TensorRT, ONNX Runtime or torch, on a GPU or the CPU) runs fastest.",
     )
     parser.add_argument("--version", action="version", version=f"locp_trt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

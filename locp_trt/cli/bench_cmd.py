@@ -7,7 +7,7 @@ Examples:
   python -m locp_trt bench runs/r56/model.onnx --runtime tensorrt --json bench.json
   python -m locp_trt bench runs/r56/model.engine --iters 200
 
-Files come first, options after them (--arch names the architecture of state_dict files; a pruned
+List the files together, before or after the options (--arch names the architecture of state_dict files; a pruned
 model carries its own). .pt files under ONNX Runtime or TensorRT are exported to ONNX in memory first; torch runtimes
 time the module itself. An .onnx file's batch comes from its input (a dynamic batch takes
 --batch). Prints median, p10, p90, IQR, min, max and n per file; --json writes one flat row per

@@ -42,8 +42,8 @@ def add_configs_args(p: argparse.ArgumentParser, *, precision: bool = True) -> N
 
     g = p.add_argument_group("what to list")
     g.add_argument("--device", default="auto",
-                   help="device profile whose precision and batch are used: jetson | desktop | cpu | "
-                        "auto (default auto; python -m locp_trt devices lists them)")
+                   help="device profile whose precision and batch are used: jetson | jetson-dla | desktop | "
+                        "cpu | auto (default auto; python -m locp_trt devices lists them)")
     if precision:
         g.add_argument("--precision", default=None, help="fp32 | fp16 (default: the device profile's)")
     g.add_argument("--batch", type=int, default=None, help="batch size (default: the device profile's)")

@@ -125,7 +125,8 @@ class Command:
                             "for files you trust")
         g.add_argument("--input-shape", type=parse_shape, help="one sample's C,H,W when the model does not say")
         g = p.add_argument_group("target")
-        g.add_argument("--device", default="auto", help="cpu | desktop | jetson | auto (default auto)")
+        g.add_argument("--device", default="auto", help="cpu | desktop | jetson | jetson-dla | auto (default "
+                       "auto; python -m locp_trt devices lists them)")
         g.add_argument("--speedup", type=_targets, default=None,
                        help="end-to-end speedup to reach (default 2 unless --target-latency-ms); a list "
                             "(1.3,1.6,2) runs a family: one output folder per target, OUT/family.json")
@@ -148,7 +149,8 @@ class Command:
         g.add_argument("--time-budget-s", type=_positive, default=None, metavar="SECONDS",
                        help="wall seconds for the loop: once spent, discovery and landing end early, "
                             "no new step starts, and the best checkpoint so far is checked and emitted "
-                            "(FAILED, exit 3, when it misses the target); default: no limit")
+                            "(FAILED, exit 3, when it misses the target); that final check and the "
+                            "outputs come on top; default: no limit")
         g.add_argument("--max-rounds", type=int, default=12,
                        help="interleaved timing rounds at most per decision (default 12)")
         g.add_argument("--discovery", choices=[m.value for m in DiscoveryMethod], default=DiscoveryMethod.THREE_POINT.value,

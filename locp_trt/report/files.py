@@ -62,9 +62,13 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def status_words(result: Mapping[str, Any]) -> str:
-    """'landed in the band of' / 'OVERSHOT the band of' / 'MISSED' for the result block (older
-    reports without a status read from met_target)."""
+    """'met the target' / 'OVERSHOT the band of the target' / 'MISSED the target' for the result
+    block (older reports without a status read from met_target); a miss whose final check was
+    unclear ("could not confirm") may read at or above the target, its interval reaching below."""
     status = result.get("status") or ("landed" if result.get("met_target") else "missed")
+    if status == "missed" and result.get("verdict") == "unclear":
+        # e.g. 2.003x whose 90% interval reaches below 2x: not shown to reach it
+        return "MISSED: could not confirm the target"
     return {"landed": "met the target", "overshot": "OVERSHOT the band of the target"}.get(
         status, "MISSED the target")
 

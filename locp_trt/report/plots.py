@@ -40,7 +40,7 @@ def history_plot(report: Mapping[str, Any]) -> HistoryPlot:
     base_pred = hist[0]["predicted_us"]
     kind = "measured" if any(h.get("measured") for h in hist) else "predicted"
     model = report.get("model", {})
-    title = (f"{model.get('arch') or model.get('source', 'model')}: {r['speedup']:.2f}x "
+    title = (f"{model.get('arch') or model.get('source', 'model')}: {r['speedup']:.3f}x "
              f"({status_words(r)} {r['target_speedup']:.3g}x)\n"
              f"{report.get('runtime') or 'lookup table'} on "
              f"{(report.get('fingerprint_detail') or {}).get('device', '?')}, "
