@@ -45,7 +45,14 @@ def test_previous_run_needs_resume_or_force(tmp_path):
     _old_run(run)
     with pytest.raises(OutDirError, match=r"already holds a run \(pruned.pt, checkpoints\).*--resume.*--force"):
         prepare_out_dir(run)
-    assert prepare_out_dir(run, resume=True) == [] and has_checkpoint(run)
+    said_resume: list[str] = []
+    assert prepare_out_dir(run, resume=True, log=said_resume.append) == [] and has_checkpoint(run)
+    assert said_resume == []  # an interrupted run: nothing to say
+    (run / "report.json").write_text('{"result": {"status": "missed", "speedup": 2.0031}}')
+    assert prepare_out_dir(run, resume=True, log=said_resume.append) == []
+    assert said_resume == [f"--resume: {run} holds a finished run (status missed, 2.003x by its final check); "
+                           "it continues after its last checkpointed step, and its outputs are written again"]
+    (run / "report.json").unlink()
     with pytest.raises(OutDirError, match="pass one of them"):
         prepare_out_dir(run, resume=True, force=True)
     said: list[str] = []

@@ -53,6 +53,18 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _finished_run(path: Path) -> str | None:
+    """'status missed, 2.003x by its final check' when `path` holds a finished run's report.json
+    (a run resumed after its end is continued, not an interrupted one); else None."""
+    import json
+
+    try:
+        result = json.loads((path / "report.json").read_text())["result"]
+        return f"status {result['status']}, {float(result['speedup']):.3f}x by its final check"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _described(path: Path, names: Sequence[str]) -> str:
     """'pruned.pt, report.json, checkpoints/ (3 files)': the names, a folder with its file count."""
     parts = []
@@ -111,6 +123,11 @@ def prepare_out_dir(path: str | Path, *, resume: bool = False, force: bool = Fal
         if not os.access(path, os.W_OK | os.X_OK):
             raise OutDirError(f"cannot write into output folder {path} (permission denied); pass "
                               "--out a folder you can write to")
+        if resume:
+            finished = _finished_run(path)
+            if finished:
+                log(f"--resume: {path} holds a finished run ({finished}); it continues after its last "
+                    "checkpointed step, and its outputs are written again")
         if force and found:
             what = _described(path, found)
             try:
