@@ -77,7 +77,7 @@ def summary_table(report: Mapping[str, Any]) -> str:
     """A plain-text table: one row per step (* marks the emitted one), then the headline (the
     final interleaved comparison: the report's one source of truth), before -> after, counts."""
     r = report["result"]
-    rows = [f"{'step':>5} {'speedup':>8} {'kind':>9} {'latency µs':>11} {'predicted':>10} {'goal':>6} "
+    rows = [f"{'step':>5} {'speedup':>8} {'kind':>9} {'latency µs':>11} {'layer sum':>10} {'goal':>6} "
             f"{'val %':>6} {'test %':>6} {'MFLOPs':>8} {'params':>9}"]
     for h in report["history"]:
         measured = h.get("measured") or {}
@@ -89,7 +89,8 @@ def summary_table(report: Mapping[str, Any]) -> str:
                     f"{_fmt(h.get('val_accuracy'), '6.2f'):>6} {_fmt(h.get('accuracy'), '6.2f'):>6} "
                     f"{h['flops'] / 1e6:>8.2f} {h['params']:>9}")
     rows.append("(* emitted step; x refused by the accuracy guard; per-step figures are the loop's own "
-                "comparisons, the headline below is the final one)")
+                "comparisons, the headline below is the final one; layer sum: the step's layers timed "
+                "alone, the uncalibrated prediction)")
     rows.append("")
     ci = (f" (90% CI {r['speedup_low']:.3f}-{r['speedup_high']:.3f}, {r['rounds']} rounds, "
           f"{r.get('verdict', '')})" if r.get("speedup_low") is not None else "")
