@@ -83,9 +83,10 @@ def summary_table(report: Mapping[str, Any]) -> str:
         measured = h.get("measured") or {}
         lat = measured.get("median_us", h["predicted_us"])
         mark = "*" if h.get("emitted") else ("x" if h.get("guard_rejected") else " ")
+        goal = "-" if h.get("goal_speedup") is None else f"{h['goal_speedup']:.2f}x"  # step 0 has none
         rows.append(f"{mark}{h['step']:>4} {_fmt(h.get('speedup'), '7.3f'):>7}x "
                     f"{h.get('kind', 'measured' if measured else 'predicted'):>9} {lat:>11.1f} "
-                    f"{h['predicted_us']:>10.1f} {_fmt(h.get('goal_speedup'), '5.2f'):>5}x "
+                    f"{h['predicted_us']:>10.1f} {goal:>6} "
                     f"{_fmt(h.get('val_accuracy'), '6.2f'):>6} {_fmt(h.get('accuracy'), '6.2f'):>6} "
                     f"{h['flops'] / 1e6:>8.2f} {h['params']:>9}")
     rows.append("(* emitted step; x refused by the accuracy guard; per-step figures are the loop's own "
