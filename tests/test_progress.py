@@ -137,6 +137,27 @@ def test_optimize_says_how_long_step_one_measurements_take():
     assert recorder.estimate_s(ahead) == pytest.approx((left - 1) * meter.seconds_per_config)
 
 
+def test_an_estimate_not_said_before_step_ones_discovery_ends_is_dropped():
+    """Most of step 1's staircases in the store already: too few measurements to estimate from
+    before discovery ends, and a line after it would name work that is over (a new-user review
+    saw it after step 1's result line)."""
+    from locp_trt.latency.recorder import LatencyRecorder
+    from locp_trt.method.candidates import discover_candidates
+    from locp_trt.method.configs_list import step_one_configs
+    from locp_trt.prune.graph import build_graph
+
+    meter, said = _fake_meter(), []
+    recorder = LatencyRecorder(meter.latency_us, meter, log=said.append, after=10_000)
+    graph0 = build_graph(get_model("lenet5"), (1, 28, 28))
+    ahead = step_one_configs(graph0, 0.1)
+    recorder.expect(ahead, "step 1's staircases")
+    discover_candidates(graph0, graph0.widths(), recorder, progress=False)
+    recorder.after = 1  # later measurements (step 2's) would have set it off
+    for cfg in ahead:
+        recorder(cfg)
+    assert said == [] and meter.stats.measured > 1
+
+
 def test_discovery_bar_shows_the_time_left(monkeypatch):
     """The stairs bar's note: at most how long the layer measurements left in this discovery
     take, from a latency function that can estimate (the meter)."""
