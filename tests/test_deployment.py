@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from locp_trt.errors import InvalidConfigError
-from locp_trt.latency.compare import CompareRule, Verdict, compare, compare_builds
+from locp_trt.latency.compare import (
+    NOISY_HINT,
+    NOISY_SPREAD,
+    CompareRule,
+    Verdict,
+    compare,
+    compare_builds,
+)
 from locp_trt.latency.e2e import EndToEndModel, activation_elements
 from locp_trt.method.config import OptimizeConfig
 from locp_trt.method.loop import Optimizer
@@ -63,6 +70,13 @@ def test_one_build_looks_certain_where_builds_disagree() -> None:
     assert [b.b_us for b in cmp.builds][:3] == [100.0, 130.0, 90.0]
     summary = cmp.summary()
     assert len(summary["builds"]) == len(cmp.builds) and "build_spread" in summary
+    # 44% apart: the log line (final check, bench) says the machine is unsteady and what to do
+    assert cmp.spread_note() == f"; per-build medians spread {130.0 / 90.0 - 1:.1%}{NOISY_HINT}"
+    assert "a busy or unsteady machine" in NOISY_HINT and "docs/METHOD.md section 4" in NOISY_HINT
+    steady = compare_builds(Builds([200.0]), Builds([100.0, 110.0, 105.0]), CompareRule(), threshold=1.5)
+    assert 0 < steady.build_spread <= NOISY_SPREAD
+    assert steady.spread_note() == f"; per-build medians spread {steady.build_spread:.1%}"
+    assert single.spread_note() == ""  # one build: no spread to speak of
 
 
 def test_builds_are_added_while_unclear_up_to_the_rule_and_stop_when_clear() -> None:

@@ -305,24 +305,3 @@ def test_a_budget_spent_at_a_redo_emits_the_step_it_would_have_replaced(tmp_path
                                          "was redone")
     assert "emitting step 1 as first checked" in result.stop_reason and "and was redone" not in result.stop_reason
 
-
-def test_a_final_check_whose_builds_spread_widely_says_the_machine_is_unsteady():
-    """Past NOISY_SPREAD the final check's line says that runs can land differently, and why."""
-    from types import SimpleNamespace
-
-    from locp_trt.method.loop import NOISY_SPREAD, Optimizer
-
-    def line(spread: float | None) -> str:
-        said: list[str] = []
-        cmp = SimpleNamespace(build_spread=spread, describe=lambda: "2.153x (90% CI 2.083-2.226) meets 2.000x")
-        loop = SimpleNamespace(config=SimpleNamespace(compare=CompareRule(), tolerance=0.1),
-                               time_spent=lambda: False, log=said.append,
-                               reference=SimpleNamespace(compare=lambda *a, **k: cmp))
-        assert Optimizer.confirm(loop, nn.Linear(2, 2), 2.0) is cmp
-        return said[-1]
-
-    assert line(0.553).endswith("per-build medians spread 55.3% (a busy or unsteady machine: two runs of this "
-                                "command can land differently; run it with nothing else timing or training on "
-                                "the machine, docs/METHOD.md section 4, 'A machine's state')")
-    assert line(NOISY_SPREAD - 0.01).endswith("per-build medians spread 29.0%")
-    assert line(None).endswith("meets 2.000x")

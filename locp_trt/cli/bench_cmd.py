@@ -166,8 +166,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     r = reproduce(out, baseline=args.baseline, builds=args.builds,
                   max_rounds=getattr(args, "max_rounds", 12))
     c, rep = r.comparison, r.reported
-    spread = f"; per-build medians spread {c.build_spread:.1%}" if c.build_spread is not None else ""
-    print(f"{Path(r.candidate).name} on {r.runtime_label}: {c.describe()}{spread}")
+    print(f"{Path(r.candidate).name} on {r.runtime_label}: {c.describe()}{c.spread_note()}")
     print(f"unpruned {c.a_us:.1f} µs -> emitted {c.b_us:.1f} µs (medians of the round medians)")
     low, high = rep.get("speedup_low"), rep.get("speedup_high")
     claimed = f"{rep['speedup']:.3f}x" + (f" (90% CI {low:.3f}-{high:.3f})" if low is not None else "")

@@ -58,7 +58,7 @@ import numpy as np
 from ..errors import InvalidConfigError
 
 __all__ = ["Sampler", "CompareRule", "Verdict", "Comparison", "BuildFigures", "compare",
-           "compare_builds", "quiet_builds", "t_quantile"]
+           "compare_builds", "quiet_builds", "t_quantile", "NOISY_SPREAD", "NOISY_HINT"]
 
 #: A prepared model: `sample(warmup, iters)` runs it and returns per-iteration latencies in µs.
 Sampler = Callable[[int, int], "list[float]"]
@@ -166,6 +166,14 @@ class BuildFigures:
                 "speedup": round(self.speedup, 4), "rounds": self.rounds}
 
 
+#: Per-build medians of one comparison spread wider than this: the machine's state moves between
+#: builds (other work, clocks), so two runs of one command can land differently (on the H200's
+#: host 55-73% came with two of four runs off the band: benchmarks/results/gpu_h200_torchrun_resnet56/).
+NOISY_SPREAD = 0.3
+NOISY_HINT = (" (a busy or unsteady machine: two runs of this command can land differently; run it with "
+              "nothing else timing or training on the machine, docs/METHOD.md section 4, 'A machine's state')")
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The outcome of an interleaved comparison of reference A and candidate B.
@@ -210,6 +218,15 @@ class Comparison:
             return None
         meds = [b.b_us for b in self.builds]
         return max(meds) / min(meds) - 1 if min(meds) > 0 else None
+
+
+    def spread_note(self) -> str:
+        """'; per-build medians spread 55.3%' for a log line ('' with one build), with a hint past
+        `NOISY_SPREAD`: the machine's state moved between builds, so a run can land elsewhere."""
+        spread = self.build_spread
+        if spread is None:
+            return ""
+        return f"; per-build medians spread {spread:.1%}" + (NOISY_HINT if spread > NOISY_SPREAD else "")
 
     def odds_above(self, x: float) -> float:
         """How often a re-measurement would land above speedup `x`, reading the interval as

@@ -56,12 +56,6 @@ __all__ = ["Optimizer", "REACH_SLACK", "MAX_REPAIRS", "no_prunable_group", "unpr
 #: A target is refused when it exceeds the speedup at the width floor by this factor (the floor
 #: model is one plan; the path may find a slightly faster mix of widths above it).
 REACH_SLACK = 1.1
-#: Per-build medians spread wider than this in the final check: the machine's state moves between
-#: builds (other work, clocks), so runs of one command can land differently (on the H200's host
-#: 55-73% came with two of four runs off the band: benchmarks/results/gpu_h200_torchrun_resnet56/).
-NOISY_SPREAD = 0.3
-NOISY_HINT = (" (a busy or unsteady machine: two runs of this command can land differently; run it with "
-              "nothing else timing or training on the machine, docs/METHOD.md section 4, 'A machine's state')")
 #: Channel multiple of the aligned width floor (`Loop.aligned_floors`): fp16 tensor-core GEMMs and
 #: vectorized kernels (LayerNorm) want widths in multiples of 8.
 ALIGN = 8
@@ -593,10 +587,7 @@ class Optimizer:
                  + (" (the time budget is spent: no more while unclear)" if spent else ""))
         cmp = self.reference.compare(model, threshold=target, builds=builds, extend=not spent,
                                      band=(target, target * (1 + self.config.tolerance)), fresh_processes=True)
-        spread = cmp.build_spread
-        self.log(f"final check: {cmp.describe()}"
-                 + (f"; per-build medians spread {spread:.1%}" if spread is not None else "")
-                 + (NOISY_HINT if spread is not None and spread > NOISY_SPREAD else ""))
+        self.log(f"final check: {cmp.describe()}{cmp.spread_note()}")
         return cmp
 
 
