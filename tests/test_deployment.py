@@ -356,6 +356,7 @@ def test_bench_of_an_output_folder_reproduces_the_headline(tmp_path: Path) -> No
     d = json.loads(check.read_text())
     assert d["reproduced"] == (bench.returncode == 0)
     assert ("NOT reproduced" in bench.stdout) == (not d["reproduced"])
+    assert f"target 1.3x (band 1.3-1.43x): this measurement is {d['against_target']}" in bench.stdout
     assert len(d["builds"]) >= 3
     assert d["speedup"] == pytest.approx(result["speedup"], rel=0.25)
 
@@ -599,3 +600,20 @@ def test_a_plan_near_the_inner_bands_lower_edge_is_built_on_until_the_middle() -
     step, ladder, asked = _landing_step(path, [[2.11]])
     assert step._land(ladder).probe.speedup == pytest.approx(2.11)
     assert [(k, round(low, 3)) for k, low, _s, _sl in asked] == [(4, 2.058)]
+
+
+def test_a_reproduction_says_where_it_lies_against_the_runs_band() -> None:
+    from types import SimpleNamespace
+
+    from locp_trt.deploy.delivered import Reproduction
+
+    def where(low: float, high: float, **reported) -> str | None:
+        cmp = SimpleNamespace(low=low, high=high)
+        return Reproduction(cmp, "ort", "model.onnx", {"speedup": 2.1, **reported}).against_target
+
+    band = {"target_speedup": 2.0, "tolerance": 0.1}
+    assert where(2.05, 2.15, **band) == "in the band"
+    assert where(1.80, 1.95, **band) == "below the target"
+    assert where(2.25, 2.40, **band) == "above the band"
+    assert where(1.95, 2.05, **band) == where(2.15, 2.30, **band) == "across an edge of the band"
+    assert where(2.05, 2.15) is None  # a report without a target

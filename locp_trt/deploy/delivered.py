@@ -42,11 +42,27 @@ class Reproduction:
         low, high = r.get("speedup_low", r["speedup"]), r.get("speedup_high", r["speedup"])
         return self.comparison.low <= high and low <= self.comparison.high
 
+    @property
+    def against_target(self) -> str | None:
+        """Where this measurement's interval lies against the run's band [target, target x (1 +
+        tolerance)]: 'in the band', 'below the target', 'above the band' or 'across an edge of
+        the band' (None: the report names no target)."""
+        target, tol = self.reported.get("target_speedup"), self.reported.get("tolerance")
+        if target is None or tol is None:
+            return None
+        low, high, top = self.comparison.low, self.comparison.high, target * (1 + tol)
+        if high < target:
+            return "below the target"
+        if low > top:
+            return "above the band"
+        return "in the band" if target <= low and high <= top else "across an edge of the band"
+
     def to_json(self) -> dict[str, Any]:
         return {**self.comparison.summary(), "runtime": self.runtime_label,
                 "candidate": self.candidate, "reported_speedup": self.reported["speedup"],
                 "reported_low": self.reported.get("speedup_low"),
-                "reported_high": self.reported.get("speedup_high"), "reproduced": self.reproduced}
+                "reported_high": self.reported.get("speedup_high"), "reproduced": self.reproduced,
+                "against_target": self.against_target}
 
 
 def read_runtime_file(out_dir: str | Path) -> dict[str, Any]:
