@@ -172,10 +172,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     claimed = f"{rep['speedup']:.3f}x" + (f" (90% CI {low:.3f}-{high:.3f})" if low is not None else "")
     verdict = "reproduced (the intervals overlap)" if r.reproduced else "NOT reproduced (the intervals do not overlap)"
     print(f"report.json: {claimed} -> {verdict}")
-    if r.against_target is not None:
-        target, tol = rep["target_speedup"], rep["tolerance"]
-        print(f"target {target:g}x (band {target:g}-{target * (1 + tol):.3g}x): this measurement is "
-              f"{r.against_target}")
+    if r.band is not None:
+        target, top = r.band
+        print(f"target {target:g}x (band {target:g}-{top:.3g}x): this measurement is {r.against_target}")
     if args.json is not None:
         write_json(args.json, r.to_json())
     return 0 if r.reproduced else EXIT_NOT_REPRODUCED

@@ -43,14 +43,18 @@ class Reproduction:
         return self.comparison.low <= high and low <= self.comparison.high
 
     @property
-    def against_target(self) -> str | None:
-        """Where this measurement's interval lies against the run's band [target, target x (1 +
-        tolerance)]: 'in the band', 'below the target', 'above the band' or 'across an edge of
-        the band' (None: the report names no target)."""
+    def band(self) -> tuple[float, float] | None:
+        """The run's band [target, target x (1 + tolerance)] from its report (None: no target)."""
         target, tol = self.reported.get("target_speedup"), self.reported.get("tolerance")
-        if target is None or tol is None:
+        return None if target is None or tol is None else (target, target * (1 + tol))
+
+    @property
+    def against_target(self) -> str | None:
+        """Where this measurement's interval lies against `band`: 'in the band', 'below the
+        target', 'above the band' or 'across an edge of the band' (None: no target)."""
+        if self.band is None:
             return None
-        low, high, top = self.comparison.low, self.comparison.high, target * (1 + tol)
+        (target, top), low, high = self.band, self.comparison.low, self.comparison.high
         if high < target:
             return "below the target"
         if low > top:

@@ -14,6 +14,7 @@ worth keeping (by default a checkpoint, which `--resume` continues from).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -56,8 +57,6 @@ def _stderr(msg: str) -> None:
 def _finished_run(path: Path) -> str | None:
     """'status missed, 2.003x by its final check' when `path` holds a finished run's report.json
     (a run resumed after its end is continued, not an interrupted one); else None."""
-    import json
-
     try:
         result = json.loads((path / "report.json").read_text())["result"]
         return f"status {result['status']}, {float(result['speedup']):.3f}x by its final check"

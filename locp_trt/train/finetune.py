@@ -18,8 +18,10 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..errors import BackendUnavailableError, DatasetError, InvalidConfigError
@@ -190,11 +192,7 @@ def _finite_on_every_rank(loss: torch.Tensor, model: nn.Module) -> bool:
     all-reduce of a flag): all ranks stop together, instead of one raising while the others wait
     for its gradients in DDP's all-reduce."""
     finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
-    from torch.nn.parallel import DistributedDataParallel
-
     if isinstance(model, DistributedDataParallel):
-        import torch.distributed as dist
-
         dist.all_reduce(finite, op=dist.ReduceOp.MIN, group=model.process_group)
     return bool(finite.item())
 
@@ -283,9 +281,9 @@ def fine_tune(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, devi
                         loss = criterion(logits, targets)
                 if not _finite_on_every_rank(loss, model):
                     bar.close()
-                    where = "" if torch.isfinite(loss) else f"loss {loss.item()} "
+                    where = f"loss {loss.item()}" if not torch.isfinite(loss) else "on another rank,"
                     raise InvalidConfigError(
-                        f"training diverged: {where or 'on another rank, '}at epoch {epoch + 1} step {i + 1} "
+                        f"training diverged: {where} at epoch {epoch + 1} step {i + 1} "
                         f"with lr {sched.get_last_lr()[0]:.3g}; lower the learning rate"
                     )
                 scaler.scale(loss).backward()
