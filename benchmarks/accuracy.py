@@ -755,8 +755,9 @@ def proxy(s: Settings, methods: tuple[str, ...]) -> dict[str, Any]:
 
 
 def rebuild_variants(s: Settings, source: Path, dest: Path) -> dict[str, Any]:
-    """The baseline variants of `source` that have no accuracy yet, pruned again from the teacher
-    (`s.out`/MODEL.pt) into `s.work`, for `finetune --missing` to take: a baseline's model is a
+    """The baseline variants of `source` that have no accuracy yet or whose file is not on this
+    machine, pruned again from the teacher (`s.out`/MODEL.pt) into `s.work`, for `finetune
+    --missing` (or a replicate `--seed`) to take: a baseline's model is a
     pure function of the teacher and its recorded knob (Torch-Pruning) or widths (the knapsack,
     uniform L1), so the files a released machine took with it come back the same; each one's
     widths are checked against those recorded, and a mismatch is an error (Torch-Pruning's global
@@ -770,7 +771,7 @@ def rebuild_variants(s: Settings, source: Path, dest: Path) -> dict[str, Any]:
     results = load_results(source)
     floor = results["settings"].get("min_width_ratio", s.min_width_ratio)  # the run's, as its knobs
     for v in results["variants"]:
-        if v.get("accuracy") is not None or v["method"] not in BASELINES:
+        if v["method"] not in BASELINES or (v.get("accuracy") is not None and Path(v["file"]).exists()):
             continue
         subject = _subject(s, v["model"])
         if v["method"] in ("tp_round1", "tp_round8"):

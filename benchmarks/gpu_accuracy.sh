@@ -5,6 +5,10 @@
 #
 #   bash benchmarks/gpu_accuracy.sh MODEL FT_EPOCHS BUDGET_S [more `accuracy.py run` options]
 #
+# Replicates on a fresh machine: `rebuild` re-prunes every baseline whose file is gone, fine-tuned
+# or not, so `finetune --seed N` finds them all (the run of gpu_h200_accuracy_mobilenetv2_4seeds
+# shows the way, and the slip to avoid: set shell variables before a line that ends in `&`).
+#
 # Needs (carried): `.whl/` with torch-pruning, `.data/fashion-mnist/` with the four IDX .gz files
 # of Debian's dataset-fashion-mnist. The data (30 MB) no longer fits one carry beside the tracked
 # tree (64 MiB in all), so it travels in three parts through the ignored `.dparts/`:

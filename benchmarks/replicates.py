@@ -4,6 +4,10 @@ whose accuracy is each variant's mean over the replicates (the list kept as
 `accuracy_replicates`). `accuracy.py report` then reads it as any run.
 
     python benchmarks/replicates.py SEED0/results.json SEED1/results.json --out DIR/results.json
+    python benchmarks/replicates.py --join PART1/results.json PART2/results.json --out SEED1/results.json
+
+`--join`: one replicate whose fine-tunes ran in parts (a call cut short, the rest run in the
+next): the parts' variants in one results.json, each variant once, before the mean is taken.
 
 A fine-tune's own noise (the batches' order, augmentation, initial RNG) moves one variant's
 accuracy by a tenth of a point or more; the mean of k replicates is a steadier reading of where
@@ -28,7 +32,9 @@ Key = tuple[str, str, float, str]
 
 
 def _key(v: dict[str, Any]) -> Key:
-    return (v["model"], v["method"], float(v["target"]), v["file"])
+    """A variant's identity across replicates: its file's name, not its folder (a rebuilt
+    baseline lies in another machine's work folder)."""
+    return (v["model"], v["method"], float(v["target"]), Path(v["file"]).name)
 
 
 def merge(runs: list[dict[str, Any]], sources: list[str] | None = None, *,
@@ -64,13 +70,42 @@ def merge(runs: list[dict[str, Any]], sources: list[str] | None = None, *,
     return merged
 
 
+def join(parts: list[dict[str, Any]], sources: list[str] | None = None) -> dict[str, Any]:
+    """One results dict from `parts` of one replicate: the first part's settings, every part's
+    variants that have an accuracy (each once: a variant fine-tuned in two parts is refused, it
+    would be two replicates), and the errors of variants no part fine-tuned."""
+    joined = copy.deepcopy(parts[0])
+    seen: dict[Key, dict[str, Any]] = {}
+    for part in parts:
+        for v in part["variants"]:
+            if v.get("accuracy") is None:
+                continue
+            if _key(v) in seen:
+                raise ValueError(f"{_key(v)}: fine-tuned in two parts; give them as replicates, not parts")
+            seen[_key(v)] = copy.deepcopy(v)
+    files = {k[3] for k in seen}
+    joined["variants"] = list(seen.values())
+    joined["errors"] = [e for part in parts for e in part.get("errors", []) if e.get("file") not in files]
+    joined["joined_from"] = sources or []
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", nargs="+", type=Path, help="replicates' results.json files")
+    p.add_argument("results", nargs="+", type=Path, help="replicates' results.json files (or one's parts)")
     p.add_argument("--out", type=Path, required=True, help="the merged results.json to write")
     p.add_argument("--keep-single", action="store_true",
                    help="a variant only the first file holds keeps its one reading (say so where it is read)")
+    p.add_argument("--join", action="store_true",
+                   help="the files are parts of one replicate: write their variants as one results.json")
     a = p.parse_args(argv)
+    if a.join:
+        joined = join([json.loads(f.read_text()) for f in a.results], [str(f) for f in a.results])
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(joined, indent=1) + "\n")
+        print(f"{len(joined['variants'])} variants from {len(a.results)} parts, "
+              f"{len(joined['errors'])} left with an error")
+        return 0
     merged = merge([json.loads(f.read_text()) for f in a.results], [str(f) for f in a.results],
                    keep_single=a.keep_single)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,11 @@ def test_rebuild_prunes_the_baselines_again_with_the_recorded_widths(tmp_path, m
          "match": {"knob": 0.4}},
         {"model": "resnet20", "method": "halp_knapsack", "target": 2.0, "file": "/gone/b.pt",
          "widths": plan, "match": {"knob": 0.5}},
-        {"model": "resnet20", "method": "locp", "target": 2.0, "file": "/gone/c.pt", "accuracy": 90.0}]}
+        {"model": "resnet20", "method": "locp", "target": 2.0, "file": "/gone/c.pt", "accuracy": 90.0},
+        {"model": "resnet20", "method": "uniform_l1", "target": 2.0, "file": "/gone/d.pt", "widths": plan,
+         "accuracy": 80.0},  # fine-tuned, but its file went with the machine: a replicate needs it
+        {"model": "resnet20", "method": "uniform_l1", "target": 1.5, "file": str(weights / "resnet20.pt"),
+         "widths": plan, "accuracy": 80.0}]}  # fine-tuned and its file is here: left as it is
     (tmp_path / "results.json").write_text(json.dumps(src))
     out = acc.rebuild_variants(s, tmp_path / "results.json", tmp_path / "rb")
     by = {v["method"]: v for v in out["variants"]}
@@ -241,6 +245,9 @@ def test_rebuild_prunes_the_baselines_again_with_the_recorded_widths(tmp_path, m
         model = torch.load(by[m]["file"], weights_only=False)
         assert widths_of(subject, model) == by[m]["widths"] and by[m]["rebuilt_from"].startswith("/gone")
     assert by["locp"]["file"] == "/gone/c.pt"  # trained inside the loop: not rebuilt
+    kept = {v["target"]: v for v in out["variants"] if v["method"] == "uniform_l1"}
+    assert kept[2.0]["rebuilt_from"] == "/gone/d.pt" and Path(kept[2.0]["file"]).exists()
+    assert "rebuilt_from" not in kept[1.5]
     torch.save(get_model("resnet20", in_channels=1).state_dict(), weights / "resnet20.pt")  # another teacher
     monkeypatch.setattr(acc, "_CACHE", {})
     with pytest.raises(ValueError, match="rebuilt widths differ"):

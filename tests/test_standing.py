@@ -142,3 +142,37 @@ def test_replicates_average_each_variant_and_refuse_different_variants(tmp_path)
     b.write_text(json.dumps(run({"locp": 93.0})))
     assert main([str(a), str(b), "--out", str(tmp_path / "m" / "results.json")]) == 0
     assert json.loads((tmp_path / "m" / "results.json").read_text())["variants"][0]["accuracy"] == 93.5
+
+
+def test_replicate_parts_join_once_each_and_keep_only_unmended_errors(tmp_path):
+    from benchmarks.replicates import join, main
+
+    def part(accs: dict[str, float | None], errors: list[str] = ()) -> dict:
+        return {"settings": {"s": 1}, "variants": [
+            {"model": "m", "method": k, "target": 2.0, "file": f"{k}.pt", "measured": {"speedup": 2.0},
+             "accuracy": a} for k, a in accs.items()],
+                "errors": [{"file": f"{k}.pt", "error": "lost"} for k in errors]}
+
+    joined = join([part({"locp": 94.0}, errors=["tp_round8", "halp_knapsack"]), part({"tp_round8": 94.5})])
+    assert sorted(v["method"] for v in joined["variants"]) == ["locp", "tp_round8"]
+    assert joined["errors"] == [{"file": "halp_knapsack.pt", "error": "lost"}]
+    assert joined["settings"] == {"s": 1}
+    with pytest.raises(ValueError, match="two parts"):
+        join([part({"locp": 94.0}), part({"locp": 94.1})])
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(part({"locp": 94.0}, errors=["tp_round8"])))
+    b.write_text(json.dumps(part({"tp_round8": 93.0})))
+    assert main(["--join", str(a), str(b), "--out", str(tmp_path / "s1" / "results.json")]) == 0
+    out = json.loads((tmp_path / "s1" / "results.json").read_text())
+    assert len(out["variants"]) == 2 and out["errors"] == [] and out["joined_from"] == [str(a), str(b)]
+
+
+def test_replicates_match_a_variant_rebuilt_in_another_folder():
+    from benchmarks.replicates import merge
+
+    def run(folder: str, acc: float) -> dict:
+        return {"variants": [{"model": "m", "method": "tp_round8", "target": 2.0, "file": f"{folder}/m_tp_round8_2x.pt",
+                              "measured": {"speedup": 2.0}, "accuracy": acc}]}
+
+    merged = merge([run("/tmp/accw", 94.0), run("/tmp/rebuilt", 94.4)])
+    assert merged["variants"][0]["accuracy_replicates"] == [94.0, 94.4]
