@@ -281,7 +281,7 @@ class Optimizer:
                 return
             if last.step >= schedule.last_step:
                 what = ("the final check was not clearly at or above the target" if run.step_asked
-                        else "the target was still missed")
+                        else "the last step's own comparison still read below the target")
                 run.stop_reason = (f"{what} after {last.step} steps (--steps "
                                    f"{schedule.steps}, --extra-steps {schedule.extra_steps})")
                 run.hard_stop = True
