@@ -93,6 +93,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'locp_trt' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The module's names with the lazy ones, so `dir(locp_trt)` and completion show the API."""
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "LocpError",
     "BenchConfig",

@@ -66,3 +66,7 @@ def test_architecture_doc_draws_the_package_as_it_is():
     missing = [m for m in named if not exists(m)]
     assert not missing, missing
 
+
+def test_dir_of_the_package_lists_its_lazy_api():
+    """`dir(locp_trt)` (and so completion) shows the names imported on first use."""
+    assert {"optimize", "Optimized", "get_runtime", "load_pruned", "LocpError"} <= set(dir(locp_trt))

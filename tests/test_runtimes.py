@@ -100,6 +100,16 @@ def test_every_registered_name_resolves_to_a_runtime_class():
         assert reason is None or (isinstance(reason, str) and reason)
 
 
+def test_an_unknown_runtime_suggests_the_names_it_begins_or_resembles():
+    with pytest.raises(InvalidConfigError, match=r"Did you mean: onnxruntime, onnxruntime-cuda\?"):
+        runtime_class("onnx")  # a prefix of two names: the shorter first
+    with pytest.raises(InvalidConfigError, match=r"Did you mean: tensorrt"):
+        runtime_class("tensort")
+    with pytest.raises(InvalidConfigError) as info:
+        runtime_class("x")
+    assert "Did you mean" not in str(info.value)
+
+
 def test_runtime_modules_import_without_torch_or_backends():
     code = (
         "import sys\n"

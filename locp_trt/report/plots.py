@@ -191,11 +191,12 @@ def _stairs_figure(panels: Sequence[StairsPanel]):
         if p.points:
             ax.plot(*zip(*p.points), ".", color="tab:blue", label="measured")
         if p.envelope_points:
-            ax.plot(*zip(*p.envelope_points), "o", mfc="none", color="tab:orange", label=f"envelope (step {p.step})")
+            ax.plot(*zip(*p.envelope_points), "o", mfc="none", ms=9, color="tab:orange", zorder=4,
+                    label=f"envelope (step {p.step})")  # drawn around the star, not hidden by it
         if p.chosen is not None:
             ax.axvline(p.chosen, color="tab:red", lw=1, label=f"final width {p.chosen}")
             if p.chosen_us is not None:
-                ax.plot([p.chosen], [p.chosen_us], "*", ms=11, color="tab:red")
+                ax.plot([p.chosen], [p.chosen_us], "*", ms=7, color="tab:red", zorder=3)
         ax.set_xlim(*p.xlim)
         ax.set_title(p.title, fontsize=9)
         ax.set_xlabel("group width (channels)")
@@ -271,10 +272,10 @@ def plot_staircase(
         ax.scatter(stair.widths, stair.latencies_us, s=10, color="tab:blue", zorder=2, label="measured")
         env = [w for w in (envelope or ()) if w in lat]
         if env:
-            ax.scatter(env, [lat[w] for w in env], s=40, facecolors="none", edgecolors="tab:red",
-                       lw=1.5, zorder=3, label="envelope")
+            ax.scatter(env, [lat[w] for w in env], s=110, facecolors="none", edgecolors="tab:red",
+                       lw=1.5, zorder=4, label="envelope")  # a ring around the chosen star
         if chosen is not None and chosen in lat:
-            ax.scatter([chosen], [lat[chosen]], marker="*", s=160, color="tab:green", zorder=4,
+            ax.scatter([chosen], [lat[chosen]], marker="*", s=70, color="tab:green", zorder=3,
                        label=f"chosen ({chosen})")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("latency (µs)")

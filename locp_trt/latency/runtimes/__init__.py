@@ -35,7 +35,10 @@ def runtime_class(name: str) -> type[Runtime]:
     """The class registered under `name` (or an alias); unknown names list the valid ones."""
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _REGISTRY:
-        close = difflib.get_close_matches(key, list(_REGISTRY) + list(_ALIASES), n=3)
+        names = list(_REGISTRY) + list(_ALIASES)
+        close = sorted((n for n in _REGISTRY if n.startswith(key)), key=len) if key else []  # "onnx"
+        close += [n for n in difflib.get_close_matches(key, names, n=3) if n not in close]
+        close = close[:3]
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise InvalidConfigError(
             f"unknown runtime {name!r}; valid: auto, {', '.join(_REGISTRY)}.{hint}"
