@@ -273,3 +273,18 @@ def test_slower_is_said_as_slower_and_budgets_are_never_negative():
     spent = SimpleNamespace(budget=SimpleNamespace(left=lambda: 5.0), s_per_model_timing=[2.0],
                             args=SimpleNamespace(rounds=3))
     assert _halp_allowance(spent, cells_left=2, n_variants=5) == 0.0  # 2.5 s share, 36 s of timing ahead
+
+
+def test_table_anchor_probe_writes_the_floor_and_the_plan_at_their_widths(tmp_path):
+    """The probe times the width floor and a run's plan: both files must have those widths."""
+    from benchmarks.table_anchor_probe import _models
+    from locp_trt.prune.plan import load_pruned
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"widths": {"conv1": 8, "layer3.0.conv1": 40}}))
+    graph, widths = _models(plan, tmp_path / "w", 0.1)
+    assert widths["plan"]["conv1"] == 8 and widths["plan"]["layer1.0.conv1"] == 16
+    assert widths["floor"]["layer3.0.conv1"] == 7 and widths["floor"]["fc"] == 10  # ceil(0.1 x 64); fixed
+    for name in ("floor", "plan"):
+        _, saved = load_pruned(tmp_path / "w" / f"{name}.pt")
+        assert {g: saved.widths[g] for g in widths[name]} == widths[name]
