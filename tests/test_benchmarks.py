@@ -288,3 +288,13 @@ def test_table_anchor_probe_writes_the_floor_and_the_plan_at_their_widths(tmp_pa
     for name in ("floor", "plan"):
         _, saved = load_pruned(tmp_path / "w" / f"{name}.pt")
         assert {g: saved.widths[g] for g in widths[name]} == widths[name]
+
+
+def test_table_repeatability_compares_configs_both_tables_hold():
+    from benchmarks.table_repeatability import pair_agreement
+
+    a = {"x": 10.0, "y": 20.0, "z": 30.0, "only_a": 1.0}
+    b = {"x": 10.0, "y": 10.0, "z": 33.0}
+    ag = pair_agreement(a, b)
+    assert ag["configs"] == 3 and ag["share_over_20pct"] == pytest.approx(1 / 3, abs=1e-4)
+    assert ag["p10"] < 1.0 < ag["p90"] <= 2.0

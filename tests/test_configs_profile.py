@@ -200,6 +200,9 @@ def test_configs_and_profile_commands(profiled, capsys):
     assert all(e["median_us"] > 0 and e["p10_us"] <= e["median_us"] <= e["p90_us"] for e in doc["entries"])
     loaded = LatencyTable.load(table)
     assert len(loaded) == len(configs) and all(c in loaded for c in configs.configs)
+    # two passes by default, and the table says how far they lay apart
+    assert doc["passes"]["asked"] == 2 and doc["passes"]["configs"] == len(configs)
+    assert doc["passes"]["median_ratio"] >= 1.0 and 0.0 <= doc["passes"]["share_over_20pct"] <= 1.0
 
     # a second run is resumable for free: everything is a store hit, and the table is the same
     again = table.with_name("again.json")

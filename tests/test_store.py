@@ -222,6 +222,42 @@ def test_measure_many_shares_duplicates():
     assert store.get(conv(8, precision="fp16"), rt.fingerprint("fp16")) is not None
 
 
+class _DriftingRuntime(CountingRuntime):
+    """The machine's speed drifts: the readings `slow` (1-based call numbers) take twice as long."""
+
+    def __init__(self, slow: range):
+        super().__init__()
+        self.slow = slow
+
+    def time_layer(self, cfg):
+        t = super().time_layer(cfg)
+        k = 2.0 if len(self.calls) in self.slow else 1.0
+        return timing(*(k * v for v in t.samples_us))
+
+
+def test_measure_many_in_two_passes_keeps_each_configs_fastest_reading_and_says_how_far_apart():
+    cfgs = [conv(c) for c in (8, 16, 24, 32)]
+    quiet = {8: 9.5, 16: 17.5, 24: 25.5, 32: 33.5}
+    meter = LatencyMeter(_DriftingRuntime(range(3, 7)), LatencyStore(None), progress=False)
+    one = {m.config.out_channels: m.median_us for m in meter.measure_many(cfgs)}
+    assert one == {**quiet, 24: 51.0, 32: 67.0} and meter.pass_agreement is None  # frozen in the slow state
+    rt, store = _DriftingRuntime(range(3, 7)), LatencyStore(None)  # calls 3-6 slow: 24, 32, then 8, 16
+    meter = LatencyMeter(rt, store, progress=False)
+    out = meter.measure_many(cfgs, passes=2)
+    assert {m.config.out_channels: m.median_us for m in out} == quiet  # every config read quiet once
+    assert [c.out_channels for c in rt.calls] == [8, 16, 24, 32] * 2  # a whole pass apart
+    assert all(m.source is Source.MEASURED for m in out) and meter.stats.measured == 4
+    ag = meter.pass_agreement
+    assert (ag.passes, ag.configs, ag.share_over_20pct, ag.median_ratio) == (2, 4, 1.0, 2.0)
+    assert "100% of configs more than 20%" in ag.sentence() and "drifted" in ag.sentence()
+    assert store.get(conv(24), rt.fingerprint("fp32")).median_us == 25.5  # the store holds the fastest
+    steady = LatencyMeter(_DriftingRuntime(range(0)), LatencyStore(None), progress=False)
+    steady.measure_many(cfgs, passes=3)
+    assert steady.pass_agreement.share_over_20pct == 0 and "drifted" not in steady.pass_agreement.sentence()
+    with pytest.raises(InvalidConfigError, match="passes must be at least 1"):
+        meter.measure_many(cfgs, passes=0)
+
+
 def test_meter_from_lookup_table_without_runtime(tmp_path):
     src = LatencyStore(None)
     fp = CountingRuntime().fingerprint("fp32")

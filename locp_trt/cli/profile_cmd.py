@@ -55,11 +55,13 @@ def runtime_for_profile(name: str | None, profile, bench):
     return get_runtime(name, bench)
 
 
-def profile_configs(configs, runtime, store, *, progress: bool = True) -> tuple[dict, dict]:
-    """Measure every config of a `ConfigList` through a `LatencyMeter` on `store`.
+def profile_configs(configs, runtime, store, *, progress: bool = True, passes: int = 2) -> tuple[dict, dict]:
+    """Measure every config of a `ConfigList` through a `LatencyMeter` on `store`, in `passes`
+    passes (`LatencyMeter.measure_many`: each config keeps its fastest reading).
 
     Returns:
-        (lookup-table document, counts {"configs", "measured", "from_store"}).
+        (lookup-table document, counts {"configs", "measured", "from_store"}, and "passes": the
+        `PassAgreement` when more than one pass measured something).
     """
     from ..errors import StoreError
     from ..latency.meter import LatencyMeter, Source
@@ -67,7 +69,7 @@ def profile_configs(configs, runtime, store, *, progress: bool = True) -> tuple[
 
     meter = LatencyMeter(runtime, store, progress=progress)
     unique = list(dict.fromkeys(configs.configs))
-    found = meter.measure_many(unique)
+    found = meter.measure_many(unique, passes=passes)
     fingerprint = meter.fingerprint(configs.precision)
     entries = []
     for cfg in unique:
@@ -77,7 +79,8 @@ def profile_configs(configs, runtime, store, *, progress: bool = True) -> tuple[
         entries.append(row.to_entry())
     counts = {"configs": len(unique),
               "measured": sum(1 for m in found if m.source is Source.MEASURED),
-              "from_store": sum(1 for m in found if m.source is Source.STORE)}
+              "from_store": sum(1 for m in found if m.source is Source.STORE),
+              "passes": meter.pass_agreement}
     doc = {
         "schema": TABLE_SCHEMA,
         "fingerprint": fingerprint.to_dict(),
@@ -88,6 +91,7 @@ def profile_configs(configs, runtime, store, *, progress: bool = True) -> tuple[
         "configs": {"model": configs.model, "coverage": configs.coverage.value,
                     "min_width_ratio": configs.min_width_ratio, "batch": configs.batch,
                     "precision": configs.precision.value, "count": len(unique)},
+        "passes": {"asked": passes, **(meter.pass_agreement.to_json() if meter.pass_agreement else {})},
     }
     return doc, counts
 
@@ -115,6 +119,10 @@ class Command:
                        help="config list from `python -m locp_trt configs` (no torch needed)")
         p.add_argument("--out", type=Path, required=True, help="where to write the lookup table (JSON)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--passes", type=int, default=2,
+                       help="time every config this many times, far apart, and keep its fastest reading: "
+                            "a machine whose speed drifts over seconds (a shared VM) otherwise freezes each "
+                            "config in whatever state it met (default 2; 1 halves the time)")
         add_runtime_args(p, default="")
         add_model_args(p)
         add_configs_args(p, precision=False)
@@ -158,7 +166,8 @@ class Command:
                       f"({configs.precision.value}, batch {configs.batch}); store: "
                       f"{store_path or 'in memory'}", file=sys.stderr)
                 try:
-                    doc, counts = profile_configs(configs, runtime, store, progress=not args.no_progress)
+                    doc, counts = profile_configs(configs, runtime, store, progress=not args.no_progress,
+                                                  passes=args.passes)
                 except KeyboardInterrupt:
                     if store_path is not None:
                         print(f"interrupted; the configs measured so far are in {store_path}: run the "
@@ -175,5 +184,7 @@ class Command:
         print(f"{counts['configs']} configs: measured {counts['measured']}, from the store "
               f"{counts['from_store']}; median latencies {min(medians):.1f}-{max(medians):.1f} µs"
               if medians else f"{counts['configs']} configs")
+        if counts["passes"] is not None:
+            print(counts["passes"].sentence())
         print(f"wrote {args.out}")
         return 0

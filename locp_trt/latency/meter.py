@@ -12,9 +12,10 @@ yet will take (`estimate_s`: configs left to measure x seconds per measurement s
 from __future__ import annotations
 
 import enum
+import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from .config import LayerConfig, Precision
 from .fingerprint import DeviceFingerprint
 from .runtimes.base import Runtime
 from .store import LatencyStore, StoredLatency, read_table_json
+from .timing import Timing
 
-__all__ = ["Source", "Measurement", "MeterStats", "LatencyTable", "LatencyMeter"]
+__all__ = ["Source", "Measurement", "MeterStats", "PassAgreement", "LatencyTable", "LatencyMeter"]
 
 
 class Source(enum.Enum):
@@ -87,6 +89,39 @@ class MeterStats:
     def __str__(self) -> str:
         return (f"{self.requested} requested, {self.unique} unique, measured {self.measured}, "
                 f"from store {self.store_hits}, memo {self.memo_hits}, table {self.table_hits}")
+
+
+@dataclass(frozen=True)
+class PassAgreement:
+    """How far a config's readings in separate passes lay apart (slowest / fastest pass median),
+    over the configs measured in more than one pass. On a machine whose state drifts over seconds
+    (a shared VM) one pass freezes each config in whatever state it met; the spread says so."""
+
+    passes: int
+    configs: int
+    median_ratio: float  # the typical config's slowest pass over its fastest
+    share_over_20pct: float  # configs whose passes differ by more than 20%
+
+    @classmethod
+    def of(cls, readings: Iterable[Sequence[float]], passes: int) -> PassAgreement | None:
+        ratios = [max(r) / min(r) for r in readings if len(r) > 1 and min(r) > 0]
+        if not ratios:
+            return None
+        return cls(passes, len(ratios), round(statistics.median(ratios), 4),
+                   round(sum(r > 1.2 for r in ratios) / len(ratios), 4))
+
+    def sentence(self) -> str:
+        """One line for the profile's output."""
+        line = (f"{self.passes} passes over {self.configs} configs (each keeps its fastest): the typical config's "
+                f"passes {self.median_ratio - 1:.1%} apart, {self.share_over_20pct:.0%} of configs more than 20%")
+        if self.share_over_20pct > 0.1:
+            line += ("; the machine's speed drifted while profiling: profile with nothing else running, "
+                     "or add --passes")
+        return line
+
+    def to_json(self) -> dict:
+        return {"passes": self.passes, "configs": self.configs, "median_ratio": self.median_ratio,
+                "share_over_20pct": self.share_over_20pct}
 
 
 class LatencyTable:
@@ -163,6 +198,8 @@ class LatencyMeter:
         self._clock = clock
         self._measure_s = 0.0
         self._missing: dict[LayerConfig, bool] = {}  # `pending`'s answers: only the runtime has it
+        #: how far the passes of the last multi-pass `measure_many` lay apart (None: one pass)
+        self.pass_agreement: PassAgreement | None = None
 
     # ---- bookkeeping -------------------------------------------------------------------------
     @property
@@ -224,13 +261,38 @@ class LatencyMeter:
             return Measurement.from_stored(row, Source.STORE)
         return None
 
-    def _run(self, cfg: LayerConfig) -> Measurement:
+    def _time(self, cfg: LayerConfig) -> Timing:
         assert self.runtime is not None
         start = self._clock()
         timing = self.runtime.time_layer(cfg)
-        row = self.store.put(cfg, self.fingerprint(cfg.precision), timing)
         self._measure_s += self._clock() - start
+        return timing
+
+    def _run(self, cfg: LayerConfig) -> Measurement:
+        row = self.store.put(cfg, self.fingerprint(cfg.precision), self._time(cfg))
         return Measurement.from_stored(row, Source.MEASURED)
+
+    def _measure_passes(self, todo: list[LayerConfig], passes: int) -> dict[LayerConfig, Measurement]:
+        """`todo` timed in `passes` passes, each config's fastest reading stored as it comes (an
+        interrupted profile resumes from what is stored)."""
+        from tqdm.auto import tqdm
+
+        best: dict[LayerConfig, Measurement] = {}
+        readings: dict[LayerConfig, list[float]] = {cfg: [] for cfg in todo}
+        for p in range(passes):
+            desc = "measure" if passes == 1 else f"measure, pass {p + 1}/{passes}"
+            bar = tqdm(todo, desc=desc, unit="config", file=sys.stderr,
+                       disable=not progress_enabled(self.progress) or len(todo) < 2)
+            for cfg in bar:
+                bar.set_postfix_str(str(cfg), refresh=False)
+                timing = self._time(cfg)
+                readings[cfg].append(timing.median_us)
+                if cfg not in best or timing.median_us < best[cfg].median_us:
+                    row = self.store.put(cfg, self.fingerprint(cfg.precision), timing)
+                    best[cfg] = Measurement.from_stored(row, Source.MEASURED)
+        if passes > 1:
+            self.pass_agreement = PassAgreement.of(readings.values(), passes)
+        return best
 
     # ---- public -----------------------------------------------------------------------------------
     def measure(self, cfg: LayerConfig) -> Measurement:
@@ -271,8 +333,14 @@ class LatencyMeter:
 
     __call__ = latency_us
 
-    def measure_many(self, cfgs: Iterable[LayerConfig]) -> list[Measurement]:
-        """Latencies of many configs, in order; duplicates are measured once (latency sharing)."""
+    def measure_many(self, cfgs: Iterable[LayerConfig], *, passes: int = 1) -> list[Measurement]:
+        """Latencies of many configs, in order; duplicates are measured once (latency sharing).
+
+        `passes` > 1: the configs the runtime must measure are timed that many times, each pass in
+        the same order (a config's readings lie a whole pass apart in time), and each keeps its
+        fastest reading; `pass_agreement` then says how far the passes lay apart."""
+        if passes < 1:
+            raise InvalidConfigError(f"passes must be at least 1, got {passes}")
         cfgs = list(cfgs)
         answers: dict[LayerConfig, Measurement] = {}
         todo: list[LayerConfig] = []
@@ -283,13 +351,7 @@ class LatencyMeter:
             else:
                 answers[cfg] = hit
         if todo:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(todo, desc="measure", unit="config", file=sys.stderr,
-                       disable=not progress_enabled(self.progress) or len(todo) < 2)
-            for cfg in bar:
-                bar.set_postfix_str(str(cfg), refresh=False)
-                answers[cfg] = self._run(cfg)
+            answers.update(self._measure_passes(todo, passes))
         out = []
         first: set[LayerConfig] = set()
         for cfg in cfgs:
