@@ -116,7 +116,7 @@ class PassAgreement:
                 f"passes {self.median_ratio - 1:.1%} apart, {self.share_over_20pct:.0%} of configs more than 20%")
         if self.share_over_20pct > 0.1:
             line += ("; the machine's speed drifted while profiling: profile with nothing else running, "
-                     "or add --passes")
+                     f"or with more passes (--passes {self.passes + 1})")
         return line
 
     def to_json(self) -> dict:
