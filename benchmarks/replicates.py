@@ -72,8 +72,17 @@ def merge(runs: list[dict[str, Any]], sources: list[str] | None = None, *,
 
 def join(parts: list[dict[str, Any]], sources: list[str] | None = None) -> dict[str, Any]:
     """One results dict from `parts` of one replicate: the first part's settings, every part's
-    variants that have an accuracy (each once: a variant fine-tuned in two parts is refused, it
-    would be two replicates), and the errors of variants no part fine-tuned."""
+    variants that have an accuracy (each once: one that two parts hold alike, as a `--missing`
+    part repeats what it was given, is taken once; one whose readings differ would be two
+    replicates and is refused), and the errors of variants no part fine-tuned. Parts of other
+    fine-tune seeds or epochs are refused."""
+    def replicate(part: dict[str, Any]) -> tuple[Any, Any]:
+        st = part.get("settings", {})
+        return st.get("ft_seed"), st.get("ft_epochs")
+
+    if len({replicate(p) for p in parts}) > 1:
+        raise ValueError("the parts are of different replicates (fine-tune seed, epochs): "
+                         + ", ".join(f"{seed}/{ep}" for seed, ep in map(replicate, parts)))
     joined = copy.deepcopy(parts[0])
     seen: dict[Key, dict[str, Any]] = {}
     for part in parts:
@@ -81,11 +90,14 @@ def join(parts: list[dict[str, Any]], sources: list[str] | None = None) -> dict[
             if v.get("accuracy") is None:
                 continue
             if _key(v) in seen:
+                if seen[_key(v)].get("accuracy") == v["accuracy"]:
+                    continue  # the same fine-tune, repeated by a later part
                 raise ValueError(f"{_key(v)}: fine-tuned in two parts; give them as replicates, not parts")
             seen[_key(v)] = copy.deepcopy(v)
-    files = {k[3] for k in seen}
+    names = {k[3] for k in seen}
     joined["variants"] = list(seen.values())
-    joined["errors"] = [e for part in parts for e in part.get("errors", []) if e.get("file") not in files]
+    joined["errors"] = [e for part in parts for e in part.get("errors", [])
+                        if Path(str(e.get("file", ""))).name not in names]
     joined["joined_from"] = sources or []
     return joined
 

@@ -61,8 +61,12 @@ def _bench(work: Path, repeats: int, iters: int) -> list[dict[str, float]]:
         cmd = [sys.executable, "-m", "locp_trt", "bench", "example", str(work / "floor.pt"), str(work / "plan.pt"),
                "--runtime", "onnxruntime", "--threads", "1", "--iters", str(iters),
                "--json", str(work / f"bench_{i + 1}.json")]
-        subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
         rows = json.loads((work / f"bench_{i + 1}.json").read_text())
+        if any(r["speedup_vs_first"] is None for r in rows[1:]):
+            raise SystemExit(f"bench gave no interleaved speedup: {work / f'bench_{i + 1}.json'}")
         out.append({"unpruned_us": rows[0]["median_us"], "floor_speedup": rows[1]["speedup_vs_first"],
                     "plan_speedup": rows[2]["speedup_vs_first"]})
         print(f"bench {i + 1}/{repeats}: unpruned {rows[0]['median_us']:.1f} µs, floor "

@@ -26,7 +26,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 def pair_agreement(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     """Per-config ratio a/b over the configs both tables hold: p10, p90, share beyond 20%."""
-    keys = sorted(set(a) & set(b))
+    keys = sorted(k for k in set(a) & set(b) if a[k] > 0 and b[k] > 0)
+    if not keys:
+        raise ValueError("the two tables hold no config in common: profile the same configs")
     r = np.array([a[k] / b[k] for k in keys])
     far = np.maximum(r, 1 / r) > 1.2
     return {"configs": len(keys), "p10": round(float(np.percentile(r, 10)), 3),

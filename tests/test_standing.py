@@ -147,18 +147,23 @@ def test_replicates_average_each_variant_and_refuse_different_variants(tmp_path)
 def test_replicate_parts_join_once_each_and_keep_only_unmended_errors(tmp_path):
     from benchmarks.replicates import join, main
 
-    def part(accs: dict[str, float | None], errors: list[str] = ()) -> dict:
-        return {"settings": {"s": 1}, "variants": [
-            {"model": "m", "method": k, "target": 2.0, "file": f"{k}.pt", "measured": {"speedup": 2.0},
+    def part(accs: dict[str, float | None], errors: list[str] = (), seed: int = 1) -> dict:
+        return {"settings": {"ft_seed": seed, "ft_epochs": 10, "source": "x"}, "variants": [
+            {"model": "m", "method": k, "target": 2.0, "file": f"/tmp/accw/{k}.pt", "measured": {"speedup": 2.0},
              "accuracy": a} for k, a in accs.items()],
-                "errors": [{"file": f"{k}.pt", "error": "lost"} for k in errors]}
+                "errors": [{"file": f"/tmp/accw/{k}.pt", "error": "lost"} for k in errors]}
 
     joined = join([part({"locp": 94.0}, errors=["tp_round8", "halp_knapsack"]), part({"tp_round8": 94.5})])
     assert sorted(v["method"] for v in joined["variants"]) == ["locp", "tp_round8"]
-    assert joined["errors"] == [{"file": "halp_knapsack.pt", "error": "lost"}]
-    assert joined["settings"] == {"s": 1}
+    assert joined["errors"] == [{"file": "/tmp/accw/halp_knapsack.pt", "error": "lost"}]
+    assert joined["settings"]["ft_seed"] == 1
+    # a later part that repeats an earlier one's fine-tune (a `--missing` part) takes it once
+    again = join([part({"locp": 94.0}), part({"locp": 94.0, "tp_round8": 94.5})])
+    assert sorted(v["method"] for v in again["variants"]) == ["locp", "tp_round8"]
     with pytest.raises(ValueError, match="two parts"):
         join([part({"locp": 94.0}), part({"locp": 94.1})])
+    with pytest.raises(ValueError, match="different replicates"):
+        join([part({"locp": 94.0}), part({"tp_round8": 94.1}, seed=2)])
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(part({"locp": 94.0}, errors=["tp_round8"])))
     b.write_text(json.dumps(part({"tp_round8": 93.0})))

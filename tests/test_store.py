@@ -251,6 +251,7 @@ def test_measure_many_in_two_passes_keeps_each_configs_fastest_reading_and_says_
     assert (ag.passes, ag.configs, ag.share_over_20pct, ag.median_ratio) == (2, 4, 1.0, 2.0)
     assert "100% of configs more than 20%" in ag.sentence() and "drifted" in ag.sentence()
     assert store.get(conv(24), rt.fingerprint("fp32")).median_us == 25.5  # the store holds the fastest
+    assert store.get(conv(8), rt.fingerprint("fp32")).median_us == 9.5  # pass 2's slow reading did not replace it
     steady = LatencyMeter(_DriftingRuntime(range(0)), LatencyStore(None), progress=False)
     steady.measure_many(cfgs, passes=3)
     assert steady.pass_agreement.share_over_20pct == 0 and "drifted" not in steady.pass_agreement.sentence()

@@ -138,6 +138,8 @@ class Command:
 
         if (args.model is None) == (args.configs is None):
             raise InvalidConfigError("give either a MODEL file or --configs configs.json (exactly one)")
+        if args.passes < 1:
+            raise InvalidConfigError(f"--passes must be at least 1, got {args.passes}")
         bench = bench_config_from(args)
         profile = resolve_device(args.device)
         if args.configs is not None:
@@ -171,7 +173,8 @@ class Command:
                 except KeyboardInterrupt:
                     if store_path is not None:
                         print(f"interrupted; the configs measured so far are in {store_path}: run the "
-                              "same command again to continue", file=sys.stderr)
+                              "same command again to continue (stored configs are reused, not timed "
+                              "in further passes)", file=sys.stderr)
                     raise
         finally:
             store.close()

@@ -78,7 +78,7 @@ class MeterStats:
 
     @property
     def seconds_per_config(self) -> float | None:
-        """Average cost of one measured config (None: none measured)."""
+        """Average cost of one measured config, all its passes (None: none measured)."""
         return self.measure_s / self.measured if self.measured else None
 
     @property
@@ -116,7 +116,8 @@ class PassAgreement:
                 f"passes {self.median_ratio - 1:.1%} apart, {self.share_over_20pct:.0%} of configs more than 20%")
         if self.share_over_20pct > 0.1:
             line += ("; the machine's speed drifted while profiling: profile with nothing else running, "
-                     f"or with more passes (--passes {self.passes + 1})")
+                     f"or with more passes (--passes {self.passes + 1}) into a fresh --store (configs "
+                     "already stored are reused as they are)")
         return line
 
     def to_json(self) -> dict:
@@ -212,8 +213,8 @@ class LatencyMeter:
 
     @property
     def seconds_per_config(self) -> float | None:
-        """Mean wall seconds of one runtime measurement so far (build, warm-up, timed runs);
-        None before the first."""
+        """Mean wall seconds of one config's measurement so far (build, warm-up, timed runs, in
+        every pass it was timed in); None before the first."""
         return self.stats.seconds_per_config
 
     def fingerprint(self, precision: Precision | str) -> DeviceFingerprint:
@@ -269,7 +270,8 @@ class LatencyMeter:
         return timing
 
     def _run(self, cfg: LayerConfig) -> Measurement:
-        row = self.store.put(cfg, self.fingerprint(cfg.precision), self._time(cfg))
+        timing = self._time(cfg)
+        row = self.store.put(cfg, self.fingerprint(cfg.precision), timing)
         return Measurement.from_stored(row, Source.MEASURED)
 
     def _measure_passes(self, todo: list[LayerConfig], passes: int) -> dict[LayerConfig, Measurement]:
@@ -338,7 +340,8 @@ class LatencyMeter:
 
         `passes` > 1: the configs the runtime must measure are timed that many times, each pass in
         the same order (a config's readings lie a whole pass apart in time), and each keeps its
-        fastest reading; `pass_agreement` then says how far the passes lay apart."""
+        fastest reading; `pass_agreement` then says how far the passes lay apart. Configs the
+        memo, table or store answer are not timed again."""
         if passes < 1:
             raise InvalidConfigError(f"passes must be at least 1, got {passes}")
         cfgs = list(cfgs)
