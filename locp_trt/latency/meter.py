@@ -269,10 +269,13 @@ class LatencyMeter:
         self._measure_s += self._clock() - start
         return timing
 
-    def _run(self, cfg: LayerConfig) -> Measurement:
-        timing = self._time(cfg)
+    def _keep(self, cfg: LayerConfig, timing: Timing) -> Measurement:
+        """`timing` stored as `cfg`'s latency on this device, and served as measured."""
         row = self.store.put(cfg, self.fingerprint(cfg.precision), timing)
         return Measurement.from_stored(row, Source.MEASURED)
+
+    def _run(self, cfg: LayerConfig) -> Measurement:
+        return self._keep(cfg, self._time(cfg))
 
     def _measure_passes(self, todo: list[LayerConfig], passes: int) -> dict[LayerConfig, Measurement]:
         """`todo` timed in `passes` passes, each config's fastest reading stored as it comes (an
@@ -290,8 +293,7 @@ class LatencyMeter:
                 timing = self._time(cfg)
                 readings[cfg].append(timing.median_us)
                 if cfg not in best or timing.median_us < best[cfg].median_us:
-                    row = self.store.put(cfg, self.fingerprint(cfg.precision), timing)
-                    best[cfg] = Measurement.from_stored(row, Source.MEASURED)
+                    best[cfg] = self._keep(cfg, timing)
         if passes > 1:
             self.pass_agreement = PassAgreement.of(readings.values(), passes)
         return best
