@@ -45,6 +45,9 @@ CONTROL_TIMEOUT = datetime.timedelta(hours=24)
 #: wait: every rank enters those together, inside a task, so a longer wait is a fault (a rank
 #: gone, a collective one rank skipped) that should end the run with NCCL's or gloo's error.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
+#: How long a rank waits at the end for the others before it takes the groups down anyway (a
+#: rank that failed never comes; torchrun ends the rest).
+SETTLE_TIMEOUT = datetime.timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -177,10 +180,23 @@ def joined(train_device: str = "auto") -> Iterator[DistContext]:
     try:
         yield DistContext(rank, world, local_rank, backend, control)
     finally:
+        _settle(control)
         if created:
             dist.destroy_process_group()
         else:
             dist.destroy_process_group(control)
+
+
+def _settle(control: Any) -> None:
+    """Every rank done with the control group before any rank takes it down. Rank 0's last
+    message (the followers' STOP) may still be in flight when it returns; gloo tearing a pair
+    down while its peer still reads can abort the process at exit ("terminate called without an
+    active exception", once in a CI run of a 2-rank test; pytorch/gloo#155). Bounded: a rank that
+    failed is waited for `SETTLE_TIMEOUT` at most."""
+    try:
+        dist.monitored_barrier(group=control, timeout=SETTLE_TIMEOUT)
+    except RuntimeError:
+        pass  # a rank failed or left; take the groups down all the same
 
 
 def broadcast_object(ctx: DistContext, obj: Any = None) -> Any:
