@@ -28,22 +28,30 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _models(plan_path: Path, work: Path, min_width_ratio: float) -> tuple[Any, dict[str, dict[str, int]]]:
-    """The example's graph, and the floor and plan models written as pruned files in `work`."""
-    import numpy as np
-
+def example_widths(plan_path: Path, min_width_ratio: float = 0.1) -> tuple[Any, Any, dict[str, dict[str, int]]]:
+    """The built-in example (loaded), its graph, and its widths unpruned, at the width floor and
+    at `plan_path`'s plan."""
     from locp_trt.method.configs_list import group_floors
     from locp_trt.prune.graph import build_graph
     from locp_trt.prune.loading import load_model
-    from locp_trt.prune.plan import PruningPlan, apply_plan, save_pruned
 
     loaded = load_model("example")
-    shape = loaded.input_shape
-    graph = build_graph(loaded.module, shape)
+    graph = build_graph(loaded.module, loaded.input_shape)
     plan = json.loads(plan_path.read_text())
     widths = {"unpruned": graph.widths(),
               "floor": {**graph.widths(), **group_floors(graph, min_width_ratio)},
               "plan": {**graph.widths(), **{g: int(w) for g, w in plan["widths"].items()}}}
+    return loaded, graph, widths
+
+
+def _models(plan_path: Path, work: Path, min_width_ratio: float) -> tuple[Any, dict[str, dict[str, int]]]:
+    """The example's graph, and the floor and plan models written as pruned files in `work`."""
+    import numpy as np
+
+    from locp_trt.prune.plan import PruningPlan, apply_plan, save_pruned
+
+    loaded, graph, widths = example_widths(plan_path, min_width_ratio)
+    shape = loaded.input_shape
     work.mkdir(parents=True, exist_ok=True)
     for name in ("floor", "plan"):  # latency only: which channels is moot, the first ones kept
         order = {g: -np.arange(graph.groups[g].width, dtype=np.float64) for g in graph.groups}

@@ -42,17 +42,14 @@ def _medians(path: Path) -> dict[str, float]:
 
 def plan_speedup(table: Path, plan: Path) -> float:
     """The unpruned example's layer sum over the plan's, on `table`."""
+    from benchmarks.table_anchor_probe import example_widths
     from locp_trt.latency.meter import LatencyTable
     from locp_trt.method.calibration import Calibration
-    from locp_trt.prune.graph import build_graph
-    from locp_trt.prune.loading import load_model
 
-    loaded = load_model("example")
-    graph = build_graph(loaded.module, loaded.input_shape)
-    widths = {**graph.widths(), **{g: int(w) for g, w in json.loads(plan.read_text())["widths"].items()}}
+    _, graph, widths = example_widths(plan)
     lut = LatencyTable.load(table)
     cal = Calibration(lambda cfg: lut.require(cfg).median_us)
-    return cal.terms(graph, graph.widths())[0] / cal.terms(graph, widths)[0]
+    return cal.terms(graph, widths["unpruned"])[0] / cal.terms(graph, widths["plan"])[0]
 
 
 def main(argv: list[str] | None = None) -> int:
